@@ -1,0 +1,1 @@
+"""Tabulation of embedding nets into fifth-order (quintic Hermite) polynomial tables."""

@@ -1,0 +1,40 @@
+"""Exceptions raised by deepcomp.
+
+Every message says where (file, field), what was found and what to do, so that the
+CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DeepCompError(Exception):
+    """Base class of every error deepcomp raises on purpose."""
+
+
+class ModelFormatError(DeepCompError):
+    """A model file is unreadable, truncated or has an unexpected layout."""
+
+
+class UnsupportedModelError(DeepCompError):
+    """A readable model uses a feature deepcomp does not implement."""
+
+
+class TableFormatError(DeepCompError):
+    """A compressed-model file is damaged or of an unknown format version."""
+
+
+class TableOverflowError(DeepCompError):
+    """Inputs fell outside the tables and the overflow policy is 'error'."""
+
+
+class TypeMapError(DeepCompError):
+    """An element of the structure is not in the model's type_map."""
+
+
+class BackendUnavailableError(DeepCompError):
+    """A requested backend (numba, cupy) cannot be used on this machine."""
+
+
+def field_error(cls: type[DeepCompError], source: str, field: str, found: object, fix: str) -> DeepCompError:
+    """Build an error naming the file, the field, the value found and the remedy."""
+    return cls(f"{source}: field '{field}' is {found!r}; {fix}")

@@ -1,0 +1,93 @@
+"""Counting inputs that leave the fine table, and the periodic check of those counts.
+
+DeePMD-kit stores a check frequency (``-f``) but never reads it; here every evaluation counts
+how many embedding inputs fell in the coarse (extrapolation) table and how many fell beyond it
+(those are evaluated exactly through the stored net, never clamped), and the caller checks the
+counts every N steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import TableOverflowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OverflowTally:
+    """Accumulated since the last check."""
+
+    n_inputs: int = 0
+    n_coarse: int = 0  # upper <= x < extrapolate*upper: second, 10x coarser table
+    n_beyond: int = 0  # outside [lower, extrapolate*upper): evaluated exactly with the net
+    n_sel_dropped: int = 0  # neighbours inside rcut that did not fit in sel
+    worst_excess: float = -np.inf  # how far the worst input lies beyond 'upper' (in table units)
+    worst_x: float = float("nan")
+    worst_key: tuple = field(default_factory=tuple)
+    worst_upper: float = float("nan")
+
+    def add(self, x: np.ndarray, region: np.ndarray, key: tuple, lower: float, upper: float) -> None:
+        from .compress.tables import ABOVE, BELOW, COARSE
+
+        self.n_inputs += int(x.size)
+        out = region != 0
+        if not out.any():
+            return
+        self.n_coarse += int(np.count_nonzero(region == COARSE))
+        self.n_beyond += int(np.count_nonzero((region == ABOVE) | (region == BELOW)))
+        excess = np.where(x >= upper, x - upper, lower - x)
+        excess = np.where(out, excess, -np.inf)
+        k = int(np.argmax(excess))
+        if excess[k] > self.worst_excess:
+            self.worst_excess = float(excess[k])
+            self.worst_x = float(x[k])
+            self.worst_key = tuple(key)
+            self.worst_upper = float(upper)
+
+    def reset(self) -> None:
+        self.__init__()
+
+    @property
+    def any(self) -> bool:
+        return bool(self.n_coarse or self.n_beyond or self.n_sel_dropped)
+
+    def as_vector(self) -> np.ndarray:
+        """Counts as float64 for reductions across MPI ranks (sum)."""
+        return np.array([self.n_inputs, self.n_coarse, self.n_beyond, self.n_sel_dropped], dtype=np.float64)
+
+    def summary(self, type_map=None) -> str:
+        def name(t):
+            return type_map[t] if type_map is not None and 0 <= t < len(type_map) else str(t)
+
+        pair = "-".join(name(t) for t in self.worst_key) if self.worst_key else "n/a"
+        parts = [
+            f"{self.n_coarse} of {self.n_inputs} embedding inputs in the extrapolation table",
+            f"{self.n_beyond} beyond it (evaluated exactly with the embedding net)",
+        ]
+        if self.n_sel_dropped:
+            parts.append(f"{self.n_sel_dropped} neighbours beyond sel dropped")
+        if np.isfinite(self.worst_excess):
+            parts.append(
+                f"worst input {self.worst_x:.6g} (table upper bound {self.worst_upper:.6g}) "
+                f"for type pair {pair}"
+            )
+        return "; ".join(parts)
+
+
+def check_and_report(tally: OverflowTally, policy: str, type_map=None, step=None) -> bool:
+    """Apply the overflow policy ('warn', 'error', 'ignore') and reset; True if anything overflowed."""
+    flagged = tally.any
+    if flagged and policy != "ignore":
+        where = f" (step {step})" if step is not None else ""
+        message = "deepcomp table overflow" + where + ": " + tally.summary(type_map)
+        if policy == "error":
+            tally.reset()
+            raise TableOverflowError(message)
+        log.warning(message)
+    tally.reset()
+    return flagged
