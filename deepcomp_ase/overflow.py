@@ -49,6 +49,21 @@ class OverflowTally:
             self.worst_key = tuple(key)
             self.worst_upper = float(upper)
 
+    def merge(self, other: "OverflowTally") -> None:
+        """Add another tally into this one (keeps the worse of the two worst inputs)."""
+        self.n_inputs += other.n_inputs
+        self.n_coarse += other.n_coarse
+        self.n_beyond += other.n_beyond
+        self.n_sel_dropped += other.n_sel_dropped
+        if other.worst_excess > self.worst_excess:
+            self.worst_excess, self.worst_x = other.worst_excess, other.worst_x
+            self.worst_key, self.worst_upper = other.worst_key, other.worst_upper
+
+    def counts(self) -> dict:
+        return {"inputs": self.n_inputs, "coarse_table": self.n_coarse, "beyond_table": self.n_beyond,
+                "sel_dropped": self.n_sel_dropped, "worst_input": self.worst_x,
+                "worst_type_pair": self.worst_key}
+
     def reset(self) -> None:
         self.__init__()
 

@@ -8,6 +8,7 @@ cover [lower, upper), the rest width ``stride1`` up to ``xmax = extrapolate * up
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -61,17 +62,27 @@ class Table:
         np.minimum(idx, self.nspline - 1, out=idx)
         return idx, t, region
 
+    @cached_property
+    def _coeffs_by_power(self) -> np.ndarray:
+        """(nspline, 6, ng): one contiguous row per power, for the batched evaluation below."""
+        return np.ascontiguousarray(self.coeffs.transpose(0, 2, 1))
+
     def evaluate(self, idx: np.ndarray, t: np.ndarray):
-        """Value and first derivative of the pieces ``idx`` at offsets ``t`` -> two (n, ng) arrays."""
-        c = self.coeffs[idx]  # (n, ng, 6)
-        tt = t[:, None]
-        val = c[..., 5]
-        der = 5.0 * c[..., 5]
-        for k in (4, 3, 2, 1):
-            val = val * tt + c[..., k]
-            der = der * tt + k * c[..., k]
-        val = val * tt + c[..., 0]
-        return val, der
+        """Value and first derivative of the pieces ``idx`` at offsets ``t`` -> two (n, ng) arrays.
+
+        Both come from one batched product [t^k; k t^(k-1)] @ coeffs, which numpy runs far
+        faster than a Horner loop over gathered (n, ng, 6) arrays.
+        """
+        t = np.asarray(t, dtype=np.float64)
+        one, zero = np.ones_like(t), np.zeros_like(t)
+        t2 = t * t
+        t3 = t2 * t
+        powers = np.stack([
+            np.stack([one, t, t2, t3, t3 * t, t3 * t2], axis=1),
+            np.stack([zero, one, 2.0 * t, 3.0 * t2, 4.0 * t3, 5.0 * t3 * t], axis=1),
+        ], axis=1)  # (n, 2, 6)
+        both = np.matmul(powers, self._coeffs_by_power[idx])  # (n, 2, ng)
+        return both[:, 0], both[:, 1]
 
     def evaluate_second(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Second derivative of the pieces (used by continuity tests)."""

@@ -1,0 +1,72 @@
+"""Shared helpers of the benchmark scripts: structures, timing, machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+MODELS = REPO / "tests" / "data" / "models"
+
+
+def cuau_cell(natoms: int):
+    """The refsuite's random 50/50 Cu/Au fcc cells (500 or 4000 atoms), or a repeat of the 4000 one."""
+    from ase.io import read
+
+    if natoms in (500, 4000):
+        atoms = read(HERE / "data" / f"cuau_{natoms}.lmp", format="lammps-data", atom_style="atomic")
+    else:
+        base = read(HERE / "data" / "cuau_4000.lmp", format="lammps-data", atom_style="atomic")
+        reps = round((natoms / 4000) ** (1 / 3))
+        atoms = base.repeat(reps)
+    # LAMMPS type 1 = Cu, 2 = Au (pair_coeff * * Cu Au)
+    types = atoms.get_array("type") if "type" in atoms.arrays else atoms.numbers
+    atoms.set_chemical_symbols(np.where(np.asarray(types) == 1, "Cu", "Au"))
+    return atoms
+
+
+def time_calls(fn, repeats: int = 5, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=REPO, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

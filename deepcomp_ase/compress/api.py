@@ -1,0 +1,115 @@
+"""``compress_model``: a DeePMD-kit model file in, a deepcomp compressed file out."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import DeepCompError, UnsupportedModelError
+from ..fileformat import CompressedFile, save_compressed
+from ..io import read_model_tree
+from ..model.params import ModelParams, parse_model
+from .min_dist import min_nbor_dist_from_training_script
+from .tables import Table
+from .tabulate import build_table, check_step, radial_range_per_type
+
+log = logging.getLogger(__name__)
+
+
+def table_name(prefix: str, key: tuple) -> str:
+    """Name of a table in the file: 'descriptor:0-1' = centre type 0, neighbour type 1."""
+    return f"{prefix}:{'-'.join(str(k) for k in key)}"
+
+
+def tabulate_model(model: ModelParams, min_nbor_dist: float, step: float, extrapolate: float,
+                   progress=None) -> dict[str, Table]:
+    """Tables for every embedding net of the model's descriptor."""
+    d = model.descriptor
+    if d.kind != "se_e2_a":
+        raise UnsupportedModelError(f"{model.source}: compression of {d.kind} is not implemented")
+    lower, upper = radial_range_per_type(d.davg, d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
+    tables = {}
+    keys = sorted(d.embeddings)
+    for n, key in enumerate(keys):
+        if d.type_one_side:
+            (tj,) = key
+            centres = [ti for ti in range(d.ntypes) if not d.excluded(ti, tj)] or list(range(d.ntypes))
+            lo, up = float(np.min(lower[centres])), float(np.max(upper[centres]))
+        else:
+            ti, tj = key
+            if d.excluded(ti, tj):
+                continue
+            lo, up = float(lower[ti]), float(upper[ti])
+        tables[table_name("descriptor", key)] = build_table(d.embeddings[key], lo, up, step, 10 * step, extrapolate)
+        if progress:
+            progress(n + 1, len(keys), key, lo, up)
+    return tables
+
+
+def embedding_tables_for(model: ModelParams, tables: dict[str, Table]) -> dict[tuple, Table]:
+    """Map the file's table names back to the descriptor's net keys."""
+    out = {}
+    for key in model.descriptor.embeddings:
+        name = table_name("descriptor", key)
+        if name in tables:
+            out[key] = tables[name]
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5, frequency: int = -1,
+                   training_script=None) -> CompressedFile:
+    """Compress the DeePMD-kit model ``source`` into ``output`` (written atomically)."""
+    from ..fileformat import is_compressed_file
+
+    source = Path(source)
+    check_step(step, extrapolate)
+    if is_compressed_file(source):
+        raise DeepCompError(f"{source}: is already a deepcomp compressed model; compress the original model")
+    tree = read_model_tree(source)
+    model = parse_model(tree, str(source))
+    mnd = model.min_nbor_dist
+    origin = "model file"
+    if mnd is None:
+        if training_script is None:
+            raise DeepCompError(
+                f"{source}: the model stores no min_nbor_dist (the smallest interatomic distance of the training "
+                "data, which sets the table range); pass the training input with -t input.json"
+            )
+        mnd = min_nbor_dist_from_training_script(training_script)
+        origin = f"training script {training_script}"
+    log.info("compressing %s: %s, type_map %s, min_nbor_dist %.6f A (from %s)", source, model.descriptor.kind,
+             list(model.type_map), mnd, origin)
+
+    def progress(n, total, key, lo, up):
+        log.info("table %d/%d %s: range [%g, %g), extrapolated to %g", n, total, key, lo, up, up * extrapolate)
+
+    tables = tabulate_model(model, mnd, step, extrapolate, progress)
+    meta = {
+        "software": "deepcomp",
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_file": str(source.name),
+        "source_sha256": _sha256(source),
+        "options": {
+            "step": step, "extrapolate": extrapolate, "frequency": frequency,
+            "min_nbor_dist": mnd, "min_nbor_dist_origin": origin, "range_rule": "radial (TensorFlow backend)",
+        },
+    }
+    content = CompressedFile(tree=tree, tables=tables, meta=meta)
+    save_compressed(output, content)
+    log.info("wrote %s (%d tables, %.1f MB of coefficients)", output, len(tables),
+             sum(t.coeffs.nbytes for t in tables.values()) / 1e6)
+    return content

@@ -1,0 +1,130 @@
+"""The deepcomp compressed-model file: HDF5, self-describing and versioned.
+
+Layout (documented in docs/file-format.md):
+
+* root attributes: ``format`` = "deepcomp-compressed-model", ``format_version``, ``software``,
+  ``version``, ``created``, ``source_file``, ``source_sha256``, ``options`` (JSON);
+* group ``model``: the full DeePMD-kit serialization tree of the source model (same container
+  as a ``.dp`` file), so the embedding nets stay available for exact evaluation;
+* group ``tables/<name>``: dataset ``coeffs`` (nspline, ng, 6) float64 and attributes
+  ``lower, upper, xmax, stride0, stride1``.
+
+Files are written to a temporary name in the target directory and renamed, so a reader never
+sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .compress.tables import Table
+from .errors import TableFormatError
+from .io.tree import read_h5_tree, write_h5_tree
+
+FORMAT_NAME = "deepcomp-compressed-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CompressedFile:
+    """What a compressed file holds."""
+
+    tree: dict  # DeePMD-kit serialization tree of the source model
+    tables: dict[str, Table]
+    meta: dict = field(default_factory=dict)  # provenance and options
+
+
+def is_compressed_file(path) -> bool:
+    """True for a deepcomp compressed model (checked by content, not by extension)."""
+    try:
+        import h5py
+
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                return False
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT_NAME
+    except OSError:
+        return False
+
+
+def write_atomic(path: str | os.PathLike, writer) -> None:
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it succeeded."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_compressed(path, content: CompressedFile) -> None:
+    import h5py
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            for key, value in content.meta.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            write_h5_tree(f.create_group("model"), content.tree)
+            tables = f.create_group("tables")
+            for name, table in content.tables.items():
+                g = tables.create_group(name)
+                g.create_dataset("coeffs", data=table.coeffs)
+                for attr in ("lower", "upper", "xmax", "stride0", "stride1"):
+                    g.attrs[attr] = getattr(table, attr)
+
+    write_atomic(path, write)
+
+
+def load_compressed(path) -> CompressedFile:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise TableFormatError(f"{path}: not a deepcomp compressed model (attribute 'format' missing)")
+            version = int(f.attrs.get("format_version", -1))
+            if version < 1 or version > FORMAT_VERSION:
+                raise TableFormatError(
+                    f"{path}: format_version {version} is not readable by this deepcomp (reads 1..{FORMAT_VERSION}); "
+                    "upgrade deepcomp or compress the model again"
+                )
+            meta = {}
+            for key, value in f.attrs.items():
+                if key in ("format",):
+                    continue
+                if isinstance(value, bytes):
+                    value = value.decode()
+                if key == "options" and isinstance(value, str):
+                    value = json.loads(value)
+                meta[key] = value.item() if isinstance(value, np.generic) else value
+            tree = read_h5_tree(f["model"])
+            tables = {}
+            for name, g in f["tables"].items():
+                coeffs = np.ascontiguousarray(g["coeffs"][()], dtype=np.float64)
+                if coeffs.ndim != 3 or coeffs.shape[2] != 6:
+                    raise TableFormatError(f"{path}: table {name} has shape {coeffs.shape}, expected (nspline, ng, 6)")
+                tables[name] = Table(coeffs=coeffs, **{a: float(g.attrs[a]) for a in
+                                                       ("lower", "upper", "xmax", "stride0", "stride1")})
+                expected = tables[name].first_stride + int(round((tables[name].xmax - tables[name].upper)
+                                                                 / tables[name].stride1))
+                if abs(expected - coeffs.shape[0]) > 1:
+                    raise TableFormatError(f"{path}: table {name} has {coeffs.shape[0]} intervals, its range implies {expected}")
+    except OSError as exc:
+        raise TableFormatError(f"{path}: cannot be read as a compressed model ({exc})") from exc
+    except KeyError as exc:
+        raise TableFormatError(f"{path}: compressed model is missing {exc}") from exc
+    return CompressedFile(tree=tree, tables=tables, meta=meta)

@@ -1,0 +1,162 @@
+"""``DeepPotential``: a loaded model (compressed or not) that evaluates pair lists.
+
+This is the one object the ASE calculator and the LAMMPS bridge talk to. It owns the overflow
+tally and the "check every N steps" bookkeeping; the physics lives in :mod:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .compress.api import embedding_tables_for
+from .embedding import ExactEmbedding, TabulatedEmbedding
+from .errors import DeepCompError
+from .evaluate import Results, evaluate_se_e2_a, padding_embedding
+from .fileformat import is_compressed_file, load_compressed
+from .io import read_model_tree
+from .model.params import ModelParams, parse_model
+from .neighbors import neighbor_pairs_ase, select_neighbors
+from .overflow import OverflowTally, check_and_report
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_POLICIES = ("warn", "error", "ignore")
+
+
+class DeepPotential:
+    """A Deep Potential ready to evaluate.
+
+    Parameters
+    ----------
+    params
+        Validated model parameters.
+    tables
+        Embedding tables by net key (compressed model), or None for the exact nets.
+    check_frequency
+        Check the overflow counts every this many calls of :meth:`step_done` (<= 0: never).
+    overflow
+        'warn' (log a warning), 'error' (raise TableOverflowError) or 'ignore'.
+    """
+
+    def __init__(self, params: ModelParams, tables: dict | None = None, *, check_frequency: int = -1,
+                 overflow: str = "warn", meta: dict | None = None, block_atoms: int = 128):
+        if overflow not in OVERFLOW_POLICIES:
+            raise DeepCompError(f"overflow policy {overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
+        self.params = params
+        self.meta = meta or {}
+        self.tally = OverflowTally()  # since the last check
+        self.total = OverflowTally()  # since loading, updated at each check
+        self.check_frequency = int(check_frequency)
+        self.overflow = overflow
+        self.block_atoms = block_atoms
+        self.steps = 0
+        nets = params.descriptor.embeddings
+        if tables is None:
+            self.embed = ExactEmbedding(nets)
+        else:
+            missing = [k for k in nets if k not in tables]
+            if missing:
+                raise DeepCompError(f"{params.source}: no table for embedding nets {missing}")
+            self.embed = TabulatedEmbedding(tables, nets, self.tally)
+        # padding contributions are constants of the model: compute once, off the tally
+        scratch = OverflowTally()
+        if tables is not None:
+            self.embed.tally = scratch
+        self._pad = padding_embedding(params, self.embed)
+        if tables is not None:
+            self.embed.tally = self.tally
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_file(cls, path, *, check_frequency: int | None = None, overflow: str = "warn",
+                  **kwargs) -> DeepPotential:
+        """Load a deepcomp compressed file or an uncompressed DeePMD-kit model (.dp, .yaml, .pb)."""
+        path = Path(path)
+        if not path.exists():
+            raise DeepCompError(f"{path}: model file not found")
+        if is_compressed_file(path):
+            content = load_compressed(path)
+            params = parse_model(content.tree, str(path))
+            tables = embedding_tables_for(params, content.tables)
+            freq = content.meta.get("options", {}).get("frequency", -1)
+            if check_frequency is None:
+                check_frequency = int(freq)
+            return cls(params, tables, check_frequency=check_frequency, overflow=overflow, meta=content.meta,
+                       **kwargs)
+        params = parse_model(read_model_tree(path), str(path))
+        return cls(params, None, check_frequency=-1 if check_frequency is None else check_frequency,
+                   overflow=overflow, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def type_map(self) -> tuple[str, ...]:
+        return self.params.type_map
+
+    @property
+    def rcut(self) -> float:
+        return self.params.rcut
+
+    @property
+    def compressed(self) -> bool:
+        return self.embed.compressed
+
+    def types_of(self, symbols) -> np.ndarray:
+        """Model type index of each chemical symbol, with a clear error for unknown ones."""
+        from .errors import TypeMapError
+
+        index = {name: i for i, name in enumerate(self.type_map)}
+        out = np.empty(len(symbols), dtype=np.int64)
+        for k, s in enumerate(symbols):
+            if s not in index:
+                raise TypeMapError(
+                    f"element {s!r} is not in the model's type_map {list(self.type_map)} "
+                    f"({self.params.source}); use a model trained for it"
+                )
+            out[k] = index[s]
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def compute_pairs(self, atype_all, nloc: int, centers, neighbors, vectors, *,
+                      atomic_virial: bool = False) -> Results:
+        """Evaluate on a raw pair list (any order; pairs beyond rcut are ignored).
+
+        ``atype_all`` holds model types of all atoms (local first); ``centers < nloc``,
+        ``neighbors < len(atype_all)``; ``vectors = r_neighbor - r_center``.
+        """
+        atype_all = np.asarray(atype_all, dtype=np.int64)
+        d = self.params.descriptor
+        pairs = select_neighbors(np.asarray(centers, dtype=np.int64), np.asarray(neighbors, dtype=np.int64),
+                                 vectors, atype_all, nloc, d.sel, d.rcut, d.exclude_types,
+                                 self.params.pair_exclude_types)
+        self.tally.n_sel_dropped += pairs.n_dropped
+        return evaluate_se_e2_a(self.params, self.embed, pairs, atype_all, atomic_virial=atomic_virial,
+                                block_atoms=self.block_atoms, pad_cache=self._pad)
+
+    def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,
+                      atomic_virial: bool = False) -> Results:
+        """Evaluate a structure (ASE conventions: cell rows are lattice vectors)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        i, j, vec = neighbor_pairs_ase(positions, cell, pbc, self.rcut)
+        return self.compute_pairs(atype, len(positions), i, j, vec, atomic_virial=atomic_virial)
+
+    # ------------------------------------------------------------------ overflow check
+    def step_done(self, step: int | None = None, reduce=None) -> bool:
+        """Count a step; every ``check_frequency`` steps apply the overflow policy.
+
+        ``reduce`` (optional) combines the tally across MPI ranks before the check.
+        Returns True when a check ran and found an overflow.
+        """
+        self.steps += 1
+        if self.check_frequency <= 0 or self.steps % self.check_frequency:
+            return False
+        return self.check_overflow(step if step is not None else self.steps, reduce)
+
+    def check_overflow(self, step=None, reduce=None) -> bool:
+        if reduce is not None:
+            reduce(self.tally)
+        self.total.merge(self.tally)
+        return check_and_report(self.tally, self.overflow, self.type_map, step)

@@ -1,0 +1,84 @@
+"""Shared fixtures: the refsuite models and references copied into tests/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+MODELS = DATA / "models"
+REFS = DATA / "refs"
+
+IN_DIST = ("p32_0", "p32_1", "p32_2", "p108_0", "p108_1", "p108_2", "p256", "cluster")
+SE_E2_A_MODELS = ("cuau_se_e2_a", "cu_se_e2_a_tanh", "cu_se_e2_a_gelu", "cu_se_e2_a_softplus", "cu_se_e2_a_relu")
+
+
+class Reference:
+    """The references of one refsuite model (DeePMD-kit 3.2 outputs)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.z = np.load(REFS / f"{name}.npz")
+        self.names = [str(n) for n in self.z["names"]]
+
+    def kind(self, conf: str) -> str:
+        if conf.startswith("stretched"):
+            return "stretched"
+        if conf.startswith("overflow"):
+            return "overflow"
+        return "in_dist"
+
+    def confs(self, kind: str):
+        return [c for c in self.names if self.kind(c) == kind]
+
+    def structure(self, conf: str):
+        z = self.z
+        box = z[f"{conf}/box"] if f"{conf}/box" in z else None
+        return z[f"{conf}/coord"], z[f"{conf}/atype"], box
+
+    def has(self, conf: str, variant: str) -> bool:
+        return f"{conf}/{variant}/energy" in self.z
+
+    def output(self, conf: str, variant: str) -> dict:
+        return {k: self.z[f"{conf}/{variant}/{k}"] for k in ("energy", "force", "virial", "atom_energy", "atom_virial")}
+
+
+def evaluate(potential, ref: Reference, conf: str, atomic_virial=True):
+    coord, atype, box = ref.structure(conf)
+    pbc = [box is not None] * 3
+    return potential.compute_atoms(coord, atype, box, pbc, atomic_virial=atomic_virial)
+
+
+def deviations(res, out: dict, natoms: int) -> dict:
+    return {
+        "e_per_atom": abs(res.energy - float(out["energy"])) / natoms,
+        "force": float(np.abs(res.forces - out["force"]).max()),
+        "virial_per_atom": float(np.abs(res.virial - out["virial"]).max()) / natoms,
+        "atom_energy": float(np.abs(res.atom_energy - out["atom_energy"]).max()),
+    }
+
+
+@pytest.fixture(scope="session")
+def compressed_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("compressed")
+
+
+_CACHE: dict = {}
+
+
+@pytest.fixture(scope="session")
+def compressed_model(compressed_dir):
+    """compressed_model(name, step=0.01, extrapolate=5) -> path of a deepcomp file (made once)."""
+    from deepcomp_ase.compress.api import compress_model
+
+    def make(name: str, step: float = 0.01, extrapolate: int = 5) -> Path:
+        key = (name, step, extrapolate)
+        if key not in _CACHE:
+            out = compressed_dir / f"{name}-s{step}-e{extrapolate}.dcz"
+            compress_model(MODELS / f"{name}.dp", out, step=step, extrapolate=extrapolate)
+            _CACHE[key] = out
+        return _CACHE[key]
+
+    return make
