@@ -14,11 +14,11 @@ import numpy as np
 from .compress.api import embedding_tables_for
 from .embedding import ExactEmbedding, TabulatedEmbedding
 from .errors import DeepCompError
-from .evaluate import Results, evaluate_se_e2_a, padding_embedding
+from .backends import get_backend
+from .evaluate import Results, padding_embedding
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import ModelParams, parse_model
-from .neighbors import neighbor_pairs_ase, select_neighbors
 from .overflow import OverflowTally, check_and_report
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,14 @@ class DeepPotential:
         Check the overflow counts every this many calls of :meth:`step_done` (<= 0: never).
     overflow
         'warn' (log a warning), 'error' (raise TableOverflowError) or 'ignore'.
+    backend
+        'auto' (default: GPU if CuPy sees one, else numba if installed, else numpy), 'cpu',
+        'numpy', 'numba' or 'cuda'.
     """
 
     def __init__(self, params: ModelParams, tables: dict | None = None, *, check_frequency: int = -1,
-                 overflow: str = "warn", meta: dict | None = None, block_atoms: int = 128):
+                 overflow: str = "warn", meta: dict | None = None, block_atoms: int = 128,
+                 backend: str = "auto"):
         if overflow not in OVERFLOW_POLICIES:
             raise DeepCompError(f"overflow policy {overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
         self.params = params
@@ -53,6 +57,7 @@ class DeepPotential:
         self.overflow = overflow
         self.block_atoms = block_atoms
         self.steps = 0
+        self.backend = get_backend(backend)
         nets = params.descriptor.embeddings
         if tables is None:
             self.embed = ExactEmbedding(nets)
@@ -127,20 +132,18 @@ class DeepPotential:
         ``neighbors < len(atype_all)``; ``vectors = r_neighbor - r_center``.
         """
         atype_all = np.asarray(atype_all, dtype=np.int64)
-        d = self.params.descriptor
-        pairs = select_neighbors(np.asarray(centers, dtype=np.int64), np.asarray(neighbors, dtype=np.int64),
-                                 vectors, atype_all, nloc, d.sel, d.rcut, d.exclude_types,
-                                 self.params.pair_exclude_types)
+        pairs = self.backend.select(np.asarray(centers, dtype=np.int64), np.asarray(neighbors, dtype=np.int64),
+                                    np.asarray(vectors, dtype=np.float64), atype_all, nloc,
+                                    self.params.descriptor, self.params.pair_exclude_types)
         self.tally.n_sel_dropped += pairs.n_dropped
-        return evaluate_se_e2_a(self.params, self.embed, pairs, atype_all, atomic_virial=atomic_virial,
-                                block_atoms=self.block_atoms, pad_cache=self._pad)
+        return self.backend.evaluate(self, pairs, atype_all, atomic_virial)
 
     def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,
                       atomic_virial: bool = False) -> Results:
         """Evaluate a structure (ASE conventions: cell rows are lattice vectors)."""
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-        i, j, vec = neighbor_pairs_ase(positions, cell, pbc, self.rcut)
+        i, j, vec = self.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
         return self.compute_pairs(atype, len(positions), i, j, vec, atomic_virial=atomic_virial)
 
     # ------------------------------------------------------------------ overflow check

@@ -339,7 +339,7 @@ def parse_graph_def(data: bytes) -> list[NodeDef]:
         elif number in (2, 4) and wire != WIRE_BYTES:
             raise WireError(f"GraphDef field {number} has wire type {wire}")
         elif number == 3 and wire != WIRE_VARINT:  # deprecated int32 version
-            raise WireError("GraphDef field 3 has wire type {wire}")
+            raise WireError(f"GraphDef field 3 has wire type {wire}")
     if not nodes:
         raise WireError("no GraphDef node found")
     for node in nodes:

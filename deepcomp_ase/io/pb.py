@@ -1,0 +1,825 @@
+"""Read a frozen DeePMD-kit TensorFlow graph (``.pb``) without TensorFlow.
+
+The result is the same serialization tree that ``dp convert-backend model.pb model.dp``
+(DeePMD-kit 3.2) stores in a ``.dp`` file: hyper-parameters come from the training script
+embedded in the graph (``train_attr/training_script``), arrays from the graph's ``Const``
+nodes (a frozen graph holds every variable as a constant).
+
+Where the graph's constants come from (TF name scopes; ``{s}`` is ``""`` or, inside a hybrid
+descriptor, ``_<k>`` for the k-th sub-descriptor):
+
+=======================================================  ===========================================
+graph node                                               tree field
+=======================================================  ===========================================
+``train_attr/training_script`` (JSON)                    ``model_def_script`` and every hyper-parameter
+``train_attr/min_nbor_dist``                             ``@variables/min_nbor_dist``
+``model_attr/t_out_bias``, ``model_attr/t_out_std``      ``model/@variables/out_bias``, ``out_std``
+``descrpt_attr{s}/t_avg``, ``t_std`` (ntypes, nnei*k)    ``descriptor/@variables/davg``, ``dstd`` (ntypes, nnei, k)
+``filter_type_{i}{s}/matrix_{l}_{j}`` (+bias, idt)       se_e2_a/se_e2_r embeddings, network (i, j), layer l-1
+``filter_type_all{s}/matrix_{l}_{j}``                    same, ``type_one_side`` (network j)
+``filter_type_all{s}/matrix_{l}_{i}_{j}``                se_e3 embeddings, network (i, j), i <= j
+``filter_type_all/matrix_{l}``                           se_atten_v2 ``embeddings`` (radial part)
+``filter_type_all/matrix_{l}_two_side_ebd``              se_atten_v2 ``embeddings_strip``
+``type_embed_net/matrix_1`` (+``bias_1``)                se_atten_v2 ``type_embedding``
+``layer_{l}_type_{t}/matrix`` (+bias, idt)               fitting network t, layer l
+``final_layer_type_{t}/matrix``, ``bias``                fitting network t, output layer
+``layer_{l}/...``, ``final_layer/...``                   the single fitting network (mixed types)
+``fitting_attr/t_bias_atom_e`` (ntypes,)                 ``fitting/@variables/bias_atom_e`` (ntypes, 1)
+``fitting_attr/t_fparam_avg``, ``t_fparam_istd``, ...    ``fitting/@variables/fparam_avg``, ...
+=======================================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFormatError, UnsupportedModelError
+from .protobuf_wire import DT_DOUBLE, NodeDef, WireError, parse_graph_def
+
+# The DeePMD-kit release whose `.dp` layout this reader reproduces.
+TREE_SOFTWARE = "deepmd-kit"
+TREE_VERSION = "3.2.0"
+
+_TABULATE_OP = re.compile(r"^TabulateFusion")
+
+
+class _Graph:
+    """The ``Const`` nodes of a GraphDef by name, with helpers that raise useful errors."""
+
+    def __init__(self, path: Path, nodes: list[NodeDef]) -> None:
+        self.path = path
+        self.nodes = {n.name: n for n in nodes}
+        self.ops = {n.op for n in nodes}
+
+    def has(self, name: str) -> bool:
+        node = self.nodes.get(name)
+        return node is not None and node.op == "Const"
+
+    def array(self, name: str) -> np.ndarray:
+        node = self.nodes.get(name)
+        if node is None:
+            raise ModelFormatError(
+                f"{self.path}: graph node '{name}' is missing; the frozen graph does not match its "
+                "training script (re-freeze it with `dp freeze`, or convert it with "
+                f"`dp convert-backend {self.path.name} {self.path.stem}.dp`)"
+            )
+        tensor = node.tensor()
+        if node.op != "Const" or tensor is None:
+            raise ModelFormatError(
+                f"{self.path}: graph node '{name}' is a '{node.op}' op, expected a constant; "
+                "was the graph frozen (`dp freeze`)?"
+            )
+        try:
+            return tensor.to_numpy()
+        except WireError as exc:
+            raise ModelFormatError(f"{self.path}: constant '{name}' is damaged ({exc})") from None
+
+    def string(self, name: str) -> str:
+        value = self.array(name)
+        if value.dtype != object or value.size != 1:
+            raise ModelFormatError(
+                f"{self.path}: graph node '{name}' holds a {value.dtype} array of shape {value.shape}, "
+                "expected one string"
+            )
+        try:
+            return value.item().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelFormatError(f"{self.path}: graph node '{name}' is not UTF-8 text ({exc})") from None
+
+    def optional(self, name: str) -> np.ndarray | None:
+        return self.array(name) if self.has(name) else None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def read_pb(path) -> dict:
+    """Return the DeePMD-kit serialization tree of the frozen graph at ``path``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot be read ({exc})") from exc
+    try:
+        nodes = parse_graph_def(data)
+    except WireError as exc:
+        raise ModelFormatError(
+            f"{path}: not a frozen TensorFlow graph (GraphDef protobuf): {exc}; expected the output of "
+            "`dp freeze` (a .pb file), or pass a DeePMD-kit .dp/.yaml model instead"
+        ) from None
+    graph = _Graph(path, nodes)
+    _check_not_compressed(graph)
+    _check_version(graph)
+    script = _training_script(graph)
+    model_def = script["model"]
+
+    tree: dict[str, Any] = {
+        "software": TREE_SOFTWARE,
+        "version": TREE_VERSION,
+        "time": str(datetime.now(timezone.utc)),
+        "backend": "TensorFlow",
+        "model": _model(graph, model_def),
+        "model_def_script": model_def,
+    }
+    min_nbor = graph.optional("train_attr/min_nbor_dist")
+    if min_nbor is not None:
+        tree["@variables"] = {"min_nbor_dist": min_nbor}
+    return tree
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _check_not_compressed(graph: _Graph) -> None:
+    reason = None
+    if graph.has("model_type") and graph.string("model_type") == "compressed_model":
+        reason = "node 'model_type' is 'compressed_model'"
+    else:
+        tab = sorted(op for op in graph.ops if _TABULATE_OP.match(op))
+        if tab:
+            reason = f"it contains tabulation ops ({', '.join(tab)})"
+        else:
+            info = [n for n in graph.nodes if n.endswith("table_info")]
+            if info:
+                reason = f"it contains table constants ('{info[0]}')"
+    if reason:
+        raise UnsupportedModelError(
+            f"{graph.path}: this graph was compressed by `dp compress` ({reason}); its embedding "
+            "networks are replaced by tables and cannot be read back. Pass the original, "
+            "uncompressed model (the .pb given to `dp compress -i`) instead; deepcomp compresses it itself"
+        )
+
+
+def _old_version_hint(graph: _Graph) -> str:
+    """The ``dp convert-from`` version for a graph frozen before DeePMD-kit 2.0."""
+    if "DescrptNorot" in graph.ops:
+        return "0.12"
+    if graph.has("fitting_attr/dfparam") and not graph.has("fitting_attr/daparam"):
+        return "1.0"
+    for node in graph.nodes.values():
+        if node.op == "DescrptSeA":
+            dtype = node.attr.get("T")
+            if dtype is not None and dtype.kind == "type" and dtype.value == DT_DOUBLE:
+                return "1.3"
+            return "1.2"
+    return "1.2"
+
+
+def _check_version(graph: _Graph) -> None:
+    name = "model_attr/model_version"
+    found: str | None = graph.string(name) if graph.has(name) else None
+    too_old = found is None
+    if found is not None:
+        try:
+            too_old = tuple(int(p) for p in found.split(".")[:2]) < (1, 0)
+        except ValueError:
+            raise ModelFormatError(
+                f"{graph.path}: graph node '{name}' is {found!r}, expected a version like '1.1'"
+            ) from None
+    if too_old:
+        hint = _old_version_hint(graph)
+        what = "is missing" if found is None else f"is {found!r}"
+        raise UnsupportedModelError(
+            f"{graph.path}: graph node '{name}' {what}, so the model was frozen by DeePMD-kit older "
+            f"than 2.0. Upgrade it first with `dp convert-from {hint} -i {graph.path.name} -o "
+            f"{graph.path.stem}-v2.pb` (use the DeePMD-kit version that froze it: 0.12, 1.0, 1.1, "
+            "1.2 or 1.3), then read the new .pb"
+        )
+
+
+def _training_script(graph: _Graph) -> dict:
+    name = "train_attr/training_script"
+    if not graph.has(name):
+        raise UnsupportedModelError(
+            f"{graph.path}: graph node '{name}' is missing, so the model's hyper-parameters are unknown; "
+            "freeze the model with DeePMD-kit >= 2.0 (`dp freeze`)"
+        )
+    text = graph.string(name)
+    try:
+        script = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{graph.path}: graph node '{name}' is not valid JSON ({exc})") from None
+    if not isinstance(script, dict) or not isinstance(script.get("model"), dict):
+        raise ModelFormatError(f"{graph.path}: graph node '{name}' has no 'model' section")
+    return script
+
+
+def _unsupported(graph: _Graph, field: str, found: Any, fix: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"{graph.path}: field '{field}' is {found!r}; {fix}")
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _precision_name(graph: _Graph, precision: str | None) -> str:
+    """TF resolves ``default`` to the global float precision (the dtype of ``descrpt_attr/rcut``)."""
+    if precision in (None, "default"):
+        rcut = graph.optional("descrpt_attr/rcut")
+        return rcut.dtype.name if rcut is not None else "float64"
+    return {"float64": "float64", "double": "float64", "float32": "float32", "single": "float32",
+            "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}.get(precision, precision)
+
+
+def _layer(w: np.ndarray, b: np.ndarray | None, idt: np.ndarray | None, *, activation: str,
+           resnet: bool, precision: str, trainable: bool = True) -> dict:
+    return {
+        "@class": "Layer",
+        "@version": 2,
+        "bias": b is not None,
+        "use_timestep": idt is not None,
+        "activation_function": activation,
+        "resnet": resnet,
+        "precision": precision,
+        "trainable": trainable,
+        "@variables": {"w": w, "b": b, "idt": None if idt is None else idt.ravel()},
+    }
+
+
+def _wants_timestep(resnet_dt: bool, n_in: int, n_out: int) -> bool:
+    """A layer carries a time step only where its skip connection exists."""
+    return resnet_dt and (n_out == n_in or n_out == 2 * n_in)
+
+
+def _embedding_net(graph: _Graph, names, *, in_dim: int, neuron: list[int], activation: str,
+                   resnet_dt: bool, precision: str, bias: bool = True) -> dict:
+    """An ``EmbeddingNetwork``; ``names(kind, l)`` gives the node of ``matrix``/``bias``/``idt`` of layer l (1-based)."""
+    layers = []
+    n_in = in_dim
+    for l, n_out in enumerate(neuron, start=1):
+        w = graph.array(names("matrix", l))
+        if w.shape != (n_in, n_out):
+            raise ModelFormatError(
+                f"{graph.path}: constant '{names('matrix', l)}' has shape {w.shape}, the training script "
+                f"implies ({n_in}, {n_out})"
+            )
+        b = graph.array(names("bias", l)) if bias else None
+        idt = graph.array(names("idt", l)) if _wants_timestep(resnet_dt, n_in, n_out) else None
+        layers.append(_layer(w, b, idt, activation=activation, resnet=True, precision=precision))
+        n_in = n_out
+    return {
+        "@class": "EmbeddingNetwork",
+        "@version": 2,
+        "in_dim": in_dim,
+        "neuron": list(neuron),
+        "activation_function": activation,
+        "resnet_dt": resnet_dt,
+        "bias": bias,
+        "precision": precision,
+        "layers": layers,
+    }
+
+
+def _zero_embedding_net(in_dim: int, neuron: list[int], activation: str, resnet_dt: bool,
+                        precision: str) -> dict:
+    """The all-zero network DeePMD-kit writes for a type pair the graph has no network for."""
+    dtype = np.dtype(precision)
+    layers = []
+    n_in = in_dim
+    for n_out in neuron:
+        idt = np.zeros(n_out, dtype) if _wants_timestep(resnet_dt, n_in, n_out) else None
+        layers.append(_layer(np.zeros((n_in, n_out), dtype), np.zeros(n_out, dtype), idt,
+                             activation=activation, resnet=True, precision=precision))
+        n_in = n_out
+    return {"@class": "EmbeddingNetwork", "@version": 2, "in_dim": in_dim, "neuron": list(neuron),
+            "activation_function": activation, "resnet_dt": resnet_dt, "bias": True,
+            "precision": precision, "layers": layers}
+
+
+def _collection(ndim: int, ntypes: int, network_type: str, networks: dict[tuple, dict]) -> dict:
+    """A ``NetworkCollection``: network (k0, k1, ...) sits at index k0 + k1*ntypes + ..."""
+    flat: list[dict | None] = [None] * (ntypes**ndim)
+    for key, net in networks.items():
+        flat[sum(k * ntypes**i for i, k in enumerate(key))] = net
+    return {
+        "@class": "NetworkCollection",
+        "@version": 1,
+        "ndim": ndim,
+        "ntypes": ntypes,
+        "network_type": network_type,
+        "networks": flat,
+    }
+
+
+def _env_mat(d: dict) -> dict:
+    return {
+        "rcut": d["rcut"],
+        "rcut_smth": d["rcut_smth"],
+        "protection": d.get("env_protection", 0.0),
+        "use_exp_switch": d.get("use_exp_switch", False),
+    }
+
+
+def _stat(graph: _Graph, suffix: str, ntypes: int, nnei: int, width: int) -> dict:
+    out = {}
+    for key, node in (("davg", "t_avg"), ("dstd", "t_std")):
+        name = f"descrpt_attr{suffix}/{node}"
+        arr = graph.array(name)
+        if arr.size != ntypes * nnei * width:
+            raise ModelFormatError(
+                f"{graph.path}: constant '{name}' has shape {arr.shape}, expected {ntypes} x {nnei * width} "
+                f"(ntypes x sum(sel)*{width})"
+            )
+        out[key] = arr.reshape(ntypes, nnei, width)
+    return out
+
+
+def _sel_list(graph: _Graph, d: dict, where: str) -> list[int]:
+    sel = d.get("sel")
+    if isinstance(sel, int):
+        return [sel]
+    if isinstance(sel, list) and all(isinstance(s, int) for s in sel):
+        return list(sel)
+    raise ModelFormatError(f"{graph.path}: field '{where}.sel' is {sel!r}; expected a list of integers")
+
+
+# --------------------------------------------------------------------------- descriptors
+
+
+def _pair_networks(graph: _Graph, d: dict, ntypes: int, suffix: str, precision: str) -> dict:
+    """Embedding networks of se_e2_a / se_e2_r: one per (center, neighbor) or per neighbor type."""
+    neuron = list(d["neuron"])
+    act = d.get("activation_function", "tanh")
+    resnet_dt = bool(d.get("resnet_dt", False))
+    networks: dict[tuple, dict] = {}
+    if d.get("type_one_side", False):
+        for tj in range(ntypes):
+            networks[(tj,)] = _embedding_net(
+                graph, lambda k, l, tj=tj: f"filter_type_all{suffix}/{k}_{l}_{tj}",
+                in_dim=1, neuron=neuron, activation=act, resnet_dt=resnet_dt, precision=precision)
+        return _collection(1, ntypes, "embedding_network", networks)
+    excluded = {tuple(p) for p in d.get("exclude_types", [])} | {tuple(p[::-1]) for p in d.get("exclude_types", [])}
+    for ti in range(ntypes):
+        for tj in range(ntypes):
+            if (ti, tj) in excluded and not graph.has(f"filter_type_{ti}{suffix}/matrix_1_{tj}"):
+                networks[(ti, tj)] = _zero_embedding_net(1, neuron, act, resnet_dt, precision)
+                continue
+            networks[(ti, tj)] = _embedding_net(
+                graph, lambda k, l, ti=ti, tj=tj: f"filter_type_{ti}{suffix}/{k}_{l}_{tj}",
+                in_dim=1, neuron=neuron, activation=act, resnet_dt=resnet_dt, precision=precision)
+    return _collection(2, ntypes, "embedding_network", networks)
+
+
+def _descrpt_se_a(graph, d, ntypes, suffix, type_map, where):
+    precision = _precision_name(graph, d.get("precision"))
+    sel = _sel_list(graph, d, where)
+    return {
+        "@class": "Descriptor",
+        "type": "se_e2_a",
+        "@version": 2,
+        "rcut": d["rcut"],
+        "rcut_smth": d["rcut_smth"],
+        "sel": sel,
+        "neuron": list(d["neuron"]),
+        "axis_neuron": d.get("axis_neuron", 4),
+        "resnet_dt": d.get("resnet_dt", False),
+        "trainable": d.get("trainable", True),
+        "type_one_side": d.get("type_one_side", False),
+        "exclude_types": d.get("exclude_types", []),
+        "env_protection": d.get("env_protection", 0.0),
+        "set_davg_zero": d.get("set_davg_zero", False),
+        "activation_function": d.get("activation_function", "tanh"),
+        "precision": precision,
+        "embeddings": _pair_networks(graph, d, ntypes, suffix, precision),
+        "env_mat": _env_mat(d),
+        "@variables": _stat(graph, suffix, ntypes, sum(sel), 4),
+        "type_map": type_map,
+        "spin": None,
+    }
+
+
+def _descrpt_se_r(graph, d, ntypes, suffix, type_map, where):
+    precision = _precision_name(graph, d.get("precision"))
+    sel = _sel_list(graph, d, where)
+    return {
+        "@class": "Descriptor",
+        "type": "se_r",
+        "@version": 2,
+        "rcut": d["rcut"],
+        "rcut_smth": d["rcut_smth"],
+        "sel": sel,
+        "neuron": list(d["neuron"]),
+        "resnet_dt": d.get("resnet_dt", False),
+        "trainable": d.get("trainable", True),
+        "type_one_side": d.get("type_one_side", False),
+        "exclude_types": d.get("exclude_types", []),
+        "env_protection": d.get("env_protection", 0.0),
+        "set_davg_zero": d.get("set_davg_zero", False),
+        "activation_function": d.get("activation_function", "tanh"),
+        "precision": precision,
+        "embeddings": _pair_networks(graph, d, ntypes, suffix, precision),
+        "env_mat": _env_mat(d),
+        "@variables": _stat(graph, suffix, ntypes, sum(sel), 1),
+        "type_map": type_map,
+        "spin": None,
+    }
+
+
+def _descrpt_se_e3(graph, d, ntypes, suffix, type_map, where):
+    precision = _precision_name(graph, d.get("precision"))
+    sel = _sel_list(graph, d, where)
+    neuron = list(d["neuron"])
+    act = d.get("activation_function", "tanh")
+    resnet_dt = bool(d.get("resnet_dt", False))
+    networks: dict[tuple, dict] = {}
+    # The graph has one network per unordered type pair (i <= j); DeePMD-kit's tree also lists
+    # the (j, i) slots, filled with zeros (they are never used).
+    for ti in range(ntypes):
+        for tj in range(ntypes):
+            if ti <= tj:
+                networks[(ti, tj)] = _embedding_net(
+                    graph, lambda k, l, ti=ti, tj=tj: f"filter_type_all{suffix}/{k}_{l}_{ti}_{tj}",
+                    in_dim=1, neuron=neuron, activation=act, resnet_dt=resnet_dt, precision=precision)
+            else:
+                networks[(ti, tj)] = _zero_embedding_net(1, neuron, act, resnet_dt, precision)
+    return {
+        "@class": "Descriptor",
+        "type": "se_e3",
+        "@version": 2,
+        "rcut": d["rcut"],
+        "rcut_smth": d["rcut_smth"],
+        "sel": sel,
+        "neuron": neuron,
+        "resnet_dt": d.get("resnet_dt", False),
+        "set_davg_zero": d.get("set_davg_zero", False),
+        "activation_function": act,
+        "precision": precision,
+        "embeddings": _collection(2, ntypes, "embedding_network", networks),
+        "env_mat": _env_mat(d),
+        "exclude_types": d.get("exclude_types", []),
+        "env_protection": d.get("env_protection", 0.0),
+        "@variables": _stat(graph, suffix, ntypes, sum(sel), 4),
+        "type_map": type_map,
+        "trainable": d.get("trainable", True),
+    }
+
+
+def _descrpt_hybrid(graph, d, ntypes, suffix, type_map, where):
+    if suffix:
+        raise _unsupported(graph, where + ".type", "hybrid", "nested hybrid descriptors are not supported")
+    children = d.get("list")
+    if not isinstance(children, list) or not children:
+        raise ModelFormatError(f"{graph.path}: field '{where}.list' is {children!r}; expected a list of descriptors")
+    out = []
+    for k, child in enumerate(children):
+        ctype = child.get("type", "se_e2_a")
+        if ctype in _ATTENTION_TYPES or ctype == "hybrid":
+            raise _unsupported(graph, f"{where}.list[{k}].type", ctype,
+                               "only se_e2_a, se_e2_r and se_e3 are supported inside a hybrid descriptor")
+        # TF builds the sub-descriptors without a type map
+        out.append(_descriptor(graph, child, ntypes, f"_{k}", None, f"{where}.list[{k}]"))
+    return {"@class": "Descriptor", "type": "hybrid", "@version": 1, "list": out}
+
+
+def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
+    """TF ``se_atten_v2`` (strip type embedding, smooth) as dpmodel's ``se_atten_v2`` tree.
+
+    DeePMD-kit refuses to convert this descriptor; the tree follows the layout the dpmodel/JAX
+    backends write for it (a ``se_atten_v2`` tree implies ``tebd_input_mode='strip'`` and
+    ``smooth_type_embedding=True``; those keys are not stored, as in DeePMD-kit).
+    """
+    attn_layer = d.get("attn_layer", 2)
+    if attn_layer != 0:
+        raise _unsupported(graph, where + ".attn_layer", attn_layer,
+                           "only se_atten_v2 models with attn_layer 0 can be read from a TF graph; "
+                           "retrain with attn_layer 0 or use a .dp model")
+    if d.get("exclude_types"):
+        raise _unsupported(graph, where + ".exclude_types", d["exclude_types"],
+                           "exclude_types is not supported for se_atten_v2 graphs")
+    if model_def.get("type_embedding") not in (None, {}):
+        te = model_def["type_embedding"]
+        if list(te.get("neuron", [8]))[1:] or te.get("activation_function") not in (None, "linear", "Linear", "none"):
+            raise _unsupported(graph, "model.type_embedding", te,
+                               "only a single linear type-embedding layer maps onto se_atten_v2")
+    precision_raw = d.get("precision", "default")
+    precision = _precision_name(graph, precision_raw)
+    sel = _sel_list(graph, d, where)
+    nnei = sum(sel)
+    neuron = list(d["neuron"])
+    act = d.get("activation_function", "tanh")
+    resnet_dt = bool(d.get("resnet_dt", False))
+    type_one_side = bool(d.get("type_one_side", False))
+    use_tebd_bias = bool(d.get("use_tebd_bias", False))
+
+    tebd_w = graph.array("type_embed_net/matrix_1")
+    if graph.has("type_embed_net/matrix_2"):
+        raise _unsupported(graph, "type_embed_net", "several layers",
+                           "only a single linear type-embedding layer maps onto se_atten_v2")
+    if tebd_w.ndim != 2 or tebd_w.shape[0] != ntypes:
+        raise ModelFormatError(f"{graph.path}: constant 'type_embed_net/matrix_1' has shape {tebd_w.shape}, "
+                               f"expected ({ntypes}, tebd_dim)")
+    tebd_dim = int(tebd_w.shape[1])
+    if d.get("tebd_dim", tebd_dim) != tebd_dim:
+        raise ModelFormatError(f"{graph.path}: field '{where}.tebd_dim' is {d.get('tebd_dim')!r} but "
+                               f"'type_embed_net/matrix_1' has {tebd_dim} columns")
+    tebd_b = graph.array("type_embed_net/bias_1") if use_tebd_bias else None
+    tebd_layer = _layer(tebd_w, tebd_b, None, activation="Linear", resnet=True, precision=precision)
+    type_embedding = {
+        "@class": "TypeEmbedNet",
+        "@version": 2,
+        "ntypes": ntypes,
+        "neuron": [tebd_dim],
+        "resnet_dt": False,
+        "precision": precision_raw,
+        "activation_function": "Linear",
+        "trainable": d.get("trainable", True),
+        "padding": True,
+        "use_econf_tebd": d.get("use_econf_tebd", False),
+        "use_tebd_bias": use_tebd_bias,
+        "type_map": type_map,
+        "embedding": {
+            "@class": "EmbeddingNetwork",
+            "@version": 2,
+            "in_dim": ntypes,
+            "neuron": [tebd_dim],
+            "activation_function": "Linear",
+            "resnet_dt": False,
+            "bias": use_tebd_bias,
+            "precision": precision,
+            "layers": [tebd_layer],
+        },
+    }
+    radial = _embedding_net(graph, lambda k, l: f"filter_type_all/{k}_{l}", in_dim=1, neuron=neuron,
+                            activation=act, resnet_dt=resnet_dt, precision=precision)
+    side = "one_side_ebd" if type_one_side else "two_side_ebd"
+    strip = _embedding_net(graph, lambda k, l: f"filter_type_all/{k}_{l}_{side}",
+                           in_dim=tebd_dim if type_one_side else 2 * tebd_dim, neuron=neuron,
+                           activation=act, resnet_dt=resnet_dt, precision=precision)
+    ln_eps = d.get("ln_eps")
+    ln_eps = 1e-5 if ln_eps is None else ln_eps
+    attention = {
+        "@class": "NeighborGatedAttention",
+        "@version": 1,
+        "layer_num": 0,
+        "nnei": nnei,
+        "embed_dim": neuron[-1],
+        "hidden_dim": d.get("attn", 128),
+        "dotr": d.get("attn_dotr", True),
+        "do_mask": d.get("attn_mask", False),
+        "scaling_factor": d.get("scaling_factor", 1.0),
+        "normalize": d.get("normalize", True),
+        "temperature": d.get("temperature"),
+        "trainable_ln": d.get("trainable_ln", True),
+        "ln_eps": ln_eps,
+        "precision": precision_raw,
+        "attention_layers": [],
+    }
+    return {
+        "@class": "Descriptor",
+        "type": "se_atten_v2",
+        "@version": 2,
+        "rcut": d["rcut"],
+        "rcut_smth": d["rcut_smth"],
+        "sel": sel,
+        "ntypes": ntypes,
+        "neuron": neuron,
+        "axis_neuron": d.get("axis_neuron", 4),
+        "tebd_dim": tebd_dim,
+        "set_davg_zero": d.get("set_davg_zero", False),
+        "attn": d.get("attn", 128),
+        "attn_layer": 0,
+        "attn_dotr": d.get("attn_dotr", True),
+        "attn_mask": False,
+        "activation_function": act,
+        "resnet_dt": resnet_dt,
+        "scaling_factor": d.get("scaling_factor", 1.0),
+        "normalize": d.get("normalize", True),
+        "temperature": d.get("temperature"),
+        "trainable_ln": d.get("trainable_ln", True),
+        "ln_eps": ln_eps,
+        "type_one_side": type_one_side,
+        "concat_output_tebd": d.get("concat_output_tebd", True),
+        "use_econf_tebd": d.get("use_econf_tebd", False),
+        "use_tebd_bias": use_tebd_bias,
+        "type_map": type_map,
+        "precision": precision,
+        "embeddings": _collection(0, ntypes, "embedding_network", {(): radial}),
+        "embeddings_strip": _collection(0, ntypes, "embedding_network", {(): strip}),
+        "attention_layers": attention,
+        "env_mat": _env_mat(d),
+        "type_embedding": type_embedding,
+        "exclude_types": [],
+        "env_protection": d.get("env_protection", 0.0),
+        "@variables": _stat(graph, suffix, ntypes, nnei, 4),
+        "trainable": d.get("trainable", True),
+        "spin": None,
+    }
+
+
+_DESCRIPTORS = {
+    "se_e2_a": _descrpt_se_a, "se_a": _descrpt_se_a,
+    "se_e2_r": _descrpt_se_r, "se_r": _descrpt_se_r,
+    "se_e3": _descrpt_se_e3, "se_t": _descrpt_se_e3, "se_at": _descrpt_se_e3, "se_a_3be": _descrpt_se_e3,
+    "hybrid": _descrpt_hybrid,
+}
+_ATTENTION_TYPES = {"se_atten_v2", "se_atten", "dpa1"}
+
+
+def _descriptor(graph: _Graph, d: dict, ntypes: int, suffix: str, type_map, where: str) -> dict:
+    dtype = d.get("type", "se_e2_a")
+    builder = _DESCRIPTORS.get(dtype)
+    if builder is None:
+        raise _unsupported(graph, where + ".type", dtype,
+                           "supported descriptors are se_e2_a, se_e2_r, se_e3, hybrid and se_atten_v2 "
+                           f"(attn_layer 0); convert the model with `dp convert-backend {graph.path.name} "
+                           f"{graph.path.stem}.dp` if DeePMD-kit can, and pass the .dp file")
+    for key in ("stripped_type_embedding",):
+        if d.get(key):
+            raise _unsupported(graph, f"{where}.{key}", d[key], "this option is not supported")
+    return builder(graph, d, ntypes, suffix, type_map, where)
+
+
+def _descriptor_dim(desc: dict) -> int:
+    t = desc["type"]
+    if t == "se_e2_a":
+        return desc["neuron"][-1] * desc["axis_neuron"]
+    if t in ("se_r", "se_e3"):
+        return desc["neuron"][-1]
+    if t == "hybrid":
+        return sum(_descriptor_dim(c) for c in desc["list"])
+    if t == "se_atten_v2":
+        out = desc["neuron"][-1] * desc["axis_neuron"]
+        return out + desc["tebd_dim"] if desc["concat_output_tebd"] else out
+    raise AssertionError(t)
+
+
+# --------------------------------------------------------------------------- fitting and model
+
+
+def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types: bool, type_map) -> dict:
+    where = "model.fitting_net"
+    ftype = f.get("type", "ener")
+    if ftype != "ener":
+        raise _unsupported(graph, where + ".type", ftype, "only energy (ener) fitting networks are supported")
+    for key in ("dim_case_embd",):
+        if f.get(key, 0):
+            raise _unsupported(graph, f"{where}.{key}", f[key], "case embeddings are not supported")
+    precision = _precision_name(graph, f.get("precision"))
+    neuron = list(f.get("neuron", [120, 120, 120]))
+    act = f.get("activation_function", "tanh")
+    resnet_dt = bool(f.get("resnet_dt", True))
+    nfp = int(f.get("numb_fparam", 0))
+    nap = int(f.get("numb_aparam", 0))
+    in_dim = dim_descrpt + nfp + nap
+    trainable = f.get("trainable", True)
+    if isinstance(trainable, bool):
+        trainable = [trainable] * (len(neuron) + 1)
+    else:
+        trainable = list(trainable)
+    dim_out = 1
+
+    def network(tag: str) -> dict:
+        layers = []
+        n_in = in_dim
+        for l, n_out in enumerate(neuron):
+            scope = f"layer_{l}{tag}"
+            w = graph.array(scope + "/matrix")
+            if w.shape != (n_in, n_out):
+                raise ModelFormatError(
+                    f"{graph.path}: constant '{scope}/matrix' has shape {w.shape}, the training script "
+                    f"implies ({n_in}, {n_out})"
+                )
+            idt = graph.array(scope + "/idt") if _wants_timestep(resnet_dt, n_in, n_out) else None
+            layers.append(_layer(w, graph.array(scope + "/bias"), idt, activation=act, resnet=True,
+                                 precision=precision, trainable=trainable[l]))
+            n_in = n_out
+        scope = f"final_layer{tag}"
+        layers.append(_layer(graph.array(scope + "/matrix"), graph.array(scope + "/bias"), None,
+                             activation="none", resnet=False, precision=precision, trainable=trainable[-1]))
+        return {
+            "@class": "FittingNetwork",
+            "@version": 1,
+            "in_dim": in_dim,
+            "out_dim": dim_out,
+            "neuron": neuron,
+            "activation_function": act,
+            "resnet_dt": resnet_dt,
+            "precision": precision,
+            "bias_out": True,
+            "layers": layers,
+        }
+
+    if mixed_types:
+        nets = _collection(0, ntypes, "fitting_network", {(): network("")})
+    else:
+        nets = _collection(1, ntypes, "fitting_network", {(t,): network(f"_type_{t}") for t in range(ntypes)})
+
+    bias = graph.array("fitting_attr/t_bias_atom_e")
+    if bias.size != ntypes * dim_out:
+        raise ModelFormatError(f"{graph.path}: constant 'fitting_attr/t_bias_atom_e' has shape {bias.shape}, "
+                               f"expected ({ntypes},)")
+
+    def stat(name: str, n: int):
+        return graph.array(f"fitting_attr/{name}") if n > 0 else None
+
+    return {
+        "@class": "Fitting",
+        "type": "ener",
+        "@version": 4,
+        "var_name": "energy",
+        "ntypes": ntypes,
+        "dim_descrpt": dim_descrpt,
+        "mixed_types": mixed_types,
+        "dim_out": dim_out,
+        "neuron": neuron,
+        "resnet_dt": resnet_dt,
+        "numb_fparam": nfp,
+        "numb_aparam": nap,
+        "dim_case_embd": 0,
+        "default_fparam": f.get("default_fparam"),
+        "rcond": f.get("rcond"),
+        "tot_ener_zero": f.get("tot_ener_zero", False),
+        "trainable": trainable,
+        "atom_ener": f.get("atom_ener", []),
+        "activation_function": act,
+        "precision": precision,
+        "layer_name": f.get("layer_name"),
+        "use_aparam_as_mask": f.get("use_aparam_as_mask", False),
+        "spin": None,
+        "exclude_types": [],
+        "nets": nets,
+        "@variables": {
+            "bias_atom_e": bias.reshape(ntypes, dim_out),
+            "fparam_avg": stat("t_fparam_avg", nfp),
+            "fparam_inv_std": stat("t_fparam_istd", nfp),
+            "aparam_avg": stat("t_aparam_avg", nap),
+            "aparam_inv_std": stat("t_aparam_istd", nap),
+            "case_embd": None,
+        },
+        "type_map": type_map,
+    }
+
+
+def _model(graph: _Graph, m: dict) -> dict:
+    mtype = m.get("type", "standard")
+    if mtype != "standard":
+        raise _unsupported(graph, "model.type", mtype, "only standard (descriptor + fitting) models are supported")
+    for key, what in (("spin", "spin models"), ("use_srtab", "tabulated pair potentials (use_srtab)"),
+                      ("atom_exclude_types", "atom exclusions"), ("pair_exclude_types", "model-level pair exclusions")):
+        if m.get(key):
+            raise _unsupported(graph, f"model.{key}", m[key], f"{what} are not supported")
+    if graph.has("model_attr/model_type") and graph.string("model_attr/model_type") != "ener":
+        raise UnsupportedModelError(
+            f"{graph.path}: graph node 'model_attr/model_type' is {graph.string('model_attr/model_type')!r}; "
+            "only energy models ('ener') are supported"
+        )
+    type_map = m.get("type_map")
+    if not isinstance(type_map, list) or not type_map:
+        if graph.has("model_attr/tmap"):
+            type_map = graph.string("model_attr/tmap").split()
+        else:
+            raise ModelFormatError(f"{graph.path}: field 'model.type_map' is missing and so is node 'model_attr/tmap'")
+    ntypes = len(type_map)
+    if graph.has("descrpt_attr/ntypes"):
+        nt_graph = int(graph.array("descrpt_attr/ntypes"))
+        if nt_graph != ntypes:
+            raise ModelFormatError(f"{graph.path}: graph node 'descrpt_attr/ntypes' is {nt_graph} but "
+                                   f"'model.type_map' names {ntypes} types")
+    d = m.get("descriptor")
+    if not isinstance(d, dict):
+        raise ModelFormatError(f"{graph.path}: field 'model.descriptor' is missing from the training script")
+    if d.get("type") in _ATTENTION_TYPES:
+        if d.get("type") != "se_atten_v2":
+            raise _unsupported(graph, "model.descriptor.type", d.get("type"),
+                               "of the attention descriptors only se_atten_v2 (attn_layer 0) is supported")
+        descriptor = _descrpt_se_atten_v2(graph, d, ntypes, "", type_map, "model.descriptor", m)
+        mixed_types = True
+    else:
+        descriptor = _descriptor(graph, d, ntypes, "", type_map, "model.descriptor")
+        mixed_types = False
+    f = m.get("fitting_net")
+    if not isinstance(f, dict):
+        raise ModelFormatError(f"{graph.path}: field 'model.fitting_net' is missing from the training script")
+    fitting = _fitting(graph, f, ntypes, _descriptor_dim(descriptor), mixed_types, type_map)
+
+    shape = (1, ntypes, 1)
+    out_bias = _first(graph, "model_attr/t_out_bias", "model_attr/model_attr/t_out_bias")
+    out_std = _first(graph, "model_attr/t_out_std", "model_attr/model_attr/t_out_std")
+    dtype = np.dtype(fitting["precision"]) if fitting["precision"] != "bfloat16" else np.float32
+    out_bias = np.zeros(shape, dtype) if out_bias is None else out_bias.reshape(shape)
+    out_std = np.ones(shape, dtype) if out_std is None else out_std.reshape(shape)
+    return {
+        "@class": "Model",
+        "type": "standard",
+        "@version": 2,
+        "type_map": type_map,
+        "descriptor": descriptor,
+        "fitting": fitting,
+        "atom_exclude_types": [],
+        "pair_exclude_types": [],
+        "rcond": None,
+        "preset_out_bias": None,
+        "@variables": {"out_bias": out_bias, "out_std": out_std},
+    }
+
+
+def _first(graph: _Graph, *names: str) -> np.ndarray | None:
+    for name in names:
+        if graph.has(name):
+            return graph.array(name)
+    return None
