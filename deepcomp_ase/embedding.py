@@ -37,7 +37,7 @@ class TabulatedEmbedding:
     def __call__(self, key: tuple, x: np.ndarray):
         table = self.tables[key]
         idx, t, region = table.locate(x)
-        g, dg = table.evaluate(idx, t)
+        g, dg = table.evaluate(idx, t, x)
         self.tally.add(x, region, key, table.lower, table.upper)
         outside = (region == ABOVE) | (region == BELOW)
         if outside.any():

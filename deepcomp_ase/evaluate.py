@@ -1,8 +1,8 @@
-"""Energy, forces and virials of a se_e2_a model on a pair list (numpy reference backend).
+"""Energy, forces and virials of a DeePMD-kit energy model on pair lists (numpy reference).
 
-Work is done per block of centre atoms: the embedding matrix exists only for one block, every
-real neighbour is visited once, and DeePMD-kit's padding rows are folded in analytically
-(``n_pad * G(x_pad) (x) [x_pad, 0, 0, 0]``) instead of being visited.
+Work is done per block of centre atoms: each descriptor part computes its descriptor for the
+block (the embedding matrix exists only for one block), the fitting net gives the atomic
+energies and dE/dD, and each part maps dE/dD back to dE/dx_ij for its pairs.
 
 Conventions (DeePMD-kit): pair vector ``x_ij = r_j - r_i``; force ``F = -dE/dr``; virial
 ``W = -sum_pairs dE/dx_ij (x) x_ij``; the per-atom virial of a pair goes to the neighbour ``j``.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .envmat import env_rows, rows_to_vector_gradient
+from .descriptors.block import BlockSlicer
 from .model.params import ModelParams
 from .neighbors import PairList
 
@@ -28,33 +28,28 @@ class Results:
     atom_virial: np.ndarray | None  # (nall, 9)
 
 
-def padding_embedding(model: ModelParams, embed) -> dict:
-    """G at the padding input for every (centre type, neighbour type): {(ti, tj): (x_pad, G (ng,))}."""
-    d = model.descriptor
-    out = {}
-    for ti in range(d.ntypes):
-        x_pad = -d.davg[ti, 0] / d.dstd[ti, 0]
-        for tj in range(d.ntypes):
-            if d.sel[tj] == 0 or d.excluded(ti, tj):
-                continue
-            g, _ = embed(d.net_key(ti, tj), np.array([x_pad]))
-            out[(ti, tj)] = (x_pad, g[0])
-    return out
-
-
-def _fitting_energy_and_grad(model: ModelParams, desc: np.ndarray, types: np.ndarray):
-    """Atomic energies (n,) and dE_i/dD_i (n, dim) per type."""
+def fitting_energy_and_grad(model: ModelParams, desc: np.ndarray, types: np.ndarray):
+    """Atomic energies (n,) and dE_i/dD_i (n, dim)."""
     fit = model.fitting
     energy = np.zeros(len(types))
     grad = np.zeros_like(desc)
-    for t in np.unique(types):
-        rows = np.nonzero(types == t)[0]
-        net = fit.nets[t]
-        if net is None or t in fit.exclude_types:
-            continue
-        e, g = net.value_and_gradient(desc[rows])
-        energy[rows] = e[:, 0] + fit.bias_atom_e[t]
-        grad[rows] = g
+    if fit.shared is not None:
+        e, g = fit.shared.value_and_gradient(desc)
+        energy[:] = e[:, 0] + fit.bias_atom_e[types]
+        grad[:] = g
+    else:
+        for t in np.unique(types):
+            rows = np.nonzero(types == t)[0]
+            net = fit.nets[t]
+            if net is None:
+                continue
+            e, g = net.value_and_gradient(desc[rows])
+            energy[rows] = e[:, 0] + fit.bias_atom_e[t]
+            grad[rows] = g
+    if fit.exclude_types:
+        mask = np.array([t not in fit.exclude_types for t in types])
+        energy *= mask
+        grad *= mask[:, None]
     energy += model.out_bias[types]
     if model.atom_exclude_types:
         mask = np.array([t not in model.atom_exclude_types for t in types])
@@ -63,78 +58,44 @@ def _fitting_energy_and_grad(model: ModelParams, desc: np.ndarray, types: np.nda
     return energy, grad
 
 
-def evaluate_se_e2_a(model: ModelParams, embed, pairs: PairList, atype_all: np.ndarray,
-                     *, atomic_virial: bool = False, block_atoms: int = 128,
-                     pad_cache: dict | None = None) -> Results:
-    """Evaluate a se_e2_a model. ``embed(key, x) -> (G, dG/dx)`` is exact or tabulated."""
-    d = model.descriptor
-    nloc, nall = pairs.nloc, pairs.nall
-    ng, m2, ntypes = d.ng, d.axis_neuron, d.ntypes
-    inv_n = 1.0 / d.nnei
-    atype = atype_all[:nloc]
-    pad = pad_cache if pad_cache is not None else padding_embedding(model, embed)
-
-    atom_energy = np.zeros(nloc)
-    g_vec_all = np.zeros_like(pairs.vectors)
-    # pairs are sorted by centre: offsets of each centre's run
-    counts = np.bincount(pairs.centers, minlength=nloc)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    n_pad = np.asarray(d.sel)[None, :] - pairs.slots_used  # (nloc, ntypes)
-
-    for a0 in range(0, nloc, block_atoms):
-        a1 = min(nloc, a0 + block_atoms)
-        p0, p1 = offsets[a0], offsets[a1]
-        nb = a1 - a0
-        ci = pairs.centers[p0:p1] - a0
-        slot = np.arange(p0, p1) - offsets[pairs.centers[p0:p1]]
-        nmax = int(counts[a0:a1].max()) if nb else 0
-        ti = atype[pairs.centers[p0:p1]]
-        tj = atype_all[pairs.neighbors[p0:p1]]
-        env = env_rows(pairs.vectors[p0:p1], d.rcut_smth, d.rcut, d.env_protection)
-        rhat = (env.rows - d.davg[ti]) / d.dstd[ti]
-        x = rhat[:, 0]
-        g = np.empty((p1 - p0, ng))
-        dg = np.empty((p1 - p0, ng))
-        for key in {d.net_key(a, b) for a, b in zip(*np.unique(np.stack([ti, tj]), axis=1))} if len(ti) else ():
-            sel_mask = (tj == key[-1]) if d.type_one_side else ((ti == key[0]) & (tj == key[1]))
-            rows = np.nonzero(sel_mask)[0]
-            g[rows], dg[rows] = embed(key, x[rows])
-        # dense per-block layout: (nb, nmax, .) with zeros where an atom has fewer neighbours
-        gd = np.zeros((nb, nmax, ng))
-        rd = np.zeros((nb, nmax, 4))
-        gd[ci, slot] = g
-        rd[ci, slot] = rhat
-        t_mat = np.matmul(gd.transpose(0, 2, 1), rd)  # (nb, ng, 4)
-        tb = atype[a0:a1]
-        for (ta, tn), (x_pad, g_pad) in pad.items():
-            rows = np.nonzero(tb == ta)[0]
-            if len(rows):
-                t_mat[rows, :, 0] += n_pad[a0 + rows, tn][:, None] * (g_pad * x_pad)[None, :]
-        t_mat *= inv_n
-        t_small = t_mat[:, :m2, :]
-        desc = np.matmul(t_mat, t_small.transpose(0, 2, 1)).reshape(nb, ng * m2)
-        e_blk, g_desc = _fitting_energy_and_grad(model, desc, tb)
-        atom_energy[a0:a1] = e_blk
-        g_desc = g_desc.reshape(nb, ng, m2)
-        g_t = np.matmul(g_desc, t_small)  # (nb, ng, 4)
-        g_t[:, :m2, :] += np.matmul(g_desc.transpose(0, 2, 1), t_mat)
-        g_t *= inv_n
-        # back to the pairs: dE/dR^ = G gT, dE/dx = sum_a G'_a (gT R^)_a
-        g_rhat_d = np.matmul(gd, g_t)  # (nb, nmax, 4)
-        gt_r = np.matmul(rd, g_t.transpose(0, 2, 1))  # (nb, nmax, ng)
-        g_rhat = g_rhat_d[ci, slot]
-        g_rhat[:, 0] += np.einsum("pa,pa->p", dg, gt_r[ci, slot])
-        g_rows = g_rhat / d.dstd[ti]
-        g_vec_all[p0:p1] = rows_to_vector_gradient(env, g_rows)
-
+def assemble(pair_lists: list[PairList], pair_grads: list[np.ndarray], nall: int, atomic_virial: bool):
+    """Forces, virial and per-atom virial from dE/dx_ij of every pair."""
     forces = np.zeros((nall, 3))
-    np.add.at(forces, pairs.neighbors, -g_vec_all)
-    np.add.at(forces, pairs.centers, g_vec_all)
-    pair_virial = -g_vec_all[:, :, None] * pairs.vectors[:, None, :]  # (npair, 3, 3)
-    virial = pair_virial.sum(axis=0)
-    atom_virial = None
-    if atomic_virial:
-        atom_virial = np.zeros((nall, 9))
-        np.add.at(atom_virial, pairs.neighbors, pair_virial.reshape(-1, 9))
-    return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces,
-                   virial=virial, atom_virial=atom_virial)
+    virial = np.zeros((3, 3))
+    atom_virial = np.zeros((nall, 9)) if atomic_virial else None
+    for pairs, g in zip(pair_lists, pair_grads):
+        for k in range(3):
+            forces[:, k] += np.bincount(pairs.centers, weights=g[:, k], minlength=nall)
+            forces[:, k] -= np.bincount(pairs.neighbors, weights=g[:, k], minlength=nall)
+        pv = -g[:, :, None] * pairs.vectors[:, None, :]  # (npair, 3, 3)
+        virial += pv.sum(axis=0)
+        if atomic_virial:
+            pv = pv.reshape(-1, 9)
+            for k in range(9):
+                atom_virial[:, k] += np.bincount(pairs.neighbors, weights=pv[:, k], minlength=nall)
+    return forces, virial, atom_virial
+
+
+def evaluate_model(model: ModelParams, evaluators, pair_lists: list[PairList], atype_all: np.ndarray,
+                   *, atomic_virial: bool = False, block_atoms: int | None = None) -> Results:
+    """Evaluate a model whose descriptor parts are ``evaluators`` with their ``pair_lists``."""
+    nloc, nall = pair_lists[0].nloc, pair_lists[0].nall
+    atype = atype_all[:nloc]
+    slicers = [BlockSlicer(pl, atype_all, ev.d.sel, ev.d.rcut_smth, ev.d.rcut, ev.d.env_protection)
+               for ev, pl in zip(evaluators, pair_lists)]
+    block = block_atoms or min(ev.block_atoms for ev in evaluators)
+    dims = np.cumsum([0] + [ev.d.dim_out for ev in evaluators])
+    grads = [np.zeros_like(pl.vectors) for pl in pair_lists]
+    atom_energy = np.zeros(nloc)
+    for a0 in range(0, nloc, block):
+        a1 = min(nloc, a0 + block)
+        blocks = [s.block(a0, a1) for s in slicers]
+        outs = [ev.forward(b) for ev, b in zip(evaluators, blocks)]
+        desc = outs[0][0] if len(outs) == 1 else np.concatenate([o[0] for o in outs], axis=1)
+        energy, g_desc = fitting_energy_and_grad(model, desc, atype[a0:a1])
+        atom_energy[a0:a1] = energy
+        for k, (ev, b, (_, ctx)) in enumerate(zip(evaluators, blocks, outs)):
+            grads[k][b.p0:b.p1] = ev.backward(b, ctx, g_desc[:, dims[k]:dims[k + 1]])
+    forces, virial, atom_virial = assemble(pair_lists, grads, nall, atomic_virial)
+    return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
+                   atom_virial=atom_virial)

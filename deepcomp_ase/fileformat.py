@@ -83,8 +83,12 @@ def save_compressed(path, content: CompressedFile) -> None:
             for name, table in content.tables.items():
                 g = tables.create_group(name)
                 g.create_dataset("coeffs", data=table.coeffs)
-                for attr in ("lower", "upper", "xmax", "stride0", "stride1"):
+                for attr in ("lower", "upper", "xmax", "stride0", "stride1", "xmin"):
                     g.attrs[attr] = getattr(table, attr)
+                if len(table.split_intervals):
+                    g.create_dataset("split_intervals", data=table.split_intervals)
+                    g.create_dataset("sub_start", data=table.sub_start)
+                    g.create_dataset("sub_coeffs", data=table.sub_coeffs)
 
     write_atomic(path, write)
 
@@ -117,10 +121,13 @@ def load_compressed(path) -> CompressedFile:
                 coeffs = np.ascontiguousarray(g["coeffs"][()], dtype=np.float64)
                 if coeffs.ndim != 3 or coeffs.shape[2] != 6:
                     raise TableFormatError(f"{path}: table {name} has shape {coeffs.shape}, expected (nspline, ng, 6)")
-                tables[name] = Table(coeffs=coeffs, **{a: float(g.attrs[a]) for a in
-                                                       ("lower", "upper", "xmax", "stride0", "stride1")})
-                expected = tables[name].first_stride + int(round((tables[name].xmax - tables[name].upper)
-                                                                 / tables[name].stride1))
+                extra = {}
+                if "split_intervals" in g:
+                    extra = {k: np.asarray(g[k][()]) for k in ("split_intervals", "sub_start", "sub_coeffs")}
+                table = Table(coeffs=coeffs, xmin=float(g.attrs.get("xmin", g.attrs["lower"])), **extra,
+                              **{a: float(g.attrs[a]) for a in ("lower", "upper", "xmax", "stride0", "stride1")})
+                tables[name] = table
+                expected = table.n_low + table.first_stride + int(round((table.xmax - table.upper) / table.stride1))
                 if abs(expected - coeffs.shape[0]) > 1:
                     raise TableFormatError(f"{path}: table {name} has {coeffs.shape[0]} intervals, its range implies {expected}")
     except OSError as exc:

@@ -57,12 +57,13 @@ def select_neighbors(
     rcut: float,
     descriptor_exclude=frozenset(),
     model_exclude=frozenset(),
+    mixed: bool = False,
 ) -> PairList:
     """Sort pairs by (centre, neighbour type, distance) and keep the ``sel[t]`` nearest per type.
 
     ``model_exclude`` (model-level pair_exclude_types) turns pairs into padding;
     ``descriptor_exclude`` pairs keep their slot but are removed from the list, since they
-    contribute exactly zero.
+    contribute exactly zero. ``mixed`` (se_atten): one block, the ``sel[0]`` nearest of any type.
     """
     sel = np.asarray(sel, dtype=np.int64)
     ntypes = len(sel)
@@ -70,7 +71,7 @@ def select_neighbors(
     r2 = np.einsum("pi,pi->p", vectors, vectors)
     keep = r2 < rcut * rcut
     centers, neighbors, vectors, r2 = centers[keep], neighbors[keep], vectors[keep], r2[keep]
-    tj = atype_all[neighbors]
+    tj = np.zeros_like(neighbors) if mixed else atype_all[neighbors]
     order = np.lexsort((r2, tj, centers))
     centers, neighbors, vectors, tj = centers[order], neighbors[order], vectors[order], tj[order]
     # rank of each pair inside its (centre, type) group
@@ -84,11 +85,11 @@ def select_neighbors(
     centers, neighbors, vectors, tj = centers[within], neighbors[within], vectors[within], tj[within]
     ti = atype_all[centers]
     if model_exclude:
-        mask = np.array([(a, b) not in model_exclude for a, b in zip(ti, tj)], dtype=bool)
+        mask = np.array([(a, b) not in model_exclude for a, b in zip(ti, atype_all[neighbors])], dtype=bool)
         centers, neighbors, vectors, tj, ti = centers[mask], neighbors[mask], vectors[mask], tj[mask], ti[mask]
     slots = np.bincount(centers * ntypes + tj, minlength=nloc * ntypes).reshape(nloc, ntypes)
     if descriptor_exclude:
-        mask = np.array([(a, b) not in descriptor_exclude for a, b in zip(ti, tj)], dtype=bool)
+        mask = np.array([(a, b) not in descriptor_exclude for a, b in zip(ti, atype_all[neighbors])], dtype=bool)
         centers, neighbors, vectors = centers[mask], neighbors[mask], vectors[mask]
     return PairList(
         centers=centers, neighbors=neighbors, vectors=vectors, slots_used=slots, nloc=nloc,

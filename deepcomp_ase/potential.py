@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .compress.api import embedding_tables_for
+from .compress.api import descriptor_parts, embedding_tables_for
+from .descriptors import make_evaluator
 from .embedding import ExactEmbedding, TabulatedEmbedding
 from .errors import DeepCompError
 from .backends import get_backend
-from .evaluate import Results, padding_embedding
+from .evaluate import Results
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import ModelParams, parse_model
@@ -34,7 +35,7 @@ class DeepPotential:
     params
         Validated model parameters.
     tables
-        Embedding tables by net key (compressed model), or None for the exact nets.
+        The compressed file's tables by name, or None for the exact nets.
     check_frequency
         Check the overflow counts every this many calls of :meth:`step_done` (<= 0: never).
     overflow
@@ -45,7 +46,7 @@ class DeepPotential:
     """
 
     def __init__(self, params: ModelParams, tables: dict | None = None, *, check_frequency: int = -1,
-                 overflow: str = "warn", meta: dict | None = None, block_atoms: int = 128,
+                 overflow: str = "warn", meta: dict | None = None, block_atoms: int | None = None,
                  backend: str = "auto"):
         if overflow not in OVERFLOW_POLICIES:
             raise DeepCompError(f"overflow policy {overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
@@ -58,21 +59,25 @@ class DeepPotential:
         self.block_atoms = block_atoms
         self.steps = 0
         self.backend = get_backend(backend)
-        nets = params.descriptor.embeddings
-        if tables is None:
-            self.embed = ExactEmbedding(nets)
-        else:
-            missing = [k for k in nets if k not in tables]
-            if missing:
-                raise DeepCompError(f"{params.source}: no table for embedding nets {missing}")
-            self.embed = TabulatedEmbedding(tables, nets, self.tally)
-        # padding contributions are constants of the model: compute once, off the tally
+        self.parts = [d for _, d in descriptor_parts(params)]
+        # padding contributions are constants computed at construction: keep them off the tally
         scratch = OverflowTally()
-        if tables is not None:
-            self.embed.tally = scratch
-        self._pad = padding_embedding(params, self.embed)
-        if tables is not None:
-            self.embed.tally = self.tally
+        self.embedders = []
+        self.evaluators = []
+        for prefix, part in descriptor_parts(params):
+            if tables is None:
+                embed = ExactEmbedding(part.embeddings)
+            else:
+                part_tables = embedding_tables_for(part, prefix, tables)
+                missing = [k for k in part.embeddings if k not in part_tables]
+                if missing:
+                    raise DeepCompError(f"{params.source}: no table for the {prefix} embedding nets {missing}")
+                embed = TabulatedEmbedding(part_tables, part.embeddings, scratch)
+            self.embedders.append(embed)
+            self.evaluators.append(make_evaluator(part, embed))
+        for embed in self.embedders:
+            if embed.compressed:
+                embed.tally = self.tally
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -85,7 +90,7 @@ class DeepPotential:
         if is_compressed_file(path):
             content = load_compressed(path)
             params = parse_model(content.tree, str(path))
-            tables = embedding_tables_for(params, content.tables)
+            tables = content.tables
             freq = content.meta.get("options", {}).get("frequency", -1)
             if check_frequency is None:
                 check_frequency = int(freq)
@@ -106,7 +111,7 @@ class DeepPotential:
 
     @property
     def compressed(self) -> bool:
-        return self.embed.compressed
+        return self.embedders[0].compressed
 
     def types_of(self, symbols) -> np.ndarray:
         """Model type index of each chemical symbol, with a clear error for unknown ones."""
@@ -132,11 +137,16 @@ class DeepPotential:
         ``neighbors < len(atype_all)``; ``vectors = r_neighbor - r_center``.
         """
         atype_all = np.asarray(atype_all, dtype=np.int64)
-        pairs = self.backend.select(np.asarray(centers, dtype=np.int64), np.asarray(neighbors, dtype=np.int64),
-                                    np.asarray(vectors, dtype=np.float64), atype_all, nloc,
-                                    self.params.descriptor, self.params.pair_exclude_types)
-        self.tally.n_sel_dropped += pairs.n_dropped
-        return self.backend.evaluate(self, pairs, atype_all, atomic_virial)
+        centers = np.asarray(centers, dtype=np.int64)
+        neighbors = np.asarray(neighbors, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, 3)
+        pair_lists = []
+        for part in self.parts:
+            pairs = self.backend.select(centers, neighbors, vectors, atype_all, nloc, part,
+                                        self.params.pair_exclude_types)
+            self.tally.n_sel_dropped += pairs.n_dropped
+            pair_lists.append(pairs)
+        return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial)
 
     def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,
                       atomic_virial: bool = False) -> Results:

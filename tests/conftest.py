@@ -13,6 +13,38 @@ REFS = DATA / "refs"
 
 IN_DIST = ("p32_0", "p32_1", "p32_2", "p108_0", "p108_1", "p108_2", "p256", "cluster")
 SE_E2_A_MODELS = ("cuau_se_e2_a", "cu_se_e2_a_tanh", "cu_se_e2_a_gelu", "cu_se_e2_a_softplus", "cu_se_e2_a_relu")
+TRAINING_SCRIPT = DATA / "training" / "input.json"
+
+
+class ModelCase:
+    """A refsuite model: where it comes from and how our results relate to DeePMD-kit's."""
+
+    def __init__(self, name, source=".dp", reference="pb", same_tables=True, needs_training_script=False):
+        self.name = name
+        self.source = MODELS / f"{name}{source}"
+        self.reference = reference  # DeePMD-kit variant holding the uncompressed outputs
+        # True: our tables are built as DeePMD-kit's TF backend builds them -> compare with its compressed
+        # outputs; False: we deliberately differ (se_e3 widths, relu kinks) -> compare with our exact model
+        self.same_tables = same_tables
+        self.training_script = TRAINING_SCRIPT if needs_training_script else None
+
+    def __repr__(self):
+        return self.name
+
+
+MODEL_CASES = {c.name: c for c in (
+    ModelCase("cuau_se_e2_a"),
+    ModelCase("cu_se_e2_a_tanh"),
+    ModelCase("cu_se_e2_a_gelu"),
+    ModelCase("cu_se_e2_a_softplus"),
+    ModelCase("cu_se_e2_a_relu", same_tables=False),
+    ModelCase("cuau_se_e2_r"),
+    ModelCase("cuau_se_e2_r_tos"),
+    ModelCase("cuau_hybrid"),
+    ModelCase("cuau_se_e3", same_tables=False),
+    ModelCase("cuau_se_atten_v2", source=".pb"),
+    ModelCase("cuau_se_atten_v2_jax", reference="dp_jax", same_tables=False, needs_training_script=True),
+)}
 
 
 class Reference:
@@ -76,8 +108,10 @@ def compressed_model(compressed_dir):
     def make(name: str, step: float = 0.01, extrapolate: int = 5) -> Path:
         key = (name, step, extrapolate)
         if key not in _CACHE:
+            case = MODEL_CASES[name]
             out = compressed_dir / f"{name}-s{step}-e{extrapolate}.dcz"
-            compress_model(MODELS / f"{name}.dp", out, step=step, extrapolate=extrapolate)
+            compress_model(case.source, out, step=step, extrapolate=extrapolate,
+                           training_script=case.training_script)
             _CACHE[key] = out
         return _CACHE[key]
 

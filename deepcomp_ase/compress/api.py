@@ -10,52 +10,74 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..errors import DeepCompError, UnsupportedModelError
+from ..errors import DeepCompError
 from ..fileformat import CompressedFile, save_compressed
 from ..io import read_model_tree
 from ..model.params import ModelParams, parse_model
 from .min_dist import min_nbor_dist_from_training_script
 from .tables import Table
-from .tabulate import build_table, check_step, radial_range_per_type
+from .tabulate import angular_range, build_table, check_step, radial_range_per_type
 
 log = logging.getLogger(__name__)
+
+#: se_e3 tables use 10x the step (DeePMD-kit's convention: its inputs span a wider range)
+SE_E3_STEP_FACTOR = 10
 
 
 def table_name(prefix: str, key: tuple) -> str:
     """Name of a table in the file: 'descriptor:0-1' = centre type 0, neighbour type 1."""
-    return f"{prefix}:{'-'.join(str(k) for k in key)}"
+    return f"{prefix}:{'-'.join(str(k) for k in key) if key else 'all'}"
+
+
+def descriptor_parts(model: ModelParams) -> list[tuple[str, object]]:
+    """(table-name prefix, descriptor params) of every non-hybrid part."""
+    d = model.descriptor
+    if d.kind == "hybrid":
+        return [(f"descriptor.{k}", part) for k, part in enumerate(d.parts)]
+    return [("descriptor", d)]
+
+
+def _table_specs(d, min_nbor_dist: float):
+    """{net key: (lower, upper, low_coarse)} for one descriptor."""
+    if d.kind == "se_e3":
+        lo, up = angular_range(d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
+        return {key: (lo, up, True) for key in d.embeddings}
+    lower, upper = radial_range_per_type(d.davg, d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
+    if d.kind == "se_atten_v2":
+        return {(): (float(lower.min()), float(upper.max()), False)}
+    specs = {}
+    for key in d.embeddings:
+        if d.type_one_side:
+            (tj,) = key
+            centres = [ti for ti in range(d.ntypes) if not d.excluded(ti, tj)] or list(range(d.ntypes))
+            specs[key] = (float(np.min(lower[centres])), float(np.max(upper[centres])), False)
+        else:
+            ti, _ = key
+            specs[key] = (float(lower[ti]), float(upper[ti]), False)
+    return specs
 
 
 def tabulate_model(model: ModelParams, min_nbor_dist: float, step: float, extrapolate: float,
                    progress=None) -> dict[str, Table]:
-    """Tables for every embedding net of the model's descriptor."""
-    d = model.descriptor
-    if d.kind != "se_e2_a":
-        raise UnsupportedModelError(f"{model.source}: compression of {d.kind} is not implemented")
-    lower, upper = radial_range_per_type(d.davg, d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
+    """Tables for every embedding net of every descriptor part."""
+    jobs = []
+    for prefix, d in descriptor_parts(model):
+        factor = SE_E3_STEP_FACTOR if d.kind == "se_e3" else 1
+        for key, (lo, up, low_coarse) in sorted(_table_specs(d, min_nbor_dist).items()):
+            jobs.append((table_name(prefix, key), d.embeddings[key], lo, up, step * factor, low_coarse))
     tables = {}
-    keys = sorted(d.embeddings)
-    for n, key in enumerate(keys):
-        if d.type_one_side:
-            (tj,) = key
-            centres = [ti for ti in range(d.ntypes) if not d.excluded(ti, tj)] or list(range(d.ntypes))
-            lo, up = float(np.min(lower[centres])), float(np.max(upper[centres]))
-        else:
-            ti, tj = key
-            if d.excluded(ti, tj):
-                continue
-            lo, up = float(lower[ti]), float(upper[ti])
-        tables[table_name("descriptor", key)] = build_table(d.embeddings[key], lo, up, step, 10 * step, extrapolate)
+    for n, (name, net, lo, up, s0, low_coarse) in enumerate(jobs):
+        tables[name] = build_table(net, lo, up, s0, 10 * s0, extrapolate, low_coarse)
         if progress:
-            progress(n + 1, len(keys), key, lo, up)
+            progress(n + 1, len(jobs), name, tables[name])
     return tables
 
 
-def embedding_tables_for(model: ModelParams, tables: dict[str, Table]) -> dict[tuple, Table]:
-    """Map the file's table names back to the descriptor's net keys."""
+def embedding_tables_for(part, prefix: str, tables: dict[str, Table]) -> dict[tuple, Table]:
+    """Map the file's table names back to one descriptor part's net keys."""
     out = {}
-    for key in model.descriptor.embeddings:
-        name = table_name("descriptor", key)
+    for key in part.embeddings:
+        name = table_name(prefix, key)
         if name in tables:
             out[key] = tables[name]
     return out
@@ -93,8 +115,10 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
     log.info("compressing %s: %s, type_map %s, min_nbor_dist %.6f A (from %s)", source, model.descriptor.kind,
              list(model.type_map), mnd, origin)
 
-    def progress(n, total, key, lo, up):
-        log.info("table %d/%d %s: range [%g, %g), extrapolated to %g", n, total, key, lo, up, up * extrapolate)
+    def progress(n, total, name, table):
+        extra = f", {len(table.split_intervals)} intervals split at relu kinks" if len(table.split_intervals) else ""
+        log.info("table %d/%d %s: fine [%g, %g) step %g, extrapolated to [%g, %g) step %g%s", n, total, name,
+                 table.lower, table.upper, table.stride0, table.xmin, table.xmax, table.stride1, extra)
 
     tables = tabulate_model(model, mnd, step, extrapolate, progress)
     meta = {
@@ -111,5 +135,5 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
     content = CompressedFile(tree=tree, tables=tables, meta=meta)
     save_compressed(output, content)
     log.info("wrote %s (%d tables, %.1f MB of coefficients)", output, len(tables),
-             sum(t.coeffs.nbytes for t in tables.values()) / 1e6)
+             sum(t.coeffs.nbytes + t.sub_coeffs.nbytes for t in tables.values()) / 1e6)
     return content

@@ -15,11 +15,17 @@ from .activations import TABULATABLE, check_activation
 from .nets import Layer, Network
 
 #: descriptor types this build evaluates and compresses
-SUPPORTED_DESCRIPTORS = ("se_e2_a",)
+SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "hybrid")
 #: newest serialization versions we know (newer files may change meaning: refuse them)
 MAX_VERSION = {"Model": 2, "Descriptor": 3, "Fitting": 4, "NetworkCollection": 1}
 
-_DESCRIPTOR_ALIASES = {"se_a": "se_e2_a", "se_e2_a": "se_e2_a"}
+_DESCRIPTOR_ALIASES = {
+    "se_a": "se_e2_a", "se_e2_a": "se_e2_a",
+    "se_r": "se_e2_r", "se_e2_r": "se_e2_r",
+    "se_e3": "se_e3", "se_at": "se_e3", "se_a_3be": "se_e3", "se_t": "se_e3",
+    "se_atten_v2": "se_atten_v2",
+    "hybrid": "hybrid",
+}
 
 
 class _Ctx:
@@ -90,10 +96,139 @@ class SeE2AParams:
 
 
 @dataclass(frozen=True)
+class SeE2RParams:
+    """se_e2_r: radial-only two-body embedding, D = (1/5N) sum_j G(s_j)."""
+
+    rcut: float
+    rcut_smth: float
+    sel: tuple[int, ...]
+    type_one_side: bool
+    exclude_types: frozenset
+    env_protection: float
+    davg: np.ndarray  # (ntypes, 1)
+    dstd: np.ndarray  # (ntypes, 1)
+    embeddings: dict
+    neuron: tuple[int, ...]
+    activation: str
+    kind: str = field(default="se_e2_r")
+
+    ntypes = SeE2AParams.ntypes
+    nnei = SeE2AParams.nnei
+    ng = SeE2AParams.ng
+    net_key = SeE2AParams.net_key
+    excluded = SeE2AParams.excluded
+
+    @property
+    def dim_out(self) -> int:
+        return self.ng
+
+
+@dataclass(frozen=True)
+class SeE3Params:
+    """se_e3: three-body embedding of the angular products e_jk = rho_j . rho_k."""
+
+    rcut: float
+    rcut_smth: float
+    sel: tuple[int, ...]
+    exclude_types: frozenset
+    env_protection: float
+    davg: np.ndarray  # (ntypes, 4)
+    dstd: np.ndarray  # (ntypes, 4)
+    embeddings: dict  # (t1, t2) with t1 <= t2 (neighbour types) -> Network
+    neuron: tuple[int, ...]
+    activation: str
+    kind: str = field(default="se_e3")
+
+    ntypes = SeE2AParams.ntypes
+    nnei = SeE2AParams.nnei
+    ng = SeE2AParams.ng
+    excluded = SeE2AParams.excluded
+    type_one_side = False
+
+    @property
+    def dim_out(self) -> int:
+        return self.ng
+
+
+@dataclass(frozen=True)
+class SeAttenV2Params:
+    """se_atten_v2 (DPA-1, strip mode, smooth type embedding) without attention layers."""
+
+    rcut: float
+    rcut_smth: float
+    nsel: int
+    ntypes_model: int
+    axis_neuron: int
+    type_one_side: bool
+    concat_output_tebd: bool
+    exclude_types: frozenset
+    env_protection: float
+    davg: np.ndarray  # (ntypes, 4)
+    dstd: np.ndarray  # (ntypes, 4)
+    embeddings: dict  # {(): Network} geometric net
+    type_embedding: np.ndarray  # (ntypes + 1, tebd_dim), last row = padding type (zeros)
+    type_pair_table: np.ndarray  # strip net output: ((ntypes+1)**2 or ntypes+1, ng)
+    neuron: tuple[int, ...]
+    activation: str
+    tf_switch: bool = False  # TensorFlow's se_atten_v2 smooths the type term differently (see se_atten_v2.py)
+    kind: str = field(default="se_atten_v2")
+
+    @property
+    def ntypes(self) -> int:
+        return self.ntypes_model
+
+    @property
+    def sel(self) -> tuple[int, ...]:
+        return (self.nsel,)
+
+    @property
+    def nnei(self) -> int:
+        return self.nsel
+
+    @property
+    def ng(self) -> int:
+        return self.neuron[-1]
+
+    @property
+    def tebd_dim(self) -> int:
+        return self.type_embedding.shape[1]
+
+    @property
+    def dim_out(self) -> int:
+        return self.ng * self.axis_neuron + (self.tebd_dim if self.concat_output_tebd else 0)
+
+    def excluded(self, ti: int, tj: int) -> bool:
+        return (ti, tj) in self.exclude_types
+
+    def type_pair_row(self, ti, tj):
+        """Row of the strip-net table for centre ti and neighbour tj (arrays allowed)."""
+        if self.type_one_side:
+            return tj
+        return ti * (self.ntypes + 1) + tj
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    """Concatenation of several descriptors, each with its own rcut and sel."""
+
+    parts: tuple
+    kind: str = field(default="hybrid")
+
+    @property
+    def rcut(self) -> float:
+        return max(p.rcut for p in self.parts)
+
+    @property
+    def dim_out(self) -> int:
+        return sum(p.dim_out for p in self.parts)
+
+
+@dataclass(frozen=True)
 class FittingParams:
     """Energy fitting: one net per atom type."""
 
-    nets: tuple  # Network per type
+    nets: tuple  # Network per type (None where the type has no net)
+    shared: Network | None  # one net for all types (mixed_types, se_atten)
     bias_atom_e: np.ndarray  # (ntypes,)
     exclude_types: frozenset
 
@@ -103,7 +238,7 @@ class ModelParams:
     """A standard DeePMD-kit energy model."""
 
     type_map: tuple[str, ...]
-    descriptor: SeE2AParams
+    descriptor: SeE2AParams | SeE2RParams | SeE3Params | SeAttenV2Params | HybridParams
     fitting: FittingParams
     out_bias: np.ndarray  # (ntypes,)
     atom_exclude_types: frozenset
@@ -188,16 +323,8 @@ def _stat_per_type(ctx: _Ctx, arr, where: str, ncomp: int) -> np.ndarray:
     return a[:, 0, :].copy()
 
 
-def _descriptor(ctx: _Ctx, tree: dict, ntypes: int):
-    where = "model.descriptor"
+def _common_checks(ctx: _Ctx, tree: dict, where: str) -> None:
     ctx.version(tree, where)
-    kind = tree.get("type")
-    canon = _DESCRIPTOR_ALIASES.get(kind)
-    if canon is None:
-        raise ctx.fail(
-            where + ".type", kind,
-            "supported descriptors: " + ", ".join(SUPPORTED_DESCRIPTORS),
-        )
     if tree.get("spin") is not None:
         raise ctx.fail(where + ".spin", tree.get("spin"), "spin models are not supported")
     env = tree.get("env_mat") or {}
@@ -208,35 +335,146 @@ def _descriptor(ctx: _Ctx, tree: dict, ntypes: int):
             where + ".resnet_dt", True,
             "embedding nets with resnet_dt cannot be tabulated exactly; retrain with resnet_dt false",
         )
-    sel = tuple(int(s) for s in ctx.get(tree, "sel", where))
+
+
+def _sel(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> tuple[int, ...]:
+    sel = tuple(int(v) for v in ctx.get(tree, "sel", where))
     if len(sel) != ntypes:
         raise ctx.fail(where + ".sel", list(sel), f"expected one entry per type ({ntypes} types)", ModelFormatError)
-    variables = ctx.get(tree, "@variables", where)
-    tos = bool(tree.get("type_one_side", False))
+    return sel
+
+
+def _embeddings(ctx: _Ctx, tree: dict, where: str, needed) -> dict:
     emb = _collection(ctx, ctx.get(tree, "embeddings", where), where + ".embeddings", False, True)
-    neuron = tuple(int(n) for n in ctx.get(tree, "neuron", where))
-    needed = [(t,) for t in range(ntypes)] if tos else [(a, b) for a in range(ntypes) for b in range(ntypes)]
-    excl = _pairs(tree.get("exclude_types"))
     for key in needed:
-        if key not in emb and not (len(key) == 2 and key in excl):
+        if key not in emb:
             raise ModelFormatError(f"{ctx.source}: {where}.embeddings has no network for type key {key}")
     for key, net in emb.items():
         if net.n_in != 1:
             raise ModelFormatError(f"{ctx.source}: embedding net {key} has input width {net.n_in}, expected 1")
-    return SeE2AParams(
+    return emb
+
+
+def _geometry(ctx: _Ctx, tree: dict, where: str, ncomp: int) -> dict:
+    variables = ctx.get(tree, "@variables", where)
+    return dict(
         rcut=float(ctx.get(tree, "rcut", where)),
         rcut_smth=float(ctx.get(tree, "rcut_smth", where)),
-        sel=sel,
-        axis_neuron=int(ctx.get(tree, "axis_neuron", where)),
-        type_one_side=tos,
-        exclude_types=excl,
         env_protection=float(tree.get("env_protection", 0.0) or 0.0),
-        davg=_stat_per_type(ctx, ctx.get(variables, "davg", where + ".@variables"), where + ".@variables.davg", 4),
-        dstd=_stat_per_type(ctx, ctx.get(variables, "dstd", where + ".@variables"), where + ".@variables.dstd", 4),
-        embeddings=emb,
-        neuron=neuron,
+        davg=_stat_per_type(ctx, ctx.get(variables, "davg", where + ".@variables"), where + ".@variables.davg", ncomp),
+        dstd=_stat_per_type(ctx, ctx.get(variables, "dstd", where + ".@variables"), where + ".@variables.dstd", ncomp),
+        neuron=tuple(int(n) for n in ctx.get(tree, "neuron", where)),
         activation=check_activation(tree.get("activation_function"), f"{ctx.source}: {where}"),
     )
+
+
+def _se_e2_a(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> SeE2AParams:
+    tos = bool(tree.get("type_one_side", False))
+    excl = _pairs(tree.get("exclude_types"))
+    needed = [(t,) for t in range(ntypes)] if tos else [
+        (a, b) for a in range(ntypes) for b in range(ntypes) if (a, b) not in excl]
+    return SeE2AParams(
+        sel=_sel(ctx, tree, where, ntypes), axis_neuron=int(ctx.get(tree, "axis_neuron", where)),
+        type_one_side=tos, exclude_types=excl, embeddings=_embeddings(ctx, tree, where, needed),
+        **_geometry(ctx, tree, where, 4),
+    )
+
+
+def _se_e2_r(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> SeE2RParams:
+    tos = bool(tree.get("type_one_side", False))
+    excl = _pairs(tree.get("exclude_types"))
+    needed = [(t,) for t in range(ntypes)] if tos else [
+        (a, b) for a in range(ntypes) for b in range(ntypes) if (a, b) not in excl]
+    return SeE2RParams(
+        sel=_sel(ctx, tree, where, ntypes), type_one_side=tos, exclude_types=excl,
+        embeddings=_embeddings(ctx, tree, where, needed), **_geometry(ctx, tree, where, 1),
+    )
+
+
+def _se_e3(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> SeE3Params:
+    excl = _pairs(tree.get("exclude_types"))
+    needed = [(a, b) for a in range(ntypes) for b in range(a, ntypes)]
+    emb = _embeddings(ctx, tree, where, needed)
+    # only t1 <= t2 nets are used (DeePMD-kit stores zero nets in the other slots)
+    emb = {k: v for k, v in emb.items() if k[0] <= k[1]}
+    return SeE3Params(sel=_sel(ctx, tree, where, ntypes), exclude_types=excl, embeddings=emb,
+                      **_geometry(ctx, tree, where, 4))
+
+
+def _se_atten_v2(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str = "") -> SeAttenV2Params:
+    attn_layer = int(tree.get("attn_layer", 0) or 0)
+    if attn_layer != 0:
+        raise ctx.fail(
+            where + ".attn_layer", attn_layer,
+            "only se_atten_v2 models without attention layers (attn_layer 0) can be tabulated: with attention "
+            "the embedding is no longer a function of one scalar per neighbour. Retrain with attn_layer 0",
+        )
+    if tree.get("use_econf_tebd"):
+        raise ctx.fail(where + ".use_econf_tebd", True, "electronic-configuration type embeddings are not supported")
+    sel = ctx.get(tree, "sel", where)
+    nsel = int(sel[0] if isinstance(sel, (list, tuple)) else sel)
+    if isinstance(sel, (list, tuple)) and len(sel) != 1:
+        raise ctx.fail(where + ".sel", sel, "se_atten_v2 takes one sel for all types", ModelFormatError)
+    geo = _geometry(ctx, tree, where, 4)
+    emb = _collection(ctx, ctx.get(tree, "embeddings", where), where + ".embeddings", False, True)
+    if () not in emb or emb[()].n_in != 1:
+        raise ModelFormatError(f"{ctx.source}: {where}.embeddings must hold one scalar-input network")
+    strip = _collection(ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", False, False)
+    if () not in strip:
+        raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
+    te_tree = ctx.get(tree, "type_embedding", where)
+    te_net = _network(ctx, ctx.get(te_tree, "embedding", where + ".type_embedding"), where + ".type_embedding.embedding",
+                      False, False)
+    if te_net.n_in != ntypes:
+        raise ctx.fail(where + ".type_embedding.embedding.in_dim", te_net.n_in,
+                       f"expected a one-hot input of {ntypes} types")
+    te = te_net(np.eye(ntypes))
+    if te_tree.get("padding", True):
+        te = np.concatenate([te, np.zeros((1, te.shape[1]))])
+    else:
+        raise ctx.fail(where + ".type_embedding.padding", False, "a padded type embedding is expected")
+    tos = bool(tree.get("type_one_side", False))
+    if tos:
+        table = strip[()](te)
+    else:
+        nt1 = ntypes + 1
+        centre, nbr = np.divmod(np.arange(nt1 * nt1), nt1)
+        table = strip[()](np.concatenate([te[nbr], te[centre]], axis=1))
+    if table.shape[1] != geo["neuron"][-1]:
+        raise ModelFormatError(f"{ctx.source}: {where}: strip net width {table.shape[1]} differs from the embedding net")
+    return SeAttenV2Params(
+        nsel=nsel, ntypes_model=ntypes, axis_neuron=int(ctx.get(tree, "axis_neuron", where)), type_one_side=tos,
+        concat_output_tebd=bool(tree.get("concat_output_tebd", True)), exclude_types=_pairs(tree.get("exclude_types")),
+        embeddings=emb, type_embedding=te, type_pair_table=table, tf_switch=backend.lower() == "tensorflow", **geo,
+    )
+
+
+_PARSERS = {"se_e2_a": _se_e2_a, "se_e2_r": _se_e2_r, "se_e3": _se_e3, "se_atten_v2": _se_atten_v2}
+
+
+def _descriptor(ctx: _Ctx, tree: dict, ntypes: int, where: str = "model.descriptor", backend: str = ""):
+    kind = tree.get("type") if isinstance(tree, dict) else None
+    canon = _DESCRIPTOR_ALIASES.get(kind)
+    if canon is None:
+        raise ctx.fail(
+            where + ".type", kind,
+            "supported descriptors: " + ", ".join(SUPPORTED_DESCRIPTORS),
+        )
+    if canon == "hybrid":
+        ctx.version(tree, where)
+        parts = ctx.get(tree, "list", where)
+        if not parts:
+            raise ctx.fail(where + ".list", parts, "a hybrid descriptor needs at least one part", ModelFormatError)
+        out = []
+        for k, sub in enumerate(parts):
+            if isinstance(sub, dict) and sub.get("type") == "hybrid":
+                raise ctx.fail(f"{where}.list[{k}].type", "hybrid", "nested hybrid descriptors are not supported")
+            out.append(_descriptor(ctx, sub, ntypes, f"{where}.list[{k}]", backend))
+        return HybridParams(parts=tuple(out))
+    _common_checks(ctx, tree, where)
+    if canon == "se_atten_v2":
+        return _se_atten_v2(ctx, tree, where, ntypes, backend)
+    return _PARSERS[canon](ctx, tree, where, ntypes)
 
 
 def _fitting(ctx: _Ctx, tree: dict, ntypes: int, dim_descrpt: int) -> FittingParams:
@@ -247,11 +485,13 @@ def _fitting(ctx: _Ctx, tree: dict, ntypes: int, dim_descrpt: int) -> FittingPar
     for key in ("numb_fparam", "numb_aparam", "dim_case_embd"):
         if int(tree.get(key) or 0) != 0:
             raise ctx.fail(where + "." + key, tree.get(key), "frame/atomic parameters are not supported yet")
-    if tree.get("mixed_types"):
-        raise ctx.fail(where + ".mixed_types", True, "a shared fitting net is only used with se_atten descriptors")
     if int(tree.get("dim_out", 1)) != 1:
         raise ctx.fail(where + ".dim_out", tree.get("dim_out"), "energy fitting must have one output")
     nets = _collection(ctx, ctx.get(tree, "nets", where), where + ".nets", True, False)
+    shared = nets.get(())
+    if shared is not None and shared.n_in != dim_descrpt:
+        raise ModelFormatError(
+            f"{ctx.source}: the shared fitting net takes {shared.n_in} inputs, descriptor gives {dim_descrpt}")
     per_type = []
     for t in range(ntypes):
         net = nets.get((t,))
@@ -261,7 +501,9 @@ def _fitting(ctx: _Ctx, tree: dict, ntypes: int, dim_descrpt: int) -> FittingPar
             )
         per_type.append(net)
     bias = np.asarray(ctx.get(tree, "@variables", where).get("bias_atom_e"), dtype=np.float64).reshape(ntypes, -1)
-    return FittingParams(nets=tuple(per_type), bias_atom_e=bias[:, 0].copy(), exclude_types=frozenset(
+    if shared is None and all(n is None for n in per_type):
+        raise ModelFormatError(f"{ctx.source}: {where}.nets holds no fitting network")
+    return FittingParams(nets=tuple(per_type), shared=shared, bias_atom_e=bias[:, 0].copy(), exclude_types=frozenset(
         int(t) for t in tree.get("exclude_types") or []))
 
 
@@ -275,7 +517,8 @@ def parse_model(tree: dict, source: str = "<model>") -> ModelParams:
         raise ctx.fail("model.type", mtype, "only standard energy models are supported (no zbl, spin, multitask)")
     type_map = tuple(str(t) for t in ctx.get(model, "type_map", "model"))
     ntypes = len(type_map)
-    descriptor = _descriptor(ctx, ctx.get(model, "descriptor", "model"), ntypes)
+    descriptor = _descriptor(ctx, ctx.get(model, "descriptor", "model"), ntypes,
+                             backend=str(tree.get("backend") or ""))
     fitting = _fitting(ctx, ctx.get(model, "fitting", "model"), ntypes, descriptor.dim_out)
     variables = model.get("@variables") or {}
     out_bias = variables.get("out_bias")

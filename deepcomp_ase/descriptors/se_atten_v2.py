@@ -1,0 +1,85 @@
+"""se_atten_v2 (DPA-1 in strip mode, smooth type embedding) without attention layers.
+
+g_j = G(s_j) * (1 + w(r_j) tt[centre type, neighbour type]), where the type-pair term tt is
+the strip net evaluated once per type pair; then T = (1/N) sum_j g_j (x) R_j and D = T T<^T as
+in se_e2_a, followed by the centre's type embedding. Neighbours are the sel nearest of any type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..envmat import rows_to_vector_gradient
+from .block import Block
+from .se_e2_a import padding_embedding
+
+
+def type_term_switch(d, env):
+    """The smooth factor of the type term and its derivative d/dr.
+
+    DeePMD-kit's backend-neutral se_atten_v2 uses the environment switch w(r). Its TensorFlow
+    implementation instead rebuilds it from the radial entry s = w/r as 1 - (1 - rcut_smth*s)^3,
+    clipped to [0, 1]; models read from TensorFlow graphs get that function, so they reproduce
+    their frozen-model energies.
+    """
+    if not d.tf_switch:
+        return env.w, env.dw
+    s = env.w / env.rho
+    uu = 1.0 - d.rcut_smth * s
+    w = 1.0 - uu * uu * uu
+    inside = (w > 0.0) & (w < 1.0)
+    ds_dr = env.dw / env.rho - env.w / (env.rho * env.rho)
+    dw = np.where(inside, 3.0 * uu * uu * d.rcut_smth * ds_dr, 0.0)
+    return np.clip(w, 0.0, 1.0), dw
+
+
+class SeAttenV2:
+    block_atoms = 128
+
+    def __init__(self, params, embed):
+        self.d = params
+        self.embed = embed
+        # padding has w = 0, so its type term vanishes: the se_e2_a fold applies unchanged
+        self.pad = padding_embedding(params, embed)
+
+    def forward(self, blk: Block):
+        d = self.d
+        nb, ng, m2 = blk.nb, d.ng, d.axis_neuron
+        rhat = (blk.env.rows - d.davg[blk.ti]) / d.dstd[blk.ti]
+        gs, dgs = self.embed((), rhat[:, 0])
+        tt = d.type_pair_table[d.type_pair_row(blk.ti, blk.tj)]
+        sw, dsw = type_term_switch(d, blk.env)
+        gt1 = 1.0 + tt * sw[:, None]
+        g = gs * gt1
+        gd = np.zeros((nb, blk.nmax, ng))
+        rd = np.zeros((nb, blk.nmax, 4))
+        gd[blk.ci, blk.slot] = g
+        rd[blk.ci, blk.slot] = rhat
+        t_mat = np.matmul(gd.transpose(0, 2, 1), rd)
+        for (ta, _), (x_pad, g_pad) in self.pad.items():
+            rows = np.nonzero(blk.atype == ta)[0]
+            if len(rows):
+                t_mat[rows, :, 0] += blk.n_pad[rows, 0][:, None] * (g_pad * x_pad)[None, :]
+        t_mat *= 1.0 / d.nnei
+        desc = np.matmul(t_mat, t_mat[:, :m2, :].transpose(0, 2, 1)).reshape(nb, ng * m2)
+        if d.concat_output_tebd:
+            desc = np.concatenate([desc, d.type_embedding[blk.atype]], axis=1)
+        return desc, (gd, rd, gs, dgs, tt, gt1, dsw, t_mat)
+
+    def backward(self, blk: Block, ctx, g_desc):
+        d = self.d
+        gd, rd, gs, dgs, tt, gt1, dsw, t_mat = ctx
+        nb, ng, m2 = blk.nb, d.ng, d.axis_neuron
+        g_desc = g_desc[:, : ng * m2].reshape(nb, ng, m2)  # the type embedding does not move
+        g_t = np.matmul(g_desc, t_mat[:, :m2, :])
+        g_t[:, :m2, :] += np.matmul(g_desc.transpose(0, 2, 1), t_mat)
+        g_t *= 1.0 / d.nnei
+        g_rhat = np.matmul(gd, g_t)[blk.ci, blk.slot]
+        q = np.matmul(rd, g_t.transpose(0, 2, 1))[blk.ci, blk.slot]  # dE/dg per pair
+        g_rhat[:, 0] += np.einsum("pa,pa->p", q, dgs * gt1)
+        g_vec = rows_to_vector_gradient(blk.env, g_rhat / d.dstd[blk.ti])
+        # the switch also scales the type term: dE/dw * dw/dr along the bond
+        g_w = np.einsum("pa,pa->p", q, gs * tt)
+        env = blk.env
+        g_vec += (g_w * dsw / env.r)[:, None] * env.vec
+        return g_vec

@@ -1,0 +1,78 @@
+"""se_e2_a: T = (1/N) sum_j G(s_j) (x) R_j, D = T T<^T (DeePMD-kit's DeepPot-SE descriptor).
+
+Padding slots (fewer real neighbours than sel) are DeePMD-kit rows (-davg/dstd, 0, 0, 0) that do
+contribute; they are folded in analytically as n_pad * G(x_pad) x_pad in column 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..envmat import rows_to_vector_gradient
+from .block import Block, embed_by_key
+
+
+def padding_embedding(d, embed) -> dict:
+    """{(ti, tj): (x_pad, G(x_pad))} for every centre type and neighbour sel block."""
+    out = {}
+    for ti in range(d.ntypes):
+        x_pad = -d.davg[ti, 0] / d.dstd[ti, 0]
+        for tj in range(len(d.sel)):
+            if d.sel[tj] == 0 or d.excluded(ti, tj):
+                continue
+            key = d.net_key(ti, tj) if hasattr(d, "net_key") else ()
+            g, _ = embed(key, np.array([x_pad]))
+            out[(ti, tj)] = (x_pad, g[0])
+    return out
+
+
+class SeE2A:
+    block_atoms = 128
+
+    def __init__(self, params, embed):
+        self.d = params
+        self.embed = embed
+        self.pad = padding_embedding(params, embed)
+
+    def _embedding(self, blk: Block, x):
+        d = self.d
+        nt = d.ntypes
+        if d.type_one_side:
+            return embed_by_key(self.embed, blk.tj, x, d.ng, lambda c: (c,))
+        return embed_by_key(self.embed, blk.ti * nt + blk.tj, x, d.ng, lambda c: (c // nt, c % nt))
+
+    def _fold_padding(self, blk: Block, t_mat):
+        for (ta, tn), (x_pad, g_pad) in self.pad.items():
+            rows = np.nonzero(blk.atype == ta)[0]
+            if len(rows):
+                t_mat[rows, :, 0] += blk.n_pad[rows, tn][:, None] * (g_pad * x_pad)[None, :]
+
+    def forward(self, blk: Block):
+        d = self.d
+        nb, ng, m2 = blk.nb, d.ng, d.axis_neuron
+        rhat = (blk.env.rows - d.davg[blk.ti]) / d.dstd[blk.ti]
+        g, dg = self._embedding(blk, rhat[:, 0])
+        # dense per-block layout (nb, nmax, .) with zeros where an atom has fewer neighbours
+        gd = np.zeros((nb, blk.nmax, ng))
+        rd = np.zeros((nb, blk.nmax, 4))
+        gd[blk.ci, blk.slot] = g
+        rd[blk.ci, blk.slot] = rhat
+        t_mat = np.matmul(gd.transpose(0, 2, 1), rd)  # (nb, ng, 4)
+        self._fold_padding(blk, t_mat)
+        t_mat *= 1.0 / d.nnei
+        desc = np.matmul(t_mat, t_mat[:, :m2, :].transpose(0, 2, 1)).reshape(nb, ng * m2)
+        return desc, (gd, rd, dg, t_mat)
+
+    def backward(self, blk: Block, ctx, g_desc):
+        d = self.d
+        gd, rd, dg, t_mat = ctx
+        nb, ng, m2 = blk.nb, d.ng, d.axis_neuron
+        g_desc = g_desc.reshape(nb, ng, m2)
+        g_t = np.matmul(g_desc, t_mat[:, :m2, :])  # (nb, ng, 4)
+        g_t[:, :m2, :] += np.matmul(g_desc.transpose(0, 2, 1), t_mat)
+        g_t *= 1.0 / d.nnei
+        # dE/dR^ = G gT ; dE/dx = sum_a G'_a (gT R^)_a
+        g_rhat = np.matmul(gd, g_t)[blk.ci, blk.slot]
+        gt_r = np.matmul(rd, g_t.transpose(0, 2, 1))[blk.ci, blk.slot]
+        g_rhat[:, 0] += np.einsum("pa,pa->p", dg, gt_r)
+        return rows_to_vector_gradient(blk.env, g_rhat / d.dstd[blk.ti])
