@@ -128,3 +128,27 @@ def test_bad_step_is_refused(tmp_path):
     with pytest.raises(ValueError, match="step"):
         compress_model(MODELS / "cu_se_e2_a_tanh.dp", tmp_path / "x.dcz", step=-1)
     assert not (tmp_path / "x.dcz").exists()
+
+
+MORE_CASES = {
+    "attention layers": ("cuau_se_atten_v2.pb", lambda t: t["model"]["descriptor"].update(attn_layer=2),
+                         "attn_layer", "attn_layer 0"),
+    "se_e3_tebd": ("cuau_se_e3.dp", lambda t: t["model"]["descriptor"].update(type="se_e3_tebd"),
+                   "se_e3_tebd", "se_e2_a, se_e2_r, se_e3, se_atten_v2, hybrid"),
+    "dpa3": ("cuau_se_e2_a.dp", lambda t: t["model"]["descriptor"].update(type="dpa3"), "dpa3", "se_atten_v2"),
+    "silut": ("cuau_se_e2_r.dp",
+              lambda t: t["model"]["descriptor"]["embeddings"]["networks"][0].update(activation_function="silut"),
+              "silut", "tanh, gelu, relu, relu6, softplus, sigmoid"),
+    "nested hybrid": ("cuau_hybrid.dp",
+                      lambda t: t["model"]["descriptor"]["list"].append(copy.deepcopy(t["model"]["descriptor"])),
+                      "list[2].type", "nested"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE_CASES))
+def test_unsupported_descriptor_features(tmp_path, case):
+    source, edit, field, hint = MORE_CASES[case]
+    path = write_dp(edited(read_model_tree(MODELS / source), edit), tmp_path / "bad.dp")
+    with pytest.raises(UnsupportedModelError) as info:
+        DeepPotential.from_file(path)
+    assert field in str(info.value) and hint in str(info.value)

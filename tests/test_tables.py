@@ -101,3 +101,87 @@ def test_coefficients_agree_with_deepmd_numpy_backend_tables():
     v2, d2 = other.evaluate(idx, t)
     assert np.abs(v1 - v2).max() < 1e-12
     assert np.abs(d1 - d2).max() < 1e-10
+
+
+# ---------------------------------------------------------------- relu / relu6 kinks
+def _relu_net(activation):
+    net = parse_model(read_model_tree(MODELS / "cu_se_e2_a_relu.dp")).descriptor.embeddings[(0, 0)]
+    from deepcomp_ase.model.nets import Layer, Network
+
+    return Network(tuple(Layer(l.w, l.b, l.idt, activation, l.resnet) for l in net.layers))
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_kinks_are_found_exactly(activation):
+    from deepcomp_ase.compress.tabulate import find_kinks
+
+    net = _relu_net(activation)
+    kinks = find_kinks(net, -1.0, 25.0)
+    assert len(kinks) > 0
+    # the slope jumps at every kink and nowhere in between
+    h = 1e-7
+    _, left = net.value_and_first_derivative(kinks - h)
+    _, right = net.value_and_first_derivative(kinks + h)
+    assert np.all(np.abs(left - right).max(axis=1) > 1e-8)
+    mids = 0.5 * (kinks[1:] + kinks[:-1])
+    _, a = net.value_and_first_derivative(mids - 0.25 * np.diff(kinks))
+    _, b = net.value_and_first_derivative(mids + 0.25 * np.diff(kinks))
+    np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_split_tables_are_exact_and_continuous(activation):
+    net = _relu_net(activation)
+    table = build_table(net, -1.0, 5.0, 0.01, 0.1, 5)
+    assert len(table.split_intervals) > 0
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(-1, 25, 5000), table.sub_start + 1e-9, table.sub_start - 1e-9])
+    x = x[(x >= -1) & (x < 25)]
+    v, d = table.value_and_derivative(x)
+    ve, de = net.value_and_first_derivative(x)
+    assert np.abs(v - ve).max() < 1e-12 * max(1, np.abs(ve).max())
+    # slopes agree except within round-off of a kink
+    assert np.abs(d - de).max() < 1e-9 * max(1, np.abs(de).max())
+    # value is continuous across every split point
+    s = table.sub_start[(table.sub_start > -1) & (table.sub_start < 25)]
+    vl, _ = table.value_and_derivative(s - 1e-12)
+    vr, _ = table.value_and_derivative(s)
+    assert np.abs(vl - vr).max() < 1e-10
+
+
+def test_relu_table_survives_the_file(tmp_path):
+    from deepcomp_ase.compress.api import compress_model
+    from deepcomp_ase.fileformat import load_compressed
+
+    content = compress_model(MODELS / "cu_se_e2_a_relu.dp", tmp_path / "relu.dcz")
+    (name, table), = content.tables.items()
+    loaded = load_compressed(tmp_path / "relu.dcz").tables[name]
+    np.testing.assert_array_equal(loaded.sub_start, table.sub_start)
+    np.testing.assert_array_equal(loaded.split_intervals, table.split_intervals)
+    np.testing.assert_array_equal(loaded.sub_coeffs, table.sub_coeffs)
+
+
+# ---------------------------------------------------------------- se_e3
+def test_se_e3_table_has_right_widths_everywhere():
+    """DeePMD-kit fits [lower, lower+s0) and [upper, upper+s1) with the other grid's width."""
+    model = parse_model(read_model_tree(MODELS / "cuau_se_e3.dp"))
+    tables = tabulate_model(model, model.min_nbor_dist, 0.01, 5)
+    for name, table in tables.items():
+        key = tuple(int(k) for k in name.split(":")[1].split("-"))
+        net = model.descriptor.embeddings[key]
+        assert (table.stride0, table.stride1) == (0.1, 1.0)
+        assert table.xmin == 5 * table.lower and table.lower == -table.upper
+        edges = [table.xmin, table.lower, table.upper]
+        x = np.concatenate([np.linspace(e, e + 1.0, 200, endpoint=False) for e in edges])
+        v, d = table.value_and_derivative(x)
+        ve, de = net.value_and_first_derivative(x)
+        assert np.abs(v - ve).max() < 1e-9
+        assert np.abs(d - de).max() < 1e-8
+
+
+def test_se_e3_range_covers_every_centre_type():
+    model = parse_model(read_model_tree(MODELS / "cuau_se_e3.dp"))
+    info = json.loads((SHARED_TABLE_INFO / "cuau_se_e3.json").read_text())["compress"]["table_info"]
+    deepmd_upper = max(v[1] for v in info.values())  # DeePMD-kit uses a per-table row; we take the max
+    tables = tabulate_model(model, model.min_nbor_dist, 0.01, 5)
+    assert {t.upper for t in tables.values()} == {deepmd_upper}
