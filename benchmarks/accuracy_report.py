@@ -16,12 +16,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import git_revision, machine  # noqa: E402
-from conftest import MODELS, Reference  # noqa: E402
+from conftest import MODEL_CASES, Reference  # noqa: E402
 
 from deepcomp_ase.compress.api import compress_model  # noqa: E402
 from deepcomp_ase.potential import DeepPotential  # noqa: E402
 
-DEFAULT = ["cuau_se_e2_a", "cu_se_e2_a_tanh", "cu_se_e2_a_gelu", "cu_se_e2_a_softplus", "cu_se_e2_a_relu"]
+DEFAULT = list(MODEL_CASES)
 
 
 def run(pot, ref, conf):
@@ -40,19 +40,22 @@ def main(names):
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
+            case = MODEL_CASES[name]
             ref = Reference(name)
-            exact = DeepPotential.from_file(MODELS / f"{name}.dp")
+            exact = DeepPotential.from_file(case.source)
             ours = {"uncompressed": exact}
             for variant, kw in (("compress", {}), ("compress_fine", dict(step=0.005, extrapolate=10))):
                 out = Path(tmp) / f"{name}-{variant}.dcz"
-                compress_model(MODELS / f"{name}.dp", out, **kw)
+                compress_model(case.source, out, training_script=case.training_script, **kw)
                 ours[variant] = DeepPotential.from_file(out)
             for label, pot in ours.items():
-                against = ["pb"] if label == "uncompressed" else [label, "uncompressed"]
+                against = [case.reference] if label == "uncompressed" else [label, "uncompressed"]
                 for vs in against:
                     for group in ("in_dist", "stretched", "overflow"):
                         rows = []
                         for conf in ref.confs(group):
+                            if vs not in ("uncompressed",) and not ref.has(conf, vs):
+                                continue
                             res = run(pot, ref, conf)
                             if vs == "uncompressed":
                                 other = run(exact, ref, conf)
@@ -60,6 +63,8 @@ def main(names):
                             else:
                                 out = ref.output(conf, vs)
                             rows.append(dev(res, out, len(res.atom_energy)))
+                        if not rows:
+                            continue
                         worst = np.max(rows, axis=0)
                         print(f"| {name} | {label} | {vs} | {group} | {worst[0]:.1e} | {worst[1]:.1e} | {worst[2]:.1e} |")
 
