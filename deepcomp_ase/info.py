@@ -4,9 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .compress.api import descriptor_parts
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import parse_model
+
+
+def _describe_part(prefix: str, d) -> list[str]:
+    flags = []
+    if getattr(d, "type_one_side", False):
+        flags.append("type_one_side")
+    if d.exclude_types:
+        flags.append(f"exclude_types {sorted(d.exclude_types)}")
+    if d.kind == "se_atten_v2":
+        flags.append(f"tebd_dim {d.tebd_dim}, strip mode, attn_layer 0"
+                     + (", TensorFlow type-term switch" if d.tf_switch else ""))
+    lines = [
+        f"{prefix}:  {d.kind}{' (' + '; '.join(flags) + ')' if flags else ''}",
+        f"  rcut:      {d.rcut} A (smooth from {d.rcut_smth} A)",
+        f"  sel:       {list(d.sel)}",
+        f"  embedding: {list(d.neuron)} {d.activation}"
+        + (f", axis_neuron {d.axis_neuron}" if hasattr(d, "axis_neuron") else ""),
+        f"  output:    {d.dim_out} per atom",
+    ]
+    return lines
 
 
 def describe(path) -> str:
@@ -18,16 +39,19 @@ def describe(path) -> str:
     else:
         tree, tables, meta = read_model_tree(path), {}, {}
     model = parse_model(tree, str(path))
-    d = model.descriptor
+    fit = model.fitting
+    net = fit.shared or next(n for n in fit.nets if n is not None)
     lines = [
         f"file:        {path}",
         f"kind:        {'deepcomp compressed model' if compressed else 'uncompressed DeePMD-kit model'}",
-        f"descriptor:  {d.kind}{' (type_one_side)' if d.type_one_side else ''}",
         f"type_map:    {' '.join(model.type_map)}",
-        f"rcut:        {d.rcut} A (smooth from {d.rcut_smth} A)",
-        f"sel:         {list(d.sel)}",
-        f"embedding:   {list(d.neuron)} {d.activation}, axis_neuron {d.axis_neuron}",
-        f"fitting:     {[n.n_out for n in model.fitting.nets[0].layers[:-1]] if model.fitting.nets[0] else '-'}",
+        f"rcut:        {model.rcut} A",
+    ]
+    for prefix, part in descriptor_parts(model):
+        lines += _describe_part(prefix, part)
+    lines += [
+        f"fitting:     {[layer.n_out for layer in net.layers[:-1]]} {net.layers[0].activation}"
+        + (" (shared by all types)" if fit.shared is not None else " (one net per type)"),
         f"min_nbor_dist: {model.min_nbor_dist if model.min_nbor_dist is not None else 'not stored'}",
     ]
     if compressed:
@@ -38,12 +62,13 @@ def describe(path) -> str:
             f"options:     step {opts.get('step')}, extrapolate {opts.get('extrapolate')}, "
             f"check frequency {opts.get('frequency')}, min_nbor_dist {opts.get('min_nbor_dist')} "
             f"({opts.get('min_nbor_dist_origin')})",
-            "tables:      name           range [lower, upper) -> xmax   steps          intervals x outputs",
+            "tables:      name                 fine range -> extrapolated range      steps        intervals x outputs",
         ]
         total = 0
         for name, t in sorted(tables.items()):
-            total += t.coeffs.nbytes
-            lines.append(f"             {name:14s} [{t.lower:g}, {t.upper:g}) -> {t.xmax:g}   "
-                         f"{t.stride0:g} / {t.stride1:g}   {t.nspline} x {t.ng}")
+            total += t.coeffs.nbytes + t.sub_coeffs.nbytes
+            split = f", {len(t.split_intervals)} split at kinks" if len(t.split_intervals) else ""
+            lines.append(f"             {name:20s} [{t.lower:g}, {t.upper:g}) -> [{t.xmin:g}, {t.xmax:g})   "
+                         f"{t.stride0:g} / {t.stride1:g}   {t.nspline} x {t.ng}{split}")
         lines.append(f"table memory: {total / 2**20:.2f} MiB")
     return "\n".join(lines)

@@ -71,8 +71,17 @@ def test_help_says_checkpoint_folder_has_no_effect(capsys):
 def test_info(compressed_model, capsys):
     assert main(["info", str(compressed_model("cuau_se_e2_a"))]) == 0
     text = capsys.readouterr().out
-    for expected in ("se_e2_a", "Cu Au", "sel:         [72, 64]", "[-1, 7) -> 35", "0.01 / 0.1", "table memory"):
+    for expected in ("se_e2_a", "Cu Au", "sel:       [72, 64]", "[-1, 7) -> [-1, 35)", "0.01 / 0.1", "table memory",
+                     "descriptor:0-1", "sha256"):
         assert expected in text
+
+
+def test_info_hybrid_and_split_tables(compressed_model, capsys):
+    assert main(["info", str(compressed_model("cuau_hybrid"))]) == 0
+    text = capsys.readouterr().out
+    assert "descriptor.0:  se_e2_a" in text and "descriptor.1:  se_e2_r" in text and "descriptor.1:1-1" in text
+    assert main(["info", str(compressed_model("cu_se_e2_a_relu"))]) == 0
+    assert "split at kinks" in capsys.readouterr().out
 
 
 def test_info_uncompressed(capsys):
