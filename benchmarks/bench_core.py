@@ -23,13 +23,16 @@ def main(argv=None):
     p.add_argument("--atoms", type=int, nargs="+", default=[500])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--model", default="cuau_se_e2_a")
+    p.add_argument("--backend", default="numpy", help="compute backend (default: numpy, the reference)")
     args = p.parse_args(argv)
     src = MODELS / f"{args.model}.dp"
     with tempfile.TemporaryDirectory() as tmp:
         comp = Path(tmp) / "model.dcz"
         compress_model(src, comp)
-        variants = {"uncompressed": DeepCompCalculator(src), "compressed": DeepCompCalculator(comp)}
-        print(f"# {datetime.date.today()} | {machine()} | git {git_revision()} | model {args.model}")
+        variants = {"uncompressed": DeepCompCalculator(src, backend=args.backend),
+                    "compressed": DeepCompCalculator(comp, backend=args.backend)}
+        print(f"# {datetime.date.today()} | {machine()} | git {git_revision()} | model {args.model} | "
+              f"backend {args.backend}")
         print("| atoms | variant | ms/call (median of %d) | us/atom | speedup |" % args.repeats)
         print("|---|---|---|---|---|")
         for n in args.atoms:

@@ -22,6 +22,9 @@ class DeepCompCalculator(Calculator):
         compression; <= 0 disables the periodic check).
     overflow
         What a check does when inputs left the fine table: 'warn', 'error' or 'ignore'.
+    backend
+        'auto' (CUDA if CuPy sees a GPU, else numba if installed, else numpy), 'cpu', 'numpy',
+        'numba' or 'cuda'.
 
     ``overflow_counts`` holds the counts since the last check, ``overflow_total`` the counts of
     all checks so far. Units: eV, Angstrom; stress in eV/A^3 (ASE convention), ``virial`` in eV
@@ -30,15 +33,16 @@ class DeepCompCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "virial", "stresses"]
 
-    def __init__(self, model, *, check_frequency: int | None = None, overflow: str = "warn", label=None,
-                 atoms=None, **kwargs):
+    def __init__(self, model, *, check_frequency: int | None = None, overflow: str = "warn",
+                 backend: str = "auto", label=None, atoms=None, **kwargs):
         super().__init__(label=label, atoms=atoms, **kwargs)
         if isinstance(model, DeepPotential):
             self.potential = model
             if check_frequency is not None:
                 model.check_frequency = int(check_frequency)
         else:
-            self.potential = DeepPotential.from_file(model, check_frequency=check_frequency, overflow=overflow)
+            self.potential = DeepPotential.from_file(model, check_frequency=check_frequency, overflow=overflow,
+                                                     backend=backend)
 
     @property
     def type_map(self):
