@@ -1,0 +1,105 @@
+"""MPI helpers for the LAMMPS bridge: LAMMPS's communicator, node-local rank, tally reduction.
+
+LAMMPS hands its ``world`` communicator over as a Fortran handle (``MPI_Comm_c2f``); mpi4py
+turns it back into a communicator with ``MPI.Comm.f2py``. That is valid because mpi4py and
+LAMMPS use the same MPI library in the same process (the ``mpich`` wheel's ``libmpi.so.12``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import DeepCompError
+from ..overflow import OverflowTally
+
+# launcher variables holding the rank within the node, most specific first
+LOCAL_RANK_VARIABLES = (
+    "MPI_LOCALRANKID",  # MPICH / Hydra (the mpich wheel's mpiexec)
+    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
+    "SLURM_LOCALID",  # srun
+    "PALS_LOCAL_RANKID",  # Cray PALS
+    "PMI_LOCAL_RANK",
+    "MV2_COMM_WORLD_LOCAL_RANK",  # MVAPICH
+)
+
+
+class SerialComm:
+    """Stand-in communicator for one rank (no mpi4py needed)."""
+
+    rank = 0
+    size = 1
+
+    def Get_rank(self):  # noqa: N802 - mpi4py spelling
+        return 0
+
+    def Get_size(self):  # noqa: N802
+        return 1
+
+
+def communicator(comm_f: int, nprocs: int):
+    """The mpi4py communicator of LAMMPS's ``world`` (a :class:`SerialComm` for one rank)."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        if nprocs > 1:
+            raise DeepCompError(
+                f"pair_style deepcomp on {nprocs} MPI ranks needs mpi4py (pip install mpi4py); "
+                f"importing it failed: {exc}"
+            ) from exc
+        return SerialComm()
+    comm = MPI.Comm.f2py(int(comm_f))
+    if comm.Get_size() != nprocs:
+        raise DeepCompError(
+            f"mpi4py sees {comm.Get_size()} ranks in LAMMPS's communicator, LAMMPS {nprocs}: mpi4py was "
+            "built against a different MPI library than LAMMPS; install mpi4py with the mpich wheel "
+            "(pip install mpi4py mpich)"
+        )
+    return comm
+
+
+def local_rank(comm=None) -> int:
+    """Rank of this process among the ranks of its node (for choosing a GPU)."""
+    for var in LOCAL_RANK_VARIABLES:
+        value = os.environ.get(var)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                continue
+    if comm is not None and comm.Get_size() > 1:
+        from mpi4py import MPI
+
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        try:
+            return node.Get_rank()
+        finally:
+            node.Free()
+    return 0
+
+
+def reduce_tally(comm, tally: OverflowTally) -> None:
+    """Replace this rank's tally by the global one, in place (collective on ``comm``).
+
+    Counts are summed; the worst input is the one furthest beyond its table over all ranks
+    (ties go to the lowest rank), with its value, type pair and table bound.
+    """
+    if comm.Get_size() == 1:
+        return
+    from mpi4py import MPI
+
+    counts = tally.as_vector()
+    total = np.zeros_like(counts)
+    comm.Allreduce(counts, total, op=MPI.SUM)
+    worst = comm.allgather((tally.worst_excess, tally.worst_x, tuple(tally.worst_key), tally.worst_upper))
+    best = max(range(len(worst)), key=lambda r: (worst[r][0], -r))
+    tally.n_inputs, tally.n_coarse, tally.n_beyond, tally.n_sel_dropped = (int(round(v)) for v in total)
+    tally.worst_excess, tally.worst_x, tally.worst_key, tally.worst_upper = worst[best]
+
+
+def make_reducer(comm):
+    """``reduce`` callable for :meth:`DeepPotential.step_done` (None on one rank)."""
+    if comm.Get_size() == 1:
+        return None
+    return lambda tally: reduce_tally(comm, tally)

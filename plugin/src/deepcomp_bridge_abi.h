@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The C interface between the deepcomp LAMMPS pair style (deepcompplugin.so, no Python
+ * symbols) and the bridge library (libdeepcomp_bridge.so, Python C-API).
+ *
+ * The plugin dlopen()s the bridge and looks the functions below up by name. Every
+ * function is safe to call with or without the GIL held by the calling thread.
+ * Arrays are borrowed for the duration of one call only.
+ */
+#ifndef DEEPCOMP_BRIDGE_ABI_H
+#define DEEPCOMP_BRIDGE_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* bump whenever a struct or a signature below changes */
+#define DCB_ABI_VERSION 1
+
+/* return codes of dcb_compute / dcb_create status */
+#define DCB_OK 0
+#define DCB_ERROR_LOCAL 1      /* this rank failed: the plugin calls error->one */
+#define DCB_ERROR_COLLECTIVE 2 /* every rank fails together: the plugin calls error->all */
+
+/* log levels passed to the log callback */
+#define DCB_LOG_INFO 0
+#define DCB_LOG_WARNING 1
+
+typedef void (*dcb_log_fn)(void *ctx, int level, const char *message);
+
+typedef struct dcb_create_args {
+  const char *model_file;
+  int ntypes;                    /* number of LAMMPS atom types */
+  const char *const *type_names; /* [ntypes]: element of LAMMPS type i+1, NULL for "NULL" */
+  int comm_f;                    /* MPI_Comm_c2f(world) */
+  int rank, nprocs;              /* of that communicator */
+  int has_check_frequency;       /* 0: use the value stored in the model file */
+  int check_frequency;
+  const char *overflow;  /* "warn" | "error" | "ignore" */
+  const char *device;    /* "auto" | "cpu" | "cuda" */
+  const char *precision; /* "double" | "single" */
+  const char *lammps_version;
+  double energy_scale; /* LAMMPS energy unit per eV (1 for units metal, kcal/mol per eV for real) */
+  dcb_log_fn log;
+  void *log_ctx;
+} dcb_create_args;
+
+typedef struct dcb_compute_args {
+  int nlocal, nghost;
+  int npairs;
+  const double *x;   /* [nall][3] */
+  double *f;         /* [nall][3], forces are added */
+  const int *type;   /* [nall] LAMMPS types (1-based) */
+  const int *pair_i; /* [npairs] local index of the centre */
+  const int *pair_j; /* [npairs] local or ghost index of the neighbour */
+  double *eatom;     /* [nall] or NULL, per-atom energies are added */
+  double *vatom;     /* [nall][6] or NULL, per-atom virials are added (xx yy zz xy xz yz) */
+  int need_virial;   /* 1: fill virial[] */
+  int64_t ntimestep;
+  /* outputs */
+  double energy;    /* sum over local atoms */
+  double virial[6]; /* xx yy zz xy xz yz, this rank's share */
+  int have_virial;
+} dcb_compute_args;
+
+/* int dcb_abi_version(void) */
+typedef int (*dcb_abi_version_fn)(void);
+/* start the interpreter when the process has none; python_exe / site_dir may be NULL */
+typedef int (*dcb_initialize_fn)(const char *python_exe, const char *site_dir, char *err, int errlen);
+/* returns a model handle, or NULL with err filled; *cutoff receives the model cutoff */
+typedef void *(*dcb_create_fn)(const dcb_create_args *args, double *cutoff, char *err, int errlen);
+typedef int (*dcb_compute_fn)(void *model, dcb_compute_args *args, char *err, int errlen);
+typedef void (*dcb_destroy_fn)(void *model);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

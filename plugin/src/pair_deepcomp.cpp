@@ -1,0 +1,423 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//
+// pair_style deepcomp MODEL [check_frequency N] [overflow warn|error|ignore]
+//                           [device auto|cpu|cuda] [precision double|single]
+// pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type)
+
+#include "pair_deepcomp.h"
+
+#include "bridge_loader.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <mpi.h>
+
+using namespace LAMMPS_NS;
+
+namespace deepcomp {
+
+namespace {
+
+void log_trampoline(void *ctx, int level, const char *message)
+{
+  static_cast<PairDeepComp *>(ctx)->log_message(level, message);
+}
+
+void write_string(FILE *fp, const std::string &s)
+{
+  int n = static_cast<int>(s.size());
+  fwrite(&n, sizeof(int), 1, fp);
+  if (n) fwrite(s.data(), sizeof(char), n, fp);
+}
+
+// read on rank 0, broadcast to all
+std::string read_string(LAMMPS *lmp, FILE *fp, MPI_Comm world, int me)
+{
+  int n = 0;
+  if (me == 0) utils::sfread(FLERR, &n, sizeof(int), 1, fp, nullptr, lmp->error);
+  MPI_Bcast(&n, 1, MPI_INT, 0, world);
+  if (n < 0 || n > (1 << 20)) lmp->error->all(FLERR, "deepcomp: corrupt pair style data in restart file");
+  std::string s(static_cast<size_t>(n), '\0');
+  if (me == 0 && n) utils::sfread(FLERR, &s[0], sizeof(char), n, fp, nullptr, lmp->error);
+  if (n) MPI_Bcast(&s[0], n, MPI_CHAR, 0, world);
+  return s;
+}
+
+int read_int(LAMMPS *lmp, FILE *fp, MPI_Comm world, int me)
+{
+  int v = 0;
+  if (me == 0) utils::sfread(FLERR, &v, sizeof(int), 1, fp, nullptr, lmp->error);
+  MPI_Bcast(&v, 1, MPI_INT, 0, world);
+  return v;
+}
+
+std::string absolute_path(const std::string &path)
+{
+  char *resolved = realpath(path.c_str(), nullptr);
+  if (!resolved) return path;
+  std::string out(resolved);
+  free(resolved);
+  return out;
+}
+
+}    // namespace
+
+PairDeepComp::PairDeepComp(LAMMPS *lmp) :
+    Pair(lmp), has_check_frequency(0), check_frequency(-1), overflow("warn"), device("auto"),
+    precision("double"), model(nullptr), cutoff(0.0), energy_scale(1.0)
+{
+  single_enable = 0;
+  restartinfo = 1;
+  one_coeff = 1;
+  manybody_flag = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+  unit_convert_flag = 0;
+}
+
+PairDeepComp::~PairDeepComp()
+{
+  destroy_model();
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairDeepComp::destroy_model()
+{
+  if (model) {
+    const BridgeAPI *api = loaded_bridge();
+    if (api) api->destroy(model);
+    model = nullptr;
+  }
+}
+
+void PairDeepComp::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) {
+      setflag[i][j] = 0;
+      cutsq[i][j] = 0.0;
+    }
+}
+
+void PairDeepComp::check_units()
+{
+  // models work in eV and Angstrom; 'real' shares the Angstrom and converts energies
+  if (strcmp(update->unit_style, "metal") == 0) {
+    energy_scale = 1.0;
+  } else if (strcmp(update->unit_style, "real") == 0) {
+    energy_scale = utils::get_conversion_factor(utils::ENERGY, utils::METAL2REAL);
+  } else {
+    error->all(FLERR,
+               "pair_style deepcomp requires 'units metal' (eV, Angstrom) or 'units real'; this input uses "
+               "'units {}'",
+               update->unit_style);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairDeepComp::settings(int narg, char **arg)
+{
+  if (narg < 1)
+    error->all(FLERR, "Illegal pair_style deepcomp command: expected pair_style deepcomp MODEL "
+                      "[check_frequency N] [overflow warn|error|ignore] [device auto|cpu|cuda] "
+                      "[precision double|single]");
+  check_units();
+  model_file = arg[0];
+  model_path = absolute_path(model_file);
+  has_check_frequency = 0;
+  check_frequency = -1;
+  overflow = "warn";
+  device = "auto";
+  precision = "double";
+
+  auto choice = [&](const char *key, const char *value, std::initializer_list<const char *> allowed) {
+    for (const char *a : allowed)
+      if (strcmp(value, a) == 0) return std::string(value);
+    std::string list;
+    for (const char *a : allowed) list += std::string(list.empty() ? "" : "|") + a;
+    error->all(FLERR, "Illegal pair_style deepcomp value '{}' for keyword {}: expected {}", value, key, list);
+  };
+
+  int iarg = 1;
+  while (iarg < narg) {
+    const std::string key = arg[iarg];
+    if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style deepcomp command: keyword {} needs a value", key);
+    const char *value = arg[iarg + 1];
+    if (key == "check_frequency") {
+      check_frequency = utils::inumeric(FLERR, value, false, lmp);
+      has_check_frequency = 1;
+    } else if (key == "overflow") {
+      overflow = choice("overflow", value, {"warn", "error", "ignore"});
+    } else if (key == "device") {
+      device = choice("device", value, {"auto", "cpu", "cuda"});
+    } else if (key == "precision") {
+      precision = choice("precision", value, {"double", "single"});
+    } else {
+      error->all(FLERR,
+                 "Illegal pair_style deepcomp keyword '{}': expected check_frequency, overflow, device or "
+                 "precision",
+                 key);
+    }
+    iarg += 2;
+  }
+
+  // pair_style issued again with the types already mapped: reload with the new settings
+  if (!type_names.empty()) create_model();
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairDeepComp::coeff(int narg, char **arg)
+{
+  const int ntypes = atom->ntypes;
+  if (narg != 2 + ntypes)
+    error->all(FLERR,
+               "Incorrect args for pair_coeff deepcomp: expected 'pair_coeff * * E1 ... E{}' with one element "
+               "name (or NULL) per atom type, got {} arguments",
+               ntypes, narg);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Incorrect args for pair_coeff deepcomp: the first two arguments must be '* *'");
+
+  if (!allocated) allocate();
+  type_names.assign(ntypes + 1, "NULL");
+  int count = 0;
+  for (int t = 1; t <= ntypes; ++t) {
+    type_names[t] = arg[1 + t];
+    if (type_names[t] != "NULL") ++count;
+  }
+  if (count == 0) error->all(FLERR, "Incorrect args for pair_coeff deepcomp: every type is NULL");
+  if (force->pair == this && count < ntypes)
+    error->all(FLERR, "Incorrect args for pair_coeff deepcomp: NULL is only allowed under pair_style hybrid "
+                      "(every atom type of a plain pair_style deepcomp needs an element)");
+
+  for (int i = 1; i <= ntypes; ++i)
+    for (int j = i; j <= ntypes; ++j)
+      setflag[i][j] = (type_names[i] != "NULL" && type_names[j] != "NULL") ? 1 : 0;
+
+  create_model();
+}
+
+void PairDeepComp::create_model()
+{
+  if (model_file.empty()) error->all(FLERR, "pair_coeff deepcomp before pair_style deepcomp MODEL");
+  std::string why;
+  const BridgeAPI *api = load_bridge(comm->nthreads, why);
+  if (!api) error->all(FLERR, why);
+  destroy_model();
+
+  const int ntypes = atom->ntypes;
+  std::vector<const char *> names(ntypes, nullptr);
+  for (int t = 1; t <= ntypes; ++t)
+    if (type_names[t] != "NULL") names[t - 1] = type_names[t].c_str();
+
+  dcb_create_args a;
+  memset(&a, 0, sizeof a);
+  a.model_file = model_path.c_str();
+  a.ntypes = ntypes;
+  a.type_names = names.data();
+  a.comm_f = static_cast<int>(MPI_Comm_c2f(world));
+  a.rank = comm->me;
+  a.nprocs = comm->nprocs;
+  a.has_check_frequency = has_check_frequency;
+  a.check_frequency = check_frequency;
+  a.overflow = overflow.c_str();
+  a.device = device.c_str();
+  a.precision = precision.c_str();
+  a.lammps_version = lmp->version;
+  a.energy_scale = energy_scale;
+  a.log = &log_trampoline;
+  a.log_ctx = this;
+
+  char err[16384] = {0};
+  double cut = 0.0;
+  void *handle = api->create(&a, &cut, err, sizeof err);
+
+  // the same failure everywhere (a wrong file name, an unknown element) ends cleanly with
+  // error->all; a failure on some ranks only aborts from those ranks
+  int ok = handle ? 1 : 0, all_ok = 0, any_ok = 0;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, world);
+  MPI_Allreduce(&ok, &any_ok, 1, MPI_INT, MPI_MAX, world);
+  if (!all_ok) {
+    if (handle) api->destroy(handle);
+    if (!any_ok) error->all(FLERR, "pair_style deepcomp: cannot load model {}: {}", model_file, err);
+    if (!ok) error->one(FLERR, "pair_style deepcomp: cannot load model {}: {}", model_file, err);
+    error->all(FLERR, "pair_style deepcomp: loading model {} failed on another MPI rank", model_file);
+  }
+  model = handle;
+  cutoff = cut;
+  if (!(cutoff > 0.0)) error->all(FLERR, "pair_style deepcomp: model {} has no positive cutoff", model_file);
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairDeepComp::init_style()
+{
+  check_units();
+  if (force->newton_pair == 0) error->all(FLERR, "pair_style deepcomp requires newton pair on");
+  if (!model) error->all(FLERR, "pair_style deepcomp: no model loaded; give 'pair_coeff * * E1 E2 ...'");
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+double PairDeepComp::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0)
+    error->all(FLERR, "pair_style deepcomp: types {} and {} are not mapped to model elements", i, j);
+  return cutoff;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairDeepComp::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  const BridgeAPI *api = loaded_bridge();
+  if (!model || !api) error->all(FLERR, "pair_style deepcomp: compute without a model");
+
+  double **x = atom->x;
+  const int nlocal = atom->nlocal;
+  const int nghost = atom->nghost;
+  const int inum = list->inum;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double cut2 = cutoff * cutoff;
+
+  // flatten the full list to (centre, neighbour) pairs within the model cutoff
+  pair_i.clear();
+  pair_j.clear();
+  for (int ii = 0; ii < inum; ++ii) {
+    const int i = ilist[ii];
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    const int *jlist = firstneigh[i];
+    const int jnum = numneigh[i];
+    for (int jj = 0; jj < jnum; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      if (dx * dx + dy * dy + dz * dz < cut2) {
+        pair_i.push_back(i);
+        pair_j.push_back(j);
+      }
+    }
+  }
+  if (pair_i.size() > static_cast<size_t>(INT_MAX))
+    error->one(FLERR, "pair_style deepcomp: too many pairs on one rank; use more MPI ranks");
+
+  dcb_compute_args a;
+  memset(&a, 0, sizeof a);
+  a.nlocal = nlocal;
+  a.nghost = nghost;
+  a.npairs = static_cast<int>(pair_i.size());
+  a.x = (nlocal + nghost) ? &x[0][0] : nullptr;
+  a.f = (nlocal + nghost) ? &atom->f[0][0] : nullptr;
+  a.type = atom->type;
+  a.pair_i = pair_i.data();
+  a.pair_j = pair_j.data();
+  a.eatom = eflag_atom ? eatom : nullptr;
+  a.vatom = (vflag_atom && (nlocal + nghost)) ? &vatom[0][0] : nullptr;
+  a.need_virial = (vflag_global && !vflag_fdotr) ? 1 : 0;
+  a.ntimestep = static_cast<int64_t>(update->ntimestep);
+
+  char err[16384] = {0};
+  const int rc = api->compute(model, &a, err, sizeof err);
+  if (rc == DCB_ERROR_COLLECTIVE) error->all(FLERR, "pair_style deepcomp: {}", err);
+  if (rc != DCB_OK) error->one(FLERR, "pair_style deepcomp: {}", err);
+
+  if (eflag_global) eng_vdwl += a.energy;
+  if (vflag_fdotr) {
+    virial_fdotr_compute();
+  } else if (vflag_global) {
+    if (!a.have_virial) error->one(FLERR, "pair_style deepcomp: the Python side returned no virial");
+    for (int k = 0; k < 6; ++k) virial[k] += a.virial[k];
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairDeepComp::write_restart_settings(FILE *fp)
+{
+  write_string(fp, model_path);
+  fwrite(&has_check_frequency, sizeof(int), 1, fp);
+  fwrite(&check_frequency, sizeof(int), 1, fp);
+  write_string(fp, overflow);
+  write_string(fp, device);
+  write_string(fp, precision);
+}
+
+void PairDeepComp::read_restart_settings(FILE *fp)
+{
+  const int me = comm->me;
+  model_file = read_string(lmp, fp, world, me);
+  model_path = model_file;
+  has_check_frequency = read_int(lmp, fp, world, me);
+  check_frequency = read_int(lmp, fp, world, me);
+  overflow = read_string(lmp, fp, world, me);
+  device = read_string(lmp, fp, world, me);
+  precision = read_string(lmp, fp, world, me);
+  check_units();
+}
+
+void PairDeepComp::write_restart(FILE *fp)
+{
+  write_restart_settings(fp);
+  const int ntypes = atom->ntypes;
+  fwrite(&ntypes, sizeof(int), 1, fp);
+  for (int t = 1; t <= ntypes; ++t) write_string(fp, type_names.empty() ? std::string("NULL") : type_names[t]);
+}
+
+void PairDeepComp::read_restart(FILE *fp)
+{
+  read_restart_settings(fp);
+  const int me = comm->me;
+  const int ntypes = read_int(lmp, fp, world, me);
+  if (ntypes != atom->ntypes)
+    error->all(FLERR, "pair_style deepcomp: restart file maps {} atom types, the system has {}", ntypes,
+               atom->ntypes);
+  std::vector<std::string> names(ntypes + 1, "NULL");
+  for (int t = 1; t <= ntypes; ++t) names[t] = read_string(lmp, fp, world, me);
+
+  if (!allocated) allocate();
+  type_names = names;
+  for (int i = 1; i <= ntypes; ++i)
+    for (int j = i; j <= ntypes; ++j)
+      setflag[i][j] = (type_names[i] != "NULL" && type_names[j] != "NULL") ? 1 : 0;
+  if (comm->me == 0) utils::logmesg(lmp, "  deepcomp: reloading model {} from restart\n", model_path);
+  create_model();
+}
+
+/* ---------------------------------------------------------------------- */
+
+double PairDeepComp::memory_usage()
+{
+  double bytes = Pair::memory_usage();
+  bytes += static_cast<double>(pair_i.capacity() + pair_j.capacity()) * sizeof(int);
+  return bytes;
+}
+
+void PairDeepComp::log_message(int level, const char *message)
+{
+  if (level == DCB_LOG_WARNING) {
+    error->warning(FLERR, std::string(message));
+  } else {
+    utils::logmesg(lmp, std::string(message) + "\n");
+  }
+}
+
+}    // namespace deepcomp

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * pair_style deepcomp: a Deep Potential (deepcomp compressed or DeePMD-kit model file)
+ * evaluated in Python by deepcomp_ase, called once per step with the full neighbour list
+ * flattened to a pair list. Forces on ghost atoms are written by Python and summed onto
+ * their owners by LAMMPS's reverse communication (newton pair on).
+ */
+#ifndef DEEPCOMP_PAIR_DEEPCOMP_H
+#define DEEPCOMP_PAIR_DEEPCOMP_H
+
+#include "pair.h"
+
+#include <string>
+#include <vector>
+
+namespace deepcomp {
+
+class PairDeepComp : public LAMMPS_NS::Pair {
+ public:
+  explicit PairDeepComp(LAMMPS_NS::LAMMPS *lmp);
+  ~PairDeepComp() override;
+
+  void compute(int eflag, int vflag) override;
+  void settings(int narg, char **arg) override;
+  void coeff(int narg, char **arg) override;
+  void init_style() override;
+  double init_one(int i, int j) override;
+
+  void write_restart(FILE *fp) override;
+  void read_restart(FILE *fp) override;
+  void write_restart_settings(FILE *fp) override;
+  void read_restart_settings(FILE *fp) override;
+
+  double memory_usage() override;
+
+  // called by the bridge to print through LAMMPS
+  void log_message(int level, const char *message);
+
+ private:
+  // pair_style arguments
+  std::string model_file;   // as given
+  std::string model_path;   // absolute, written to restart files
+  int has_check_frequency;
+  int check_frequency;
+  std::string overflow;
+  std::string device;
+  std::string precision;
+  // pair_coeff: element of each LAMMPS type (index 1..ntypes), "NULL" for none
+  std::vector<std::string> type_names;
+
+  void *model;   // bridge handle
+  double cutoff;
+  double energy_scale;   // LAMMPS energy unit per eV (units metal: 1, units real: kcal/mol per eV)
+  std::vector<int> pair_i, pair_j;
+
+  void allocate();
+  void create_model();
+  void destroy_model();
+  void check_units();
+};
+
+}    // namespace deepcomp
+
+#endif

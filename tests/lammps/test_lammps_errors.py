@@ -1,0 +1,54 @@
+"""Wrong input to pair_style deepcomp ends in a LAMMPS error with a clear message (no crash)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from lammps_helpers import DATA_500, compressed_model, new_lammps
+
+pytestmark = pytest.mark.lammps
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    return compressed_model(tmp_path_factory)
+
+
+def lammps_error(commands: str, units: str = "metal") -> str:
+    lmp = new_lammps()
+    try:
+        lmp.command(f"units {units}")
+        lmp.commands_string(f"atom_style atomic\nread_data {DATA_500}")
+        with pytest.raises(Exception) as info:
+            lmp.commands_string(commands + "\nrun 0")
+        return str(info.value)
+    finally:
+        lmp.close()
+
+
+@pytest.mark.parametrize(
+    ("commands", "expected"),
+    [
+        ("pair_style deepcomp {model}\npair_coeff * * Cu Ag", r"'Ag' given for atom type 2 is not in the type_map"),
+        ("pair_style deepcomp {model}\npair_coeff * * Cu", r"one element name \(or NULL\) per atom type"),
+        ("pair_style deepcomp {model}\npair_coeff 1 2 Cu Au", r"\* \*"),
+        ("pair_style deepcomp /nonexistent/model.dcz\npair_coeff * * Cu Au", r"model file not found"),
+        ("pair_style deepcomp {model} overflow sometimes\npair_coeff * * Cu Au", r"'sometimes' for keyword overflow"),
+        ("pair_style deepcomp {model} colour blue\npair_coeff * * Cu Au", r"keyword 'colour'"),
+        ("pair_style deepcomp {model} check_frequency\npair_coeff * * Cu Au", r"check_frequency needs a value"),
+        ("pair_style deepcomp", r"Illegal pair_style deepcomp command"),
+        ("newton off on\npair_style deepcomp {model}\npair_coeff * * Cu Au", r"requires newton pair on"),
+        ("pair_style deepcomp {model}\npair_coeff * * Cu NULL", r"NULL is only allowed under pair_style hybrid"),
+        ("pair_style deepcomp {model} device cuda\npair_coeff * * Cu Au", r"device cuda"),
+        ("pair_style deepcomp {model} precision single\npair_coeff * * Cu Au", r"precision single"),
+    ],
+)
+def test_input_errors(model_file, commands, expected):
+    message = lammps_error(commands.format(model=model_file))
+    assert re.search(expected, message), message
+
+
+def test_units_other_than_metal_or_real_are_refused(model_file):
+    message = lammps_error(f"pair_style deepcomp {model_file}\npair_coeff * * Cu Au", units="si")
+    assert "requires 'units metal'" in message and "'units si'" in message, message
