@@ -153,6 +153,9 @@ class DeepPotential:
         """Evaluate a structure (ASE conventions: cell rows are lattice vectors)."""
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        if hasattr(self.backend, "compute_atoms"):  # backends that build neighbours themselves (GPU)
+            return self.backend.compute_atoms(self, positions, np.asarray(atype), cell, np.asarray(pbc, dtype=bool),
+                                              atomic_virial=atomic_virial)
         i, j, vec = self.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
         return self.compute_pairs(atype, len(positions), i, j, vec, atomic_virial=atomic_virial)
 
@@ -169,6 +172,9 @@ class DeepPotential:
         return self.check_overflow(step if step is not None else self.steps, reduce)
 
     def check_overflow(self, step=None, reduce=None) -> bool:
+        flush = getattr(self.backend, "flush_overflow", None)
+        if flush is not None:  # device-side counters are read only here
+            flush(self)
         if reduce is not None:
             reduce(self.tally)
         self.total.merge(self.tally)

@@ -1,0 +1,217 @@
+// Fused tabulate-contract kernels of se_e2_a: forward (T and the descriptor) and backward
+// (gradient to the normalised environment matrix, including the table-input path).
+//
+// Layout (deepcomp_ase.backends.cupy_gpu): one thread block per centre atom i; em[i][s][4] is the
+// normalised environment row of slot s; the slots of neighbour type t are sec[t] .. sec[t+1],
+// the first nnbr[i][t] of them real. pair_table[ti*ntypes+t] is the table (and exact net) of the
+// type pair, -1 when the pair is excluded. Tables: coefficient rows of table k start at
+// table_offset[k], row idx, output c at (idx*ng + c)*6 (DeePMD-kit layout), table_info[k][8].
+//
+// Forward, thread c = embedding output c, all in registers:
+//   T[c][m] = (1/N) ( sum_real G_c(x_s) em[s][m]  +  npad(i,t) * [m == 0] * pad_vec[ti,t][c] )
+// where pad_vec = G(x_pad) x_pad is the analytic fold of the padding rows (x_pad = -davg/dstd).
+// Then D[c][l] = sum_m T[c][m] T[l][m] (l < m2) is written at row row_of_atom[i] (atoms grouped
+// by type, so the per-type fitting nets are plain GEMMs on contiguous rows).
+//
+// Backward, given g_desc = dE/dD: gT[c][m] = (1/N)(sum_l gD[c][l] T[l][m] + [c<m2] sum_k gD[k][c] T[k][m]);
+// then per real slot g_em[s][m] = sum_c G_c gT[c][m] + [m == 0] sum_c G'_c (em[s] . gT[c]).
+// Fast path: one warp per slot, lanes over outputs, warp reductions. Atoms flagged by the
+// env_mat kernel (an input outside the table) take the block path: one slot at a time, the
+// block evaluates the exact embedding net for outside inputs (dc_exact_embed_block).
+//
+// Other descriptors reuse the pieces: se_atten_v2 multiplies G_c by (1 + gt[ti,tj][c] * sw(r))
+// in both loops (an extra pointer); se_e2_r drops the em contraction (sum_s G(x_s) / N);
+// se_e3 loops over slot pairs (j, k) with x = e_jk and the symmetric table.
+#include "common.cuh"
+
+template <typename FPTYPE>
+__global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+                                         const int* net_layers, const int* net_first, const FPTYPE* net_params,
+                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
+                                         const int* sec, const int* pair_table, const int* row_of_atom,
+                                         const FPTYPE* pad_vec, FPTYPE* t_out, FPTYPE* desc, int nloc, int nnei,
+                                         int ntypes, int ng, int m2, int maxw, FPTYPE inv_nnei) {
+    DC_DYNAMIC_SHARED(FPTYPE, smem);
+    FPTYPE* sT = smem;                 // [ng][4]
+    FPTYPE* scratch = smem + 8 * ng;   // [4 * maxw] exact-net scratch
+    const int i = blockIdx.x;
+    if (i >= nloc) return;
+    const int c = threadIdx.x;
+    const bool active = c < ng;
+    const int ti = atype[i];
+    FPTYPE acc0 = (FPTYPE)0, acc1 = (FPTYPE)0, acc2 = (FPTYPE)0, acc3 = (FPTYPE)0;
+    for (int t = 0; t < ntypes; ++t) {
+        const int tab = pair_table[ti * ntypes + t];
+        if (tab < 0) continue;
+        const FPTYPE* info = table_info + 8 * tab;
+        const long long off = table_offset[tab];
+        const int cnt = nnbr[i * ntypes + t];
+        const FPTYPE* e = em + ((long long)i * nnei + sec[t]) * 4;
+        for (int s = 0; s < cnt; ++s, e += 4) {
+            const FPTYPE x = e[0];
+            int idx;
+            FPTYPE tt;
+            const int region = dc_locate(x, info, idx, tt);
+            FPTYPE v = (FPTYPE)0;
+            if (region <= DC_COARSE) {
+                if (active) v = dc_horner(table + off + ((long long)idx * ng + c) * 6, tt);
+            } else {  // block-uniform branch: x is the same for every thread
+                const FPTYPE *g, *dg;
+                dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x, scratch,
+                                     maxw, &g, &dg);
+                if (active) v = g[c];
+            }
+            acc0 += v * e[0];
+            acc1 += v * e[1];
+            acc2 += v * e[2];
+            acc3 += v * e[3];
+        }
+        const int npad = (sec[t + 1] - sec[t]) - cnt;
+        if (active && npad > 0) acc0 += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
+    }
+    if (active) {
+        FPTYPE* T = t_out + ((long long)i * ng + c) * 4;
+        T[0] = sT[4 * c] = acc0 * inv_nnei;
+        T[1] = sT[4 * c + 1] = acc1 * inv_nnei;
+        T[2] = sT[4 * c + 2] = acc2 * inv_nnei;
+        T[3] = sT[4 * c + 3] = acc3 * inv_nnei;
+    }
+    __syncthreads();
+    if (active) {
+        FPTYPE* D = desc + (long long)row_of_atom[i] * ng * m2 + (long long)c * m2;
+        for (int l = 0; l < m2; ++l)
+            D[l] = sT[4 * c] * sT[4 * l] + sT[4 * c + 1] * sT[4 * l + 1] + sT[4 * c + 2] * sT[4 * l + 2] +
+                   sT[4 * c + 3] * sT[4 * l + 3];
+    }
+}
+
+template <typename FPTYPE>
+__global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+                                         const int* net_layers, const int* net_first, const FPTYPE* net_params,
+                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
+                                         const int* sec, const int* pair_table, const int* row_of_atom,
+                                         const FPTYPE* t_in, const FPTYPE* g_desc, FPTYPE* g_em, int nloc, int nnei,
+                                         int ntypes, int ng, int m2, int maxw, FPTYPE inv_nnei) {
+    DC_DYNAMIC_SHARED(FPTYPE, smem);
+    FPTYPE* sT = smem;                         // [ng][4]
+    FPTYPE* sG = smem + 4 * ng;                // [ng][4]  gT
+    FPTYPE* scratch = smem + 8 * ng;           // [4 * maxw]
+    FPTYPE* red = smem + 8 * ng + 4 * maxw;    // [8 * warps]
+    const int i = blockIdx.x;
+    if (i >= nloc) return;
+    const int ti = atype[i];
+    const FPTYPE* gD = g_desc + (long long)row_of_atom[i] * ng * m2;
+    for (int c = threadIdx.x; c < ng; c += blockDim.x)
+        for (int m = 0; m < 4; ++m) sT[4 * c + m] = t_in[((long long)i * ng + c) * 4 + m];
+    __syncthreads();
+    for (int c = threadIdx.x; c < ng; c += blockDim.x) {
+        FPTYPE g[4] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
+        for (int l = 0; l < m2; ++l) {
+            const FPTYPE a = gD[c * m2 + l];
+            for (int m = 0; m < 4; ++m) g[m] += a * sT[4 * l + m];
+        }
+        if (c < m2) {
+            for (int k = 0; k < ng; ++k) {
+                const FPTYPE a = gD[k * m2 + c];
+                for (int m = 0; m < 4; ++m) g[m] += a * sT[4 * k + m];
+            }
+        }
+        for (int m = 0; m < 4; ++m) sG[4 * c + m] = g[m] * inv_nnei;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const bool flagged = atom_flags[i] != 0;
+    for (int t = 0; t < ntypes; ++t) {
+        const int tab = pair_table[ti * ntypes + t];
+        if (tab < 0) continue;
+        const FPTYPE* info = table_info + 8 * tab;
+        const FPTYPE* coef = table + table_offset[tab];
+        const int cnt = nnbr[i * ntypes + t];
+        const long long s0 = (long long)i * nnei + sec[t];
+        if (!flagged) {
+            // fast path: warp per slot, lanes over outputs
+            for (int s = warp; s < cnt; s += nwarps) {
+                const FPTYPE* e = em + (s0 + s) * 4;
+                int idx;
+                FPTYPE tt;
+                dc_locate(e[0], info, idx, tt);
+                FPTYPE a0 = (FPTYPE)0, a1 = (FPTYPE)0, a2 = (FPTYPE)0, a3 = (FPTYPE)0, b = (FPTYPE)0;
+                for (int c = lane; c < ng; c += 32) {
+                    FPTYPE v, dv;
+                    dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
+                    const FPTYPE* q = sG + 4 * c;
+                    a0 += v * q[0];
+                    a1 += v * q[1];
+                    a2 += v * q[2];
+                    a3 += v * q[3];
+                    b += dv * (e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3]);
+                }
+                a0 = dc_warp_sum(a0);
+                a1 = dc_warp_sum(a1);
+                a2 = dc_warp_sum(a2);
+                a3 = dc_warp_sum(a3);
+                b = dc_warp_sum(b);
+                if (lane == 0) {
+                    FPTYPE* out = g_em + (s0 + s) * 4;
+                    out[0] = a0 + b;
+                    out[1] = a1;
+                    out[2] = a2;
+                    out[3] = a3;
+                }
+            }
+        } else {
+            // block path: one slot at a time, exact net for inputs outside the table
+            for (int s = 0; s < cnt; ++s) {
+                const FPTYPE* e = em + (s0 + s) * 4;
+                int idx;
+                FPTYPE tt;
+                const int region = dc_locate(e[0], info, idx, tt);
+                const FPTYPE *gx = 0, *dgx = 0;
+                if (region > DC_COARSE)
+                    dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, e[0],
+                                         scratch, maxw, &gx, &dgx);
+                FPTYPE acc[5] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
+                for (int c = threadIdx.x; c < ng; c += blockDim.x) {
+                    FPTYPE v, dv;
+                    if (region <= DC_COARSE) {
+                        dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
+                    } else {
+                        v = gx[c];
+                        dv = dgx[c];
+                    }
+                    const FPTYPE* q = sG + 4 * c;
+                    acc[0] += v * q[0];
+                    acc[1] += v * q[1];
+                    acc[2] += v * q[2];
+                    acc[3] += v * q[3];
+                    acc[4] += dv * (e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3]);
+                }
+                dc_block_sum<FPTYPE, 5>(acc, red);
+                if (threadIdx.x == 0) {
+                    FPTYPE* out = g_em + (s0 + s) * 4;
+                    out[0] = acc[0] + acc[4];
+                    out[1] = acc[1];
+                    out[2] = acc[2];
+                    out[3] = acc[3];
+                }
+            }
+        }
+    }
+}
+
+#ifdef DEEPCOMP_STANDALONE
+#define DC_FWD_INST(T)                                                                                             \
+    template __global__ void tabulate_fusion_se_a_fwd<T>(const T*, const T*, const long long*, const int*, const int*, \
+                                                         const T*, const T*, const int*, const int*, const int*,     \
+                                                         const int*, const int*, const int*, const T*, T*, T*, int,   \
+                                                         int, int, int, int, int, T);
+#define DC_BWD_INST(T)                                                                                             \
+    template __global__ void tabulate_fusion_se_a_bwd<T>(const T*, const T*, const long long*, const int*, const int*, \
+                                                         const T*, const T*, const int*, const int*, const int*,     \
+                                                         const int*, const int*, const int*, const T*, const T*, T*,  \
+                                                         int, int, int, int, int, int, T);
+DC_FWD_INST(float)
+DC_FWD_INST(double)
+DC_BWD_INST(float)
+DC_BWD_INST(double)
+#endif

@@ -1,0 +1,125 @@
+"""The CuPy backend on a real GPU: every kernel vs its numpy twin, the whole model vs the CPU
+reference (float64 within 1e-10 relative on the refsuite configurations of every compressed
+se_e2_a model; float32 errors reported), overflow counters, device selection.
+
+Marked ``gpu``; skipped with the reason when CuPy or a CUDA device is missing. Run with
+``pytest -m gpu tests/gpu`` (benchmarks/gpu_check.sh does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import SE_E2_A_MODELS, Reference  # noqa: E402
+from kernel_cases import (Inputs, check_cell_list, check_counters, check_env_mat, check_fitting,  # noqa: E402
+                          check_prod_force, check_tabulate, check_whole_model, structure)
+
+from deepcomp_ase.backends import cupy_gpu  # noqa: E402
+from deepcomp_ase.potential import DeepPotential  # noqa: E402
+
+REASON = cupy_gpu.why_unavailable()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(REASON), reason=f"no GPU backend: {REASON}")]
+REPORT = Path(os.environ.get("OUT", "/tmp")) / "gpu_test_errors.jsonl"
+
+
+def report(**row):
+    with open(REPORT, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def backend(request):
+    return cupy_gpu.Backend(precision=request.param)
+
+
+def pot_of(path):
+    return DeepPotential.from_file(path, backend="numpy", check_frequency=-1)
+
+
+@pytest.fixture(scope="module")
+def cuau(compressed_model):
+    return compressed_model("cuau_se_e2_a"), Reference("cuau_se_e2_a")
+
+
+def test_select_device_uses_local_rank_modulo_count():
+    import cupy
+
+    n = cupy.cuda.runtime.getDeviceCount()
+    assert cupy_gpu.select_device(n + 0) == 0
+    assert cupy.cuda.Device().id == 0
+
+
+@pytest.mark.parametrize("case", ["p32_0", "cluster55", "p256"])
+def test_cell_list(backend, cuau, case):
+    path, ref = cuau
+    check_cell_list(backend, pot_of(path), *structure(ref, case))
+
+
+def test_env_mat(backend, cuau):
+    path, ref = cuau
+    check_env_mat(backend, Inputs(backend, pot_of(path), *structure(ref, "p108_0")))
+
+
+def test_tabulate_fusion(backend, cuau):
+    path, ref = cuau
+    errs = check_tabulate(backend, Inputs(backend, pot_of(path), *structure(ref, "p108_1"), seed=3))
+    report(test="tabulate_fusion", precision=backend.precision, **errs)
+
+
+def test_prod_force_virial(backend, cuau):
+    path, ref = cuau
+    check_prod_force(backend, Inputs(backend, pot_of(path), *structure(ref, "p108_2"), seed=4), nall=120)
+
+
+def test_fitting(backend, cuau):
+    path, ref = cuau
+    pot = pot_of(path)
+    check_fitting(backend, pot, Inputs(backend, pot, *structure(ref, "p108_0"), seed=5))
+
+
+@pytest.mark.parametrize("name", SE_E2_A_MODELS)
+def test_whole_model_refsuite(backend, compressed_model, name):
+    """Every refsuite configuration (in-distribution, stretched, overflow) of every se_e2_a model."""
+    ref = Reference(name)
+    path = compressed_model(name)
+    worst = {}
+    for conf in ref.names:
+        dev_pot, ref_pot = pot_of(path), pot_of(path)
+        errs = check_whole_model(backend, dev_pot, ref_pot, *structure(ref, conf),
+                                 tol=1e-10 if backend.precision == "float64" else 1e-3)
+        report(test="whole_model", model=name, conf=conf, precision=backend.precision, **errs)
+        for k, v in errs.items():
+            worst[k] = max(worst.get(k, 0.0), v)
+    print(name, backend.precision, worst)
+
+
+def test_overflow_counters(cuau):
+    path, ref = cuau
+    backend = cupy_gpu.Backend(precision="float64")
+    dev_pot, ref_pot = pot_of(path), pot_of(path)
+    for conf in ("overflow_0.30A", "overflow_0.15A", "stretched_1.53A", "p32_0"):
+        coord, atype, cell, pbc = structure(ref, conf)
+        ref_pot.compute_atoms(coord, atype, cell, pbc)
+        backend.compute_atoms(dev_pot, coord, atype, cell, pbc)
+    check_counters(backend, dev_pot, ref_pot)
+
+
+def test_results_stay_on_device(cuau):
+    import cupy
+
+    path, ref = cuau
+    backend = cupy_gpu.Backend(precision="float64")
+    pot = pot_of(path)
+    coord, atype, cell, pbc = structure(ref, "p108_0")
+    out = backend.compute_device(pot, cupy.asarray(coord), atype, cell, pbc)
+    assert isinstance(out.forces, cupy.ndarray) and isinstance(out.energy, cupy.ndarray)
+    want = pot.compute_atoms(coord, atype, cell, pbc)
+    assert abs(float(out.energy) - want.energy) <= 1e-10 * abs(want.energy)
+    np.testing.assert_allclose(out.forces.get(), want.forces, atol=1e-10 * np.abs(want.forces).max())
