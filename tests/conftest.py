@@ -116,3 +116,26 @@ def compressed_model(compressed_dir):
         return _CACHE[key]
 
     return make
+
+
+def central_difference_virial(potential, coord, atype, box, h=1e-6):
+    """-dE/d(strain) for homogeneous deformations of cell and positions (DeePMD-kit's virial)."""
+    fd = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            eps = np.zeros((3, 3))
+            eps[a, b] = h
+            e = [potential.compute_atoms(coord @ (np.eye(3) + s * eps), atype, box @ (np.eye(3) + s * eps),
+                                         [True] * 3).energy for s in (1, -1)]
+            fd[a, b] = -(e[0] - e[1]) / (2 * h)
+    return fd
+
+
+def central_difference_force(potential, coord, atype, box, atom, axis, h=1e-5):
+    pbc = [box is not None] * 3
+    e = []
+    for s in (1, -1):
+        moved = coord.copy()
+        moved[atom, axis] += s * h
+        e.append(potential.compute_atoms(moved, atype, box, pbc).energy)
+    return -(e[0] - e[1]) / (2 * h)

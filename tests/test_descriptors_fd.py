@@ -10,7 +10,7 @@ import copy
 import h5py
 import numpy as np
 import pytest
-from conftest import MODEL_CASES, MODELS, Reference
+from conftest import MODEL_CASES, MODELS, Reference, central_difference_force, central_difference_virial
 
 from deepcomp_ase.compress.api import compress_model
 from deepcomp_ase.io import read_model_tree
@@ -57,29 +57,15 @@ def potentials(tmp_path_factory):
     return get
 
 
-def _energy(pot, coord, atype, box):
-    return pot.compute_atoms(coord, atype, box, [True] * 3).energy
-
-
-def check_central_differences(pot, ref, conf="p32_0", h=1e-5):
+def check_central_differences(pot, ref, conf="p32_0"):
     coord, atype, box = ref.structure(conf)
     res = pot.compute_atoms(coord, atype, box, [True] * 3)
     rng = np.random.default_rng(5)
     for a in rng.choice(len(coord), size=3, replace=False):
         for k in range(3):
-            plus, minus = coord.copy(), coord.copy()
-            plus[a, k] += h
-            minus[a, k] -= h
-            fd = -(_energy(pot, plus, atype, box) - _energy(pot, minus, atype, box)) / (2 * h)
+            fd = central_difference_force(pot, coord, atype, box, a, k)
             assert res.forces[a, k] == pytest.approx(fd, abs=2e-6 * max(1.0, abs(fd))), (a, k)
-    hv = 1e-6
-    fd_virial = np.zeros((3, 3))
-    for a in range(3):
-        for b in range(3):
-            eps = np.zeros((3, 3))
-            eps[a, b] = hv
-            e = [_energy(pot, coord @ (np.eye(3) + s * eps), atype, box @ (np.eye(3) + s * eps)) for s in (1, -1)]
-            fd_virial[a, b] = -(e[0] - e[1]) / (2 * hv)
+    fd_virial = central_difference_virial(pot, coord, atype, box)
     np.testing.assert_allclose(res.virial, fd_virial, atol=5e-5 * max(1.0, np.abs(fd_virial).max()))
 
 

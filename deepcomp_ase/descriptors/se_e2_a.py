@@ -26,7 +26,9 @@ def padding_embedding(d, embed) -> dict:
     return out
 
 
-class SeE2A:
+class PairwiseEmbedding:
+    """Shared by the two-body descriptors: one net per (centre, neighbour) type or per neighbour type."""
+
     block_atoms = 128
 
     def __init__(self, params, embed):
@@ -40,6 +42,9 @@ class SeE2A:
         if d.type_one_side:
             return embed_by_key(self.embed, blk.tj, x, d.ng, lambda c: (c,))
         return embed_by_key(self.embed, blk.ti * nt + blk.tj, x, d.ng, lambda c: (c // nt, c % nt))
+
+
+class SeE2A(PairwiseEmbedding):
 
     def _fold_padding(self, blk: Block, t_mat):
         for (ta, tn), (x_pad, g_pad) in self.pad.items():

@@ -5,26 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..envmat import rows_to_vector_gradient
-from .block import Block, embed_by_key
-from .se_e2_a import padding_embedding
+from .block import Block
+from .se_e2_a import PairwiseEmbedding
 
 RESCALE = 0.2  # DeePMD-kit divides the se_e2_r descriptor by 5
 
 
-class SeE2R:
+class SeE2R(PairwiseEmbedding):
     block_atoms = 256
-
-    def __init__(self, params, embed):
-        self.d = params
-        self.embed = embed
-        self.pad = padding_embedding(params, embed)
-
-    def _embedding(self, blk: Block, x):
-        d = self.d
-        nt = d.ntypes
-        if d.type_one_side:
-            return embed_by_key(self.embed, blk.tj, x, d.ng, lambda c: (c,))
-        return embed_by_key(self.embed, blk.ti * nt + blk.tj, x, d.ng, lambda c: (c // nt, c % nt))
 
     def forward(self, blk: Block):
         d = self.d
