@@ -25,6 +25,8 @@ class DeepCompCalculator(Calculator):
     backend
         'auto' (CUDA if CuPy sees a GPU, else numba if installed, else numpy), 'cpu', 'numpy',
         'numba' or 'cuda'.
+    precision
+        'float64' (default) or 'float32' (numba or CUDA backends).
 
     ``overflow_counts`` holds the counts since the last check, ``overflow_total`` the counts of
     all checks so far. Units: eV, Angstrom; stress in eV/A^3 (ASE convention), ``virial`` in eV
@@ -34,7 +36,7 @@ class DeepCompCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "virial", "stresses"]
 
     def __init__(self, model, *, check_frequency: int | None = None, overflow: str = "warn",
-                 backend: str = "auto", label=None, atoms=None, **kwargs):
+                 backend: str = "auto", precision: str = "float64", label=None, atoms=None, **kwargs):
         super().__init__(label=label, atoms=atoms, **kwargs)
         if isinstance(model, DeepPotential):
             self.potential = model
@@ -42,7 +44,7 @@ class DeepCompCalculator(Calculator):
                 model.check_frequency = int(check_frequency)
         else:
             self.potential = DeepPotential.from_file(model, check_frequency=check_frequency, overflow=overflow,
-                                                     backend=backend)
+                                                     backend=backend, precision=precision)
 
     @property
     def type_map(self):

@@ -43,11 +43,14 @@ class DeepPotential:
     backend
         'auto' (default: GPU if CuPy sees one, else numba if installed, else numpy), 'cpu',
         'numpy', 'numba' or 'cuda'.
+    precision
+        'float64' (default) or 'float32' (compiled backends only; docs/performance.md gives the
+        measured error).
     """
 
     def __init__(self, params: ModelParams, tables: dict | None = None, *, check_frequency: int = -1,
                  overflow: str = "warn", meta: dict | None = None, block_atoms: int | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", precision: str = "float64"):
         if overflow not in OVERFLOW_POLICIES:
             raise DeepCompError(f"overflow policy {overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
         self.params = params
@@ -58,7 +61,7 @@ class DeepPotential:
         self.overflow = overflow
         self.block_atoms = block_atoms
         self.steps = 0
-        self.backend = get_backend(backend)
+        self.backend = get_backend(backend, precision)
         self.parts = [d for _, d in descriptor_parts(params)]
         # padding contributions are constants computed at construction: keep them off the tally
         scratch = OverflowTally()

@@ -26,15 +26,18 @@ def available(name: str) -> bool:
         return False
 
 
-def get_backend(name: str = "auto"):
-    """Backend object by name: 'numpy', 'numba', 'cuda' or 'auto' (cuda, then numba, then numpy)."""
-    if name == "auto":
-        for candidate in ("cuda", "numba"):
+def get_backend(name: str = "auto", precision: str = "float64"):
+    """Backend object by name: 'numpy', 'numba', 'cuda', 'cpu' (numba, else numpy) or 'auto' (cuda, numba, numpy).
+
+    ``precision`` 'float32' needs a compiled backend (numba or cuda); the numpy reference is float64 only.
+    """
+    if precision not in ("float64", "float32"):
+        raise BackendUnavailableError(f"precision must be 'float64' or 'float32', not {precision!r}")
+    if name in ("auto", "cpu"):
+        for candidate in (("cuda", "numba") if name == "auto" else ("numba",)):
             if available(candidate):
-                return get_backend(candidate)
-        return get_backend("numpy")
-    if name == "cpu":
-        return get_backend("numba") if available("numba") else get_backend("numpy")
+                return get_backend(candidate, precision)
+        return get_backend("numpy", precision)
     if name not in _MODULES:
         raise BackendUnavailableError(f"unknown backend {name!r}; choose one of auto, cpu, {', '.join(_MODULES)}")
     try:
@@ -45,4 +48,8 @@ def get_backend(name: str = "auto"):
         ) from exc
     if not module.is_available():
         raise BackendUnavailableError(f"backend {name!r} cannot run here: {module.why_unavailable()}")
-    return module.Backend()
+    if precision != "float64" and name == "numpy":
+        raise BackendUnavailableError(
+            "the numpy reference backend computes in float64 only; float32 needs numba (pip install numba) "
+            "or a GPU with CuPy")
+    return module.Backend(precision=precision)

@@ -27,6 +27,9 @@ def select_for(descriptor, centers, neighbors, vectors, atype_all, nloc, model_e
 class Backend:
     name = "numpy"
 
+    def __init__(self, precision: str = "float64"):
+        self.precision = precision  # float64 only (checked by get_backend)
+
     def pairs_from_atoms(self, positions, cell, pbc, rcut):
         """(centers, neighbors, vectors) of all pairs within rcut, images folded into vectors."""
         return neighbor_pairs_ase(positions, cell, pbc, rcut)

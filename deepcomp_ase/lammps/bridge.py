@@ -110,29 +110,11 @@ def _backend_options(device: str, precision: str, comm) -> tuple[dict, str]:
     else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. With several ranks per node,
     each rank takes GPU ``local rank % GPUs visible``. Returns (kwargs, GPU chosen or "").
     """
-    import inspect
-
-    from ..potential import DeepPotential
-
-    accepted = inspect.signature(DeepPotential.__init__).parameters
-    kwargs: dict = {}
+    kwargs: dict = {"backend": {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[device],
+                    "precision": {"double": "float64", "single": "float32"}[precision]}
     gpu = ""
-    if "backend" in accepted:
-        kwargs["backend"] = {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[device]
-        if device in ("auto", "cuda") and _visible_gpus() > 0:
-            gpu = _use_gpu_of_rank(comm)
-    elif device == "cuda":
-        raise DeepCompError(
-            "pair_style deepcomp device cuda: this deepcomp_ase version evaluates models on the CPU only; "
-            "use device cpu (or auto)"
-        )
-    if precision != "double":
-        if "precision" not in accepted:
-            raise DeepCompError(
-                f"pair_style deepcomp precision {precision}: this deepcomp_ase version computes in double "
-                "precision only; use precision double"
-            )
-        kwargs["precision"] = precision
+    if device in ("auto", "cuda") and _visible_gpus() > 0:
+        gpu = _use_gpu_of_rank(comm)
     return kwargs, gpu
 
 

@@ -41,7 +41,6 @@ def lammps_error(commands: str, units: str = "metal") -> str:
         ("newton off on\npair_style deepcomp {model}\npair_coeff * * Cu Au", r"requires newton pair on"),
         ("pair_style deepcomp {model}\npair_coeff * * Cu NULL", r"NULL is only allowed under pair_style hybrid"),
         ("pair_style deepcomp {model} device cuda\npair_coeff * * Cu Au", r"device cuda"),
-        ("pair_style deepcomp {model} precision single\npair_coeff * * Cu Au", r"precision single"),
     ],
 )
 def test_input_errors(model_file, commands, expected):
@@ -52,3 +51,26 @@ def test_input_errors(model_file, commands, expected):
 def test_units_other_than_metal_or_real_are_refused(model_file):
     message = lammps_error(f"pair_style deepcomp {model_file}\npair_coeff * * Cu Au", units="si")
     assert "requires 'units metal'" in message and "'units si'" in message, message
+
+
+def test_precision_single(model_file):
+    """float32 runs on the compiled backends; without one the refusal says what to install."""
+    from deepcomp_ase.backends import available
+
+    if not available("numba"):
+        assert "float32 needs numba" in lammps_error(
+            f"pair_style deepcomp {model_file} precision single\npair_coeff * * Cu Au")
+        return
+    from lammps_helpers import setup_system
+
+    energies = {}
+    for precision in ("double", "single"):
+        lmp = new_lammps()
+        try:
+            setup_system(lmp)
+            lmp.commands_string(f"pair_style deepcomp {model_file} device cpu precision {precision}\n"
+                                "pair_coeff * * Cu Au\nrun 0")
+            energies[precision] = lmp.get_thermo("pe")
+        finally:
+            lmp.close()
+    assert energies["single"] == pytest.approx(energies["double"], rel=1e-6, abs=1e-4)

@@ -1,0 +1,517 @@
+"""The compiled CPU backend (numba): O(N) cell lists, fused table kernels, BLAS fitting net.
+
+Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.evaluate`); the
+kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. Only se_e2_a models
+run compiled; every other descriptor is delegated to the numpy reference backend.
+
+Evaluation of a se_e2_a model, per chunk of centre atoms (atoms ordered by type so that each
+type's fitting-net rows are contiguous):
+
+1. ``embedding_inputs``: the embedding input of every pair and its table region (one cheap
+   pass). Inputs outside [xmin, xmax) are counted into the potential's tally and evaluated with
+   the exact embedding net (numpy) -- as are inputs in relu-split intervals; the kernels then
+   take G for those few pairs from that side array instead of the table.
+2. ``tabulate_forward``: T and D per atom, G evaluated on the fly, padding folded in.
+3. fitting net with numpy matmul (BLAS) per type, float64 or float32.
+4. ``tabulate_backward``: dE/dx per pair, G and G' re-evaluated from the table.
+5. ``assemble_forces_virial``: forces, virial, per-atom virial.
+
+The uncompressed model evaluates G with the exact nets in numpy (per chunk) and then uses the
+same kernels with every pair taken from that side array.
+
+Neighbour lists: ``pairs_from_atoms`` builds a cell list at rcut + skin and reuses it while no
+atom moved more than skin/2 and cell, pbc and the atom count are unchanged (vectors are
+recomputed from the current positions, then ``select`` cuts at rcut, so results equal a fresh
+build). ``skin=0`` disables the reuse.
+
+Threads: numba's pool follows NUMBA_NUM_THREADS, or OMP_NUM_THREADS when only that is set;
+BLAS (fitting net) follows OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..neighbors import PairList
+
+# numba's OpenMP workers otherwise spin for a while after each parallel kernel and slow down the
+# BLAS calls of the fitting net that follow; must be set before the OpenMP runtime starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+try:  # numba is optional (the "fast" extra)
+    import numba
+
+    _IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised only without numba
+    numba = None
+    _IMPORT_ERROR = exc
+
+DEFAULT_SKIN = 1.0  # Angstrom
+CHUNK_ATOMS = 1024  # compressed: centre atoms per chunk (bounds the descriptor buffers)
+CHUNK_ATOMS_EXACT = 256  # uncompressed: G and G' of every pair of a chunk are held in memory
+
+
+def is_available() -> bool:
+    return numba is not None
+
+
+def why_unavailable() -> str:
+    return "" if numba is not None else f"numba cannot be imported ({_IMPORT_ERROR}); pip install numba"
+
+
+def _apply_thread_env() -> None:
+    """Let OMP_NUM_THREADS size numba's pool when NUMBA_NUM_THREADS is not set."""
+    if numba is None or "NUMBA_NUM_THREADS" in os.environ:
+        return
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        numba.set_num_threads(min(int(omp), numba.config.NUMBA_NUM_THREADS))
+
+
+def _kernels():
+    from . import numba_kernels
+
+    return numba_kernels
+
+
+def _numpy_backend():
+    from .numpy_ref import Backend
+
+    return Backend()
+
+
+# ------------------------------------------------------------------------------ cell lists
+def cell_list_setup(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, rcut: float):
+    """Binning parameters of :func:`numba_kernels.neighbor_pairs` (an invertible cell, bins, search)."""
+    n = len(positions)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if not pbc.any():
+        used = np.eye(3)
+    else:
+        from ase.geometry import complete_cell
+
+        for k in np.nonzero(pbc)[0]:
+            if not np.any(cell[k]):
+                raise ValueError(f"periodic along axis {k} but cell vector {k} is zero")
+        used = complete_cell(cell)
+        if abs(np.linalg.det(used)) < 1e-12:
+            raise ValueError(f"cell {cell.tolist()} is singular")
+    inv = np.linalg.inv(used)
+    height = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes per axis
+    frac = positions @ inv if n else np.zeros((0, 3))
+    fmin = np.zeros(3)
+    fspan = np.ones(3)
+    width = height.copy()
+    for k in range(3):
+        if not pbc[k] and n:
+            lo, hi = float(frac[:, k].min()), float(frac[:, k].max())
+            fmin[k] = lo
+            fspan[k] = max(hi - lo, 1e-12) * (1.0 + 1e-9)
+            width[k] = height[k] * fspan[k]
+    nbins = np.maximum(np.floor(width / rcut).astype(np.int64), 1)
+    while nbins.prod() > 4 * n + 64:
+        k = int(np.argmax(nbins))
+        nbins[k] = max(1, nbins[k] // 2)
+    nsearch = np.ceil(rcut * nbins / width).astype(np.int64)
+    for k in range(3):
+        if not pbc[k]:
+            nsearch[k] = min(nsearch[k], nbins[k] - 1)
+    return used, inv, pbc.astype(np.bool_), nbins, nsearch, fmin, fspan
+
+
+def neighbor_pairs(positions, cell, pbc, rcut):
+    """(i, j, shifts, vectors) of all pairs within rcut (twin: neighbors.neighbor_pairs_ase)."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+    used, inv, pbc_b, nbins, nsearch, fmin, fspan = cell_list_setup(positions, cell, pbc, rcut)
+    K = _kernels()
+    return K.neighbor_pairs(positions, np.ascontiguousarray(used), np.ascontiguousarray(inv), pbc_b, float(rcut),
+                            nbins, nsearch, fmin, fspan)
+
+
+class _PairCache:
+    """A pair list built at rcut + skin, with what decides whether it can be reused."""
+
+    def __init__(self, positions, cell, pbc, rcut, skin, pi, pj, shifts, used_cell):
+        self.positions = positions.copy()
+        self.cell = cell.copy()
+        self.pbc = pbc.copy()
+        self.rcut = rcut
+        self.skin = skin
+        self.pi, self.pj, self.shifts = pi, pj, shifts
+        self.used_cell = used_cell
+
+    def valid_for(self, positions, cell, pbc, rcut) -> bool:
+        if (positions.shape != self.positions.shape or rcut != self.rcut or not np.array_equal(pbc, self.pbc)
+                or not np.array_equal(cell, self.cell)):
+            return False
+        if not len(positions):
+            return True
+        d2 = _kernels().max_displacement2(positions, self.positions)
+        return d2 < (0.5 * self.skin) ** 2
+
+
+# ------------------------------------------------------------------------------ model packing
+class _Packed:
+    """Everything the kernels need about one potential, in kernel layouts (built once)."""
+
+    def __init__(self, potential, precision):
+        params = potential.params
+        d = params.descriptor
+        self.params = params
+        self.d = d
+        self.nt = d.ntypes
+        self.ng = d.ng
+        self.ngp = -(-d.ng // 8) * 8
+        self.m2 = d.axis_neuron
+        self.inv_n = 1.0 / d.nnei
+        self.sel = np.asarray(d.sel, dtype=np.int64)
+        self.davg = np.ascontiguousarray(d.davg, dtype=np.float64)
+        self.dstd = np.ascontiguousarray(d.dstd, dtype=np.float64)
+        embed = _embedder(potential)
+        self.embed = embed
+        self.compressed = bool(getattr(embed, "compressed", False))
+        keys = sorted(d.embeddings)
+        self.keys = keys
+        index = {k: n for n, k in enumerate(keys)}
+        kidx = np.full((self.nt, self.nt), -1, dtype=np.int64)
+        for ti in range(self.nt):
+            for tj in range(self.nt):
+                if d.excluded(ti, tj):
+                    continue
+                kidx[ti, tj] = index.get(d.net_key(ti, tj), -1)
+        self.kidx = kidx
+        nk = len(keys)
+        self.tabf = np.zeros((max(nk, 1), 6))
+        self.tabi = np.zeros((max(nk, 1), 4), dtype=np.int64)
+        if self.compressed:
+            tables = [embed.tables[k] for k in keys]
+            rows = 0
+            for n, t in enumerate(tables):
+                xmin = getattr(t, "xmin", None)
+                self.tabf[n] = (t.lower, t.upper, t.xmax, t.stride0, t.stride1, t.lower if xmin is None else xmin)
+                self.tabi[n] = (t.first_stride, t.nspline, rows, int(getattr(t, "n_low", 0)))
+                rows += t.nspline
+            self.coeffs = np.zeros((rows, 6, self.ngp))
+            self.split = np.zeros(rows, dtype=np.bool_)
+            for n, t in enumerate(tables):
+                r0 = self.tabi[n, 2]
+                self.coeffs[r0:r0 + t.nspline, :, :self.ng] = np.asarray(t.coeffs).transpose(0, 2, 1)
+                split = np.asarray(getattr(t, "split_intervals", ()), dtype=np.int64)
+                self.split[r0 + split] = True
+            self.tables = tables
+        else:
+            self.coeffs = np.zeros((1, 6, self.ngp))
+            self.split = np.zeros(1, dtype=np.bool_)
+            self.tables = None
+        pad = _padding(potential)
+        self.padx = np.zeros((self.nt, len(self.sel), self.ngp))
+        for (ta, tn), (x_pad, g_pad) in pad.items():
+            self.padx[ta, tn, :self.ng] = np.asarray(g_pad) * x_pad
+        self.fitting = _Fitting(params, precision)
+
+
+def _embedder(potential):
+    embedders = getattr(potential, "embedders", None)
+    return embedders[0] if embedders else potential.embed
+
+
+def _padding(potential) -> dict:
+    evaluators = getattr(potential, "evaluators", None)
+    if evaluators:
+        return evaluators[0].pad
+    return potential._pad
+
+
+class _Layer:
+    def __init__(self, layer, dtype):
+        self.w = np.ascontiguousarray(layer.w, dtype=dtype)
+        self.wt = np.ascontiguousarray(layer.w.T, dtype=dtype)
+        self.b = np.asarray(layer.b, dtype=dtype)
+        self.idt = None if layer.idt is None else np.asarray(layer.idt, dtype=dtype)
+        self.activation = layer.activation
+        self.shortcut = layer.shortcut
+
+
+class _Fitting:
+    """Per-type fitting nets in the working precision; value and input gradient by BLAS."""
+
+    def __init__(self, params, precision):
+        from ..model.activations import activation_with_derivatives
+
+        self._act = activation_with_derivatives
+        self.dtype = np.dtype(precision)
+        fit = params.fitting
+        self.nets = [None if net is None else [_Layer(la, self.dtype) for la in net.layers] for net in fit.nets]
+        self.bias = np.asarray(fit.bias_atom_e, dtype=np.float64)
+        self.fit_excluded = frozenset(getattr(fit, "exclude_types", ()) or ())
+        self.out_bias = np.asarray(params.out_bias, dtype=np.float64)
+        self.atom_excluded = frozenset(params.atom_exclude_types or ())
+
+    def energy_and_grad(self, t: int, x: np.ndarray):
+        """Atomic energies (n,) float64 of type t; dE/dD overwrites ``x`` in place."""
+        n = x.shape[0]
+        layers = self.nets[t]
+        if layers is None or t in self.fit_excluded or t in self.atom_excluded:
+            energy = np.zeros(n) if t in self.atom_excluded else np.full(n, self.out_bias[t])
+            x[...] = 0.0
+            return energy
+        h = x
+        slopes = []
+        for la in layers:
+            pre = h @ la.w
+            pre += la.b
+            if la.activation == "tanh":
+                y = np.tanh(pre, out=pre)
+                f1 = y * y
+                np.subtract(1.0, f1, out=f1)
+            else:
+                y, f1, _ = self._act(la.activation, pre)
+                y = np.ascontiguousarray(y, dtype=self.dtype)
+                f1 = np.ascontiguousarray(f1, dtype=self.dtype)
+            if la.idt is not None:
+                y *= la.idt
+                f1 *= la.idt
+            if la.shortcut == 1:
+                y += h
+            elif la.shortcut == 2:
+                y += np.concatenate([h, h], axis=1)
+            slopes.append(f1)
+            h = y
+        energy = h[:, 0].astype(np.float64) + self.bias[t] + self.out_bias[t]
+        grad = np.ones((n, 1), dtype=self.dtype)
+        for k in range(len(layers) - 1, -1, -1):
+            la = layers[k]
+            g_pre = slopes[k]
+            g_pre *= grad
+            g_in = np.matmul(g_pre, la.wt, out=x) if k == 0 else g_pre @ la.wt
+            if la.shortcut == 1:
+                g_in += grad
+            elif la.shortcut == 2:
+                half = la.w.shape[0]
+                g_in += grad[:, :half] + grad[:, half:]
+            grad = g_in
+        return energy
+
+
+# ------------------------------------------------------------------------------ backend
+class Backend:
+    """Compiled CPU backend.
+
+    Parameters
+    ----------
+    precision
+        'float64' (default) or 'float32': the working precision of the fitting net and of the
+        descriptor it reads (embedding, tables and env matrix stay float64).
+    skin
+        Neighbour-list skin in Angstrom for reuse across calls (default 1.0; 0 disables).
+    chunk_atoms
+        Centre atoms per chunk (memory bound of the descriptor buffers).
+    """
+
+    name = "numba"
+
+    def __init__(self, precision: str = "float64", skin: float | None = None, chunk_atoms: int | None = None):
+        if not is_available():
+            raise RuntimeError(why_unavailable())
+        if precision not in ("float64", "float32"):
+            raise ValueError(f"precision must be 'float64' or 'float32', not {precision!r}")
+        _apply_thread_env()
+        self.precision = precision
+        self.skin = DEFAULT_SKIN if skin is None else float(skin)
+        self.chunk_atoms = chunk_atoms
+        self._cache: _PairCache | None = None
+        self._packed: dict = {}
+        self.n_builds = 0  # neighbour-list builds (for tests and diagnostics)
+
+    # -------------------------------------------------------------- neighbour lists
+    def pairs_from_atoms(self, positions, cell, pbc, rcut):
+        """(centers, neighbors, vectors) of all pairs within rcut (+ skin when reused)."""
+        positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+        pbc = np.asarray(pbc, dtype=bool).reshape(3)
+        K = _kernels()
+        c = self._cache
+        if self.skin > 0 and c is not None and c.valid_for(positions, cell, pbc, rcut):
+            vec = K.shifted_vectors(positions, c.used_cell, c.pi, c.pj, c.shifts)
+            return c.pi, c.pj, vec
+        reach = rcut + self.skin
+        used, inv, pbc_b, nbins, nsearch, fmin, fspan = cell_list_setup(positions, cell, pbc, reach)
+        pi, pj, shifts, vec = K.neighbor_pairs(positions, np.ascontiguousarray(used), np.ascontiguousarray(inv),
+                                               pbc_b, float(reach), nbins, nsearch, fmin, fspan)
+        self.n_builds += 1
+        if self.skin > 0:
+            self._cache = _PairCache(positions, cell, pbc, rcut, self.skin, pi, pj, shifts, np.ascontiguousarray(used))
+        return pi, pj, vec
+
+    def select(self, centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude):
+        if getattr(descriptor, "kind", "se_e2_a") not in ("se_e2_a", "se_e2_r", "se_e3"):
+            return _numpy_backend().select(centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude)
+        nt = len(descriptor.sel)
+        mex = np.zeros((nt, nt), dtype=np.bool_)
+        dex = np.zeros((nt, nt), dtype=np.bool_)
+        for a, b in model_exclude or ():
+            mex[a, b] = True
+        for a, b in descriptor.exclude_types or ():
+            dex[a, b] = True
+        atype_all = np.ascontiguousarray(atype_all, dtype=np.int64)
+        K = _kernels()
+        c, n, v, slots, n_dropped, max_per_type, _ = K.select_pairs(
+            np.ascontiguousarray(centers, dtype=np.int64), np.ascontiguousarray(neighbors, dtype=np.int64),
+            np.ascontiguousarray(vectors, dtype=np.float64).reshape(-1, 3), atype_all, int(nloc),
+            np.asarray(descriptor.sel, dtype=np.int64), float(descriptor.rcut), mex, dex)
+        return PairList(centers=c, neighbors=n, vectors=v, slots_used=slots, nloc=int(nloc), nall=len(atype_all),
+                        n_dropped=int(n_dropped), max_per_type=max_per_type)
+
+    # -------------------------------------------------------------- evaluation
+    @staticmethod
+    def handles(potential) -> bool:
+        """True for what the compiled path evaluates (se_e2_a, one fitting net per type)."""
+        params = potential.params
+        if getattr(params.descriptor, "kind", None) != "se_e2_a":
+            return False
+        if getattr(params.fitting, "shared", None) is not None:
+            return False
+        return len(getattr(potential, "parts", [params.descriptor])) == 1
+
+    def _pack(self, potential) -> _Packed:
+        key = id(potential)
+        packed = self._packed.get(key)
+        if packed is None or packed.params is not potential.params or packed.embed is not _embedder(potential):
+            packed = _Packed(potential, self.precision)
+            self._packed = {key: packed}
+        return packed
+
+    def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool):
+        if not self.handles(potential):
+            return _numpy_backend().evaluate(potential, pair_lists, atype_all, atomic_virial)
+        pairs = pair_lists[0] if isinstance(pair_lists, (list, tuple)) else pair_lists
+        return evaluate_se_e2_a(self._pack(potential), pairs, np.ascontiguousarray(atype_all, dtype=np.int64),
+                                potential.tally, atomic_virial, self.chunk_atoms)
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _tally_and_overrides(pk: _Packed, pairs: PairList, atype_all, xs, code, tally):
+    """Count table use; exact (or split-interval) G for the flagged pairs -> (ext_row, g, dg)."""
+    npair = len(xs)
+    tally.n_inputs += npair
+    flagged = np.flatnonzero(code)
+    empty = (np.zeros(0, dtype=np.int64), np.zeros((0, pk.ngp)), np.zeros((0, pk.ngp)))
+    if not len(flagged):
+        return empty
+    from ..compress.tables import ABOVE, BELOW
+
+    key_of = pk.kidx[atype_all[pairs.centers[flagged]], atype_all[pairs.neighbors[flagged]]]
+    region = (code[flagged] & 3).astype(np.int64)
+    split = (code[flagged] & 4) != 0
+    need = (region == ABOVE) | (region == BELOW) | split
+    rows = flagged[need]
+    ext_row = np.full(npair, -1, dtype=np.int64)
+    ext_row[rows] = np.arange(len(rows))
+    g = np.zeros((len(rows), pk.ngp))
+    dg = np.zeros((len(rows), pk.ngp))
+    for kk in np.unique(key_of):
+        key = pk.keys[kk]
+        table = pk.tables[kk]
+        sel = key_of == kk
+        x = xs[flagged[sel]]
+        tally.add(x, region[sel], key, table.lower, table.upper)
+        tally.n_inputs -= int(sel.sum())  # counted above already
+        mine = sel[need]
+        if not mine.any():
+            continue
+        xr = xs[rows[mine]]
+        outside = (region[need][mine] == ABOVE) | (region[need][mine] == BELOW)
+        gk = np.empty((len(xr), pk.ng))
+        dgk = np.empty((len(xr), pk.ng))
+        if outside.any():
+            gk[outside], dgk[outside] = pk.embed.nets[key].value_and_first_derivative(xr[outside])
+        if (~outside).any():
+            xi = xr[~outside]
+            idx, t, _ = table.locate(xi)
+            gk[~outside], dgk[~outside] = table.evaluate(idx, t, xi)
+        g[np.flatnonzero(mine), :pk.ng] = gk
+        dg[np.flatnonzero(mine), :pk.ng] = dgk
+    return ext_row, g, dg
+
+
+def _exact_chunk(pk: _Packed, pairs: PairList, atype_all, pidx, xs, ext_row):
+    """G and G' of the chunk's pairs with the exact nets (uncompressed model)."""
+    keys = pk.kidx[atype_all[pairs.centers[pidx]], atype_all[pairs.neighbors[pidx]]]
+    g = np.zeros((len(pidx), pk.ngp))
+    dg = np.zeros((len(pidx), pk.ngp))
+    for kk in np.unique(keys):
+        if kk < 0:
+            continue
+        rows = np.flatnonzero(keys == kk)
+        g[rows, :pk.ng], dg[rows, :pk.ng] = pk.embed.nets[pk.keys[kk]].value_and_first_derivative(xs[pidx[rows]])
+    ext_row[pidx] = np.arange(len(pidx))
+    return g, dg
+
+
+def evaluate_se_e2_a(pk: _Packed, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+    from ..evaluate import Results
+
+    K = _kernels()
+    d = pk.d
+    nloc, nall = pairs.nloc, pairs.nall
+    atype = atype_all[:nloc]
+    centers = np.ascontiguousarray(pairs.centers, dtype=np.int64)
+    neighbors = np.ascontiguousarray(pairs.neighbors, dtype=np.int64)
+    vectors = np.ascontiguousarray(pairs.vectors, dtype=np.float64)
+    offsets = np.searchsorted(centers, np.arange(nloc + 1)).astype(np.int64)
+    n_pad = np.ascontiguousarray(pk.sel[None, :] - np.asarray(pairs.slots_used, dtype=np.int64))
+    rcs, rc, prot = float(d.rcut_smth), float(d.rcut), float(d.env_protection)
+    xs, code = K.embedding_inputs(centers, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot, pk.kidx,
+                                  pk.tabf, pk.tabi, pk.split, pk.compressed)
+    if pk.compressed:
+        ext_row, g_ext, dg_ext = _tally_and_overrides(pk, pairs, atype_all, xs, code, tally)
+    else:
+        ext_row = np.full(len(xs), -1, dtype=np.int64)
+    chunk = chunk_atoms or (CHUNK_ATOMS if pk.compressed else CHUNK_ATOMS_EXACT)
+    chunk = max(1, min(chunk, nloc))
+    dtype = pk.fitting.dtype
+    tbuf = np.empty((chunk, 4, pk.ngp))
+    dbuf = np.empty((chunk, pk.ng * pk.m2), dtype=dtype)
+    gbuf = np.empty((0, 3))
+    order = np.argsort(atype, kind="stable")
+    atom_energy = np.zeros(nloc)
+    forces = np.zeros((nall, 3))
+    atom_virial = np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9))
+    virial = np.zeros((3, 3))
+    for c0 in range(0, nloc, chunk):
+        atoms = np.ascontiguousarray(order[c0:c0 + chunk])
+        nb = len(atoms)
+        pbase, pidx = K.pair_bases(atoms, offsets)
+        if not pk.compressed:
+            g_ext, dg_ext = _exact_chunk(pk, pairs, atype_all, pidx, xs, ext_row)
+        t_mat = tbuf[:nb]
+        desc = dbuf[:nb]
+        K.tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot, pk.kidx,
+                           pk.tabf, pk.tabi, pk.coeffs, ext_row, g_ext, n_pad, pk.padx, pk.inv_n, pk.ng, pk.m2,
+                           t_mat, desc)
+        types = atype[atoms]
+        bounds = np.searchsorted(types, np.arange(pk.nt + 1))
+        for t in range(pk.nt):
+            a0, a1 = bounds[t], bounds[t + 1]
+            if a1 > a0:
+                atom_energy[atoms[a0:a1]] = pk.fitting.energy_and_grad(t, desc[a0:a1])
+        if len(gbuf) < pbase[-1]:
+            gbuf = np.empty((int(pbase[-1] * 1.1) + 16, 3))
+        gvec = gbuf[:pbase[-1]]
+        K.tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot,
+                            pk.kidx, pk.tabf, pk.tabi, pk.coeffs, ext_row, g_ext, dg_ext, t_mat, desc, pk.inv_n,
+                            pk.ng, pk.m2, gvec)
+        virial += K.assemble_forces_virial(atoms, offsets, pbase, neighbors, vectors, gvec, forces, atom_virial,
+                                           atomic_virial)
+    return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
+                   atom_virial=atom_virial if atomic_virial else None)
+
+
+def thread_count() -> int:
+    return numba.get_num_threads() if numba is not None else 1
+
+
+__all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell_list_setup", "thread_count"]
