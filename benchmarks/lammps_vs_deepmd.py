@@ -41,7 +41,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -92,21 +91,17 @@ def standalone(pairs_file: str, model: str, repeats: int) -> dict:
 
 # ------------------------------------------------------------------------------ helpers
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU and core count (benchmarks/common.py) plus the memory size."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import machine as cpu_and_cores
+
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f", {kb / 1024 ** 2:.0f} GB"
     except (OSError, ValueError, IndexError):
         pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}"
+    return cpu_and_cores() + mem
 
 
 def git_revision() -> str:
