@@ -1,4 +1,4 @@
-"""CUDA backend (CuPy): the whole se_e2_a step on the device with fused tabulate-contract kernels.
+"""CUDA backend (CuPy): the whole step on the device with fused tabulate-contract kernels.
 
 Data flow of one step (:meth:`Backend.compute_device`), every array on the device:
 
@@ -7,19 +7,20 @@ Data flow of one step (:meth:`Backend.compute_device`), every array on the devic
    nearest first), pair vectors ``rij`` and the counts ``nnbr[nloc, ntypes]``;
 2. ``env_mat_se_a``: normalised environment rows ``em[nloc, nnei, 4]``, overflow counters and
    the per-atom "has an input outside the table" flag;
-3. ``tabulate_fusion_se_a_fwd``: one block per atom, T and the descriptor (padding folded);
+3. ``tabulate_fusion_*_fwd``: one block per atom, T and the descriptor (padding folded);
+   se_e2_a, se_atten_v2 (the same kernel with the type-pair term) and se_e2_r;
 4. fitting nets: cuBLAS GEMMs (``xp.matmul(..., out=)``) into preallocated buffers, element-wise
    kernels for bias/activation/shortcut and their backward; atoms are grouped by type so each
    type's net works on contiguous rows;
-5. ``tabulate_fusion_se_a_bwd``: gradient with respect to ``em`` (exact-net path for flagged atoms);
+5. ``tabulate_fusion_*_bwd``: gradient with respect to ``em`` (exact-net path for flagged atoms),
+   for se_atten_v2 also the gradient along each bond through the type term's switch;
 6. ``prod_force_virial``: forces (double atomicAdd), per-centre virial rows, atomic virials.
 
 Tables, nets, statistics and the padding fold are uploaded once per potential and precision
 (:class:`DeviceModel`); work buffers are kept per system size (:class:`Workspace`). The
 overflow counters stay on the device and are read every ``potential.check_frequency`` calls.
 
-Descriptors other than se_e2_a, and uncompressed models, are delegated to the numpy reference
-backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
+se_e3, hybrid descriptors and uncompressed models are delegated to the numpy reference backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
 that is how the CPU test suite checks this module without a GPU.
 """
 
@@ -38,7 +39,9 @@ from ..evaluate import Results
 log = logging.getLogger(__name__)
 
 #: descriptor kinds with device kernels; others go to the numpy reference backend
-SUPPORTED_KINDS = ("se_e2_a",)
+SUPPORTED_KINDS = ("se_e2_a", "se_e2_r", "se_atten_v2")
+#: se_e2_r's descriptor scale (descriptors/se_e2_r.py RESCALE)
+SE_R_RESCALE = 0.2
 MAX_NG = 1024
 
 
@@ -184,19 +187,24 @@ class DeviceModel:
         d = potential.parts[0]
         self.kind = d.kind
         nt = d.ntypes
-        self.ntypes, self.ng, self.m2 = nt, d.ng, d.axis_neuron
+        # se_atten_v2 has one neighbour section holding every type ("mixed"); the others one per type
+        self.mixed = d.kind == "se_atten_v2"
+        nsec = 1 if self.mixed else nt
+        self.ntypes, self.nsec, self.ng = nt, nsec, d.ng
+        self.m2 = int(getattr(d, "axis_neuron", 1))
+        self.ldd = int(d.dim_out)  # descriptor row width seen by the fitting net
         self.nnei = d.nnei
         self.sel = np.asarray(d.sel, dtype=np.int64)
         self.rcut, self.rcut_smth, self.protection = float(d.rcut), float(d.rcut_smth), float(d.env_protection)
         tables = potential.embedders[0].tables
         self.keys = sorted(tables)
         index = {k: n for n, k in enumerate(self.keys)}
-        pair_table = np.full(nt * nt, -1, dtype=np.int32)
+        pair_table = np.full((nt, nsec), -1, dtype=np.int32)
         for ti in range(nt):
-            for tj in range(nt):
-                key = d.net_key(ti, tj)
-                if d.sel[tj] > 0 and not d.excluded(ti, tj) and key in index:
-                    pair_table[ti * nt + tj] = index[key]
+            for t in range(nsec):
+                key = () if self.mixed else d.net_key(ti, t)
+                if d.sel[t] > 0 and (self.mixed or not d.excluded(ti, t)) and key in index:
+                    pair_table[ti, t] = index[key]
         # tables: one flat coefficient buffer, info rows, offsets
         info = np.zeros((len(self.keys), 8))
         offsets = np.zeros(len(self.keys), dtype=np.int64)
@@ -237,18 +245,36 @@ class DeviceModel:
         self.net_first = ctx.asarray(first, np.int32)
         self.net_params = ctx.asarray(np.concatenate(flat) if flat else np.zeros(1), fp)
         self.pair_table = ctx.asarray(pair_table, np.int32)
-        self.davg = ctx.asarray(d.davg, fp)
-        self.dstd = ctx.asarray(d.dstd, fp)
+        # statistics: se_e2_r has only the radial column; padded with (0, 1) so the 4-row kernels apply
+        davg = np.zeros((nt, 4))
+        dstd = np.ones((nt, 4))
+        ncomp = d.davg.shape[1]
+        davg[:, :ncomp], dstd[:, :ncomp] = d.davg, d.dstd
+        self.davg = ctx.asarray(davg, fp)
+        self.dstd = ctx.asarray(dstd, fp)
         sec = np.concatenate([[0], np.cumsum(d.sel)]).astype(np.int32)
         self.sec = ctx.asarray(sec, np.int32)
-        pad = np.zeros((nt * nt, d.ng))
+        # padding fold: se_e2_r adds n_pad G(x_pad), the others n_pad G(x_pad) x_pad in column 0
+        pad = np.zeros((nt, nsec, d.ng))
         for (ta, tn), (x_pad, g_pad) in potential.evaluators[0].pad.items():
-            pad[ta * nt + tn] = np.asarray(g_pad) * x_pad
+            pad[ta, tn] = np.asarray(g_pad) * (1.0 if d.kind == "se_e2_r" else x_pad)
         self.pad_vec = ctx.asarray(pad, fp)
+        excluded = set(params.pair_exclude_types) | (set(d.exclude_types) if self.mixed else set())
         mex = np.zeros(nt * nt, dtype=np.int32)
-        for a, b in params.pair_exclude_types:
+        for a, b in excluded:
             mex[a * nt + b] = 1
         self.model_exclude = ctx.asarray(mex, np.int32)
+        # se_atten_v2: strip-net type-pair term, its row per (centre, neighbour) type, the
+        # switch variant, and the type embedding appended to the descriptor
+        self.type_term = self.term_row = self.tebd = None
+        self.tf_switch = 0
+        if self.mixed:
+            self.type_term = ctx.asarray(d.type_pair_table, fp)
+            rows = np.array([[d.type_pair_row(a, b) for b in range(nt)] for a in range(nt)], dtype=np.int32)
+            self.term_row = ctx.asarray(rows.reshape(-1), np.int32)
+            self.tf_switch = int(bool(d.tf_switch))
+            if d.concat_output_tebd:
+                self.tebd = np.asarray(d.type_embedding[:nt], dtype=np.float64)
         # fitting
         fit = params.fitting
         type_info = np.zeros((nt, 4))
@@ -287,7 +313,7 @@ class Workspace:
         nall = len(atype)
         self.nloc, self.nall = nloc, nall
         self.atype_host = np.array(atype, dtype=np.int64, copy=True)
-        nnei, nt, ng, m2 = dm.nnei, dm.ntypes, dm.ng, dm.m2
+        nnei, nt, ng = dm.nnei, dm.ntypes, dm.ng
         self.atype = ctx.asarray(atype, np.int32)
         local = self.atype_host[:nloc]
         order = np.argsort(local, kind="stable")
@@ -300,13 +326,16 @@ class Workspace:
         self.nlist = xp.full((nloc, nnei), -1, dtype=np.int32)
         self.rij = xp.zeros((nloc, nnei, 3), dtype=fp)
         self.key = None
-        self.nnbr = xp.zeros((nloc, nt), dtype=np.int32)
+        self.nnbr = xp.zeros((nloc, dm.nsec), dtype=np.int32)
         self.em = xp.empty((nloc, nnei, 4), dtype=fp)
         self.g_em = xp.zeros((nloc, nnei, 4), dtype=fp)
+        self.g_r = xp.zeros((nloc, nnei), dtype=fp) if dm.mixed else None
         self.atom_flags = xp.zeros(nloc, dtype=np.int32)
-        self.t = xp.empty((nloc, ng, 4), dtype=fp)
-        self.desc = xp.empty((nloc, ng * m2), dtype=fp)
-        self.g_desc = xp.zeros((nloc, ng * m2), dtype=fp)
+        self.t = None if dm.kind == "se_e2_r" else xp.empty((nloc, ng, 4), dtype=fp)
+        self.desc = xp.empty((nloc, dm.ldd), dtype=fp)
+        self.g_desc = xp.zeros((nloc, dm.ldd), dtype=fp)
+        if dm.tebd is not None:  # constant columns: the type embedding of each row's type
+            self.desc[:, dm.ldd - dm.tebd.shape[1]:] = ctx.asarray(dm.tebd[np.sort(local)], fp)
         self.out_rows = xp.zeros((nloc, 1), dtype=fp)
         self.ones = xp.ones((nloc, 1), dtype=fp)
         self.atom_energy = xp.empty(nloc, dtype=np.float64)
@@ -440,7 +469,7 @@ class Backend:
         dm = st["model"]
         atype_all = np.asarray(atype_all, dtype=np.int64)
         ws = self._workspace(st, atype_all, pairs.nloc)
-        nlist, rij = padded_from_pairs(pairs, atype_all, dm.sel)
+        nlist, rij = padded_from_pairs(pairs, atype_all, dm.sel, mixed=dm.mixed)
         xp = self.xp
         ws.nlist[...] = xp.asarray(nlist)
         ws.rij[...] = xp.asarray(rij.astype(self.ctx.fp))
@@ -510,34 +539,49 @@ class Backend:
         bin_start = xp.ascontiguousarray(
             xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
         ctx.launch("build_nlist", pw, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype, dm.sec,
-                   dm.model_exclude, ws.nlist, ws.rij, key, ws.nnbr, dm.counters, n, n, dm.nnei, dm.ntypes, nbins,
-                   dm.rcut * dm.rcut)
+                   dm.model_exclude, ws.nlist, ws.rij, key, ws.nnbr, dm.counters, n, n, dm.nnei, dm.ntypes, dm.nsec,
+                   nbins, dm.rcut * dm.rcut)
         return ws
 
     # ------------------------------------------------------------------ the device pipeline
     def _evaluate_padded(self, st, ws: Workspace, atomic_virial: bool) -> DeviceResults:
         ctx, xp = self.ctx, self.xp
         dm: DeviceModel = st["model"]
-        nloc, nnei, nt, ng, m2 = ws.nloc, dm.nnei, dm.ntypes, dm.ng, dm.m2
-        inv_n = 1.0 / dm.nnei
+        nloc, nnei, nsec, ng = ws.nloc, dm.nnei, dm.nsec, dm.ng
         ws.atom_flags.fill(0)
         ctx.launch("env_mat_se_a", ws.nlist, ws.rij, ws.atype, dm.sec, dm.pair_table, dm.davg, dm.dstd,
-                   dm.table_info, ws.em, ws.atom_flags, dm.counters, nloc, nnei, nt, dm.rcut_smth, dm.rcut,
+                   dm.table_info, ws.em, ws.atom_flags, dm.counters, nloc, nnei, nsec, dm.rcut_smth, dm.rcut,
                    dm.protection)
         common = (dm.table, dm.table_info, dm.table_offset, dm.net_layers, dm.net_first, dm.net_params, ws.em,
                   ws.nnbr, ws.atom_flags, ws.atype, dm.sec, dm.pair_table, ws.row_of_atom)
-        scalars = (nloc, nnei, nt, ng, m2, dm.maxw, inv_n)
-        ctx.launch("tabulate_fusion_se_a_fwd", *common, dm.pad_vec, ws.t, ws.desc, *scalars)
+        if dm.kind == "se_e2_r":
+            scalars = (nloc, nnei, nsec, ng, dm.ldd, dm.maxw, SE_R_RESCALE / nnei)
+            ctx.launch("tabulate_fusion_se_r_fwd", *common, dm.pad_vec, ws.desc, *scalars)
+        else:
+            scalars = (nloc, nnei, nsec, ng, dm.m2, dm.ldd, dm.maxw, 1.0 / nnei)
+            if dm.mixed:
+                term = (ws.nlist, ws.rij, dm.type_term, dm.term_row)
+                term_scalars = (dm.ntypes, dm.tf_switch, dm.rcut_smth, dm.rcut, dm.protection)
+                ctx.launch("tabulate_fusion_se_atten_fwd", *common, dm.pad_vec, *term, ws.t, ws.desc, *scalars,
+                           *term_scalars)
+            else:
+                ctx.launch("tabulate_fusion_se_a_fwd", *common, dm.pad_vec, ws.t, ws.desc, *scalars)
         self._fitting(dm, ws)
         ctx.launch("atom_energy", ws.out_rows, ws.row_of_atom, ws.atype, dm.type_info, ws.atom_energy, nloc)
-        ctx.launch("tabulate_fusion_se_a_bwd", *common, ws.t, ws.g_desc, ws.g_em, *scalars)
+        if dm.kind == "se_e2_r":
+            ctx.launch("tabulate_fusion_se_r_bwd", *common, ws.g_desc, ws.g_em, *scalars)
+        elif dm.mixed:
+            ctx.launch("tabulate_fusion_se_atten_bwd", *common, ws.t, ws.g_desc, *term, ws.g_em, ws.g_r, *scalars,
+                       *term_scalars)
+        else:
+            ctx.launch("tabulate_fusion_se_a_bwd", *common, ws.t, ws.g_desc, ws.g_em, *scalars)
         ws.force.fill(0.0)
         if atomic_virial:
             if ws.atom_virial is None:
                 ws.atom_virial = xp.zeros((ws.nall, 9), dtype=np.float64)
             ws.atom_virial.fill(0.0)
-        ctx.launch("prod_force_virial", ws.nlist, ws.rij, ws.g_em, ws.nnbr, ws.atype, dm.sec, dm.pair_table,
-                   dm.dstd, ws.force, ws.virial_rows, ws.atom_virial if atomic_virial else None, nloc, nnei, nt, 4,
+        ctx.launch("prod_force_virial", ws.nlist, ws.rij, ws.g_em, ws.g_r, ws.nnbr, ws.atype, dm.sec, dm.pair_table,
+                   dm.dstd, ws.force, ws.virial_rows, ws.atom_virial if atomic_virial else None, nloc, nnei, nsec, 4,
                    dm.rcut_smth, dm.rcut, dm.protection)
         energy = ws.atom_energy.sum()
         virial = ws.virial_rows.sum(axis=0).reshape(3, 3)
@@ -613,8 +657,11 @@ class Backend:
         return self.evaluate(potential, pair_lists, atype, atomic_virial)
 
 
-def padded_from_pairs(pairs, atype_all: np.ndarray, sel) -> tuple[np.ndarray, np.ndarray]:
-    """DeePMD-kit's padded ``nlist[nloc, nnei]`` and ``rij`` from a sorted :class:`PairList`."""
+def padded_from_pairs(pairs, atype_all: np.ndarray, sel, mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """DeePMD-kit's padded ``nlist[nloc, nnei]`` and ``rij`` from a sorted :class:`PairList`.
+
+    ``mixed`` (se_atten_v2): one section for every neighbour type.
+    """
     sel = np.asarray(sel, dtype=np.int64)
     nt = len(sel)
     sec = np.concatenate([[0], np.cumsum(sel)])
@@ -623,7 +670,7 @@ def padded_from_pairs(pairs, atype_all: np.ndarray, sel) -> tuple[np.ndarray, np
     nlist = np.full((nloc, nnei), -1, dtype=np.int32)
     rij = np.zeros((nloc, nnei, 3))
     if len(pairs.centers):
-        tj = atype_all[pairs.neighbors]
+        tj = np.zeros_like(pairs.neighbors) if mixed else atype_all[pairs.neighbors]
         group = pairs.centers * nt + tj
         counts = np.bincount(group, minlength=nloc * nt)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -12,6 +12,10 @@
 // section holds the sel[t] nearest neighbours of that type sorted by distance (insertion sort,
 // ties keep visiting order), -1 after the last. Pairs of model-level excluded type pairs are
 // dropped (they become padding, as in neighbors.select_neighbors).
+//
+// nsec == 1 with several types is se_atten_v2's "mixed" list: one section holding the sel
+// nearest neighbours of any type. Truncation comes first there too: excluded pairs take part in
+// the selection, then are removed and the section compacted (they become padding).
 #include "common.cuh"
 
 template <typename FPTYPE>
@@ -45,15 +49,16 @@ __global__ void build_nlist(const double* pos_wrapped, const double* frame, cons
                             const int* bin_of_atom, const int* bin_start, const int* bin_atoms, const int* atype,
                             const int* sec, const int* model_exclude, int* nlist, FPTYPE* rij, double* key,
                             int* nnbr, unsigned long long* counters, int n, int nloc, int nnei, int ntypes,
-                            int nbins, double rcut2) {
+                            int nsec, int nbins, double rcut2) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= nloc) return;
     const int nb0 = grid_info[0], nb1 = grid_info[1], nb2 = grid_info[2], pbc = grid_info[6];
     int* row = nlist + (long long)i * nnei;
     double* keys = key + (long long)i * nnei;
     FPTYPE* vec = rij + 3LL * i * nnei;
-    int* cnt = nnbr + i * ntypes;
-    for (int t = 0; t < ntypes; ++t) cnt[t] = 0;
+    const bool mixed = nsec != ntypes;
+    int* cnt = nnbr + i * nsec;
+    for (int t = 0; t < nsec; ++t) cnt[t] = 0;
     for (int s = 0; s < nnei; ++s) {
         row[s] = -1;
         keys[s] = 0.0;
@@ -101,10 +106,10 @@ __global__ void build_nlist(const double* pos_wrapped, const double* frame, cons
                     const double dz = pos_wrapped[3 * j + 2] + sz - zi;
                     const double r2 = dx * dx + dy * dy + dz * dz;
                     if (!(r2 < rcut2)) continue;
-                    const int tj = atype[j];
+                    const int tj = mixed ? 0 : atype[j];
                     const int base = sec[tj], cap = sec[tj + 1] - sec[tj];
                     const int have = cnt[tj];
-                    if (model_exclude[ti * ntypes + tj]) {
+                    if (!mixed && model_exclude[ti * ntypes + tj]) {
                         cnt[tj] = have + 1;  // only counted: sel truncation happens before the exclusion
                         continue;
                     }
@@ -136,7 +141,27 @@ __global__ void build_nlist(const double* pos_wrapped, const double* frame, cons
             }
         }
     }
-    for (int t = 0; t < ntypes; ++t) {
+    if (mixed) {  // drop the excluded pairs of the selection, keeping distance order
+        int k = 0;
+        for (int s = 0; s < cnt[0]; ++s) {
+            if (model_exclude[ti * ntypes + atype[row[s]]]) continue;
+            if (k != s) {
+                keys[k] = keys[s];
+                row[k] = row[s];
+                vec[3 * k] = vec[3 * s];
+                vec[3 * k + 1] = vec[3 * s + 1];
+                vec[3 * k + 2] = vec[3 * s + 2];
+            }
+            ++k;
+        }
+        for (int s = k; s < cnt[0]; ++s) {
+            row[s] = -1;
+            keys[s] = 0.0;
+            vec[3 * s] = vec[3 * s + 1] = vec[3 * s + 2] = (FPTYPE)0;
+        }
+        cnt[0] = k;
+    }
+    for (int t = 0; t < ntypes && !mixed; ++t) {
         if (model_exclude[ti * ntypes + t]) {
             const int cap = sec[t + 1] - sec[t];
             if (cnt[t] > cap) dropped += (unsigned long long)(cnt[t] - cap);
@@ -152,8 +177,8 @@ template __global__ void cell_bin<float>(const double*, const double*, const dou
 template __global__ void cell_bin<double>(const double*, const double*, const double*, const int*, double*, int*, int);
 template __global__ void build_nlist<float>(const double*, const double*, const int*, const int*, const int*,
                                             const int*, const int*, const int*, const int*, int*, float*, double*,
-                                            int*, unsigned long long*, int, int, int, int, int, double);
+                                            int*, unsigned long long*, int, int, int, int, int, int, double);
 template __global__ void build_nlist<double>(const double*, const double*, const int*, const int*, const int*,
                                              const int*, const int*, const int*, const int*, int*, double*, double*,
-                                             int*, unsigned long long*, int, int, int, int, int, double);
+                                             int*, unsigned long long*, int, int, int, int, int, int, double);
 #endif

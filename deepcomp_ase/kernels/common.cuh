@@ -133,6 +133,26 @@ DC_HD void dc_switch(FPTYPE r, FPTYPE rs, FPTYPE rc, FPTYPE& w, FPTYPE& dw) {
     dw = (r > rs && r < rc) ? ((FPTYPE)-30 * u2 * u2 + (FPTYPE)60 * u2 * u - (FPTYPE)30 * u2) / (rc - rs) : (FPTYPE)0;
 }
 
+// Smooth factor of se_atten_v2's type-pair term and its d/dr (descriptors/se_atten_v2.py,
+// type_term_switch): the environment switch w(r), or for models read from TensorFlow graphs
+// 1 - (1 - rcut_smth * s)^3 clipped to [0, 1], with s = w / rho the raw radial entry.
+template <typename FPTYPE>
+DC_HD void dc_type_switch(FPTYPE r, FPTYPE rs, FPTYPE rc, FPTYPE prot, int tf, FPTYPE& sw, FPTYPE& dsw) {
+    FPTYPE w, dw;
+    dc_switch(r, rs, rc, w, dw);
+    if (!tf) {
+        sw = w;
+        dsw = dw;
+        return;
+    }
+    const FPTYPE rho = r + prot;
+    const FPTYPE uu = (FPTYPE)1 - rs * (w / rho);
+    const FPTYPE v = (FPTYPE)1 - uu * uu * uu;
+    const bool inside = v > (FPTYPE)0 && v < (FPTYPE)1;
+    dsw = inside ? (FPTYPE)3 * uu * uu * rs * (dw / rho - w / (rho * rho)) : (FPTYPE)0;
+    sw = v < (FPTYPE)0 ? (FPTYPE)0 : (v > (FPTYPE)1 ? (FPTYPE)1 : v);
+}
+
 // Chain dE/dR (raw rows, ncomp 4 or 1) to dE/dx_ij (deepcomp_ase.envmat.rows_to_vector_gradient)
 template <typename FPTYPE>
 DC_HD void dc_rows_to_vec(const FPTYPE* v, const FPTYPE* g, int ncomp, FPTYPE rs, FPTYPE rc, FPTYPE prot,

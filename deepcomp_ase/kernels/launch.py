@@ -305,19 +305,38 @@ _ATOM_ARGS = (
     A("atom_flags", "int32", ("nloc",)),
     A("atype", "int32", ("nall",)),
     A("sec", "int32", ("ntypes+1",)),
-    A("pair_table", "int32", ("ntypes*ntypes",)),
+    A("pair_table", "int32", ("nct", "ntypes")),
     A("row_of_atom", "int32", ("nloc",)),
 )
 _SE_A_SCALARS = (
     A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
-    A("ng", "int32", symbol="ng"), A("m2", "int32", symbol="m2"), A("maxw", "int32", symbol="maxw"),
-    A("inv_nnei", "fp"),
+    A("ng", "int32", symbol="ng"), A("m2", "int32", symbol="m2"), A("ldd", "int32", symbol="ldd"),
+    A("maxw", "int32", symbol="maxw"), A("inv_nnei", "fp"),
+)
+#: se_atten_v2's type-pair term (tabulate_fusion_se_a.cu, DcTypeTerm)
+_TYPE_TERM_ARGS = (
+    A("nlist", "int32", ("nloc", "nnei")), A("rij", "fp", ("nloc", "nnei", 3)),
+    A("type_term", "fp", ("nterm", "ng")), A("term_row", "int32", ("ntypes_all*ntypes_all",)),
+)
+_TYPE_TERM_SCALARS = (
+    A("ntypes_all", "int32", symbol="ntypes_all"), A("tf_switch", "int32"), A("rcut_smth", "fp"), A("rcut", "fp"),
+    A("protection", "fp"),
+)
+_SE_R_SCALARS = (
+    A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
+    A("ng", "int32", symbol="ng"), A("ldd", "int32", symbol="ldd"), A("maxw", "int32", symbol="maxw"),
+    A("scale", "fp"),
 )
 
 
 def _se_a_shared(dims: dict, itemsize: int) -> int:
     warps = _ng_threads(dims) // 32
     return itemsize * (8 * dims["ng"] + 4 * dims["maxw"] + 8 * warps)
+
+
+def _se_r_shared(dims: dict, itemsize: int) -> int:
+    warps = _ng_threads(dims) // 32
+    return itemsize * (4 * dims["maxw"] + 8 * warps)
 
 
 KERNELS: dict[str, KernelSpec] = {}
@@ -338,20 +357,21 @@ _register(KernelSpec(
     "build_nlist", source="cell_list.cu",
     args=(A("pos_wrapped", "float64", ("n", 3)), A("frame", "float64", (12,)), A("grid_info", "int32", (8,)),
           A("bin_of_atom", "int32", ("n",)), A("bin_start", "int32", ("nbins+1",)),
-          A("bin_atoms", "int32", ("n",)), A("atype", "int32", ("n",)), A("sec", "int32", ("ntypes+1",)),
+          A("bin_atoms", "int32", ("n",)), A("atype", "int32", ("n",)), A("sec", "int32", ("nsec+1",)),
           A("model_exclude", "int32", ("ntypes*ntypes",)),
           A("nlist", "int32", ("nloc", "nnei"), output=True), A("rij", "fp", ("nloc", "nnei", 3), output=True),
-          A("key", "float64", ("nloc", "nnei"), output=True), A("nnbr", "int32", ("nloc", "ntypes"), output=True),
+          A("key", "float64", ("nloc", "nnei"), output=True), A("nnbr", "int32", ("nloc", "nsec"), output=True),
           A("counters", "uint64", (8,), output=True),
           A("n", "int32", symbol="n"), A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"),
-          A("ntypes", "int32", symbol="ntypes"), A("nbins", "int32", symbol="nbins"), A("rcut2", "float64")),
+          A("ntypes", "int32", symbol="ntypes"), A("nsec", "int32", symbol="nsec"), A("nbins", "int32", symbol="nbins"),
+          A("rcut2", "float64")),
     grid=lambda d: (_blocks(d["nloc"], 128),), block=lambda d: (128,)))
 
 _register(KernelSpec(
     "env_mat_se_a", source="env_mat.cu",
     args=(A("nlist", "int32", ("nloc", "nnei")), A("rij", "fp", ("nloc", "nnei", 3)), A("atype", "int32", ("nall",)),
-          A("sec", "int32", ("ntypes+1",)), A("pair_table", "int32", ("ntypes*ntypes",)),
-          A("davg", "fp", ("ntypes", 4)), A("dstd", "fp", ("ntypes", 4)), A("table_info", "fp", ("ntab", 8)),
+          A("sec", "int32", ("ntypes+1",)), A("pair_table", "int32", ("nct", "ntypes")),
+          A("davg", "fp", ("nct", 4)), A("dstd", "fp", ("nct", 4)), A("table_info", "fp", ("ntab", 8)),
           A("em", "fp", ("nloc", "nnei", 4), output=True), A("atom_flags", "int32", ("nloc",), output=True),
           A("counters", "uint64", (8,), output=True),
           A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
@@ -361,25 +381,54 @@ _register(KernelSpec(
 _register(KernelSpec(
     "tabulate_fusion_se_a_fwd", source="tabulate_fusion_se_a.cu",
     args=_TABLE_ARGS + _ATOM_ARGS + (
-        A("pad_vec", "fp", ("ntypes*ntypes", "ng")),
-        A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ng*m2"), output=True),
+        A("pad_vec", "fp", ("nct", "ntypes", "ng")),
+        A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_A_SCALARS,
     grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_a_bwd", source="tabulate_fusion_se_a.cu",
     args=_TABLE_ARGS + _ATOM_ARGS + (
-        A("t_in", "fp", ("nloc", "ng", 4)), A("g_desc", "fp", ("nloc", "ng*m2")),
+        A("t_in", "fp", ("nloc", "ng", 4)), A("g_desc", "fp", ("nloc", "ldd")),
         A("g_em", "fp", ("nloc", "nnei", 4), output=True),
     ) + _SE_A_SCALARS,
     grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
 
 _register(KernelSpec(
+    "tabulate_fusion_se_atten_fwd", source="tabulate_fusion_se_a.cu",
+    args=_TABLE_ARGS + _ATOM_ARGS + (A("pad_vec", "fp", ("nct", "ntypes", "ng")),) + _TYPE_TERM_ARGS + (
+        A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ldd"), output=True),
+    ) + _SE_A_SCALARS + _TYPE_TERM_SCALARS,
+    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
+
+_register(KernelSpec(
+    "tabulate_fusion_se_atten_bwd", source="tabulate_fusion_se_a.cu",
+    args=_TABLE_ARGS + _ATOM_ARGS + (A("t_in", "fp", ("nloc", "ng", 4)), A("g_desc", "fp", ("nloc", "ldd"))) +
+    _TYPE_TERM_ARGS + (
+        A("g_em", "fp", ("nloc", "nnei", 4), output=True), A("g_r", "fp", ("nloc", "nnei"), output=True),
+    ) + _SE_A_SCALARS + _TYPE_TERM_SCALARS,
+    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
+
+_register(KernelSpec(
+    "tabulate_fusion_se_r_fwd", source="tabulate_fusion_se_r.cu",
+    args=_TABLE_ARGS + _ATOM_ARGS + (
+        A("pad_vec", "fp", ("nct", "ntypes", "ng")), A("desc", "fp", ("nloc", "ldd"), output=True),
+    ) + _SE_R_SCALARS,
+    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_r_shared))
+
+_register(KernelSpec(
+    "tabulate_fusion_se_r_bwd", source="tabulate_fusion_se_r.cu",
+    args=_TABLE_ARGS + _ATOM_ARGS + (
+        A("g_desc", "fp", ("nloc", "ldd")), A("g_em", "fp", ("nloc", "nnei", 4), output=True),
+    ) + _SE_R_SCALARS,
+    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_r_shared))
+
+_register(KernelSpec(
     "prod_force_virial", source="prod_force_virial.cu",
     args=(A("nlist", "int32", ("nloc", "nnei")), A("rij", "fp", ("nloc", "nnei", 3)),
-          A("g_em", "fp", ("nloc", "nnei", "ncomp")), A("nnbr", "int32", ("nloc", "ntypes")),
-          A("atype", "int32", ("nall",)), A("sec", "int32", ("ntypes+1",)),
-          A("pair_table", "int32", ("ntypes*ntypes",)), A("dstd", "fp", ("ntypes", "ncomp")),
+          A("g_em", "fp", ("nloc", "nnei", "ncomp")), A("g_r", "fp", ("nloc", "nnei"), optional=True),
+          A("nnbr", "int32", ("nloc", "ntypes")), A("atype", "int32", ("nall",)), A("sec", "int32", ("ntypes+1",)),
+          A("pair_table", "int32", ("nct", "ntypes")), A("dstd", "fp", ("nct", "ncomp")),
           A("force", "float64", ("nall", 3), output=True), A("virial_rows", "float64", ("nloc", 9), output=True),
           A("atom_virial", "float64", ("nall", 9), optional=True, output=True),
           A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),

@@ -7,11 +7,13 @@
 // double (native since sm_60): the force sums are therefore not bit-reproducible from run to run
 // (differences at the 1e-16 relative level). The centre terms are reduced inside the warp (one
 // atomic per atom) and the total virial is a deterministic sum of virial_rows[nloc][9] (one row
-// per centre, written without atomics). ncomp = 4 (se_e2_a, se_e3, se_atten_v2) or 1 (se_e2_r).
+// per centre, written without atomics). ncomp = 4 (se_e2_a, se_e2_r padded, se_atten_v2) or 1.
+// g_r (optional, se_atten_v2): an extra gradient along the bond per slot, g_vec += g_r x_ij / r.
 #include "common.cuh"
 
 template <typename FPTYPE>
-__global__ void prod_force_virial(const int* nlist, const FPTYPE* rij, const FPTYPE* g_em, const int* nnbr,
+__global__ void prod_force_virial(const int* nlist, const FPTYPE* rij, const FPTYPE* g_em, const FPTYPE* g_r,
+                                  const int* nnbr,
                                   const int* atype, const int* sec, const int* pair_table, const FPTYPE* dstd,
                                   double* force, double* virial_rows, double* atom_virial, int nloc, int nnei,
                                   int ntypes, int ncomp, FPTYPE rcut_smth, FPTYPE rcut, FPTYPE protection) {
@@ -34,6 +36,10 @@ __global__ void prod_force_virial(const int* nlist, const FPTYPE* rij, const FPT
             for (int m = 0; m < 4; ++m) g[m] = m < ncomp ? g_em[q * ncomp + m] / dstd[ti * ncomp + m] : (FPTYPE)0;
             FPTYPE gv[3];
             dc_rows_to_vec(v, g, ncomp, rcut_smth, rcut, protection, gv);
+            if (g_r) {
+                const FPTYPE f = g_r[q] / sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+                for (int a = 0; a < 3; ++a) gv[a] += f * v[a];
+            }
             for (int a = 0; a < 3; ++a) {
                 fi[a] += (double)gv[a];
                 atomicAdd(force + 3 * j + a, -(double)gv[a]);
@@ -55,10 +61,12 @@ __global__ void prod_force_virial(const int* nlist, const FPTYPE* rij, const FPT
 }
 
 #ifdef DEEPCOMP_STANDALONE
-template __global__ void prod_force_virial<float>(const int*, const float*, const float*, const int*, const int*,
+template __global__ void prod_force_virial<float>(const int*, const float*, const float*, const float*, const int*,
+                                                  const int*,
                                                   const int*, const int*, const float*, double*, double*, double*,
                                                   int, int, int, int, float, float, float);
-template __global__ void prod_force_virial<double>(const int*, const double*, const double*, const int*, const int*,
+template __global__ void prod_force_virial<double>(const int*, const double*, const double*, const double*,
+                                                   const int*, const int*,
                                                    const int*, const int*, const double*, double*, double*, double*,
                                                    int, int, int, int, double, double, double);
 #endif

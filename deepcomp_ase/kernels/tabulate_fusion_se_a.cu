@@ -19,18 +19,44 @@
 // env_mat kernel (an input outside the table) take the block path: one slot at a time, the
 // block evaluates the exact embedding net for outside inputs (dc_exact_embed_block).
 //
-// Other descriptors reuse the pieces: se_atten_v2 multiplies G_c by (1 + gt[ti,tj][c] * sw(r))
-// in both loops (an extra pointer); se_e2_r drops the em contraction (sum_s G(x_s) / N);
-// se_e3 loops over slot pairs (j, k) with x = e_jk and the symmetric table.
+// se_atten_v2 (strip mode, no attention layers) is the same computation with the embedding of
+// slot s scaled by (1 + tt[ti,tj][c] * sw(r_s)): the type-pair term tt of the centre type and the
+// neighbour's type, smoothed by sw (dc_type_switch). Its backward pass also returns g_r[s], the
+// gradient along the bond through sw: sum_c G_c tt_c (em[s] . gT[c]) * dsw/dr. Both descriptors
+// share one implementation (template flag ATTEN); the padding fold is identical because sw = 0
+// on padding rows. desc rows are ldd wide (se_atten_v2 may append the type embedding after the
+// ng*m2 entries; the kernels leave those columns alone).
 #include "common.cuh"
 
+// se_atten_v2's type-pair factor; ignored (ATTEN = false) by se_e2_a
 template <typename FPTYPE>
-__global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
-                                         const int* net_layers, const int* net_first, const FPTYPE* net_params,
-                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
-                                         const int* sec, const int* pair_table, const int* row_of_atom,
-                                         const FPTYPE* pad_vec, FPTYPE* t_out, FPTYPE* desc, int nloc, int nnei,
-                                         int ntypes, int ng, int m2, int maxw, FPTYPE inv_nnei) {
+struct DcTypeTerm {
+    const int* nlist;     // [nloc][nnei] neighbour index of each slot
+    const FPTYPE* rij;    // [nloc][nnei][3]
+    const FPTYPE* term;   // [rows][ng] strip-net output per type pair
+    const int* term_row;  // [ntypes_all * ntypes_all] row of (centre type, neighbour type)
+    int ntypes_all, tf_switch;
+    FPTYPE rcut_smth, rcut, protection;
+};
+
+// Row of the type term for slot q of centre type ti, the smooth factor sw and dsw/dr.
+template <typename FPTYPE>
+DC_D const FPTYPE* dc_type_term_row(const DcTypeTerm<FPTYPE>& tt, const int* atype, int ti, long long q, int ng,
+                                    FPTYPE& sw, FPTYPE& dsw) {
+    const int tj = atype[tt.nlist[q]];
+    const FPTYPE* v = tt.rij + 3 * q;
+    const FPTYPE r = sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+    dc_type_switch(r, tt.rcut_smth, tt.rcut, tt.protection, tt.tf_switch, sw, dsw);
+    return tt.term + (long long)tt.term_row[ti * tt.ntypes_all + tj] * ng;
+}
+
+template <typename FPTYPE, bool ATTEN>
+__device__ void se_a_forward(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+                             const int* net_layers, const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
+                             const int* nnbr, const int* atype, const int* sec, const int* pair_table,
+                             const int* row_of_atom, const FPTYPE* pad_vec, FPTYPE* t_out, FPTYPE* desc,
+                             const DcTypeTerm<FPTYPE>& tterm, int nloc, int nnei, int ntypes, int ng, int m2, int ldd,
+                             int maxw, FPTYPE inv_nnei) {
     DC_DYNAMIC_SHARED(FPTYPE, smem);
     FPTYPE* sT = smem;                 // [ng][4]
     FPTYPE* scratch = smem + 8 * ng;   // [4 * maxw] exact-net scratch
@@ -46,7 +72,8 @@ __global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* tabl
         const FPTYPE* info = table_info + 8 * tab;
         const long long off = table_offset[tab];
         const int cnt = nnbr[i * ntypes + t];
-        const FPTYPE* e = em + ((long long)i * nnei + sec[t]) * 4;
+        const long long q0 = (long long)i * nnei + sec[t];
+        const FPTYPE* e = em + q0 * 4;
         for (int s = 0; s < cnt; ++s, e += 4) {
             const FPTYPE x = e[0];
             int idx;
@@ -60,6 +87,11 @@ __global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* tabl
                 dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x, scratch,
                                      maxw, &g, &dg);
                 if (active) v = g[c];
+            }
+            if (ATTEN && active) {
+                FPTYPE sw, dsw;
+                const FPTYPE* row = dc_type_term_row(tterm, atype, ti, q0 + s, ng, sw, dsw);
+                v *= (FPTYPE)1 + row[c] * sw;
             }
             acc0 += v * e[0];
             acc1 += v * e[1];
@@ -78,20 +110,20 @@ __global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* tabl
     }
     __syncthreads();
     if (active) {
-        FPTYPE* D = desc + (long long)row_of_atom[i] * ng * m2 + (long long)c * m2;
+        FPTYPE* D = desc + (long long)row_of_atom[i] * ldd + (long long)c * m2;
         for (int l = 0; l < m2; ++l)
             D[l] = sT[4 * c] * sT[4 * l] + sT[4 * c + 1] * sT[4 * l + 1] + sT[4 * c + 2] * sT[4 * l + 2] +
                    sT[4 * c + 3] * sT[4 * l + 3];
     }
 }
 
-template <typename FPTYPE>
-__global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
-                                         const int* net_layers, const int* net_first, const FPTYPE* net_params,
-                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
-                                         const int* sec, const int* pair_table, const int* row_of_atom,
-                                         const FPTYPE* t_in, const FPTYPE* g_desc, FPTYPE* g_em, int nloc, int nnei,
-                                         int ntypes, int ng, int m2, int maxw, FPTYPE inv_nnei) {
+template <typename FPTYPE, bool ATTEN>
+__device__ void se_a_backward(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+                              const int* net_layers, const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
+                              const int* nnbr, const int* atom_flags, const int* atype, const int* sec,
+                              const int* pair_table, const int* row_of_atom, const FPTYPE* t_in, const FPTYPE* g_desc,
+                              FPTYPE* g_em, FPTYPE* g_r, const DcTypeTerm<FPTYPE>& tterm, int nloc, int nnei,
+                              int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei) {
     DC_DYNAMIC_SHARED(FPTYPE, smem);
     FPTYPE* sT = smem;                         // [ng][4]
     FPTYPE* sG = smem + 4 * ng;                // [ng][4]  gT
@@ -100,7 +132,7 @@ __global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* tabl
     const int i = blockIdx.x;
     if (i >= nloc) return;
     const int ti = atype[i];
-    const FPTYPE* gD = g_desc + (long long)row_of_atom[i] * ng * m2;
+    const FPTYPE* gD = g_desc + (long long)row_of_atom[i] * ldd;
     for (int c = threadIdx.x; c < ng; c += blockDim.x)
         for (int m = 0; m < 4; ++m) sT[4 * c + m] = t_in[((long long)i * ng + c) * 4 + m];
     __syncthreads();
@@ -135,28 +167,40 @@ __global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* tabl
                 int idx;
                 FPTYPE tt;
                 dc_locate(e[0], info, idx, tt);
-                FPTYPE a0 = (FPTYPE)0, a1 = (FPTYPE)0, a2 = (FPTYPE)0, a3 = (FPTYPE)0, b = (FPTYPE)0;
+                FPTYPE sw = (FPTYPE)0, dsw = (FPTYPE)0;
+                const FPTYPE* row = 0;
+                if (ATTEN) row = dc_type_term_row(tterm, atype, ti, s0 + s, ng, sw, dsw);
+                FPTYPE a0 = (FPTYPE)0, a1 = (FPTYPE)0, a2 = (FPTYPE)0, a3 = (FPTYPE)0, b = (FPTYPE)0, gw = (FPTYPE)0;
                 for (int c = lane; c < ng; c += 32) {
                     FPTYPE v, dv;
                     dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
                     const FPTYPE* q = sG + 4 * c;
+                    const FPTYPE eq = e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3];
+                    if (ATTEN) {
+                        gw += v * row[c] * eq;
+                        const FPTYPE f = (FPTYPE)1 + row[c] * sw;
+                        v *= f;
+                        dv *= f;
+                    }
                     a0 += v * q[0];
                     a1 += v * q[1];
                     a2 += v * q[2];
                     a3 += v * q[3];
-                    b += dv * (e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3]);
+                    b += dv * eq;
                 }
                 a0 = dc_warp_sum(a0);
                 a1 = dc_warp_sum(a1);
                 a2 = dc_warp_sum(a2);
                 a3 = dc_warp_sum(a3);
                 b = dc_warp_sum(b);
+                if (ATTEN) gw = dc_warp_sum(gw);
                 if (lane == 0) {
                     FPTYPE* out = g_em + (s0 + s) * 4;
                     out[0] = a0 + b;
                     out[1] = a1;
                     out[2] = a2;
                     out[3] = a3;
+                    if (ATTEN) g_r[s0 + s] = gw * dsw;
                 }
             }
         } else {
@@ -170,7 +214,10 @@ __global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* tabl
                 if (region > DC_COARSE)
                     dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, e[0],
                                          scratch, maxw, &gx, &dgx);
-                FPTYPE acc[5] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
+                FPTYPE sw = (FPTYPE)0, dsw = (FPTYPE)0;
+                const FPTYPE* row = 0;
+                if (ATTEN) row = dc_type_term_row(tterm, atype, ti, s0 + s, ng, sw, dsw);
+                FPTYPE acc[6] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
                 for (int c = threadIdx.x; c < ng; c += blockDim.x) {
                     FPTYPE v, dv;
                     if (region <= DC_COARSE) {
@@ -180,38 +227,115 @@ __global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* tabl
                         dv = dgx[c];
                     }
                     const FPTYPE* q = sG + 4 * c;
+                    const FPTYPE eq = e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3];
+                    if (ATTEN) {
+                        acc[5] += v * row[c] * eq;
+                        const FPTYPE f = (FPTYPE)1 + row[c] * sw;
+                        v *= f;
+                        dv *= f;
+                    }
                     acc[0] += v * q[0];
                     acc[1] += v * q[1];
                     acc[2] += v * q[2];
                     acc[3] += v * q[3];
-                    acc[4] += dv * (e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3]);
+                    acc[4] += dv * eq;
                 }
-                dc_block_sum<FPTYPE, 5>(acc, red);
+                dc_block_sum<FPTYPE, 6>(acc, red);
                 if (threadIdx.x == 0) {
                     FPTYPE* out = g_em + (s0 + s) * 4;
                     out[0] = acc[0] + acc[4];
                     out[1] = acc[1];
                     out[2] = acc[2];
                     out[3] = acc[3];
+                    if (ATTEN) g_r[s0 + s] = acc[5] * dsw;
                 }
             }
         }
     }
 }
 
+// ---------------------------------------------------------------------------- se_e2_a
+template <typename FPTYPE>
+__global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+                                         const int* net_layers, const int* net_first, const FPTYPE* net_params,
+                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
+                                         const int* sec, const int* pair_table, const int* row_of_atom,
+                                         const FPTYPE* pad_vec, FPTYPE* t_out, FPTYPE* desc, int nloc, int nnei,
+                                         int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei) {
+    const DcTypeTerm<FPTYPE> none = {};
+    se_a_forward<FPTYPE, false>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr, atype,
+                                sec, pair_table, row_of_atom, pad_vec, t_out, desc, none, nloc, nnei, ntypes, ng, m2,
+                                ldd, maxw, inv_nnei);
+}
+
+template <typename FPTYPE>
+__global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+                                         const int* net_layers, const int* net_first, const FPTYPE* net_params,
+                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
+                                         const int* sec, const int* pair_table, const int* row_of_atom,
+                                         const FPTYPE* t_in, const FPTYPE* g_desc, FPTYPE* g_em, int nloc, int nnei,
+                                         int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei) {
+    const DcTypeTerm<FPTYPE> none = {};
+    se_a_backward<FPTYPE, false>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr,
+                                 atom_flags, atype, sec, pair_table, row_of_atom, t_in, g_desc, g_em, (FPTYPE*)0, none,
+                                 nloc, nnei, ntypes, ng, m2, ldd, maxw, inv_nnei);
+}
+
+// ---------------------------------------------------------------------------- se_atten_v2
+template <typename FPTYPE>
+__global__ void tabulate_fusion_se_atten_fwd(const FPTYPE* table, const FPTYPE* table_info,
+                                             const long long* table_offset, const int* net_layers,
+                                             const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
+                                             const int* nnbr, const int* atom_flags, const int* atype, const int* sec,
+                                             const int* pair_table, const int* row_of_atom, const FPTYPE* pad_vec,
+                                             const int* nlist, const FPTYPE* rij, const FPTYPE* type_term,
+                                             const int* term_row, FPTYPE* t_out, FPTYPE* desc, int nloc, int nnei,
+                                             int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei,
+                                             int ntypes_all, int tf_switch, FPTYPE rcut_smth, FPTYPE rcut,
+                                             FPTYPE protection) {
+    const DcTypeTerm<FPTYPE> tt = {nlist, rij, type_term, term_row, ntypes_all, tf_switch, rcut_smth, rcut,
+                                   protection};
+    se_a_forward<FPTYPE, true>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr, atype,
+                               sec, pair_table, row_of_atom, pad_vec, t_out, desc, tt, nloc, nnei, ntypes, ng, m2, ldd,
+                               maxw, inv_nnei);
+}
+
+template <typename FPTYPE>
+__global__ void tabulate_fusion_se_atten_bwd(const FPTYPE* table, const FPTYPE* table_info,
+                                             const long long* table_offset, const int* net_layers,
+                                             const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
+                                             const int* nnbr, const int* atom_flags, const int* atype, const int* sec,
+                                             const int* pair_table, const int* row_of_atom, const FPTYPE* t_in,
+                                             const FPTYPE* g_desc, const int* nlist, const FPTYPE* rij,
+                                             const FPTYPE* type_term, const int* term_row, FPTYPE* g_em, FPTYPE* g_r,
+                                             int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw,
+                                             FPTYPE inv_nnei, int ntypes_all, int tf_switch, FPTYPE rcut_smth,
+                                             FPTYPE rcut, FPTYPE protection) {
+    const DcTypeTerm<FPTYPE> tt = {nlist, rij, type_term, term_row, ntypes_all, tf_switch, rcut_smth, rcut,
+                                   protection};
+    se_a_backward<FPTYPE, true>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr,
+                                atom_flags, atype, sec, pair_table, row_of_atom, t_in, g_desc, g_em, g_r, tt, nloc,
+                                nnei, ntypes, ng, m2, ldd, maxw, inv_nnei);
+}
+
 #ifdef DEEPCOMP_STANDALONE
-#define DC_FWD_INST(T)                                                                                             \
+#define DC_INST(T)                                                                                                   \
     template __global__ void tabulate_fusion_se_a_fwd<T>(const T*, const T*, const long long*, const int*, const int*, \
                                                          const T*, const T*, const int*, const int*, const int*,     \
                                                          const int*, const int*, const int*, const T*, T*, T*, int,   \
-                                                         int, int, int, int, int, T);
-#define DC_BWD_INST(T)                                                                                             \
+                                                         int, int, int, int, int, int, T);                            \
     template __global__ void tabulate_fusion_se_a_bwd<T>(const T*, const T*, const long long*, const int*, const int*, \
                                                          const T*, const T*, const int*, const int*, const int*,     \
                                                          const int*, const int*, const int*, const T*, const T*, T*,  \
-                                                         int, int, int, int, int, int, T);
-DC_FWD_INST(float)
-DC_FWD_INST(double)
-DC_BWD_INST(float)
-DC_BWD_INST(double)
+                                                         int, int, int, int, int, int, int, T);                       \
+    template __global__ void tabulate_fusion_se_atten_fwd<T>(                                                        \
+        const T*, const T*, const long long*, const int*, const int*, const T*, const T*, const int*, const int*,     \
+        const int*, const int*, const int*, const int*, const T*, const int*, const T*, const T*, const int*, T*, T*, \
+        int, int, int, int, int, int, int, T, int, int, T, T, T);                                                     \
+    template __global__ void tabulate_fusion_se_atten_bwd<T>(                                                        \
+        const T*, const T*, const long long*, const int*, const int*, const T*, const T*, const int*, const int*,     \
+        const int*, const int*, const int*, const int*, const T*, const T*, const int*, const T*, const T*,           \
+        const int*, T*, T*, int, int, int, int, int, int, int, T, int, int, T, T, T);
+DC_INST(float)
+DC_INST(double)
 #endif

@@ -146,7 +146,7 @@ def check_tabulate(backend, inp: Inputs):
     common = (dm.table, dm.table_info, dm.table_offset, dm.net_layers, dm.net_first, dm.net_params, inp.dev(em),
               inp.dev(inp.nnbr, np.int32), inp.dev(flags, np.int32), inp.dev(inp.atype, np.int32), dm.sec,
               dm.pair_table, inp.dev(inp.row_of_atom, np.int32))
-    scalars = (inp.nloc, dm.nnei, dm.ntypes, dm.ng, dm.m2, dm.maxw, 1.0 / dm.nnei)
+    scalars = (inp.nloc, dm.nnei, dm.ntypes, dm.ng, dm.m2, dm.ldd, dm.maxw, 1.0 / dm.nnei)
     t_out = xp.empty((inp.nloc, dm.ng, 4), dtype=ctx.fp)
     desc = xp.empty((inp.nloc, dm.ng * dm.m2), dtype=ctx.fp)
     ctx.launch("tabulate_fusion_se_a_fwd", *common, dm.pad_vec, t_out, desc, *scalars)
@@ -181,7 +181,7 @@ def check_prod_force(backend, inp: Inputs, nall=None):
     force = xp.zeros((nall, 3))
     vrows = xp.zeros((inp.nloc, 9))
     avir = xp.zeros((nall, 9))
-    ctx.launch("prod_force_virial", inp.dev(inp.nlist, np.int32), inp.dev(inp.rij), inp.dev(g_em),
+    ctx.launch("prod_force_virial", inp.dev(inp.nlist, np.int32), inp.dev(inp.rij), inp.dev(g_em), None,
                inp.dev(inp.nnbr, np.int32), inp.dev(atype_all, np.int32), dm.sec, dm.pair_table, dm.dstd, force, vrows,
                avir, inp.nloc, dm.nnei, dm.ntypes, 4, dm.rcut_smth, dm.rcut, dm.protection)
     for got, exp, name in zip((force, vrows, avir), want, ("force", "virial rows", "atom virial")):

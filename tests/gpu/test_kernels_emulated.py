@@ -173,12 +173,65 @@ def test_counters_read_every_check_frequency(cuau):
     assert pot.tally.n_inputs > 0 and backend.read_counters(pot)[0] == 0  # read at the 2nd call
 
 
+# ---------------------------------------------------------------------------- other descriptors
+OTHER_DEVICE_MODELS = ("cuau_se_e2_r", "cuau_se_e2_r_tos", "cuau_se_atten_v2", "cuau_se_atten_v2_jax")
+
+
+@needs_emulation
+@pytest.mark.parametrize("name", OTHER_DEVICE_MODELS)
+def test_other_descriptors_whole_model(backend, compressed_model, name):
+    """se_e2_r (both type_one_side) and se_atten_v2 (TF switch from the .pb, the plain one from
+    the .dp) on the device path: periodic, cluster and overflow (exact-net path) structures."""
+    ref = Reference(name)
+    path = compressed_model(name)
+    assert Backend.unsupported_reason(pot_of(path)) == ""
+    confs = ("p32_0", "cluster55", "overflow_0.30A") if backend.precision == "float64" else ("p32_1",)
+    for conf in confs:
+        dev_pot, ref_pot = pot_of(path), pot_of(path)
+        errs = check_whole_model(backend, dev_pot, ref_pot, *structure(ref, conf))
+        print(name, conf, backend.precision, errs)
+    if backend.precision == "float64":  # overflow counters of the mixed (atten) and per-type lists
+        dev_pot, ref_pot = pot_of(path), pot_of(path)
+        coord, atype, cell, pbc = structure(ref, "overflow_0.30A")
+        ref_pot.compute_atoms(coord, atype, cell, pbc)
+        backend.compute_atoms(dev_pot, coord, atype, cell, pbc)
+        assert ref_pot.tally.n_beyond >= 1
+        check_counters(backend, dev_pot, ref_pot)
+
+
+def _with_exclusions(path, model_pairs, descriptor_pairs):
+    """The compressed model of ``path`` with extra model-level and descriptor exclusions."""
+    import dataclasses
+
+    from deepcomp_ase.fileformat import load_compressed
+    from deepcomp_ase.model.params import parse_model
+
+    content = load_compressed(path)
+    params = parse_model(content.tree, str(path))
+    d = dataclasses.replace(params.descriptor, exclude_types=frozenset(descriptor_pairs))
+    params = dataclasses.replace(params, descriptor=d, pair_exclude_types=frozenset(model_pairs))
+    return [DeepPotential(params, content.tables, backend="numpy") for _ in range(2)]
+
+
+@needs_emulation
+@pytest.mark.parametrize("name, model_pairs, descriptor_pairs", [
+    ("cuau_se_atten_v2_jax", [(0, 1)], []),           # mixed list: excluded neighbours leave the selection
+    ("cuau_se_atten_v2_jax", [], [(1, 0), (1, 1)]),   # descriptor exclusions become padding too
+    ("cuau_se_e2_r", [(1, 0)], [(0, 0)]),
+])
+def test_exclusions_on_the_device(compressed_model, name, model_pairs, descriptor_pairs):
+    backend = Backend(precision="float64", emulate=True)
+    dev_pot, ref_pot = _with_exclusions(compressed_model(name), model_pairs, descriptor_pairs)
+    errs = check_whole_model(backend, dev_pot, ref_pot, *structure(Reference(name), "p32_2"))
+    print(name, model_pairs, descriptor_pairs, errs)
+
+
 @needs_emulation
 def test_unsupported_descriptors_are_delegated(compressed_model):
-    ref = Reference("cuau_se_e2_r")
+    ref = Reference("cuau_se_e3")
     backend = Backend(precision="float64", emulate=True)
-    pot = DeepPotential.from_file(Path(__file__).parents[1] / "data" / "models" / "cuau_se_e2_r.dp", backend="numpy")
-    assert not backend.supports(pot) and "se_e2_r" in backend.unsupported_reason(pot)
+    pot = pot_of(compressed_model("cuau_se_e3"))
+    assert not backend.supports(pot) and "se_e3" in backend.unsupported_reason(pot)
     coord, atype, cell, pbc = structure(ref, "p32_0")
     got = backend.compute_atoms(pot, coord, atype, cell, pbc)
     want = pot.compute_atoms(coord, atype, cell, pbc)
