@@ -20,7 +20,7 @@ Tables, nets, statistics and the padding fold are uploaded once per potential an
 (:class:`DeviceModel`); work buffers are kept per system size (:class:`Workspace`). The
 overflow counters stay on the device and are read every ``potential.check_frequency`` calls.
 
-se_e3, hybrid descriptors and uncompressed models are delegated to the numpy reference backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
+Hybrid descriptors and uncompressed models are delegated to the numpy reference backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
 that is how the CPU test suite checks this module without a GPU.
 """
 
@@ -39,7 +39,7 @@ from ..evaluate import Results
 log = logging.getLogger(__name__)
 
 #: descriptor kinds with device kernels; others go to the numpy reference backend
-SUPPORTED_KINDS = ("se_e2_a", "se_e2_r", "se_atten_v2")
+SUPPORTED_KINDS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2")
 #: se_e2_r's descriptor scale (descriptors/se_e2_r.py RESCALE)
 SE_R_RESCALE = 0.2
 MAX_NG = 1024
@@ -200,24 +200,41 @@ class DeviceModel:
         self.keys = sorted(tables)
         index = {k: n for n, k in enumerate(self.keys)}
         pair_table = np.full((nt, nsec), -1, dtype=np.int32)
+        e3_table = np.full((nsec, nsec), -1, dtype=np.int32)
         for ti in range(nt):
             for t in range(nsec):
+                if d.kind == "se_e3":  # sections only switch on; tables belong to section pairs
+                    if d.sel[t] > 0 and not d.excluded(ti, t):
+                        pair_table[ti, t] = 0
+                    continue
                 key = () if self.mixed else d.net_key(ti, t)
                 if d.sel[t] > 0 and (self.mixed or not d.excluded(ti, t)) and key in index:
                     pair_table[ti, t] = index[key]
-        # tables: one flat coefficient buffer, info rows, offsets
-        info = np.zeros((len(self.keys), 8))
-        offsets = np.zeros(len(self.keys), dtype=np.int64)
+        if d.kind == "se_e3":
+            for (t1, t2), n in index.items():
+                e3_table[t1, t2] = e3_table[t2, t1] = n
+        self.e3_table = ctx.asarray(e3_table.reshape(-1), np.int32)
+        # tables: one flat buffer (coefficients, then the relu-split flags of tables that have
+        # split intervals), info rows (common.cuh DC_INFO_W) and offsets
+        info = np.zeros((len(self.keys), 10))
+        offsets = np.full((len(self.keys), 2), -1, dtype=np.int64)
         chunks, pos = [], 0
         self.table_bounds = []
         for n, key in enumerate(self.keys):
             tab = tables[key]
             if tab.ng != d.ng:
                 raise BackendUnavailableError(f"table {key} has {tab.ng} outputs, the descriptor {d.ng}")
-            info[n, :7] = [tab.lower, tab.upper, tab.xmax, tab.stride0, tab.stride1, tab.nspline, tab.first_stride]
-            offsets[n] = pos
+            info[n, :9] = [tab.lower, tab.upper, tab.xmax, tab.stride0, tab.stride1, tab.nspline, tab.first_stride,
+                           tab.xmin, tab.n_low]
+            offsets[n, 0] = pos
             chunks.append(np.ascontiguousarray(tab.coeffs, dtype=np.float64).reshape(-1))
             pos += chunks[-1].size
+            if len(tab.split_intervals):
+                flags = np.zeros(tab.nspline)
+                flags[np.asarray(tab.split_intervals, dtype=np.int64)] = 1.0
+                offsets[n, 1] = pos
+                chunks.append(flags)
+                pos += flags.size
             self.table_bounds.append((tab.lower, tab.upper))
         self.table = ctx.asarray(np.concatenate(chunks) if chunks else np.zeros(1), fp)
         self.table_info = ctx.asarray(info, fp)
@@ -256,7 +273,7 @@ class DeviceModel:
         self.sec = ctx.asarray(sec, np.int32)
         # padding fold: se_e2_r adds n_pad G(x_pad), the others n_pad G(x_pad) x_pad in column 0
         pad = np.zeros((nt, nsec, d.ng))
-        for (ta, tn), (x_pad, g_pad) in potential.evaluators[0].pad.items():
+        for (ta, tn), (x_pad, g_pad) in getattr(potential.evaluators[0], "pad", {}).items():  # se_e3: none
             pad[ta, tn] = np.asarray(g_pad) * (1.0 if d.kind == "se_e2_r" else x_pad)
         self.pad_vec = ctx.asarray(pad, fp)
         excluded = set(params.pair_exclude_types) | (set(d.exclude_types) if self.mixed else set())
@@ -331,7 +348,7 @@ class Workspace:
         self.g_em = xp.zeros((nloc, nnei, 4), dtype=fp)
         self.g_r = xp.zeros((nloc, nnei), dtype=fp) if dm.mixed else None
         self.atom_flags = xp.zeros(nloc, dtype=np.int32)
-        self.t = None if dm.kind == "se_e2_r" else xp.empty((nloc, ng, 4), dtype=fp)
+        self.t = None if dm.kind in ("se_e2_r", "se_e3") else xp.empty((nloc, ng, 4), dtype=fp)
         self.desc = xp.empty((nloc, dm.ldd), dtype=fp)
         self.g_desc = xp.zeros((nloc, dm.ldd), dtype=fp)
         if dm.tebd is not None:  # constant columns: the type embedding of each row's type
@@ -549,12 +566,16 @@ class Backend:
         dm: DeviceModel = st["model"]
         nloc, nnei, nsec, ng = ws.nloc, dm.nnei, dm.nsec, dm.ng
         ws.atom_flags.fill(0)
+        e3 = dm.kind == "se_e3"
         ctx.launch("env_mat_se_a", ws.nlist, ws.rij, ws.atype, dm.sec, dm.pair_table, dm.davg, dm.dstd,
                    dm.table_info, ws.em, ws.atom_flags, dm.counters, nloc, nnei, nsec, dm.rcut_smth, dm.rcut,
-                   dm.protection)
+                   dm.protection, 0 if e3 else 1)
         common = (dm.table, dm.table_info, dm.table_offset, dm.net_layers, dm.net_first, dm.net_params, ws.em,
                   ws.nnbr, ws.atom_flags, ws.atype, dm.sec, dm.pair_table, ws.row_of_atom)
-        if dm.kind == "se_e2_r":
+        if e3:
+            scalars = (nloc, nnei, nsec, ng, dm.ldd, dm.maxw)
+            ctx.launch("tabulate_fusion_se_e3_fwd", *common, dm.e3_table, ws.desc, dm.counters, *scalars)
+        elif dm.kind == "se_e2_r":
             scalars = (nloc, nnei, nsec, ng, dm.ldd, dm.maxw, SE_R_RESCALE / nnei)
             ctx.launch("tabulate_fusion_se_r_fwd", *common, dm.pad_vec, ws.desc, *scalars)
         else:
@@ -568,7 +589,9 @@ class Backend:
                 ctx.launch("tabulate_fusion_se_a_fwd", *common, dm.pad_vec, ws.t, ws.desc, *scalars)
         self._fitting(dm, ws)
         ctx.launch("atom_energy", ws.out_rows, ws.row_of_atom, ws.atype, dm.type_info, ws.atom_energy, nloc)
-        if dm.kind == "se_e2_r":
+        if e3:
+            ctx.launch("tabulate_fusion_se_e3_bwd", *common, dm.e3_table, ws.g_desc, ws.g_em, *scalars)
+        elif dm.kind == "se_e2_r":
             ctx.launch("tabulate_fusion_se_r_bwd", *common, ws.g_desc, ws.g_em, *scalars)
         elif dm.mixed:
             ctx.launch("tabulate_fusion_se_atten_bwd", *common, ws.t, ws.g_desc, *term, ws.g_em, ws.g_r, *scalars,

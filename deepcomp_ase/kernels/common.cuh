@@ -12,7 +12,7 @@
 #define DC_HD __host__ __device__ __forceinline__
 #define DC_D __device__ __forceinline__
 
-// region codes: equal to deepcomp_ase.compress.tables FINE, COARSE, BELOW, ABOVE
+// region codes: equal to deepcomp_ase.compress.tables FINE, COARSE, BELOW, ABOVE (and DC_SPLIT below)
 #define DC_FINE 0
 #define DC_COARSE 1
 #define DC_BELOW 2
@@ -85,28 +85,50 @@ DC_HD float dc_add(float a, float b) {
 }
 
 // ---------------------------------------------------------------------------- tables
-// table_info row: lower, upper, xmax, stride0, stride1, nspline, first_stride, unused.
-// Returns the region; idx/t are valid for DC_FINE and DC_COARSE.
+// table_info row (DC_INFO_W wide): lower, upper, xmax, stride0, stride1, nspline, first_stride,
+// xmin, n_low, unused. Intervals: [xmin, lower) by stride1 (n_low of them, se_e3 only), then
+// [lower, upper) by stride0 (first_stride), then [upper, xmax) by stride1.
+// table_offset[tab][2]: start of the coefficients in the table buffer, and start of the
+// table's split flags (one value per interval, nonzero where relu kinks split it) or -1.
+#define DC_INFO_W 10
+#define DC_SPLIT 4  // region of an input in a relu-split interval: evaluated by the exact net
+
+// Returns the region; idx/t are valid for DC_FINE and DC_COARSE (compress/tables.py Table.locate).
 template <typename FPTYPE>
 DC_HD int dc_locate(FPTYPE x, const FPTYPE* info, int& idx, FPTYPE& t) {
-    const FPTYPE lower = info[0], upper = info[1], xmax = info[2], s0 = info[3], s1 = info[4];
-    const int nspline = (int)info[5], first = (int)info[6];
+    const FPTYPE lower = info[0], upper = info[1], xmax = info[2], s0 = info[3], s1 = info[4], xmin = info[7];
+    const int nspline = (int)info[5], first = (int)info[6], n_low = (int)info[8];
     int region;
     if (x >= lower && x < upper) {
-        idx = (int)((x - lower) / s0);
-        t = x - dc_add(dc_mul((FPTYPE)idx, s0), lower);
+        const int i0 = (int)((x - lower) / s0);
+        t = x - dc_add(dc_mul((FPTYPE)i0, s0), lower);
+        idx = n_low + i0;
         region = DC_FINE;
     } else if (x >= upper && x < xmax) {
         const int i1 = (int)((x - upper) / s1);
-        idx = first + i1;
+        idx = n_low + first + i1;
         t = x - dc_add(dc_mul((FPTYPE)i1, s1), upper);
+        region = DC_COARSE;
+    } else if (x >= xmin && x < lower) {
+        idx = (int)((x - xmin) / s1);
+        t = x - dc_add(dc_mul((FPTYPE)idx, s1), xmin);
         region = DC_COARSE;
     } else {
         idx = 0;
         t = (FPTYPE)0;
-        return x < lower ? DC_BELOW : DC_ABOVE;
+        return x < xmin ? DC_BELOW : DC_ABOVE;
     }
     idx = dc_imin(idx, nspline - 1);
+    return region;
+}
+
+// dc_locate, with inputs in relu-split intervals reported as DC_SPLIT (a quintic cannot follow
+// a kink; the exact net is exact there). offs = table_offset + 2 * tab.
+template <typename FPTYPE>
+DC_HD int dc_locate_split(FPTYPE x, const FPTYPE* info, const FPTYPE* table, const long long* offs, int& idx,
+                          FPTYPE& t) {
+    const int region = dc_locate(x, info, idx, t);
+    if (region <= DC_COARSE && offs[1] >= 0 && table[offs[1] + idx] != (FPTYPE)0) return DC_SPLIT;
     return region;
 }
 

@@ -11,15 +11,17 @@
 // the exact-net path. The worst input (furthest beyond the fine table) is kept as one packed
 // atomicMax word; nothing here synchronises with the host.
 //
-// se_e2_r would use the same kernel with ncomp = 1 (only row 0); se_e3 and se_atten_v2 use these
-// rows unchanged (se_e3 forms e_jk = rho_j . rho_k from em[..][1..3] inside its own kernel).
+// se_e2_r (davg/dstd padded with 0/1) and se_atten_v2 use the same rows. se_e3 forms its table
+// inputs e_jk = rho_j . rho_k from em[..][1..3] inside its own kernel, which also counts them:
+// it runs this kernel with count_inputs = 0.
 #include "common.cuh"
 
 template <typename FPTYPE>
 __global__ void env_mat_se_a(const int* nlist, const FPTYPE* rij, const int* atype, const int* sec,
                              const int* pair_table, const FPTYPE* davg, const FPTYPE* dstd,
                              const FPTYPE* table_info, FPTYPE* em, int* atom_flags, unsigned long long* counters,
-                             int nloc, int nnei, int ntypes, FPTYPE rcut_smth, FPTYPE rcut, FPTYPE protection) {
+                             int nloc, int nnei, int ntypes, FPTYPE rcut_smth, FPTYPE rcut, FPTYPE protection,
+                             int count_inputs) {
     unsigned long long n_in = 0, n_coarse = 0, n_beyond = 0;
     const long long total = (long long)nloc * nnei;
     for (long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x; s < total;
@@ -45,10 +47,10 @@ __global__ void env_mat_se_a(const int* nlist, const FPTYPE* rij, const int* aty
         }
         FPTYPE* out = em + 4 * s;
         for (int m = 0; m < 4; ++m) out[m] = (R[m] - davg[4 * ti + m]) / dstd[4 * ti + m];
-        if (real) {
+        if (real && count_inputs) {
             ++n_in;
             const FPTYPE x = out[0];
-            const FPTYPE* info = table_info + 8 * tab;
+            const FPTYPE* info = table_info + DC_INFO_W * tab;
             int idx;
             FPTYPE tt;
             const int region = dc_locate(x, info, idx, tt);
@@ -80,8 +82,8 @@ __global__ void env_mat_se_a(const int* nlist, const FPTYPE* rij, const int* aty
 #ifdef DEEPCOMP_STANDALONE
 template __global__ void env_mat_se_a<float>(const int*, const float*, const int*, const int*, const int*,
                                              const float*, const float*, const float*, float*, int*,
-                                             unsigned long long*, int, int, int, float, float, float);
+                                             unsigned long long*, int, int, int, float, float, float, int);
 template __global__ void env_mat_se_a<double>(const int*, const double*, const int*, const int*, const int*,
                                               const double*, const double*, const double*, double*, int*,
-                                              unsigned long long*, int, int, int, double, double, double);
+                                              unsigned long long*, int, int, int, double, double, double, int);
 #endif

@@ -293,21 +293,26 @@ A = ArgSpec
 
 _TABLE_ARGS = (
     A("table", "fp", ("ncoef",)),
-    A("table_info", "fp", ("ntab", 8)),
-    A("table_offset", "int64", ("ntab",)),
+    A("table_info", "fp", ("ntab", 10)),
+    A("table_offset", "int64", ("ntab", 2)),
     A("net_layers", "int32", ("nlayer", 8)),
     A("net_first", "int32", ("ntab", 2)),
     A("net_params", "fp", ("nparam",)),
 )
-_ATOM_ARGS = (
-    A("em", "fp", ("nloc", "nnei", 4)),
-    A("nnbr", "int32", ("nloc", "ntypes")),
-    A("atom_flags", "int32", ("nloc",)),
-    A("atype", "int32", ("nall",)),
-    A("sec", "int32", ("ntypes+1",)),
-    A("pair_table", "int32", ("nct", "ntypes")),
-    A("row_of_atom", "int32", ("nloc",)),
-)
+def _atom_args(flags_written: bool) -> tuple:
+    """Per-atom inputs of the tabulate kernels; the forward kernels flag atoms (relu-split inputs)."""
+    return (
+        A("em", "fp", ("nloc", "nnei", 4)),
+        A("nnbr", "int32", ("nloc", "ntypes")),
+        A("atom_flags", "int32", ("nloc",), output=flags_written),
+        A("atype", "int32", ("nall",)),
+        A("sec", "int32", ("ntypes+1",)),
+        A("pair_table", "int32", ("nct", "ntypes")),
+        A("row_of_atom", "int32", ("nloc",)),
+    )
+
+
+_ATOM_ARGS_FWD, _ATOM_ARGS = _atom_args(True), _atom_args(False)
 _SE_A_SCALARS = (
     A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
     A("ng", "int32", symbol="ng"), A("m2", "int32", symbol="m2"), A("ldd", "int32", symbol="ldd"),
@@ -371,16 +376,16 @@ _register(KernelSpec(
     "env_mat_se_a", source="env_mat.cu",
     args=(A("nlist", "int32", ("nloc", "nnei")), A("rij", "fp", ("nloc", "nnei", 3)), A("atype", "int32", ("nall",)),
           A("sec", "int32", ("ntypes+1",)), A("pair_table", "int32", ("nct", "ntypes")),
-          A("davg", "fp", ("nct", 4)), A("dstd", "fp", ("nct", 4)), A("table_info", "fp", ("ntab", 8)),
+          A("davg", "fp", ("nct", 4)), A("dstd", "fp", ("nct", 4)), A("table_info", "fp", ("ntab", 10)),
           A("em", "fp", ("nloc", "nnei", 4), output=True), A("atom_flags", "int32", ("nloc",), output=True),
           A("counters", "uint64", (8,), output=True),
           A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
-          A("rcut_smth", "fp"), A("rcut", "fp"), A("protection", "fp")),
+          A("rcut_smth", "fp"), A("rcut", "fp"), A("protection", "fp"), A("count_inputs", "int32")),
     grid=lambda d: (_blocks(d["nloc"] * d["nnei"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
 
 _register(KernelSpec(
     "tabulate_fusion_se_a_fwd", source="tabulate_fusion_se_a.cu",
-    args=_TABLE_ARGS + _ATOM_ARGS + (
+    args=_TABLE_ARGS + _ATOM_ARGS_FWD + (
         A("pad_vec", "fp", ("nct", "ntypes", "ng")),
         A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_A_SCALARS,
@@ -396,7 +401,7 @@ _register(KernelSpec(
 
 _register(KernelSpec(
     "tabulate_fusion_se_atten_fwd", source="tabulate_fusion_se_a.cu",
-    args=_TABLE_ARGS + _ATOM_ARGS + (A("pad_vec", "fp", ("nct", "ntypes", "ng")),) + _TYPE_TERM_ARGS + (
+    args=_TABLE_ARGS + _ATOM_ARGS_FWD + (A("pad_vec", "fp", ("nct", "ntypes", "ng")),) + _TYPE_TERM_ARGS + (
         A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_A_SCALARS + _TYPE_TERM_SCALARS,
     grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
@@ -411,7 +416,7 @@ _register(KernelSpec(
 
 _register(KernelSpec(
     "tabulate_fusion_se_r_fwd", source="tabulate_fusion_se_r.cu",
-    args=_TABLE_ARGS + _ATOM_ARGS + (
+    args=_TABLE_ARGS + _ATOM_ARGS_FWD + (
         A("pad_vec", "fp", ("nct", "ntypes", "ng")), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_R_SCALARS,
     grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_r_shared))
@@ -422,6 +427,33 @@ _register(KernelSpec(
         A("g_desc", "fp", ("nloc", "ldd")), A("g_em", "fp", ("nloc", "nnei", 4), output=True),
     ) + _SE_R_SCALARS,
     grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_r_shared))
+
+_SE_E3_SCALARS = (
+    A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
+    A("ng", "int32", symbol="ng"), A("ldd", "int32", symbol="ldd"), A("maxw", "int32", symbol="maxw"),
+)
+
+
+def _se_e3_shared(dims: dict, itemsize: int) -> int:
+    warps = _ng_threads(dims) // 32
+    return itemsize * (dims["ng"] + 4 * dims["maxw"] + 8 * warps)
+
+
+_register(KernelSpec(
+    "tabulate_fusion_se_e3_fwd", source="tabulate_fusion_se_e3.cu",
+    args=_TABLE_ARGS + _ATOM_ARGS_FWD + (
+        A("e3_table", "int32", ("ntypes*ntypes",)), A("desc", "fp", ("nloc", "ldd"), output=True),
+        A("counters", "uint64", (8,), output=True),
+    ) + _SE_E3_SCALARS,
+    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_e3_shared))
+
+_register(KernelSpec(
+    "tabulate_fusion_se_e3_bwd", source="tabulate_fusion_se_e3.cu",
+    args=_TABLE_ARGS + _ATOM_ARGS + (
+        A("e3_table", "int32", ("ntypes*ntypes",)), A("g_desc", "fp", ("nloc", "ldd")),
+        A("g_em", "fp", ("nloc", "nnei", 4), output=True),
+    ) + _SE_E3_SCALARS,
+    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_e3_shared))
 
 _register(KernelSpec(
     "prod_force_virial", source="prod_force_virial.cu",

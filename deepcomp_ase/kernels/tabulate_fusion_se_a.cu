@@ -53,8 +53,9 @@ DC_D const FPTYPE* dc_type_term_row(const DcTypeTerm<FPTYPE>& tt, const int* aty
 template <typename FPTYPE, bool ATTEN>
 __device__ void se_a_forward(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
                              const int* net_layers, const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
-                             const int* nnbr, const int* atype, const int* sec, const int* pair_table,
-                             const int* row_of_atom, const FPTYPE* pad_vec, FPTYPE* t_out, FPTYPE* desc,
+                             const int* nnbr, int* atom_flags, const int* atype, const int* sec,
+                             const int* pair_table, const int* row_of_atom, const FPTYPE* pad_vec, FPTYPE* t_out,
+                             FPTYPE* desc,
                              const DcTypeTerm<FPTYPE>& tterm, int nloc, int nnei, int ntypes, int ng, int m2, int ldd,
                              int maxw, FPTYPE inv_nnei) {
     DC_DYNAMIC_SHARED(FPTYPE, smem);
@@ -66,11 +67,13 @@ __device__ void se_a_forward(const FPTYPE* table, const FPTYPE* table_info, cons
     const bool active = c < ng;
     const int ti = atype[i];
     FPTYPE acc0 = (FPTYPE)0, acc1 = (FPTYPE)0, acc2 = (FPTYPE)0, acc3 = (FPTYPE)0;
+    bool any_split = false;  // block-uniform
     for (int t = 0; t < ntypes; ++t) {
         const int tab = pair_table[ti * ntypes + t];
         if (tab < 0) continue;
-        const FPTYPE* info = table_info + 8 * tab;
-        const long long off = table_offset[tab];
+        const FPTYPE* info = table_info + DC_INFO_W * tab;
+        const long long* offs = table_offset + 2 * tab;
+        const long long off = offs[0];
         const int cnt = nnbr[i * ntypes + t];
         const long long q0 = (long long)i * nnei + sec[t];
         const FPTYPE* e = em + q0 * 4;
@@ -78,7 +81,8 @@ __device__ void se_a_forward(const FPTYPE* table, const FPTYPE* table_info, cons
             const FPTYPE x = e[0];
             int idx;
             FPTYPE tt;
-            const int region = dc_locate(x, info, idx, tt);
+            const int region = dc_locate_split(x, info, table, offs, idx, tt);
+            any_split |= region == DC_SPLIT;
             FPTYPE v = (FPTYPE)0;
             if (region <= DC_COARSE) {
                 if (active) v = dc_horner(table + off + ((long long)idx * ng + c) * 6, tt);
@@ -101,6 +105,7 @@ __device__ void se_a_forward(const FPTYPE* table, const FPTYPE* table_info, cons
         const int npad = (sec[t + 1] - sec[t]) - cnt;
         if (active && npad > 0) acc0 += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
     }
+    if (any_split && threadIdx.x == 0) atom_flags[i] |= 1;  // the backward pass takes the block path
     if (active) {
         FPTYPE* T = t_out + ((long long)i * ng + c) * 4;
         T[0] = sT[4 * c] = acc0 * inv_nnei;
@@ -156,8 +161,9 @@ __device__ void se_a_backward(const FPTYPE* table, const FPTYPE* table_info, con
     for (int t = 0; t < ntypes; ++t) {
         const int tab = pair_table[ti * ntypes + t];
         if (tab < 0) continue;
-        const FPTYPE* info = table_info + 8 * tab;
-        const FPTYPE* coef = table + table_offset[tab];
+        const FPTYPE* info = table_info + DC_INFO_W * tab;
+        const long long* offs = table_offset + 2 * tab;
+        const FPTYPE* coef = table + offs[0];
         const int cnt = nnbr[i * ntypes + t];
         const long long s0 = (long long)i * nnei + sec[t];
         if (!flagged) {
@@ -209,7 +215,7 @@ __device__ void se_a_backward(const FPTYPE* table, const FPTYPE* table_info, con
                 const FPTYPE* e = em + (s0 + s) * 4;
                 int idx;
                 FPTYPE tt;
-                const int region = dc_locate(e[0], info, idx, tt);
+                const int region = dc_locate_split(e[0], info, table, offs, idx, tt);
                 const FPTYPE *gx = 0, *dgx = 0;
                 if (region > DC_COARSE)
                     dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, e[0],
@@ -258,13 +264,14 @@ __device__ void se_a_backward(const FPTYPE* table, const FPTYPE* table_info, con
 template <typename FPTYPE>
 __global__ void tabulate_fusion_se_a_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
                                          const int* net_layers, const int* net_first, const FPTYPE* net_params,
-                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
+                                         const FPTYPE* em, const int* nnbr, int* atom_flags, const int* atype,
                                          const int* sec, const int* pair_table, const int* row_of_atom,
                                          const FPTYPE* pad_vec, FPTYPE* t_out, FPTYPE* desc, int nloc, int nnei,
                                          int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei) {
     const DcTypeTerm<FPTYPE> none = {};
-    se_a_forward<FPTYPE, false>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr, atype,
-                                sec, pair_table, row_of_atom, pad_vec, t_out, desc, none, nloc, nnei, ntypes, ng, m2,
+    se_a_forward<FPTYPE, false>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr,
+                                atom_flags, atype, sec, pair_table, row_of_atom, pad_vec, t_out, desc, none, nloc, nnei,
+                                ntypes, ng, m2,
                                 ldd, maxw, inv_nnei);
 }
 
@@ -286,7 +293,7 @@ template <typename FPTYPE>
 __global__ void tabulate_fusion_se_atten_fwd(const FPTYPE* table, const FPTYPE* table_info,
                                              const long long* table_offset, const int* net_layers,
                                              const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
-                                             const int* nnbr, const int* atom_flags, const int* atype, const int* sec,
+                                             const int* nnbr, int* atom_flags, const int* atype, const int* sec,
                                              const int* pair_table, const int* row_of_atom, const FPTYPE* pad_vec,
                                              const int* nlist, const FPTYPE* rij, const FPTYPE* type_term,
                                              const int* term_row, FPTYPE* t_out, FPTYPE* desc, int nloc, int nnei,
@@ -295,8 +302,9 @@ __global__ void tabulate_fusion_se_atten_fwd(const FPTYPE* table, const FPTYPE* 
                                              FPTYPE protection) {
     const DcTypeTerm<FPTYPE> tt = {nlist, rij, type_term, term_row, ntypes_all, tf_switch, rcut_smth, rcut,
                                    protection};
-    se_a_forward<FPTYPE, true>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr, atype,
-                               sec, pair_table, row_of_atom, pad_vec, t_out, desc, tt, nloc, nnei, ntypes, ng, m2, ldd,
+    se_a_forward<FPTYPE, true>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr,
+                               atom_flags, atype, sec, pair_table, row_of_atom, pad_vec, t_out, desc, tt, nloc, nnei,
+                               ntypes, ng, m2, ldd,
                                maxw, inv_nnei);
 }
 
@@ -321,7 +329,7 @@ __global__ void tabulate_fusion_se_atten_bwd(const FPTYPE* table, const FPTYPE* 
 #ifdef DEEPCOMP_STANDALONE
 #define DC_INST(T)                                                                                                   \
     template __global__ void tabulate_fusion_se_a_fwd<T>(const T*, const T*, const long long*, const int*, const int*, \
-                                                         const T*, const T*, const int*, const int*, const int*,     \
+                                                         const T*, const T*, const int*, int*, const int*,           \
                                                          const int*, const int*, const int*, const T*, T*, T*, int,   \
                                                          int, int, int, int, int, int, T);                            \
     template __global__ void tabulate_fusion_se_a_bwd<T>(const T*, const T*, const long long*, const int*, const int*, \
@@ -329,7 +337,7 @@ __global__ void tabulate_fusion_se_atten_bwd(const FPTYPE* table, const FPTYPE* 
                                                          const int*, const int*, const int*, const T*, const T*, T*,  \
                                                          int, int, int, int, int, int, int, T);                       \
     template __global__ void tabulate_fusion_se_atten_fwd<T>(                                                        \
-        const T*, const T*, const long long*, const int*, const int*, const T*, const T*, const int*, const int*,     \
+        const T*, const T*, const long long*, const int*, const int*, const T*, const T*, const int*, int*,           \
         const int*, const int*, const int*, const int*, const T*, const int*, const T*, const T*, const int*, T*, T*, \
         int, int, int, int, int, int, int, T, int, int, T, T, T);                                                     \
     template __global__ void tabulate_fusion_se_atten_bwd<T>(                                                        \

@@ -14,7 +14,7 @@
 template <typename FPTYPE>
 __global__ void tabulate_fusion_se_r_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
                                          const int* net_layers, const int* net_first, const FPTYPE* net_params,
-                                         const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
+                                         const FPTYPE* em, const int* nnbr, int* atom_flags, const int* atype,
                                          const int* sec, const int* pair_table, const int* row_of_atom,
                                          const FPTYPE* pad_vec, FPTYPE* desc, int nloc, int nnei, int ntypes, int ng,
                                          int ldd, int maxw, FPTYPE scale) {
@@ -26,18 +26,21 @@ __global__ void tabulate_fusion_se_r_fwd(const FPTYPE* table, const FPTYPE* tabl
     const bool active = c < ng;
     const int ti = atype[i];
     FPTYPE acc = (FPTYPE)0;
+    bool any_split = false;  // block-uniform
     for (int t = 0; t < ntypes; ++t) {
         const int tab = pair_table[ti * ntypes + t];
         if (tab < 0) continue;
-        const FPTYPE* info = table_info + 8 * tab;
-        const long long off = table_offset[tab];
+        const FPTYPE* info = table_info + DC_INFO_W * tab;
+        const long long* offs = table_offset + 2 * tab;
+        const long long off = offs[0];
         const int cnt = nnbr[i * ntypes + t];
         const FPTYPE* e = em + ((long long)i * nnei + sec[t]) * 4;
         for (int s = 0; s < cnt; ++s, e += 4) {
             const FPTYPE x = e[0];
             int idx;
             FPTYPE tt;
-            const int region = dc_locate(x, info, idx, tt);
+            const int region = dc_locate_split(x, info, table, offs, idx, tt);
+            any_split |= region == DC_SPLIT;
             if (region <= DC_COARSE) {
                 if (active) acc += dc_horner(table + off + ((long long)idx * ng + c) * 6, tt);
             } else {  // block-uniform branch
@@ -50,6 +53,7 @@ __global__ void tabulate_fusion_se_r_fwd(const FPTYPE* table, const FPTYPE* tabl
         const int npad = (sec[t + 1] - sec[t]) - cnt;
         if (active && npad > 0) acc += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
     }
+    if (any_split && threadIdx.x == 0) atom_flags[i] |= 1;  // the backward pass takes the block path
     if (active) desc[(long long)row_of_atom[i] * ldd + c] = acc * scale;
 }
 
@@ -72,8 +76,9 @@ __global__ void tabulate_fusion_se_r_bwd(const FPTYPE* table, const FPTYPE* tabl
     for (int t = 0; t < ntypes; ++t) {
         const int tab = pair_table[ti * ntypes + t];
         if (tab < 0) continue;
-        const FPTYPE* info = table_info + 8 * tab;
-        const FPTYPE* coef = table + table_offset[tab];
+        const FPTYPE* info = table_info + DC_INFO_W * tab;
+        const long long* offs = table_offset + 2 * tab;
+        const FPTYPE* coef = table + offs[0];
         const int cnt = nnbr[i * ntypes + t];
         const long long s0 = (long long)i * nnei + sec[t];
         if (!flagged) {
@@ -99,7 +104,7 @@ __global__ void tabulate_fusion_se_r_bwd(const FPTYPE* table, const FPTYPE* tabl
                 const FPTYPE x = em[(s0 + s) * 4];
                 int idx;
                 FPTYPE tt;
-                const int region = dc_locate(x, info, idx, tt);
+                const int region = dc_locate_split(x, info, table, offs, idx, tt);
                 const FPTYPE *gx = 0, *dgx = 0;
                 if (region > DC_COARSE)
                     dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x,
@@ -128,7 +133,7 @@ __global__ void tabulate_fusion_se_r_bwd(const FPTYPE* table, const FPTYPE* tabl
 #ifdef DEEPCOMP_STANDALONE
 #define DC_SE_R_INST(T)                                                                                              \
     template __global__ void tabulate_fusion_se_r_fwd<T>(const T*, const T*, const long long*, const int*, const int*, \
-                                                         const T*, const T*, const int*, const int*, const int*,     \
+                                                         const T*, const T*, const int*, int*, const int*,           \
                                                          const int*, const int*, const int*, const T*, T*, int, int,  \
                                                          int, int, int, int, T);                                      \
     template __global__ void tabulate_fusion_se_r_bwd<T>(const T*, const T*, const long long*, const int*, const int*, \

@@ -118,7 +118,7 @@ def check_env_mat(backend, inp: Inputs):
     counters = xp.zeros(8, dtype=np.uint64)
     ctx.launch("env_mat_se_a", inp.dev(inp.nlist, np.int32), inp.dev(inp.rij), inp.dev(inp.atype, np.int32), dm.sec,
                dm.pair_table, dm.davg, dm.dstd, dm.table_info, em, flags, counters, inp.nloc, dm.nnei, dm.ntypes,
-               dm.rcut_smth, dm.rcut, dm.protection)
+               dm.rcut_smth, dm.rcut, dm.protection, 1)
     assert_close(host(backend, em), inp.em, backend.precision, "env_mat_se_a em")
     np.testing.assert_array_equal(host(backend, flags), inp.flags)
     c = host(backend, counters)

@@ -1,6 +1,6 @@
 """The CuPy backend on a real GPU: every kernel vs its numpy twin, the whole model vs the CPU
 reference (float64 within 1e-10 relative on the refsuite configurations of every compressed
-se_e2_a, se_e2_r and se_atten_v2 model; float32 errors reported), overflow counters, device selection.
+se_e2_a, se_e2_r, se_e3 and se_atten_v2 model; float32 errors reported), overflow counters, device selection.
 
 Marked ``gpu``; skipped with the reason when CuPy or a CUDA device is missing. Run with
 ``pytest -m gpu tests/gpu`` (benchmarks/gpu_check.sh does).
@@ -84,7 +84,8 @@ def test_fitting(backend, cuau):
     check_fitting(backend, pot, Inputs(backend, pot, *structure(ref, "p108_0"), seed=5))
 
 
-DEVICE_MODELS = SE_E2_A_MODELS + ("cuau_se_e2_r", "cuau_se_e2_r_tos", "cuau_se_atten_v2", "cuau_se_atten_v2_jax")
+DEVICE_MODELS = SE_E2_A_MODELS + ("cuau_se_e2_r", "cuau_se_e2_r_tos", "cuau_se_e3", "cuau_se_atten_v2",
+                                  "cuau_se_atten_v2_jax")
 
 
 @pytest.mark.parametrize("name", DEVICE_MODELS)
