@@ -1,5 +1,7 @@
 """GPU backend timings: compressed cuau_se_e2_a, float64 and float32, whole step on the device.
 
+Then one model per other descriptor (se_e2_r, se_e3, se_atten_v2, hybrid) at 4000 atoms.
+
 Usage: python benchmarks/gpu_bench.py [--sizes 4000 32000 256000] [--steps 20] [--no-max]
 Reports us/step/atom (device-resident step: positions already on the device, results left there,
 timed between two synchronisations), the host round trip (numpy positions in, numpy results out),
@@ -62,12 +64,45 @@ def run(backend, pot, pos, types, cell, steps: int):
             "out": out}
 
 
+#: one refsuite model per other descriptor kind, and its source file
+OTHER_MODELS = {"cuau_se_e2_r": "cuau_se_e2_r.dp", "cuau_se_e3": "cuau_se_e3.dp",
+                "cuau_se_atten_v2": "cuau_se_atten_v2.pb", "cuau_hybrid": "cuau_hybrid.dp"}
+
+
+def time_other_descriptors(names, steps: int, tmp: Path) -> list[str]:
+    """us/step/atom of the other descriptors' device kernels at 4000 atoms, float64."""
+    import cupy
+
+    from deepcomp_ase.compress.api import compress_model
+    from deepcomp_ase.potential import DeepPotential
+
+    lines = ["", "Other descriptors, 4000 atoms, float64 (same step as above):", "",
+             "| model | descriptor | us/step/atom | ms/step | pool peak MiB |", "|---|---|---|---|---|"]
+    be = cupy_gpu.Backend(precision="float64")
+    for name in names:
+        comp = tmp / f"{name}.dcz"
+        compress_model(MODELS / OTHER_MODELS[name], comp)
+        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=-1)
+        be._state.clear()
+        cupy.get_default_memory_pool().free_all_blocks()
+        pos, types, cell = system(pot, 4000)
+        r = run(be, pot, pos, types, cell, steps)
+        kinds = "+".join(d.kind for d in pot.parts)
+        lines.append(f"| {name} | {kinds} | {r['us_atom']:.3f} | {r['ms_step']:.2f} | {r['peak_mib']:.0f} |")
+        print(lines[-1], flush=True)
+    be._state.clear()
+    cupy.get_default_memory_pool().free_all_blocks()
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[4000, 32000, 256000])
     p.add_argument("--precisions", nargs="+", default=["float64", "float32"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--no-max", action="store_true", help="skip the largest-system probe")
+    p.add_argument("--descriptors", nargs="*", default=list(OTHER_MODELS),
+                   help="other refsuite models timed at 4000 atoms in float64 (default: one per descriptor)")
     args = p.parse_args(argv)
     reason = cupy_gpu.why_unavailable()
     if reason:
@@ -132,6 +167,8 @@ def main(argv=None) -> int:
                 print(lines[-1], flush=True)
                 be._state.clear()
                 cupy.get_default_memory_pool().free_all_blocks()
+        if args.descriptors:
+            lines += time_other_descriptors(args.descriptors, max(3, args.steps // 2), Path(tmp))
     text = "\n".join(lines) + "\n"
     print(text)
     if os.environ.get("OUT"):

@@ -2,7 +2,6 @@
 
 import sys
 
-import numpy as np
 import pytest
 from conftest import MODEL_CASES, MODELS, Reference, deviations, evaluate
 

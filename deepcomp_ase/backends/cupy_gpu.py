@@ -20,7 +20,8 @@ Tables, nets, statistics and the padding fold are uploaded once per potential an
 (:class:`DeviceModel`); work buffers are kept per system size (:class:`Workspace`). The
 overflow counters stay on the device and are read every ``potential.check_frequency`` calls.
 
-Hybrid descriptors and uncompressed models are delegated to the numpy reference backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
+Hybrid models run each part's neighbour list, environment matrix and tabulate kernels and
+concatenate the descriptors. Uncompressed models are delegated to the numpy reference backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
 that is how the CPU test suite checks this module without a GPU.
 """
 
@@ -35,13 +36,12 @@ import numpy as np
 
 from ..errors import BackendUnavailableError
 from ..evaluate import Results
+from .cuda_state import SE_R_RESCALE, DeviceModel, Workspace, _rows
 
 log = logging.getLogger(__name__)
 
 #: descriptor kinds with device kernels; others go to the numpy reference backend
 SUPPORTED_KINDS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2")
-#: se_e2_r's descriptor scale (descriptors/se_e2_r.py RESCALE)
-SE_R_RESCALE = 0.2
 MAX_NG = 1024
 
 
@@ -165,225 +165,6 @@ def _host(xp, a):
 
 # --------------------------------------------------------------------------- uploaded model
 @dataclass
-class _FitLayer:
-    w: object
-    wt: object
-    b: object
-    idt: object
-    act: int
-    shortcut: int
-    n_in: int
-    n_out: int
-
-
-class DeviceModel:
-    """Tables, nets and constants of one potential, uploaded once in one precision."""
-
-    def __init__(self, ctx, potential):
-        from ..kernels.loader import ACTIVATION_CODES
-
-        xp, fp = ctx.xp, ctx.fp
-        params = potential.params
-        d = potential.parts[0]
-        self.kind = d.kind
-        nt = d.ntypes
-        # se_atten_v2 has one neighbour section holding every type ("mixed"); the others one per type
-        self.mixed = d.kind == "se_atten_v2"
-        nsec = 1 if self.mixed else nt
-        self.ntypes, self.nsec, self.ng = nt, nsec, d.ng
-        self.m2 = int(getattr(d, "axis_neuron", 1))
-        self.ldd = int(d.dim_out)  # descriptor row width seen by the fitting net
-        self.nnei = d.nnei
-        self.sel = np.asarray(d.sel, dtype=np.int64)
-        self.rcut, self.rcut_smth, self.protection = float(d.rcut), float(d.rcut_smth), float(d.env_protection)
-        tables = potential.embedders[0].tables
-        self.keys = sorted(tables)
-        index = {k: n for n, k in enumerate(self.keys)}
-        pair_table = np.full((nt, nsec), -1, dtype=np.int32)
-        e3_table = np.full((nsec, nsec), -1, dtype=np.int32)
-        for ti in range(nt):
-            for t in range(nsec):
-                if d.kind == "se_e3":  # sections only switch on; tables belong to section pairs
-                    if d.sel[t] > 0 and not d.excluded(ti, t):
-                        pair_table[ti, t] = 0
-                    continue
-                key = () if self.mixed else d.net_key(ti, t)
-                if d.sel[t] > 0 and (self.mixed or not d.excluded(ti, t)) and key in index:
-                    pair_table[ti, t] = index[key]
-        if d.kind == "se_e3":
-            for (t1, t2), n in index.items():
-                e3_table[t1, t2] = e3_table[t2, t1] = n
-        self.e3_table = ctx.asarray(e3_table.reshape(-1), np.int32)
-        # tables: one flat buffer (coefficients, then the relu-split flags of tables that have
-        # split intervals), info rows (common.cuh DC_INFO_W) and offsets
-        info = np.zeros((len(self.keys), 10))
-        offsets = np.full((len(self.keys), 2), -1, dtype=np.int64)
-        chunks, pos = [], 0
-        self.table_bounds = []
-        for n, key in enumerate(self.keys):
-            tab = tables[key]
-            if tab.ng != d.ng:
-                raise BackendUnavailableError(f"table {key} has {tab.ng} outputs, the descriptor {d.ng}")
-            info[n, :9] = [tab.lower, tab.upper, tab.xmax, tab.stride0, tab.stride1, tab.nspline, tab.first_stride,
-                           tab.xmin, tab.n_low]
-            offsets[n, 0] = pos
-            chunks.append(np.ascontiguousarray(tab.coeffs, dtype=np.float64).reshape(-1))
-            pos += chunks[-1].size
-            if len(tab.split_intervals):
-                flags = np.zeros(tab.nspline)
-                flags[np.asarray(tab.split_intervals, dtype=np.int64)] = 1.0
-                offsets[n, 1] = pos
-                chunks.append(flags)
-                pos += flags.size
-            self.table_bounds.append((tab.lower, tab.upper))
-        self.table = ctx.asarray(np.concatenate(chunks) if chunks else np.zeros(1), fp)
-        self.table_info = ctx.asarray(info, fp)
-        self.table_offset = ctx.asarray(offsets, np.int64)
-        # exact embedding nets in the same order (outside-table inputs)
-        layers, first, flat, fpos = [], np.zeros((len(self.keys), 2), dtype=np.int32), [], 0
-        maxw = 1
-        for n, key in enumerate(self.keys):
-            net = d.embeddings[key]
-            first[n] = (len(layers), len(net.layers))
-            for layer in net.layers:
-                w = np.ascontiguousarray(layer.w, dtype=np.float64).reshape(-1)
-                row = [layer.n_in, layer.n_out, fpos, fpos + w.size, -1, ACTIVATION_CODES[layer.activation],
-                       layer.shortcut, 0]
-                flat += [w, layer.b]
-                fpos += w.size + layer.b.size
-                if layer.idt is not None:
-                    row[4] = fpos
-                    flat.append(layer.idt)
-                    fpos += layer.idt.size
-                layers.append(row)
-                maxw = max(maxw, layer.n_in, layer.n_out)
-        self.maxw = maxw
-        self.net_layers = ctx.asarray(np.array(layers, dtype=np.int32).reshape(-1, 8), np.int32)
-        self.net_first = ctx.asarray(first, np.int32)
-        self.net_params = ctx.asarray(np.concatenate(flat) if flat else np.zeros(1), fp)
-        self.pair_table = ctx.asarray(pair_table, np.int32)
-        # statistics: se_e2_r has only the radial column; padded with (0, 1) so the 4-row kernels apply
-        davg = np.zeros((nt, 4))
-        dstd = np.ones((nt, 4))
-        ncomp = d.davg.shape[1]
-        davg[:, :ncomp], dstd[:, :ncomp] = d.davg, d.dstd
-        self.davg = ctx.asarray(davg, fp)
-        self.dstd = ctx.asarray(dstd, fp)
-        sec = np.concatenate([[0], np.cumsum(d.sel)]).astype(np.int32)
-        self.sec = ctx.asarray(sec, np.int32)
-        # padding fold: se_e2_r adds n_pad G(x_pad), the others n_pad G(x_pad) x_pad in column 0
-        pad = np.zeros((nt, nsec, d.ng))
-        for (ta, tn), (x_pad, g_pad) in getattr(potential.evaluators[0], "pad", {}).items():  # se_e3: none
-            pad[ta, tn] = np.asarray(g_pad) * (1.0 if d.kind == "se_e2_r" else x_pad)
-        self.pad_vec = ctx.asarray(pad, fp)
-        excluded = set(params.pair_exclude_types) | (set(d.exclude_types) if self.mixed else set())
-        mex = np.zeros(nt * nt, dtype=np.int32)
-        for a, b in excluded:
-            mex[a * nt + b] = 1
-        self.model_exclude = ctx.asarray(mex, np.int32)
-        # se_atten_v2: strip-net type-pair term, its row per (centre, neighbour) type, the
-        # switch variant, and the type embedding appended to the descriptor
-        self.type_term = self.term_row = self.tebd = None
-        self.tf_switch = 0
-        if self.mixed:
-            self.type_term = ctx.asarray(d.type_pair_table, fp)
-            rows = np.array([[d.type_pair_row(a, b) for b in range(nt)] for a in range(nt)], dtype=np.int32)
-            self.term_row = ctx.asarray(rows.reshape(-1), np.int32)
-            self.tf_switch = int(bool(d.tf_switch))
-            if d.concat_output_tebd:
-                self.tebd = np.asarray(d.type_embedding[:nt], dtype=np.float64)
-        # fitting
-        fit = params.fitting
-        type_info = np.zeros((nt, 4))
-        self.fit_nets: list = []
-        self.fit_widths: list[int] = []
-        for t in range(nt):
-            net = fit.shared if fit.shared is not None else (fit.nets[t] if t < len(fit.nets) else None)
-            mask = 0.0 if t in params.atom_exclude_types else 1.0
-            use = net is not None and t not in fit.exclude_types
-            type_info[t] = (1.0 if use else 0.0, fit.bias_atom_e[t] if use else 0.0, params.out_bias[t], mask)
-            if not use or mask == 0.0:
-                self.fit_nets.append(None)
-                continue
-            if net.n_out != 1:
-                raise BackendUnavailableError(f"fitting net of type {t} has {net.n_out} outputs, expected 1")
-            fl = []
-            for k, layer in enumerate(net.layers):
-                fl.append(_FitLayer(
-                    w=ctx.asarray(layer.w, fp), wt=ctx.asarray(np.ascontiguousarray(layer.w.T), fp),
-                    b=ctx.asarray(layer.b, fp), idt=None if layer.idt is None else ctx.asarray(layer.idt, fp),
-                    act=ACTIVATION_CODES[layer.activation], shortcut=layer.shortcut, n_in=layer.n_in,
-                    n_out=layer.n_out))
-                while len(self.fit_widths) <= k:
-                    self.fit_widths.append(1)
-                self.fit_widths[k] = max(self.fit_widths[k], layer.n_out, layer.n_in)
-            self.fit_nets.append(fl)
-        self.type_info = ctx.asarray(type_info, np.float64)
-        self.counters = ctx.xp.zeros(8, dtype=np.uint64)
-
-
-class Workspace:
-    """Work buffers of one system size (reallocated only when nloc, nall or the types change)."""
-
-    def __init__(self, ctx, dm: DeviceModel, atype: np.ndarray, nloc: int):
-        xp, fp = ctx.xp, ctx.fp
-        nall = len(atype)
-        self.nloc, self.nall = nloc, nall
-        self.atype_host = np.array(atype, dtype=np.int64, copy=True)
-        nnei, nt, ng = dm.nnei, dm.ntypes, dm.ng
-        self.atype = ctx.asarray(atype, np.int32)
-        local = self.atype_host[:nloc]
-        order = np.argsort(local, kind="stable")
-        row_of_atom = np.empty(nloc, dtype=np.int32)
-        row_of_atom[order] = np.arange(nloc, dtype=np.int32)
-        self.row_of_atom = ctx.asarray(row_of_atom, np.int32)
-        counts = np.bincount(local, minlength=nt) if nloc else np.zeros(nt, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        self.type_rows = [(int(starts[t]), int(starts[t + 1])) for t in range(nt)]
-        self.nlist = xp.full((nloc, nnei), -1, dtype=np.int32)
-        self.rij = xp.zeros((nloc, nnei, 3), dtype=fp)
-        self.key = None
-        self.nnbr = xp.zeros((nloc, dm.nsec), dtype=np.int32)
-        self.em = xp.empty((nloc, nnei, 4), dtype=fp)
-        self.g_em = xp.zeros((nloc, nnei, 4), dtype=fp)
-        self.g_r = xp.zeros((nloc, nnei), dtype=fp) if dm.mixed else None
-        self.atom_flags = xp.zeros(nloc, dtype=np.int32)
-        self.t = None if dm.kind in ("se_e2_r", "se_e3") else xp.empty((nloc, ng, 4), dtype=fp)
-        self.desc = xp.empty((nloc, dm.ldd), dtype=fp)
-        self.g_desc = xp.zeros((nloc, dm.ldd), dtype=fp)
-        if dm.tebd is not None:  # constant columns: the type embedding of each row's type
-            self.desc[:, dm.ldd - dm.tebd.shape[1]:] = ctx.asarray(dm.tebd[np.sort(local)], fp)
-        self.out_rows = xp.zeros((nloc, 1), dtype=fp)
-        self.ones = xp.ones((nloc, 1), dtype=fp)
-        self.atom_energy = xp.empty(nloc, dtype=np.float64)
-        self.force = xp.zeros((nall, 3), dtype=np.float64)
-        self.virial_rows = xp.zeros((nloc, 9), dtype=np.float64)
-        self.atom_virial = None
-        # fitting: flat buffers per layer (rows of a type are a contiguous [r0*m, r1*m) range)
-        self.fit_y = [xp.empty(nloc * w + 1, dtype=fp) for w in dm.fit_widths]
-        self.fit_d = [xp.empty(nloc * w + 1, dtype=fp) for w in dm.fit_widths]
-        self.fit_g = [xp.empty(nloc * w + 1, dtype=fp) for w in dm.fit_widths]
-        self.fit_gin = [xp.empty(nloc * w + 1, dtype=fp) for w in dm.fit_widths]
-        # device cell list
-        self.pos_wrapped = None
-        self.bin_of_atom = None
-
-    def matches(self, atype: np.ndarray, nloc: int) -> bool:
-        return nloc == self.nloc and len(atype) == self.nall and np.array_equal(atype, self.atype_host)
-
-    def cell_buffers(self, ctx):
-        if self.pos_wrapped is None:
-            self.pos_wrapped = ctx.xp.empty((self.nall, 3), dtype=np.float64)
-            self.bin_of_atom = ctx.xp.empty(self.nall, dtype=np.int32)
-            self.key = ctx.xp.empty(self.nlist.shape, dtype=np.float64)
-        return self.pos_wrapped, self.bin_of_atom, self.key
-
-
-def _rows(flat, r0: int, r1: int, m: int):
-    return flat[r0 * m:r1 * m].reshape(r1 - r0, m)
-
-
-@dataclass
 class DeviceResults:
     """Outputs left on the device (arrays of the backend's array module, float64)."""
 
@@ -437,15 +218,13 @@ class Backend:
 
     @staticmethod
     def unsupported_reason(potential) -> str:
-        if len(potential.parts) != 1:
-            return f"{potential.params.descriptor.kind} descriptor with {len(potential.parts)} parts"
-        d = potential.parts[0]
-        if d.kind not in SUPPORTED_KINDS:
-            return f"descriptor {d.kind} has no device kernels yet"
         if not potential.compressed:
             return "uncompressed model (the device kernels evaluate tables)"
-        if d.ng > MAX_NG:
-            return f"embedding width {d.ng} > {MAX_NG}"
+        for d in potential.parts:
+            if d.kind not in SUPPORTED_KINDS:
+                return f"descriptor {d.kind} has no device kernels"
+            if d.ng > MAX_NG:
+                return f"embedding width {d.ng} > {MAX_NG}"
         return ""
 
     def supports(self, potential) -> bool:
@@ -481,16 +260,16 @@ class Backend:
         """Evaluate host pair lists (one per descriptor part, from :meth:`select`) on the device."""
         if not self.supports(potential):
             return self.reference.evaluate(potential, pair_lists, atype_all, atomic_virial)
-        pairs = pair_lists[0]
         st = self._entry(potential)
         dm = st["model"]
         atype_all = np.asarray(atype_all, dtype=np.int64)
-        ws = self._workspace(st, atype_all, pairs.nloc)
-        nlist, rij = padded_from_pairs(pairs, atype_all, dm.sel, mixed=dm.mixed)
+        ws = self._workspace(st, atype_all, pair_lists[0].nloc)
         xp = self.xp
-        ws.nlist[...] = xp.asarray(nlist)
-        ws.rij[...] = xp.asarray(rij.astype(self.ctx.fp))
-        ws.nnbr[...] = xp.asarray(pairs.slots_used.astype(np.int32))
+        for part, pws, pairs in zip(dm.parts, ws.parts, pair_lists):
+            nlist, rij = padded_from_pairs(pairs, atype_all, part.sel, mixed=part.mixed)
+            pws.nlist[...] = xp.asarray(nlist)
+            pws.rij[...] = xp.asarray(rij.astype(self.ctx.fp))
+            pws.nnbr[...] = xp.asarray(pairs.slots_used.astype(np.int32))
         out = self._evaluate_padded(st, ws, atomic_virial)
         self._count_call(potential, st)
         return out.to_host(xp)
@@ -537,79 +316,110 @@ class Backend:
         return self._entry(potential)["model"]
 
     def _device_nlist(self, st, positions, atype, cell, pbc):
-        """cell_bin, sort by bin, build_nlist into the workspace; None if the cell needs ASE."""
+        """Per descriptor part (own rcut and sel): cell_bin, sort by bin, build_nlist into the
+        workspace. None if the cell needs ASE's search."""
         ctx, xp = self.ctx, self.xp
         dm: DeviceModel = st["model"]
         pos = ctx.asarray(positions, np.float64)
-        grid = cell_grid(cell, pbc, dm.rcut, pos, xp)
-        if grid is None:
+        grids = [cell_grid(cell, pbc, part.rcut, pos, xp) for part in dm.parts]
+        if any(g is None for g in grids):
             return None
-        frame, inv, grid_info, nbins = grid
         n = len(atype)
         ws = self._workspace(st, atype, n)
-        pw, bins, key = ws.cell_buffers(ctx)
-        frame_d, inv_d = ctx.asarray(frame, np.float64), ctx.asarray(inv, np.float64)
-        info_d = ctx.asarray(grid_info, np.int32)
-        ctx.launch("cell_bin", pos, frame_d, inv_d, info_d, pw, bins, n)
-        order = xp.argsort(bins, kind="stable") if xp is np else xp.argsort(bins)
-        bin_atoms = xp.ascontiguousarray(order.astype(np.int32))
-        bin_start = xp.ascontiguousarray(
-            xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
-        ctx.launch("build_nlist", pw, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype, dm.sec,
-                   dm.model_exclude, ws.nlist, ws.rij, key, ws.nnbr, dm.counters, n, n, dm.nnei, dm.ntypes, dm.nsec,
-                   nbins, dm.rcut * dm.rcut)
+        for part, pws, (frame, inv, grid_info, nbins) in zip(dm.parts, ws.parts, grids):
+            pw, bins, key = pws.cell_buffers(ctx, n)
+            frame_d, inv_d = ctx.asarray(frame, np.float64), ctx.asarray(inv, np.float64)
+            info_d = ctx.asarray(grid_info, np.int32)
+            ctx.launch("cell_bin", pos, frame_d, inv_d, info_d, pw, bins, n)
+            order = xp.argsort(bins, kind="stable") if xp is np else xp.argsort(bins)
+            bin_atoms = xp.ascontiguousarray(order.astype(np.int32))
+            bin_start = xp.ascontiguousarray(
+                xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
+            ctx.launch("build_nlist", pw, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype, part.sec,
+                       part.model_exclude, pws.nlist, pws.rij, key, pws.nnbr, part.counters, n, n, part.nnei,
+                       part.ntypes, part.nsec, nbins, part.rcut * part.rcut)
         return ws
 
     # ------------------------------------------------------------------ the device pipeline
     def _evaluate_padded(self, st, ws: Workspace, atomic_virial: bool) -> DeviceResults:
         ctx, xp = self.ctx, self.xp
         dm: DeviceModel = st["model"]
-        nloc, nnei, nsec, ng = ws.nloc, dm.nnei, dm.nsec, dm.ng
-        ws.atom_flags.fill(0)
-        e3 = dm.kind == "se_e3"
-        ctx.launch("env_mat_se_a", ws.nlist, ws.rij, ws.atype, dm.sec, dm.pair_table, dm.davg, dm.dstd,
-                   dm.table_info, ws.em, ws.atom_flags, dm.counters, nloc, nnei, nsec, dm.rcut_smth, dm.rcut,
-                   dm.protection, 0 if e3 else 1)
-        common = (dm.table, dm.table_info, dm.table_offset, dm.net_layers, dm.net_first, dm.net_params, ws.em,
-                  ws.nnbr, ws.atom_flags, ws.atype, dm.sec, dm.pair_table, ws.row_of_atom)
-        if e3:
-            scalars = (nloc, nnei, nsec, ng, dm.ldd, dm.maxw)
-            ctx.launch("tabulate_fusion_se_e3_fwd", *common, dm.e3_table, ws.desc, dm.counters, *scalars)
-        elif dm.kind == "se_e2_r":
-            scalars = (nloc, nnei, nsec, ng, dm.ldd, dm.maxw, SE_R_RESCALE / nnei)
-            ctx.launch("tabulate_fusion_se_r_fwd", *common, dm.pad_vec, ws.desc, *scalars)
-        else:
-            scalars = (nloc, nnei, nsec, ng, dm.m2, dm.ldd, dm.maxw, 1.0 / nnei)
-            if dm.mixed:
-                term = (ws.nlist, ws.rij, dm.type_term, dm.term_row)
-                term_scalars = (dm.ntypes, dm.tf_switch, dm.rcut_smth, dm.rcut, dm.protection)
-                ctx.launch("tabulate_fusion_se_atten_fwd", *common, dm.pad_vec, *term, ws.t, ws.desc, *scalars,
-                           *term_scalars)
-            else:
-                ctx.launch("tabulate_fusion_se_a_fwd", *common, dm.pad_vec, ws.t, ws.desc, *scalars)
+        hybrid = len(dm.parts) > 1
+        for k, (part, pws) in enumerate(zip(dm.parts, ws.parts)):
+            self._descriptor_forward(part, pws, ws)
+            if hybrid:  # descriptors concatenated in order
+                ws.desc[:, dm.col0[k]:dm.col0[k + 1]] = pws.desc
         self._fitting(dm, ws)
-        ctx.launch("atom_energy", ws.out_rows, ws.row_of_atom, ws.atype, dm.type_info, ws.atom_energy, nloc)
-        if e3:
-            ctx.launch("tabulate_fusion_se_e3_bwd", *common, dm.e3_table, ws.g_desc, ws.g_em, *scalars)
-        elif dm.kind == "se_e2_r":
-            ctx.launch("tabulate_fusion_se_r_bwd", *common, ws.g_desc, ws.g_em, *scalars)
-        elif dm.mixed:
-            ctx.launch("tabulate_fusion_se_atten_bwd", *common, ws.t, ws.g_desc, *term, ws.g_em, ws.g_r, *scalars,
-                       *term_scalars)
-        else:
-            ctx.launch("tabulate_fusion_se_a_bwd", *common, ws.t, ws.g_desc, ws.g_em, *scalars)
+        ctx.launch("atom_energy", ws.out_rows, ws.row_of_atom, ws.atype, dm.type_info, ws.atom_energy, ws.nloc)
         ws.force.fill(0.0)
         if atomic_virial:
             if ws.atom_virial is None:
                 ws.atom_virial = xp.zeros((ws.nall, 9), dtype=np.float64)
             ws.atom_virial.fill(0.0)
-        ctx.launch("prod_force_virial", ws.nlist, ws.rij, ws.g_em, ws.g_r, ws.nnbr, ws.atype, dm.sec, dm.pair_table,
-                   dm.dstd, ws.force, ws.virial_rows, ws.atom_virial if atomic_virial else None, nloc, nnei, nsec, 4,
-                   dm.rcut_smth, dm.rcut, dm.protection)
+        virial = None
+        for k, (part, pws) in enumerate(zip(dm.parts, ws.parts)):
+            if hybrid:
+                pws.g_desc[...] = ws.g_desc[:, dm.col0[k]:dm.col0[k + 1]]
+            self._descriptor_backward(part, pws, ws, atomic_virial)
+            rows = pws.virial_rows.sum(axis=0)
+            virial = rows if virial is None else virial + rows
         energy = ws.atom_energy.sum()
-        virial = ws.virial_rows.sum(axis=0).reshape(3, 3)
-        return DeviceResults(energy=energy, atom_energy=ws.atom_energy, forces=ws.force, virial=virial,
+        return DeviceResults(energy=energy, atom_energy=ws.atom_energy, forces=ws.force, virial=virial.reshape(3, 3),
                              atom_virial=ws.atom_virial if atomic_virial else None)
+
+    def _tabulate_args(self, part, pws, ws):
+        """Arguments the tabulate kernels share: tables, nets, per-atom inputs."""
+        return (part.table, part.table_info, part.table_offset, part.net_layers, part.net_first, part.net_params,
+                pws.em, pws.nnbr, pws.atom_flags, ws.atype, part.sec, part.pair_table, ws.row_of_atom)
+
+    def _scalars(self, part, nloc):
+        if part.kind == "se_e3":
+            return (nloc, part.nnei, part.nsec, part.ng, part.ldd, part.maxw)
+        if part.kind == "se_e2_r":
+            return (nloc, part.nnei, part.nsec, part.ng, part.ldd, part.maxw, SE_R_RESCALE / part.nnei)
+        return (nloc, part.nnei, part.nsec, part.ng, part.m2, part.ldd, part.maxw, 1.0 / part.nnei)
+
+    def _type_term(self, part, pws):
+        return ((pws.nlist, pws.rij, part.type_term, part.term_row),
+                (part.ntypes, part.tf_switch, part.rcut_smth, part.rcut, part.protection))
+
+    def _descriptor_forward(self, part, pws, ws) -> None:
+        """Environment matrix (+ counters), then the fused tabulate-contract forward of one part."""
+        ctx, nloc = self.ctx, ws.nloc
+        pws.atom_flags.fill(0)
+        e3 = part.kind == "se_e3"
+        ctx.launch("env_mat_se_a", pws.nlist, pws.rij, ws.atype, part.sec, part.pair_table, part.davg, part.dstd,
+                   part.table_info, pws.em, pws.atom_flags, part.counters, nloc, part.nnei, part.nsec,
+                   part.rcut_smth, part.rcut, part.protection, 0 if e3 else 1)
+        common, scalars = self._tabulate_args(part, pws, ws), self._scalars(part, nloc)
+        if e3:
+            ctx.launch("tabulate_fusion_se_e3_fwd", *common, part.e3_table, pws.desc, part.counters, *scalars)
+        elif part.kind == "se_e2_r":
+            ctx.launch("tabulate_fusion_se_r_fwd", *common, part.pad_vec, pws.desc, *scalars)
+        elif part.mixed:
+            term, term_scalars = self._type_term(part, pws)
+            ctx.launch("tabulate_fusion_se_atten_fwd", *common, part.pad_vec, *term, pws.t, pws.desc, *scalars,
+                       *term_scalars)
+        else:
+            ctx.launch("tabulate_fusion_se_a_fwd", *common, part.pad_vec, pws.t, pws.desc, *scalars)
+
+    def _descriptor_backward(self, part, pws, ws, atomic_virial: bool) -> None:
+        """dE/d em of one part, then forces (accumulated) and this part's per-centre virial rows."""
+        ctx, nloc = self.ctx, ws.nloc
+        common, scalars = self._tabulate_args(part, pws, ws), self._scalars(part, nloc)
+        if part.kind == "se_e3":
+            ctx.launch("tabulate_fusion_se_e3_bwd", *common, part.e3_table, pws.g_desc, pws.g_em, *scalars)
+        elif part.kind == "se_e2_r":
+            ctx.launch("tabulate_fusion_se_r_bwd", *common, pws.g_desc, pws.g_em, *scalars)
+        elif part.mixed:
+            term, term_scalars = self._type_term(part, pws)
+            ctx.launch("tabulate_fusion_se_atten_bwd", *common, pws.t, pws.g_desc, *term, pws.g_em, pws.g_r,
+                       *scalars, *term_scalars)
+        else:
+            ctx.launch("tabulate_fusion_se_a_bwd", *common, pws.t, pws.g_desc, pws.g_em, *scalars)
+        ctx.launch("prod_force_virial", pws.nlist, pws.rij, pws.g_em, pws.g_r, pws.nnbr, ws.atype, part.sec,
+                   part.pair_table, part.dstd, ws.force, pws.virial_rows, ws.atom_virial if atomic_virial else None,
+                   nloc, part.nnei, part.nsec, 4, part.rcut_smth, part.rcut, part.protection)
 
     def _fitting(self, dm: DeviceModel, ws: Workspace) -> None:
         """Per-type fitting nets on contiguous rows: forward, then the gradient dE/dD."""
@@ -656,15 +466,20 @@ class Backend:
         st = self._state.get(potential)
         if st is None:
             return
-        dm: DeviceModel = st["model"]
-        c = np.asarray(self.ctx.to_host(dm.counters)).astype(np.uint64)
-        dm.counters.fill(0)
-        merge_counters(potential.tally, c, dm.keys, dm.table_bounds)
+        for part in st["model"].parts:
+            c = np.asarray(self.ctx.to_host(part.counters)).astype(np.uint64)
+            part.counters.fill(0)
+            merge_counters(potential.tally, c, part.keys, part.table_bounds)
 
     def read_counters(self, potential) -> np.ndarray:
-        """The raw device counters (uint64[8]) without resetting them."""
+        """The raw device counters (uint64[8], summed over descriptor parts) without resetting them."""
         st = self._state.get(potential)
-        return np.zeros(8, dtype=np.uint64) if st is None else np.asarray(self.ctx.to_host(st["model"].counters))
+        out = np.zeros(8, dtype=np.uint64)
+        for part in ([] if st is None else st["model"].parts):
+            c = np.asarray(self.ctx.to_host(part.counters)).astype(np.uint64)
+            out[:4] += c[:4]
+            out[4:] = np.maximum(out[4:], c[4:])
+        return out
 
     # ------------------------------------------------------------------ fallbacks
     def _reference_atoms(self, potential, positions, atype, cell, pbc, atomic_virial):

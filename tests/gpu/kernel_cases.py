@@ -203,9 +203,11 @@ def check_fitting(backend, pot, inp: Inputs):
 
 
 # ---------------------------------------------------------------------------- whole model
-def check_whole_model(backend, dev_pot, ref_pot, coord, atype, cell, pbc, tol=None):
-    """compute_atoms on the device vs the numpy reference; host pair-list path too. Returns errors."""
-    want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
+def check_whole_model(backend, dev_pot, ref_pot, coord, atype, cell, pbc, tol=None, want=None):
+    """compute_atoms on the device vs the numpy reference (``want``: its result, when already
+    computed); host pair-list path too. Returns the relative errors."""
+    if want is None:
+        want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
     got = backend.compute_atoms(dev_pot, coord, atype, cell, pbc, atomic_virial=True)
     p = backend.precision
     errs = {

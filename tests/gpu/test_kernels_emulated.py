@@ -174,14 +174,15 @@ def test_counters_read_every_check_frequency(cuau):
 
 
 # ---------------------------------------------------------------------------- other descriptors
-OTHER_DEVICE_MODELS = ("cuau_se_e2_r", "cuau_se_e2_r_tos", "cuau_se_atten_v2", "cuau_se_atten_v2_jax")
+OTHER_DEVICE_MODELS = ("cuau_se_e2_r", "cuau_se_e2_r_tos", "cuau_se_atten_v2", "cuau_se_atten_v2_jax", "cuau_hybrid")
 
 
 @needs_emulation
 @pytest.mark.parametrize("name", OTHER_DEVICE_MODELS)
 def test_other_descriptors_whole_model(backend, compressed_model, name):
-    """se_e2_r (both type_one_side) and se_atten_v2 (TF switch from the .pb, the plain one from
-    the .dp) on the device path: periodic, cluster and overflow (exact-net path) structures."""
+    """se_e2_r (both type_one_side), se_atten_v2 (TF switch from the .pb, the plain one from
+    the .dp) and a hybrid (parts with their own rcut and sel, descriptors concatenated) on the
+    device path: periodic, cluster and overflow (exact-net path) structures."""
     ref = Reference(name)
     path = compressed_model(name)
     assert Backend.unsupported_reason(pot_of(path)) == ""
@@ -264,11 +265,11 @@ def test_exclusions_on_the_device(compressed_model, name, model_pairs, descripto
 
 
 @needs_emulation
-def test_unsupported_descriptors_are_delegated(compressed_model):
-    ref = Reference("cuau_hybrid")
+def test_uncompressed_models_are_delegated():
+    ref = Reference("cuau_se_e2_r")
     backend = Backend(precision="float64", emulate=True)
-    pot = pot_of(compressed_model("cuau_hybrid"))
-    assert not backend.supports(pot) and "hybrid" in backend.unsupported_reason(pot)
+    pot = DeepPotential.from_file(Path(__file__).parents[1] / "data" / "models" / "cuau_se_e2_r.dp", backend="numpy")
+    assert not backend.supports(pot) and "uncompressed" in backend.unsupported_reason(pot)
     coord, atype, cell, pbc = structure(ref, "p32_0")
     got = backend.compute_atoms(pot, coord, atype, cell, pbc)
     want = pot.compute_atoms(coord, atype, cell, pbc)
