@@ -255,14 +255,15 @@ def test_tabulate_forward_backward_match_twin(cuau_compressed, compressed):
     desc = np.empty((nloc, d.ng * d.axis_neuron))
     args = (pairs.neighbors, pairs.vectors, atype_all, pk.davg, pk.dstd, d.rcut_smth, d.rcut, d.env_protection,
             pk.kidx, pk.tabf, pk.tabi, pk.coeffs, ext_row)
-    K.tabulate_forward(atoms, offsets, *args, g_ext, n_pad, pk.padx, pk.inv_n, d.ng, d.axis_neuron, T, desc)
+    K.tabulate_forward(atoms, offsets, *args, g_ext, n_pad, pk.padx, pk.inv_n, d.ng, d.axis_neuron, pk.tterm,
+                       pk.term_row, pk.tf_switch, T, desc)
     assert _rel(T[:, :, : d.ng].transpose(0, 2, 1), T_ref[atoms]) < REL
     assert not T[:, :, d.ng:].any()
     assert _rel(desc, desc_ref[atoms]) < REL
     pbase, pidx = K.pair_bases(atoms, offsets)
     gvec = np.empty((len(pidx), 3))
     K.tabulate_backward(atoms, offsets, pbase, *args, g_ext, dg_ext, T, gdesc[atoms].copy(), pk.inv_n, d.ng,
-                        d.axis_neuron, gvec)
+                        d.axis_neuron, pk.tterm, pk.term_row, pk.tf_switch, gvec)
     assert _rel(gvec, gvec_ref[pidx]) < REL
 
 
@@ -323,7 +324,29 @@ def test_other_activations_match_numpy_backend(compressed_model, name):
             assert fast.tally.counts() == ref_pot.tally.counts(), conf
 
 
-@pytest.mark.parametrize("name", ["cuau_se_e2_r", "cuau_hybrid", "cuau_se_atten_v2_jax"])
+@pytest.mark.parametrize("name, compressed", [("cuau_se_atten_v2", True), ("cuau_se_atten_v2_jax", True),
+                                              ("cuau_se_atten_v2_jax", False)])
+def test_se_atten_v2_matches_numpy_backend(compressed_model, name, compressed):
+    """se_atten_v2 through the compiled kernels (type-pair term, its switch -- TensorFlow's for the
+    .pb -- and the bond gradient through it; shared fitting net; type embedding columns)."""
+    path = compressed_model(name) if compressed else MODELS / f"{name}.dp"
+    fast, ref_pot = _pot(path, "numba"), _pot(path, "numpy")
+    assert fast.backend.handles(fast)
+    ref = Reference(name)
+    confs = ("p32_0", "cluster55", "stretched_1.08A", "overflow_0.30A") if compressed else ("p32_1",)
+    for conf in confs:
+        fast.tally.reset()
+        ref_pot.tally.reset()
+        a, b = evaluate(fast, ref, conf), evaluate(ref_pot, ref, conf)
+        assert abs(a.energy - b.energy) <= REL * abs(b.energy), conf
+        for field in ("atom_energy", "forces", "virial", "atom_virial"):
+            assert _rel(getattr(a, field), getattr(b, field)) < REL, (conf, field)
+        assert fast.tally.counts() == ref_pot.tally.counts(), conf
+        if conf.startswith("overflow"):
+            assert fast.tally.n_beyond >= 1
+
+
+@pytest.mark.parametrize("name", ["cuau_se_e2_r", "cuau_hybrid"])
 def test_other_descriptors_delegate_to_numpy(name):
     path = MODELS / f"{name}.dp"
     try:

@@ -1,11 +1,13 @@
 """The compiled CPU backend (numba): O(N) cell lists, fused table kernels, BLAS fitting net.
 
 Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.evaluate`); the
-kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. Only se_e2_a models
-run compiled; every other descriptor is delegated to the numpy reference backend.
+kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a and
+se_atten_v2 models run compiled (se_atten_v2 through the same kernels with its type-pair term;
+its neighbour selection, "mixed" over types, is the numpy reference's); every other descriptor
+is delegated to the numpy reference backend.
 
-Evaluation of a se_e2_a model, per chunk of centre atoms (atoms ordered by type so that each
-type's fitting-net rows are contiguous):
+Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
+rows are contiguous):
 
 1. ``embedding_inputs``: the embedding input of every pair and its table region (one cheap
    pass). Inputs outside [xmin, xmax) are counted into the potential's tally and evaluated with
@@ -166,6 +168,22 @@ class _Packed:
         self.ng = d.ng
         self.ngp = -(-d.ng // 8) * 8
         self.m2 = d.axis_neuron
+        self.atten = d.kind == "se_atten_v2"
+        # se_atten_v2: strip-net type-pair term (ngp wide), its row per (centre, neighbour) type,
+        # the switch variant, and the type embedding appended to the descriptor
+        self.tterm = np.zeros((0, self.ngp))
+        self.term_row = np.zeros((self.nt, self.nt), dtype=np.int64)
+        self.tf_switch = False
+        self.tebd = np.zeros((self.nt, 0))
+        if self.atten:
+            self.tterm = np.zeros((d.type_pair_table.shape[0], self.ngp))
+            self.tterm[:, :d.ng] = d.type_pair_table
+            self.term_row = np.array([[d.type_pair_row(a, b) for b in range(self.nt)] for a in range(self.nt)],
+                                     dtype=np.int64)
+            self.tf_switch = bool(d.tf_switch)
+            if d.concat_output_tebd:
+                self.tebd = np.asarray(d.type_embedding[:self.nt], dtype=np.float64)
+        self.ldd = self.ng * self.m2 + self.tebd.shape[1]
         self.inv_n = 1.0 / d.nnei
         self.sel = np.asarray(d.sel, dtype=np.int64)
         self.davg = np.ascontiguousarray(d.davg, dtype=np.float64)
@@ -179,9 +197,10 @@ class _Packed:
         kidx = np.full((self.nt, self.nt), -1, dtype=np.int64)
         for ti in range(self.nt):
             for tj in range(self.nt):
-                if d.excluded(ti, tj):
-                    continue
-                kidx[ti, tj] = index.get(d.net_key(ti, tj), -1)
+                if self.atten:  # one geometric net; exclusions were applied by the selection
+                    kidx[ti, tj] = index[()]
+                elif not d.excluded(ti, tj):
+                    kidx[ti, tj] = index.get(d.net_key(ti, tj), -1)
         self.kidx = kidx
         nk = len(keys)
         self.tabf = np.zeros((max(nk, 1), 6))
@@ -244,7 +263,8 @@ class _Fitting:
         self._act = activation_with_derivatives
         self.dtype = np.dtype(precision)
         fit = params.fitting
-        self.nets = [None if net is None else [_Layer(la, self.dtype) for la in net.layers] for net in fit.nets]
+        nets = fit.nets if fit.shared is None else [fit.shared] * len(params.out_bias)  # mixed_types: one net
+        self.nets = [None if net is None else [_Layer(la, self.dtype) for la in net.layers] for net in nets]
         self.bias = np.asarray(fit.bias_atom_e, dtype=np.float64)
         self.fit_excluded = frozenset(getattr(fit, "exclude_types", ()) or ())
         self.out_bias = np.asarray(params.out_bias, dtype=np.float64)
@@ -368,11 +388,9 @@ class Backend:
     # -------------------------------------------------------------- evaluation
     @staticmethod
     def handles(potential) -> bool:
-        """True for what the compiled path evaluates (se_e2_a, one fitting net per type)."""
+        """True for what the compiled path evaluates (a single se_e2_a or se_atten_v2 descriptor)."""
         params = potential.params
-        if getattr(params.descriptor, "kind", None) != "se_e2_a":
-            return False
-        if getattr(params.fitting, "shared", None) is not None:
+        if getattr(params.descriptor, "kind", None) not in ("se_e2_a", "se_atten_v2"):
             return False
         return len(getattr(potential, "parts", [params.descriptor])) == 1
 
@@ -474,7 +492,7 @@ def evaluate_se_e2_a(pk: _Packed, pairs: PairList, atype_all, tally, atomic_viri
     chunk = max(1, min(chunk, nloc))
     dtype = pk.fitting.dtype
     tbuf = np.empty((chunk, 4, pk.ngp))
-    dbuf = np.empty((chunk, pk.ng * pk.m2), dtype=dtype)
+    dbuf = np.empty((chunk, pk.ldd), dtype=dtype)
     gbuf = np.empty((0, 3))
     order = np.argsort(atype, kind="stable")
     atom_energy = np.zeros(nloc)
@@ -491,8 +509,10 @@ def evaluate_se_e2_a(pk: _Packed, pairs: PairList, atype_all, tally, atomic_viri
         desc = dbuf[:nb]
         K.tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot, pk.kidx,
                            pk.tabf, pk.tabi, pk.coeffs, ext_row, g_ext, n_pad, pk.padx, pk.inv_n, pk.ng, pk.m2,
-                           t_mat, desc)
+                           pk.tterm, pk.term_row, pk.tf_switch, t_mat, desc)
         types = atype[atoms]
+        if pk.tebd.shape[1]:
+            desc[:, pk.ng * pk.m2:] = pk.tebd[types]
         bounds = np.searchsorted(types, np.arange(pk.nt + 1))
         for t in range(pk.nt):
             a0, a1 = bounds[t], bounds[t + 1]
@@ -503,7 +523,7 @@ def evaluate_se_e2_a(pk: _Packed, pairs: PairList, atype_all, tally, atomic_viri
         gvec = gbuf[:pbase[-1]]
         K.tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot,
                             pk.kidx, pk.tabf, pk.tabi, pk.coeffs, ext_row, g_ext, dg_ext, t_mat, desc, pk.inv_n,
-                            pk.ng, pk.m2, gvec)
+                            pk.ng, pk.m2, pk.tterm, pk.term_row, pk.tf_switch, gvec)
         virial += K.assemble_forces_virial(atoms, offsets, pbase, neighbors, vectors, gvec, forces, atom_virial,
                                            atomic_virial)
     return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,

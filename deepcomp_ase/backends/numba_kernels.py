@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels of the se_e2_a model, one per concept, each with a numpy twin.
+"""Compiled (numba) kernels of se_e2_a (and se_atten_v2) models, one per concept, each with a numpy twin.
 
 ==========================  ==========================================================
 kernel                      numpy twin
@@ -12,6 +12,11 @@ tabulate_forward            T = (1/N) sum_j G(s_ij) (x) R^_ij + padding fold, D 
 tabulate_backward           dE/dT -> dE/dR^_ij, dE/ds_ij -> dE/dx_ij (tables re-evaluated)
 assemble_forces_virial      forces, virial, per-atom virial from dE/dx_ij (no races)
 ==========================  ==========================================================
+
+se_atten_v2 (strip mode, no attention layers) uses the same tabulate kernels with a non-empty
+type-pair term ``tterm``: each embedding is scaled by ``1 + tterm[row(ti, tj)] * sw(r)``
+(descriptors/se_atten_v2.py) and the backward pass adds the gradient through ``sw`` along the
+bond. With an empty ``tterm`` (se_e2_a) the original loops run unchanged.
 
 Layouts: table coefficients are packed for all net keys into one ``(rows, 6, ngp)`` array
 (power-major, outputs innermost, ``ngp`` = ng rounded up to a multiple of 8 with zero
@@ -397,6 +402,18 @@ def env_mat(vectors, rcut_smth, rcut, protection):
     return rows, drows
 
 
+@njit(**_SER)
+def _type_switch(rho, w, dw, rcut_smth, tf_switch):
+    """se_atten_v2's smoothing of the type term and d/dr (descriptors/se_atten_v2.type_term_switch)."""
+    if not tf_switch:
+        return w, dw
+    uu = 1.0 - rcut_smth * (w / rho)
+    v = 1.0 - uu * uu * uu
+    if v > 0.0 and v < 1.0:
+        return v, 3.0 * uu * uu * rcut_smth * (dw / rho - w / (rho * rho))
+    return (0.0 if v <= 0.0 else 1.0), 0.0
+
+
 # ---------------------------------------------------------------------------------- tables
 @njit(**_SER)
 def _locate(x, tabf, tabi, key):
@@ -479,17 +496,20 @@ def _accumulate(tk, g, h0, h1, h2, h3):
 
 @njit(**_PAR)
 def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut, protection,
-                     kidx, tabf, tabi, coeffs, ext_row, g_ext, n_pad, padx, inv_n, ng, m2, T, desc):
+                     kidx, tabf, tabi, coeffs, ext_row, g_ext, n_pad, padx, inv_n, ng, m2, tterm, term_row,
+                     tf_switch, T, desc):
     """Per centre atom: T = (1/N)(sum_j G(s_ij) (x) R^_ij + n_pad G(s_pad) s_pad e_0), D = T T<^T.
 
     G is never stored: each pair's table interval is located and the quintic evaluated straight
     into the (4, ngp) accumulator. Pairs with ``ext_row[p] >= 0`` take G from ``g_ext`` instead
     (exact net outside the tables, relu-split intervals, or every pair of an uncompressed model).
-    ``T`` (len(atoms), 4, ngp) and ``desc`` (len(atoms), ng*m2; float64 or float32) are written.
+    ``T`` (len(atoms), 4, ngp) and the first ng*m2 columns of ``desc`` (float64 or float32) are
+    written. A non-empty ``tterm`` scales G by se_atten_v2's type-pair term (module docstring).
     """
     ngp = coeffs.shape[2]
     nt = padx.shape[1]
     have_ext = ext_row.shape[0] > 0
+    have_term = tterm.shape[0] > 0
     for k in prange(atoms.shape[0]):
         i = atoms[k]
         ti = atype_all[i]
@@ -508,7 +528,10 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
             h3 = (d - davg[ti, 3]) / dstd[ti, 3]
             er = ext_row[p] if have_ext else -1
             if er >= 0:
-                _accumulate(tk, g_ext[er], h0, h1, h2, h3)
+                if not have_term:
+                    _accumulate(tk, g_ext[er], h0, h1, h2, h3)
+                    continue
+                gb[:] = g_ext[er]
             else:
                 row, t, region = _locate(h0, tabf, tabi, key)
                 if row < 0:
@@ -521,7 +544,12 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
                 # G into a small buffer first: loops with one store stream vectorise (no alias checks)
                 for m in range(ngp):
                     gb[m] = cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
-                _accumulate(tk, gb, h0, h1, h2, h3)
+            if have_term:
+                sw, dsw = _type_switch(rho, w, dw, rcut_smth, tf_switch)
+                trow = tterm[term_row[ti, atype_all[neighbors[p]]]]
+                for m in range(ngp):
+                    gb[m] *= 1.0 + trow[m] * sw
+            _accumulate(tk, gb, h0, h1, h2, h3)
         for tn in range(nt):
             npad = n_pad[i, tn]
             if npad != 0:
@@ -540,18 +568,62 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
                 dk[a_ * m2 + b_] = x0 * tk[0, b_] + x1 * tk[1, b_] + x2 * tk[2, b_] + x3 * tk[3, b_]
 
 
+@njit(**{**_TAB, "parallel": False})
+def _atten_pair_sums(coeffs, tabf, tabi, key, h0, h1, h2, h3, er, g_ext, dg_ext, gt, trow, rho, w, dw, rcut_smth,
+                     tf_switch):
+    """One se_atten_v2 pair of tabulate_backward: sums of G f gT and G' f gT (f = 1 + tt sw), and
+    gw = sum_m G_m tt_m (R^ . gT)_m with dsw/dr."""
+    ngp = coeffs.shape[2]
+    sw, dsw = _type_switch(rho, w, dw, rcut_smth, tf_switch)
+    a0 = a1 = a2 = a3 = e0 = e1 = e2 = e3 = gw = 0.0
+    t = 0.0
+    row = -1
+    if er < 0:
+        row, t, region = _locate(h0, tabf, tabi, key)
+        if row < 0:
+            return a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw
+    t2 = t * t
+    t3 = t2 * t
+    t4 = t3 * t
+    t5 = t4 * t
+    for m in range(ngp):
+        if er >= 0:
+            g = g_ext[er, m]
+            dg = dg_ext[er, m]
+        else:
+            cf = coeffs[row]
+            g = cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
+            dg = cf[1, m] + 2.0 * cf[2, m] * t + 3.0 * cf[3, m] * t2 + 4.0 * cf[4, m] * t3 + 5.0 * cf[5, m] * t4
+        hq = h0 * gt[0, m] + h1 * gt[1, m] + h2 * gt[2, m] + h3 * gt[3, m]
+        gw += g * trow[m] * hq
+        f = 1.0 + trow[m] * sw
+        g *= f
+        dg *= f
+        a0 += g * gt[0, m]
+        a1 += g * gt[1, m]
+        a2 += g * gt[2, m]
+        a3 += g * gt[3, m]
+        e0 += dg * gt[0, m]
+        e1 += dg * gt[1, m]
+        e2 += dg * gt[2, m]
+        e3 += dg * gt[3, m]
+    return a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw
+
+
 @njit(**_TAB)
 def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut,
                       protection, kidx, tabf, tabi, coeffs, ext_row, g_ext, dg_ext, T, gdesc, inv_n, ng, m2,
-                      gvec):
+                      tterm, term_row, tf_switch, gvec):
     """dE/dD of each centre atom -> dE/dx_ij of each of its pairs (written at pbase[k] + slot).
 
     dE/dT = (1/N)(gD T< + [gD^T T]_pad); per pair dE/dR^_c = sum_m G_m dE/dT_mc and
     dE/ds = sum_m G'_m (dE/dT R^)_m, with G and G' re-evaluated from the table; then the
-    normalisation and the env-matrix chain rule to the pair vector.
+    normalisation and the env-matrix chain rule to the pair vector. With a type-pair term
+    (se_atten_v2) G and G' are scaled by it and dE/dsw * dsw/dr is added along the bond.
     """
     ngp = coeffs.shape[2]
     have_ext = ext_row.shape[0] > 0
+    have_term = tterm.shape[0] > 0
     for k in prange(atoms.shape[0]):
         i = atoms[k]
         ti = atype_all[i]
@@ -596,7 +668,13 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
             e2 = 0.0
             e3 = 0.0
             er = ext_row[p] if have_ext else -1
-            if er >= 0:
+            gw = 0.0
+            dsw = 0.0
+            if have_term:
+                a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw = _atten_pair_sums(
+                    coeffs, tabf, tabi, key, h0, h1, h2, h3, er, g_ext, dg_ext, gt, tterm[term_row[ti, atype_all[
+                        neighbors[p]]]], rho, w, dw, rcut_smth, tf_switch)
+            elif er >= 0:
                 for m in range(ngp):
                     g = g_ext[er, m]
                     dg = dg_ext[er, m]
@@ -639,6 +717,11 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
             a0 += h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3
             x, y, z = _env_chain(a0 / dstd[ti, 0], a1 / dstd[ti, 1], a2 / dstd[ti, 2], a3 / dstd[ti, 3],
                                  v0, v1, v2, r, rho, w, dw)
+            if have_term:  # the switch of the type term also moves with the bond length
+                f = gw * dsw / r
+                x += f * v0
+                y += f * v1
+                z += f * v2
             gvec[q, 0] = x
             gvec[q, 1] = y
             gvec[q, 2] = z
