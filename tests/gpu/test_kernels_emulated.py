@@ -246,6 +246,49 @@ def test_se_e3_on_the_device(backend, compressed_model, squeeze):
     print(squeeze, backend.precision, errs)
 
 
+def _with_ghosts(coord, atype, cell, rcut):
+    """LAMMPS's view of a periodic cell: local atoms, ghost copies of every periodic image within
+    rcut, and the pair list over local + ghost atoms. Returns atype_all, centers, neighbors,
+    vectors and each ghost's owner."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    i, j, shift, vec = primitive_neighbor_list("ijSD", [True] * 3, cell, coord, rcut, self_interaction=False)
+    ghosts: dict = {}
+    neighbors = j.copy()
+    for p in np.flatnonzero(np.any(shift != 0, axis=1)):
+        key = (int(j[p]), *map(int, shift[p]))
+        neighbors[p] = ghosts.setdefault(key, len(coord) + len(ghosts))
+    owner = np.array([k[0] for k in sorted(ghosts, key=ghosts.get)], dtype=np.int64)
+    return np.concatenate([atype, atype[owner]]), i.astype(np.int64), neighbors.astype(np.int64), vec, owner
+
+
+@needs_emulation
+@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_atten_v2_jax", "cuau_hybrid"])
+def test_lammps_style_ghost_atoms(compressed_model, name):
+    """The LAMMPS hand-off on the device path: a pair list over local + ghost atoms
+    (DeepPotential.compute_pairs -> host select -> Backend.evaluate). Ghost forces folded onto
+    their owners equal the periodic reference; energy, virial and local atom energies too."""
+    backend = Backend(precision="float64", emulate=True)
+    path = compressed_model(name)
+    coord, atype, cell, pbc = structure(Reference(name), "p32_2")
+    ref_pot, dev_pot = pot_of(path), pot_of(path)
+    want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
+    atype_all, centers, neighbors, vectors, owner = _with_ghosts(coord, atype, cell, dev_pot.rcut)
+    assert len(owner) > len(coord)  # many ghosts: a real domain-decomposition layout
+    dev_pot.backend = backend
+    got = dev_pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
+    assert backend.supports(dev_pot)
+    nloc = len(coord)
+    forces = got.forces[:nloc].copy()
+    np.add.at(forces, owner, got.forces[nloc:])
+    atom_virial = got.atom_virial[:nloc].copy()
+    np.add.at(atom_virial, owner, got.atom_virial[nloc:])
+    assert abs(got.energy - want.energy) <= 1e-10 * abs(want.energy)
+    for a, b in ((forces, want.forces), (got.virial, want.virial), (got.atom_energy, want.atom_energy),
+                 (atom_virial, want.atom_virial)):
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max()
+
+
 def _with_exclusions(path, model_pairs, descriptor_pairs):
     """The compressed model of ``path`` with extra model-level and descriptor exclusions."""
     import dataclasses
