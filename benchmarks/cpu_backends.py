@@ -2,9 +2,10 @@
 
 Usage: OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/cpu_backends.py [--atoms 4000] [--repeats 5]
 
-For one refsuite model per descriptor the compiled path handles (se_e2_a, se_atten_v2 from its
-TensorFlow graph) and one it delegates (se_e2_r): compressed model, ASE calculator, median time
-per force call (positions nudged so every call recomputes), us/atom and the numba/numpy ratio.
+For one refsuite model per descriptor (se_e2_a, se_atten_v2 from its TensorFlow graph, se_e2_r, the
+se_e2_a + se_e2_r hybrid, and se_e3, which the compiled path delegates to numpy): compressed model,
+ASE calculator, median time per force call (positions nudged so every call recomputes), us/atom
+and the numba/numpy ratio.
 Compile time is kept out (one warm-up call). Prints a markdown table.
 """
 
@@ -24,7 +25,7 @@ from deepcomp_ase import DeepCompCalculator, compress_model  # noqa: E402
 
 #: model -> source file (the se_atten_v2 .dp needs a training script to compress; the .pb has min_nbor_dist)
 CASES = {"cuau_se_e2_a": "cuau_se_e2_a.dp", "cuau_se_atten_v2": "cuau_se_atten_v2.pb",
-         "cuau_se_e2_r": "cuau_se_e2_r.dp"}
+         "cuau_se_e2_r": "cuau_se_e2_r.dp", "cuau_hybrid": "cuau_hybrid.dp", "cuau_se_e3": "cuau_se_e3.dp"}
 
 
 def main(argv=None) -> int:

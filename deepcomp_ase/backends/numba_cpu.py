@@ -51,6 +51,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
     _IMPORT_ERROR = exc
 
 DEFAULT_SKIN = 1.0  # Angstrom
+#: descriptor kinds the compiled kernels evaluate (alone or as parts of a hybrid)
+COMPILED_KINDS = ("se_e2_a", "se_atten_v2", "se_e2_r")
 CHUNK_ATOMS = 1024  # compressed: centre atoms per chunk (bounds the descriptor buffers)
 CHUNK_ATOMS_EXACT = 256  # uncompressed: G and G' of every pair of a chunk are held in memory
 
@@ -157,18 +159,21 @@ class _PairCache:
 
 # ------------------------------------------------------------------------------ model packing
 class _Packed:
-    """Everything the kernels need about one potential, in kernel layouts (built once)."""
+    """Everything the kernels need about one descriptor part of a potential, in kernel layouts
+    (built once). ``fitting`` is the model's (the same object for every part)."""
 
-    def __init__(self, potential, precision):
+    def __init__(self, potential, precision, k: int = 0, fitting=None):
         params = potential.params
-        d = params.descriptor
+        d = potential.parts[k] if hasattr(potential, "parts") else params.descriptor
         self.params = params
         self.d = d
+        self.kind = d.kind
         self.nt = d.ntypes
         self.ng = d.ng
         self.ngp = -(-d.ng // 8) * 8
-        self.m2 = d.axis_neuron
+        self.m2 = int(getattr(d, "axis_neuron", 1))
         self.atten = d.kind == "se_atten_v2"
+        self.radial = d.kind == "se_e2_r"
         # se_atten_v2: strip-net type-pair term (ngp wide), its row per (centre, neighbour) type,
         # the switch variant, and the type embedding appended to the descriptor
         self.tterm = np.zeros((0, self.ngp))
@@ -183,12 +188,13 @@ class _Packed:
             self.tf_switch = bool(d.tf_switch)
             if d.concat_output_tebd:
                 self.tebd = np.asarray(d.type_embedding[:self.nt], dtype=np.float64)
-        self.ldd = self.ng * self.m2 + self.tebd.shape[1]
-        self.inv_n = 1.0 / d.nnei
+        self.ldd = self.ng if self.radial else self.ng * self.m2 + self.tebd.shape[1]
+        # se_e2_r's descriptor scale (descriptors/se_e2_r.py); the others' 1/N
+        self.inv_n = (0.2 if self.radial else 1.0) / d.nnei
         self.sel = np.asarray(d.sel, dtype=np.int64)
         self.davg = np.ascontiguousarray(d.davg, dtype=np.float64)
         self.dstd = np.ascontiguousarray(d.dstd, dtype=np.float64)
-        embed = _embedder(potential)
+        embed = _embedder(potential, k)
         self.embed = embed
         self.compressed = bool(getattr(embed, "compressed", False))
         keys = sorted(d.embeddings)
@@ -225,22 +231,23 @@ class _Packed:
             self.coeffs = np.zeros((1, 6, self.ngp))
             self.split = np.zeros(1, dtype=np.bool_)
             self.tables = None
-        pad = _padding(potential)
+        # padding fold: n_pad G(s_pad) s_pad in T's column 0 (se_e2_r: n_pad G(s_pad) in D)
+        pad = _padding(potential, k)
         self.padx = np.zeros((self.nt, len(self.sel), self.ngp))
         for (ta, tn), (x_pad, g_pad) in pad.items():
-            self.padx[ta, tn, :self.ng] = np.asarray(g_pad) * x_pad
-        self.fitting = _Fitting(params, precision)
+            self.padx[ta, tn, :self.ng] = np.asarray(g_pad) * (1.0 if self.radial else x_pad)
+        self.fitting = fitting if fitting is not None else _Fitting(params, precision)
 
 
-def _embedder(potential):
+def _embedder(potential, k: int = 0):
     embedders = getattr(potential, "embedders", None)
-    return embedders[0] if embedders else potential.embed
+    return embedders[k] if embedders else potential.embed
 
 
-def _padding(potential) -> dict:
+def _padding(potential, k: int = 0) -> dict:
     evaluators = getattr(potential, "evaluators", None)
     if evaluators:
-        return evaluators[0].pad
+        return evaluators[k].pad
     return potential._pad
 
 
@@ -388,26 +395,31 @@ class Backend:
     # -------------------------------------------------------------- evaluation
     @staticmethod
     def handles(potential) -> bool:
-        """True for what the compiled path evaluates (a single se_e2_a or se_atten_v2 descriptor)."""
-        params = potential.params
-        if getattr(params.descriptor, "kind", None) not in ("se_e2_a", "se_atten_v2"):
-            return False
-        return len(getattr(potential, "parts", [params.descriptor])) == 1
+        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r and hybrids of them."""
+        parts = getattr(potential, "parts", [potential.params.descriptor])
+        return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts)
 
-    def _pack(self, potential) -> _Packed:
+    def _packs(self, potential) -> list:
+        """One :class:`_Packed` per descriptor part (built once per potential)."""
         key = id(potential)
-        packed = self._packed.get(key)
-        if packed is None or packed.params is not potential.params or packed.embed is not _embedder(potential):
-            packed = _Packed(potential, self.precision)
-            self._packed = {key: packed}
-        return packed
+        packs = self._packed.get(key)
+        if packs is None or packs[0].params is not potential.params or packs[0].embed is not _embedder(potential):
+            fitting = _Fitting(potential.params, self.precision)
+            n = len(getattr(potential, "parts", [None]))
+            packs = [_Packed(potential, self.precision, k, fitting) for k in range(n)]
+            self._packed = {key: packs}
+        return packs
+
+    def _pack(self, potential, k: int = 0) -> _Packed:
+        return self._packs(potential)[k]
 
     def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool):
         if not self.handles(potential):
             return _numpy_backend().evaluate(potential, pair_lists, atype_all, atomic_virial)
-        pairs = pair_lists[0] if isinstance(pair_lists, (list, tuple)) else pair_lists
-        return evaluate_se_e2_a(self._pack(potential), pairs, np.ascontiguousarray(atype_all, dtype=np.int64),
-                                potential.tally, atomic_virial, self.chunk_atoms)
+        if not isinstance(pair_lists, (list, tuple)):
+            pair_lists = [pair_lists]
+        return evaluate_parts(self._packs(potential), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
+                              potential.tally, atomic_virial, self.chunk_atoms)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -469,31 +481,53 @@ def _exact_chunk(pk: _Packed, pairs: PairList, atype_all, pidx, xs, ext_row):
     return g, dg
 
 
-def evaluate_se_e2_a(pk: _Packed, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+class _PartInputs:
+    """One descriptor part's pair list in kernel layouts, its embedding inputs and the G/G' side
+    arrays of the pairs the tables do not cover (exact net, relu-split intervals)."""
+
+    def __init__(self, pk: _Packed, pairs: PairList, atype_all, tally):
+        K = _kernels()
+        d = pk.d
+        self.pairs = pairs
+        self.centers = np.ascontiguousarray(pairs.centers, dtype=np.int64)
+        self.neighbors = np.ascontiguousarray(pairs.neighbors, dtype=np.int64)
+        self.vectors = np.ascontiguousarray(pairs.vectors, dtype=np.float64)
+        self.offsets = np.searchsorted(self.centers, np.arange(pairs.nloc + 1)).astype(np.int64)
+        self.n_pad = np.ascontiguousarray(pk.sel[None, :] - np.asarray(pairs.slots_used, dtype=np.int64))
+        self.env = (float(d.rcut_smth), float(d.rcut), float(d.env_protection))
+        self.xs, code = K.embedding_inputs(self.centers, self.neighbors, self.vectors, atype_all, pk.davg, pk.dstd,
+                                           *self.env, pk.kidx, pk.tabf, pk.tabi, pk.split, pk.compressed)
+        if pk.compressed:
+            self.ext_row, self.g_ext, self.dg_ext = _tally_and_overrides(pk, pairs, atype_all, self.xs, code, tally)
+        else:
+            self.ext_row = np.full(len(self.xs), -1, dtype=np.int64)
+            self.g_ext = self.dg_ext = None
+
+
+def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+    """Energy, forces and virials of a model whose descriptor parts are all compiled kinds.
+
+    Per chunk of centre atoms: each part's fused forward into its columns of the descriptor,
+    the fitting nets (BLAS) on the concatenated rows, each part's fused backward and force
+    assembly. A single-part model writes straight into the descriptor buffer.
+    """
     from ..evaluate import Results
 
     K = _kernels()
-    d = pk.d
-    nloc, nall = pairs.nloc, pairs.nall
+    nloc, nall = pair_lists[0].nloc, pair_lists[0].nall
     atype = atype_all[:nloc]
-    centers = np.ascontiguousarray(pairs.centers, dtype=np.int64)
-    neighbors = np.ascontiguousarray(pairs.neighbors, dtype=np.int64)
-    vectors = np.ascontiguousarray(pairs.vectors, dtype=np.float64)
-    offsets = np.searchsorted(centers, np.arange(nloc + 1)).astype(np.int64)
-    n_pad = np.ascontiguousarray(pk.sel[None, :] - np.asarray(pairs.slots_used, dtype=np.int64))
-    rcs, rc, prot = float(d.rcut_smth), float(d.rcut), float(d.env_protection)
-    xs, code = K.embedding_inputs(centers, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot, pk.kidx,
-                                  pk.tabf, pk.tabi, pk.split, pk.compressed)
-    if pk.compressed:
-        ext_row, g_ext, dg_ext = _tally_and_overrides(pk, pairs, atype_all, xs, code, tally)
-    else:
-        ext_row = np.full(len(xs), -1, dtype=np.int64)
-    chunk = chunk_atoms or (CHUNK_ATOMS if pk.compressed else CHUNK_ATOMS_EXACT)
+    inputs = [_PartInputs(pk, pairs, atype_all, tally) for pk, pairs in zip(pks, pair_lists)]
+    compressed = pks[0].compressed
+    chunk = chunk_atoms or (CHUNK_ATOMS if compressed else CHUNK_ATOMS_EXACT)
     chunk = max(1, min(chunk, nloc))
-    dtype = pk.fitting.dtype
-    tbuf = np.empty((chunk, 4, pk.ngp))
-    dbuf = np.empty((chunk, pk.ldd), dtype=dtype)
-    gbuf = np.empty((0, 3))
+    fitting = pks[0].fitting
+    dtype = fitting.dtype
+    col0 = np.concatenate([[0], np.cumsum([pk.ldd for pk in pks])])
+    single = len(pks) == 1
+    dbuf = np.empty((chunk, int(col0[-1])), dtype=dtype)
+    part_dbuf = [dbuf if single else np.empty((chunk, pk.ldd), dtype=dtype) for pk in pks]
+    tbufs = [np.empty((chunk, 4, pk.ngp)) for pk in pks]
+    gbufs = [np.empty((0, 3)) for _ in pks]
     order = np.argsort(atype, kind="stable")
     atom_energy = np.zeros(nloc)
     forces = np.zeros((nall, 3))
@@ -502,30 +536,46 @@ def evaluate_se_e2_a(pk: _Packed, pairs: PairList, atype_all, tally, atomic_viri
     for c0 in range(0, nloc, chunk):
         atoms = np.ascontiguousarray(order[c0:c0 + chunk])
         nb = len(atoms)
-        pbase, pidx = K.pair_bases(atoms, offsets)
-        if not pk.compressed:
-            g_ext, dg_ext = _exact_chunk(pk, pairs, atype_all, pidx, xs, ext_row)
-        t_mat = tbuf[:nb]
-        desc = dbuf[:nb]
-        K.tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot, pk.kidx,
-                           pk.tabf, pk.tabi, pk.coeffs, ext_row, g_ext, n_pad, pk.padx, pk.inv_n, pk.ng, pk.m2,
-                           pk.tterm, pk.term_row, pk.tf_switch, t_mat, desc)
         types = atype[atoms]
-        if pk.tebd.shape[1]:
-            desc[:, pk.ng * pk.m2:] = pk.tebd[types]
-        bounds = np.searchsorted(types, np.arange(pk.nt + 1))
-        for t in range(pk.nt):
+        bases = []
+        for k, (pk, inp) in enumerate(zip(pks, inputs)):
+            pbase, pidx = K.pair_bases(atoms, inp.offsets)
+            if not compressed:
+                inp.g_ext, inp.dg_ext = _exact_chunk(pk, inp.pairs, atype_all, pidx, inp.xs, inp.ext_row)
+            desc = part_dbuf[k][:nb]
+            args = (atoms, inp.offsets, inp.neighbors, inp.vectors, atype_all, pk.davg, pk.dstd, *inp.env, pk.kidx,
+                    pk.tabf, pk.tabi, pk.coeffs, inp.ext_row, inp.g_ext, inp.n_pad, pk.padx, pk.inv_n, pk.ng)
+            if pk.radial:
+                K.tabulate_forward_r(*args, desc)
+            else:
+                K.tabulate_forward(*args, pk.m2, pk.tterm, pk.term_row, pk.tf_switch, tbufs[k][:nb], desc)
+                if pk.tebd.shape[1]:
+                    desc[:, pk.ng * pk.m2:] = pk.tebd[types]
+            if not single:
+                dbuf[:nb, col0[k]:col0[k + 1]] = desc
+            bases.append(pbase)
+        desc_all = dbuf[:nb]
+        bounds = np.searchsorted(types, np.arange(pks[0].nt + 1))
+        for t in range(pks[0].nt):
             a0, a1 = bounds[t], bounds[t + 1]
             if a1 > a0:
-                atom_energy[atoms[a0:a1]] = pk.fitting.energy_and_grad(t, desc[a0:a1])
-        if len(gbuf) < pbase[-1]:
-            gbuf = np.empty((int(pbase[-1] * 1.1) + 16, 3))
-        gvec = gbuf[:pbase[-1]]
-        K.tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, pk.davg, pk.dstd, rcs, rc, prot,
-                            pk.kidx, pk.tabf, pk.tabi, pk.coeffs, ext_row, g_ext, dg_ext, t_mat, desc, pk.inv_n,
-                            pk.ng, pk.m2, pk.tterm, pk.term_row, pk.tf_switch, gvec)
-        virial += K.assemble_forces_virial(atoms, offsets, pbase, neighbors, vectors, gvec, forces, atom_virial,
-                                           atomic_virial)
+                atom_energy[atoms[a0:a1]] = fitting.energy_and_grad(t, desc_all[a0:a1])
+        for k, (pk, inp, pbase) in enumerate(zip(pks, inputs, bases)):
+            gdesc = desc_all if single else np.ascontiguousarray(desc_all[:, col0[k]:col0[k + 1]])
+            if len(gbufs[k]) < pbase[-1]:
+                gbufs[k] = np.empty((int(pbase[-1] * 1.1) + 16, 3))
+            gvec = gbufs[k][:pbase[-1]]
+            if pk.radial:
+                K.tabulate_backward_r(atoms, inp.offsets, pbase, inp.neighbors, inp.vectors, atype_all, pk.davg,
+                                      pk.dstd, *inp.env, pk.kidx, pk.tabf, pk.tabi, pk.coeffs, inp.ext_row,
+                                      inp.dg_ext, gdesc, pk.inv_n, pk.ng, gvec)
+            else:
+                K.tabulate_backward(atoms, inp.offsets, pbase, inp.neighbors, inp.vectors, atype_all, pk.davg,
+                                    pk.dstd, *inp.env, pk.kidx, pk.tabf, pk.tabi, pk.coeffs, inp.ext_row, inp.g_ext,
+                                    inp.dg_ext, tbufs[k][:nb], gdesc, pk.inv_n, pk.ng, pk.m2, pk.tterm, pk.term_row,
+                                    pk.tf_switch, gvec)
+            virial += K.assemble_forces_virial(atoms, inp.offsets, pbase, inp.neighbors, inp.vectors, gvec, forces,
+                                               atom_virial, atomic_virial)
     return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
                    atom_virial=atom_virial if atomic_virial else None)
 

@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels of se_e2_a (and se_atten_v2) models, one per concept, each with a numpy twin.
+"""Compiled (numba) kernels of se_e2_a, se_atten_v2 and se_e2_r models, one per concept, each with a numpy twin.
 
 ==========================  ==========================================================
 kernel                      numpy twin
@@ -10,6 +10,8 @@ env_mat                     envmat.env_rows + envmat.rows_to_vector_gradient
 embedding_inputs            s_ij = R_ij[0] normalised, Table.locate's region codes
 tabulate_forward            T = (1/N) sum_j G(s_ij) (x) R^_ij + padding fold, D = T T<^T
 tabulate_backward           dE/dT -> dE/dR^_ij, dE/ds_ij -> dE/dx_ij (tables re-evaluated)
+tabulate_forward_r          se_e2_r: D = (1/5N)(sum_j G(s_ij) + padding)
+tabulate_backward_r         se_e2_r: dE/ds_ij -> dE/dx_ij
 assemble_forces_virial      forces, virial, per-atom virial from dE/dx_ij (no races)
 ==========================  ==========================================================
 
@@ -722,6 +724,98 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
                 x += f * v0
                 y += f * v1
                 z += f * v2
+            gvec[q, 0] = x
+            gvec[q, 1] = y
+            gvec[q, 2] = z
+
+
+# ---------------------------------------------------------------------------------- se_e2_r
+@njit(**_PAR)
+def tabulate_forward_r(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut, protection,
+                       kidx, tabf, tabi, coeffs, ext_row, g_ext, n_pad, padg, scale, ng, desc):
+    """se_e2_r per centre atom: D = scale (sum_j G(s_ij) + n_pad G(s_pad)), scale = (1/5)/N.
+
+    Same table location and ``ext_row`` overrides as :func:`tabulate_forward`; ``padg`` holds
+    G(s_pad) per (centre type, neighbour type). Writes the first ng columns of ``desc``.
+    """
+    ngp = coeffs.shape[2]
+    nt = padg.shape[1]
+    have_ext = ext_row.shape[0] > 0
+    for k in prange(atoms.shape[0]):
+        i = atoms[k]
+        ti = atype_all[i]
+        acc = np.zeros(ngp)
+        for p in range(offsets[i], offsets[i + 1]):
+            key = kidx[ti, atype_all[neighbors[p]]]
+            if key < 0:
+                continue
+            r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth,
+                                                  rcut, protection)
+            h0 = (a - davg[ti, 0]) / dstd[ti, 0]
+            er = ext_row[p] if have_ext else -1
+            if er >= 0:
+                for m in range(ngp):
+                    acc[m] += g_ext[er, m]
+                continue
+            row, t, region = _locate(h0, tabf, tabi, key)
+            if row < 0:
+                continue
+            t2 = t * t
+            t3 = t2 * t
+            t4 = t3 * t
+            t5 = t4 * t
+            cf = coeffs[row]
+            for m in range(ngp):
+                acc[m] += cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
+        for tn in range(nt):
+            npad = n_pad[i, tn]
+            if npad != 0:
+                for m in range(ngp):
+                    acc[m] += npad * padg[ti, tn, m]
+        dk = desc[k]
+        for m in range(ng):
+            dk[m] = acc[m] * scale
+
+
+@njit(**_TAB)
+def tabulate_backward_r(atoms, offsets, pbase, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut,
+                        protection, kidx, tabf, tabi, coeffs, ext_row, dg_ext, gdesc, scale, ng, gvec):
+    """se_e2_r: dE/ds_ij = scale sum_m G'_m(s_ij) dE/dD_m, then the chain rule of the radial entry."""
+    have_ext = ext_row.shape[0] > 0
+    for k in prange(atoms.shape[0]):
+        i = atoms[k]
+        ti = atype_all[i]
+        gd = gdesc[k]
+        for p in range(offsets[i], offsets[i + 1]):
+            q = pbase[k] + p - offsets[i]
+            key = kidx[ti, atype_all[neighbors[p]]]
+            v0 = vectors[p, 0]
+            v1 = vectors[p, 1]
+            v2 = vectors[p, 2]
+            gvec[q, 0] = 0.0
+            gvec[q, 1] = 0.0
+            gvec[q, 2] = 0.0
+            if key < 0:
+                continue
+            r, rho, w, dw, a, b, c, d = _env_pair(v0, v1, v2, rcut_smth, rcut, protection)
+            h0 = (a - davg[ti, 0]) / dstd[ti, 0]
+            e = 0.0
+            er = ext_row[p] if have_ext else -1
+            if er >= 0:
+                for m in range(ng):
+                    e += dg_ext[er, m] * gd[m]
+            else:
+                row, t, region = _locate(h0, tabf, tabi, key)
+                if row < 0:
+                    continue
+                t2 = t * t
+                t3 = t2 * t
+                t4 = t3 * t
+                cf = coeffs[row]
+                for m in range(ng):
+                    e += (cf[1, m] + 2.0 * cf[2, m] * t + 3.0 * cf[3, m] * t2 + 4.0 * cf[4, m] * t3
+                          + 5.0 * cf[5, m] * t4) * gd[m]
+            x, y, z = _env_chain(e * scale / dstd[ti, 0], 0.0, 0.0, 0.0, v0, v1, v2, r, rho, w, dw)
             gvec[q, 0] = x
             gvec[q, 1] = y
             gvec[q, 2] = z
