@@ -139,3 +139,19 @@ def central_difference_force(potential, coord, atype, box, atom, axis, h=1e-5):
         moved[atom, axis] += s * h
         e.append(potential.compute_atoms(moved, atype, box, pbc).energy)
     return -(e[0] - e[1]) / (2 * h)
+
+
+def with_ghost_atoms(coord, atype, cell, rcut):
+    """LAMMPS's view of a periodic cell: local atoms, ghost copies of every periodic image within
+    rcut, and the pair list over local + ghost atoms. Returns atype_all, centers, neighbors,
+    vectors and each ghost's owner."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    i, j, shift, vec = primitive_neighbor_list("ijSD", [True] * 3, cell, coord, rcut, self_interaction=False)
+    ghosts: dict = {}
+    neighbors = j.copy()
+    for p in np.flatnonzero(np.any(shift != 0, axis=1)):
+        key = (int(j[p]), *map(int, shift[p]))
+        neighbors[p] = ghosts.setdefault(key, len(coord) + len(ghosts))
+    owner = np.array([k[0] for k in sorted(ghosts, key=ghosts.get)], dtype=np.int64)
+    return np.concatenate([atype, atype[owner]]), i.astype(np.int64), neighbors.astype(np.int64), vec, owner

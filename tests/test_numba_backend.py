@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MODELS, Reference, evaluate
+from conftest import MODELS, Reference, evaluate, with_ghost_atoms
 
 numba = pytest.importorskip("numba")
 
@@ -348,6 +348,24 @@ def test_other_compiled_descriptors_match_numpy_backend(compressed_model, name, 
         assert fast.tally.counts() == ref_pot.tally.counts(), conf
         if compressed and conf.startswith("overflow"):
             assert fast.tally.n_beyond >= 1
+
+
+@pytest.mark.parametrize("name", ["cuau_se_atten_v2_jax", "cuau_hybrid"])
+def test_ghost_atoms_like_lammps(compressed_model, name):
+    """LAMMPS hands over local + ghost atoms: forces on ghosts folded onto their owners equal the
+    periodic result (mixed selection of se_atten_v2, per-part lists of the hybrid)."""
+    path = compressed_model(name)
+    fast, ref_pot = _pot(path, "numba"), _pot(path, "numpy")
+    coord, atype, box = Reference(name).structure("p32_2")
+    cell = np.asarray(box, dtype=np.float64).reshape(3, 3)
+    want = ref_pot.compute_atoms(coord, atype, cell, [True] * 3, atomic_virial=True)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, fast.rcut)
+    got = fast.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
+    nloc = len(coord)
+    forces = got.forces[:nloc].copy()
+    np.add.at(forces, owner, got.forces[nloc:])
+    assert abs(got.energy - want.energy) <= REL * abs(want.energy)
+    assert _rel(forces, want.forces) < REL and _rel(got.virial, want.virial) < REL
 
 
 def test_se_e3_delegates_to_numpy():

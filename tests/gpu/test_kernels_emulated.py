@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import Reference  # noqa: E402
+from conftest import Reference, with_ghost_atoms  # noqa: E402
 from kernel_cases import (Inputs, check_cell_list, check_counters, check_env_mat, check_fitting,  # noqa: E402
                           check_prod_force, check_tabulate, check_whole_model, structure)
 
@@ -246,22 +246,6 @@ def test_se_e3_on_the_device(backend, compressed_model, squeeze):
     print(squeeze, backend.precision, errs)
 
 
-def _with_ghosts(coord, atype, cell, rcut):
-    """LAMMPS's view of a periodic cell: local atoms, ghost copies of every periodic image within
-    rcut, and the pair list over local + ghost atoms. Returns atype_all, centers, neighbors,
-    vectors and each ghost's owner."""
-    from ase.neighborlist import primitive_neighbor_list
-
-    i, j, shift, vec = primitive_neighbor_list("ijSD", [True] * 3, cell, coord, rcut, self_interaction=False)
-    ghosts: dict = {}
-    neighbors = j.copy()
-    for p in np.flatnonzero(np.any(shift != 0, axis=1)):
-        key = (int(j[p]), *map(int, shift[p]))
-        neighbors[p] = ghosts.setdefault(key, len(coord) + len(ghosts))
-    owner = np.array([k[0] for k in sorted(ghosts, key=ghosts.get)], dtype=np.int64)
-    return np.concatenate([atype, atype[owner]]), i.astype(np.int64), neighbors.astype(np.int64), vec, owner
-
-
 @needs_emulation
 @pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_atten_v2_jax", "cuau_hybrid"])
 def test_lammps_style_ghost_atoms(compressed_model, name):
@@ -273,7 +257,7 @@ def test_lammps_style_ghost_atoms(compressed_model, name):
     coord, atype, cell, pbc = structure(Reference(name), "p32_2")
     ref_pot, dev_pot = pot_of(path), pot_of(path)
     want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
-    atype_all, centers, neighbors, vectors, owner = _with_ghosts(coord, atype, cell, dev_pot.rcut)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, dev_pot.rcut)
     assert len(owner) > len(coord)  # many ghosts: a real domain-decomposition layout
     dev_pot.backend = backend
     got = dev_pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
