@@ -23,7 +23,7 @@ model="$OUT/cuau_se_e2_a.dcz"
 status=0
 for n in 1 2; do
     log="$OUT/nvt_4000.$DEVICE.np$n.log"
-    (cd "$ex" && timeout 300 "$MPIEXEC" -n "$n" "$LMP" -in in.cuau_nvt -log "$log" -var model "$model" \
+    (cd "$ex" && timeout 70 "$MPIEXEC" -n "$n" "$LMP" -in in.cuau_nvt -log "$log" -var model "$model" \
         -var data cuau_4000.lmp -var nsteps "$NSTEPS" -var device "$DEVICE") >"$OUT/nvt_4000.$DEVICE.np$n.screen" 2>&1 ||
         { echo "lammps_gpu_ranks: FAIL on $n rank(s), see $OUT/nvt_4000.$DEVICE.np$n.screen"; tail -5 \
             "$OUT/nvt_4000.$DEVICE.np$n.screen"; status=1; }
