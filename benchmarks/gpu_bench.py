@@ -29,6 +29,12 @@ from common import MODELS, cuau_cell, git_revision  # noqa: E402
 from deepcomp_ase.backends import cupy_gpu  # noqa: E402
 
 
+def save(lines) -> None:
+    """Write the table so far to $OUT/gpu_results.md (a timed-out run keeps what it measured)."""
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_results.md").write_text("\n".join(lines) + "\n")
+
+
 def system(pot, natoms: int):
     atoms = cuau_cell(natoms)
     index = {s: k for k, s in enumerate(pot.type_map)}
@@ -142,6 +148,7 @@ def main(argv=None) -> int:
                 lines.append(f"| {len(pos)} | {prec} | {r['us_atom']:.3f} | {r['ms_step']:.2f} | {r['host_ms']:.1f} | "
                              f"{r['peak_mib']:.0f} | {r['e_atom']:.12f} | {df} |")
                 print(lines[-1], flush=True)
+                save(lines)
                 del r
             cupy.get_default_memory_pool().free_all_blocks()
         if not args.no_max:
@@ -165,6 +172,7 @@ def main(argv=None) -> int:
                         reps -= 1
                 lines.append(f"| {prec} | {done} | {per_atom_bytes[prec]:.0f} |")
                 print(lines[-1], flush=True)
+                save(lines)
                 be._state.clear()
                 cupy.get_default_memory_pool().free_all_blocks()
         if args.descriptors:
