@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..descriptors.se_atten_v2 import type_pair_rows
+from ..descriptors.se_e2_a import padding_fold
 from ..errors import BackendUnavailableError
-
-#: se_e2_r's descriptor scale (descriptors/se_e2_r.py RESCALE)
-SE_R_RESCALE = 0.2
 
 
 @dataclass
@@ -53,7 +52,7 @@ class DevicePart:
         self.rcut, self.rcut_smth, self.protection = float(d.rcut), float(d.rcut_smth), float(d.env_protection)
         tables = potential.embedders[k].tables
         self.keys = sorted(tables)
-        index = {k: n for n, k in enumerate(self.keys)}
+        index = {key: n for n, key in enumerate(self.keys)}
         pair_table = np.full((nt, nsec), -1, dtype=np.int32)
         e3_table = np.full((nsec, nsec), -1, dtype=np.int32)
         for ti in range(nt):
@@ -127,10 +126,8 @@ class DevicePart:
         sec = np.concatenate([[0], np.cumsum(d.sel)]).astype(np.int32)
         self.sec = ctx.asarray(sec, np.int32)
         # padding fold: se_e2_r adds n_pad G(x_pad), the others n_pad G(x_pad) x_pad in column 0
-        pad = np.zeros((nt, nsec, d.ng))
-        for (ta, tn), (x_pad, g_pad) in getattr(potential.evaluators[k], "pad", {}).items():  # se_e3: none
-            pad[ta, tn] = np.asarray(g_pad) * (1.0 if d.kind == "se_e2_r" else x_pad)
-        self.pad_vec = ctx.asarray(pad, fp)
+        pad = getattr(potential.evaluators[k], "pad", {})  # se_e3: none (its padding adds nothing)
+        self.pad_vec = ctx.asarray(padding_fold(pad, d.kind == "se_e2_r", (nt, nsec, d.ng)), fp)
         excluded = set(params.pair_exclude_types) | (set(d.exclude_types) if self.mixed else set())
         mex = np.zeros(nt * nt, dtype=np.int32)
         for a, b in excluded:
@@ -142,8 +139,7 @@ class DevicePart:
         self.tf_switch = 0
         if self.mixed:
             self.type_term = ctx.asarray(d.type_pair_table, fp)
-            rows = np.array([[d.type_pair_row(a, b) for b in range(nt)] for a in range(nt)], dtype=np.int32)
-            self.term_row = ctx.asarray(rows.reshape(-1), np.int32)
+            self.term_row = ctx.asarray(type_pair_rows(d).reshape(-1), np.int32)
             self.tf_switch = int(bool(d.tf_switch))
             if d.concat_output_tebd:
                 self.tebd = np.asarray(d.type_embedding[:nt], dtype=np.float64)

@@ -21,8 +21,9 @@ Tables, nets, statistics and the padding fold are uploaded once per potential an
 overflow counters stay on the device and are read every ``potential.check_frequency`` calls.
 
 Hybrid models run each part's neighbour list, environment matrix and tabulate kernels and
-concatenate the descriptors. Uncompressed models are delegated to the numpy reference backend. ``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays):
-that is how the CPU test suite checks this module without a GPU.
+concatenate the descriptors. Uncompressed models are delegated to the numpy reference backend.
+``Backend(emulate=True)`` runs the same kernels compiled for the CPU (numpy arrays): that is how
+the CPU test suite checks this module without a GPU.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 
 from ..errors import BackendUnavailableError
 from ..evaluate import Results
-from .cuda_state import SE_R_RESCALE, DeviceModel, Workspace, _rows
+from ..descriptors.se_e2_r import RESCALE as SE_R_RESCALE
+from .cuda_state import DeviceModel, Workspace, _rows
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The compiled CPU backend (numba): O(N) cell lists, fused table kernels, BLAS fitting net.
 
 Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.evaluate`); the
-kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a and
-se_atten_v2 models run compiled (se_atten_v2 through the same kernels with its type-pair term;
-its neighbour selection, "mixed" over types, is the numpy reference's); every other descriptor
-is delegated to the numpy reference backend.
+kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a, se_atten_v2
+and se_e2_r models, and hybrids of them, run compiled (se_atten_v2 through the se_e2_a kernels
+with its type-pair term; its neighbour selection, "mixed" over types, is the numpy reference's;
+a hybrid runs each part's kernels into its columns of the descriptor); se_e3 is delegated to
+the numpy reference backend.
 
 Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
 rows are contiguous):
@@ -36,6 +37,9 @@ import os
 
 import numpy as np
 
+from ..descriptors.se_atten_v2 import type_pair_rows
+from ..descriptors.se_e2_a import padding_fold
+from ..descriptors.se_e2_r import RESCALE as SE_R_RESCALE
 from ..neighbors import PairList
 
 # numba's OpenMP workers otherwise spin for a while after each parallel kernel and slow down the
@@ -183,14 +187,13 @@ class _Packed:
         if self.atten:
             self.tterm = np.zeros((d.type_pair_table.shape[0], self.ngp))
             self.tterm[:, :d.ng] = d.type_pair_table
-            self.term_row = np.array([[d.type_pair_row(a, b) for b in range(self.nt)] for a in range(self.nt)],
-                                     dtype=np.int64)
+            self.term_row = type_pair_rows(d)
             self.tf_switch = bool(d.tf_switch)
             if d.concat_output_tebd:
                 self.tebd = np.asarray(d.type_embedding[:self.nt], dtype=np.float64)
         self.ldd = self.ng if self.radial else self.ng * self.m2 + self.tebd.shape[1]
         # se_e2_r's descriptor scale (descriptors/se_e2_r.py); the others' 1/N
-        self.inv_n = (0.2 if self.radial else 1.0) / d.nnei
+        self.inv_n = (SE_R_RESCALE if self.radial else 1.0) / d.nnei
         self.sel = np.asarray(d.sel, dtype=np.int64)
         self.davg = np.ascontiguousarray(d.davg, dtype=np.float64)
         self.dstd = np.ascontiguousarray(d.dstd, dtype=np.float64)
@@ -231,11 +234,7 @@ class _Packed:
             self.coeffs = np.zeros((1, 6, self.ngp))
             self.split = np.zeros(1, dtype=np.bool_)
             self.tables = None
-        # padding fold: n_pad G(s_pad) s_pad in T's column 0 (se_e2_r: n_pad G(s_pad) in D)
-        pad = _padding(potential, k)
-        self.padx = np.zeros((self.nt, len(self.sel), self.ngp))
-        for (ta, tn), (x_pad, g_pad) in pad.items():
-            self.padx[ta, tn, :self.ng] = np.asarray(g_pad) * (1.0 if self.radial else x_pad)
+        self.padx = padding_fold(_padding(potential, k), self.radial, (self.nt, len(self.sel), self.ngp))
         self.fitting = fitting if fitting is not None else _Fitting(params, precision)
 
 

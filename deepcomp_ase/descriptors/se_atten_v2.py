@@ -33,6 +33,13 @@ def type_term_switch(d, env):
     return np.clip(w, 0.0, 1.0), dw
 
 
+def type_pair_rows(d) -> np.ndarray:
+    """(ntypes, ntypes) int64: the strip-net table row of every (centre type, neighbour type)."""
+    t = np.arange(d.ntypes)
+    return np.ascontiguousarray(np.broadcast_to(d.type_pair_row(t[:, None], t[None, :]), (d.ntypes, d.ntypes)),
+                                dtype=np.int64)
+
+
 class SeAttenV2:
     block_atoms = 128
 

@@ -26,6 +26,18 @@ def padding_embedding(d, embed) -> dict:
     return out
 
 
+def padding_fold(pad: dict, radial: bool, shape) -> np.ndarray:
+    """The padding rows' constant contribution per (centre type, sel block), as the compiled
+    backends add it: G(x_pad) x_pad to T's column 0 (se_e2_a, se_atten_v2), or G(x_pad) to D
+    (se_e2_r, ``radial``). ``pad`` is :func:`padding_embedding`'s; ``shape`` is (ntypes, blocks,
+    width >= ng) so that kernels may pad the output axis with zeros."""
+    out = np.zeros(shape)
+    for (ta, tn), (x_pad, g_pad) in pad.items():
+        g = np.asarray(g_pad)
+        out[ta, tn, :len(g)] = g * (1.0 if radial else x_pad)
+    return out
+
+
 class PairwiseEmbedding:
     """Shared by the two-body descriptors: one net per (centre, neighbour) type or per neighbour type."""
 
