@@ -239,3 +239,41 @@ def test_output_honours_umask(tmp_path):
     finally:
         os.umask(old)
     assert [p.name for p in tmp_path.iterdir()] == ["m.dcz"]
+
+
+# ---------------------------------------------------------------------------------------- ASE calculator
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_calculator_unknown_keyword(backend):
+    with pytest.raises(DeepCompError, match="unknown keyword 'overflw' \\(did you mean 'overflow'\\?\\)"):
+        DeepCompCalculator(TANH, backend=backend, overflw="error")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_calculator_parameters_are_the_settings_in_use(f0_model, backend):
+    calc = DeepCompCalculator(f0_model, backend=backend)
+    p = calc.parameters
+    assert p["model"] == str(f0_model) and p["backend"] == backend and p["precision"] == "float64"
+    assert p["check_frequency"] == 0  # from the file, not the default None
+    assert p["overflow"] == "warn"
+    d = calc.todict()
+    assert d["check_frequency"] == 0 and d["backend"] == backend and "overflow" not in d  # default skipped
+    assert calc.set(overflow="error") == {"overflow": "error"} and calc.potential.overflow == "error"
+    assert calc.todict()["overflow"] == "error"
+    with pytest.raises(DeepCompError, match="backend cannot change"):
+        calc.set(backend="cuda")
+    with pytest.raises(DeepCompError, match="unknown keyword"):
+        calc.set(chek_frequency=3)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_loaded_potential_with_conflicting_settings(backend):
+    pot = DeepPotential.from_file(TANH, backend=backend)
+    for kwargs, what in (({"overflow": "error"}, "overflow='error'"),
+                         ({"backend": "cuda"}, "backend='cuda'"),
+                         ({"precision": "float32"}, "precision='float32'")):
+        with pytest.raises(DeepCompError, match=what):
+            DeepCompCalculator(pot, **kwargs)
+    # agreeing settings are fine, check_frequency is applied
+    calc = DeepCompCalculator(pot, overflow="warn", backend=backend, precision="float64", check_frequency=7)
+    assert pot.check_frequency == 7 and calc.parameters["check_frequency"] == 7
+    assert calc.parameters["backend"] == backend
