@@ -82,14 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("model", help="compressed model or DeePMD-kit model file")
     m.add_argument("--structure", default=None,
                    help="any file ASE can read; default: a random fcc alloy of the model's elements")
-    m.add_argument("--repeat", type=int, default=4, help="fcc supercell size of the default structure (default: 4)")
-    m.add_argument("--steps", type=int, default=100)
-    m.add_argument("--timestep", type=float, default=1.0, help="fs (default: 1)")
+    m.add_argument("--repeat", type=_positive_int, default=4,
+                   help="fcc supercell size of the default structure (default: 4)")
+    m.add_argument("--steps", type=int, default=100, help="number of MD steps (default: 100)")
+    m.add_argument("--timestep", type=_positive_float, default=1.0, help="fs (default: 1)")
     m.add_argument("--temperature", type=float, default=600.0, help="initial temperature in K (default: 600)")
-    m.add_argument("--log-every", type=int, default=10)
-    m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--log-every", type=_positive_int, default=10,
+                   help="print energies and temperature every this many steps (default: 10)")
+    m.add_argument("--seed", type=int, default=1,
+                   help="random seed of the default structure's alloy and of the initial velocities (default: 1)")
     m.add_argument("--check-frequency", type=int, default=None,
-                   help="overflow check every N steps (default: the value stored in the model)")
+                   help="overflow check every N steps, 0 or -1: never (default: the value stored in the model). "
+                        "A summary is printed at the end whenever an input left the fine table")
+    m.add_argument("--backend", choices=["auto", "cpu", "numpy", "numba", "cuda"], default="auto",
+                   help="compute backend, as the calculator's backend= (default: auto)")
     _add_logging(m)
     return parser
 
@@ -123,14 +129,19 @@ def _run_md(args) -> int:
 
     run_md(args.model, structure=args.structure, repeat=args.repeat, steps=args.steps, timestep=args.timestep,
            temperature=args.temperature, log_every=args.log_every, seed=args.seed,
-           check_frequency=args.check_frequency)
+           check_frequency=args.check_frequency, backend=args.backend)
     return 0
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args)
+    try:
+        _setup_logging(args)
+    except OSError as exc:  # -l in a missing or unwritable directory
+        print(f"deepcomp {args.command}: error: {args.log_path}: cannot open the log file "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 1
     runner = {"compress": _run_compress, "info": _run_info, "md": _run_md}[args.command]
     try:
         return runner(args)
@@ -138,6 +149,17 @@ def main(argv=None) -> int:
         if args.log_level in ("DEBUG", "3"):
             raise
         print(f"deepcomp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        if args.log_level in ("DEBUG", "3"):
+            raise
+        print(f"deepcomp {args.command}: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if args.log_level in ("DEBUG", "3"):
+            raise
+        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run again with -v DEBUG for the traceback, and please report it)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("deepcomp: interrupted", file=sys.stderr)

@@ -277,3 +277,69 @@ def test_loaded_potential_with_conflicting_settings(backend):
     calc = DeepCompCalculator(pot, overflow="warn", backend=backend, precision="float64", check_frequency=7)
     assert pot.check_frequency == 7 and calc.parameters["check_frequency"] == 7
     assert calc.parameters["backend"] == backend
+
+
+# ---------------------------------------------------------------------------------------- deepcomp md
+def test_md_help():
+    proc = run_cli("md", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "--mpi-log" not in text and "-m " not in text
+    for flag, default in (("--steps", "100"), ("--log-every", "10"), ("--seed", "1")):
+        i = text.rindex(flag + " ")  # the option list, after the usage line
+        assert f"(default: {default})" in text[i:i + 200]
+
+
+def test_md_missing_structure(tmp_path):
+    proc = run_cli("md", MODELS / "cu_se_e2_a_tanh.dp", "--structure", tmp_path / "missing.xyz", "--backend", "numpy")
+    assert_clean_error(proc, "missing.xyz: structure file not found")
+    assert "Errno" not in proc.stderr
+
+
+def test_md_unreadable_structure(tmp_path):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("this is not\nan xyz file\n")
+    proc = run_cli("md", MODELS / "cu_se_e2_a_tanh.dp", "--structure", bad, "--backend", "numpy")
+    assert_clean_error(proc, "bad.xyz: cannot read the structure")
+
+
+def test_md_missing_model(tmp_path):
+    proc = run_cli("md", tmp_path / "nope.dcz", "--backend", "numpy")
+    assert_clean_error(proc, "nope.dcz: model file not found")
+
+
+def test_unexpected_exception_is_one_line(monkeypatch, capsys):
+    import deepcomp_ase.info as info
+
+    def boom(path):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(info, "describe", boom)
+    assert main(["info", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: KeyError" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_md_prints_overflow_summary_without_check_frequency(f0_model, overflowing, tmp_path, backend):
+    structure = tmp_path / "overflow.extxyz"
+    write(structure, overflowing)
+    proc = run_cli("md", f0_model, "--structure", structure, "--steps", "2", "--log-every", "1",
+                   "--timestep", "0.01", "--temperature", "10", "--backend", backend, "-v", "WARNING")
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if "overflow summary" in ln]
+    assert len(lines) == 1 and "beyond it" in lines[0] and "over 2 steps" in lines[0]
+    assert "WARNING" not in proc.stderr  # no periodic check ran (-f 0)
+
+
+def test_md_says_when_nothing_overflowed(capsys):
+    assert main(["md", str(MODELS / "cu_se_e2_a_tanh.dp"), "--steps", "2", "--repeat", "2", "--backend", "numpy",
+                 "-v", "WARNING"]) == 0
+    out = capsys.readouterr().out
+    assert "overflow summary" not in out and "table overflow: none" in out
+
+
+def test_log_path_in_missing_directory(tmp_path):
+    proc = run_cli("compress", "-i", TANH, "-o", tmp_path / "m.dcz", "-l", tmp_path / "nodir" / "log.txt")
+    assert_clean_error(proc, "log.txt: cannot open the log file")
+    assert not list(tmp_path.iterdir())
