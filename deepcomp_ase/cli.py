@@ -11,18 +11,40 @@ import logging
 import sys
 
 from ._version import __version__
+from .compress.api import MAX_TABLE_MIB
 from .errors import DeepCompError
 
 LOG_LEVELS = {"DEBUG": logging.DEBUG, "3": logging.DEBUG, "INFO": logging.INFO, "2": logging.INFO,
               "WARNING": logging.WARNING, "1": logging.WARNING, "ERROR": logging.ERROR, "0": logging.ERROR}
 
 
-def _add_logging(p: argparse.ArgumentParser) -> None:
+def _add_logging(p: argparse.ArgumentParser, mpi_log: bool = False) -> None:
     p.add_argument("-v", "--log-level", choices=list(LOG_LEVELS), default="INFO",
                    help="verbosity: DEBUG/3, INFO/2, WARNING/1, ERROR/0 (default: INFO)")
     p.add_argument("-l", "--log-path", default=None, help="also write the log to this file")
-    p.add_argument("-m", "--mpi-log", choices=["master", "collect", "workers"], default="master",
-                   help="accepted for compatibility with dp compress; compression runs on one process")
+    if mpi_log:
+        p.add_argument("-m", "--mpi-log", choices=["master", "collect", "workers"], default="master",
+                       help="accepted for compatibility with dp compress; compression runs on one process")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,18 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-i", "--input", default="frozen_model.dp", help="the original model (default: frozen_model.dp)")
     c.add_argument("-o", "--output", default="frozen_model_compressed.dcz",
                    help="the compressed model (default: frozen_model_compressed.dcz)")
-    c.add_argument("-s", "--step", type=float, default=0.01,
-                   help="step of the first table; the extrapolation table uses 10*step (default: 0.01)")
+    c.add_argument("-s", "--step", type=_positive_float, default=0.01,
+                   help="step of the first (fine) table; the extrapolation table uses 10*step. Any positive "
+                        "step: a range it does not divide is extended to whole intervals (default: 0.01)")
     c.add_argument("-e", "--extrapolate", type=int, default=5,
                    help="the second table covers [upper, extrapolate*upper] (default: 5)")
     c.add_argument("-f", "--frequency", type=int, default=-1,
-                   help="check table overflow every this many steps during MD; -1: never (default: -1). "
+                   help="check table overflow every this many steps during MD; 0 or -1: never (default: -1). "
                         "Unlike DeePMD-kit, the check is real")
+    c.add_argument("--max-table-size", type=float, default=MAX_TABLE_MIB, metavar="MIB",
+                   help=f"refuse, before building them, tables larger than this many MiB (default: "
+                        f"{MAX_TABLE_MIB}); 0: no limit")
     c.add_argument("-c", "--checkpoint-folder", default=".",
                    help="accepted for compatibility with dp compress; has no effect here")
     c.add_argument("-t", "--training-script", default=None,
                    help="DeePMD-kit input.json whose training data give min_nbor_dist when the model lacks it")
-    _add_logging(c)
+    _add_logging(c, mpi_log=True)
 
     i = sub.add_parser("info", help="describe a compressed or uncompressed model")
     i.add_argument("model")
@@ -56,14 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("model", help="compressed model or DeePMD-kit model file")
     m.add_argument("--structure", default=None,
                    help="any file ASE can read; default: a random fcc alloy of the model's elements")
-    m.add_argument("--repeat", type=int, default=4, help="fcc supercell size of the default structure (default: 4)")
-    m.add_argument("--steps", type=int, default=100)
-    m.add_argument("--timestep", type=float, default=1.0, help="fs (default: 1)")
+    m.add_argument("--repeat", type=_positive_int, default=4,
+                   help="fcc supercell size of the default structure (default: 4)")
+    m.add_argument("--steps", type=int, default=100, help="number of MD steps (default: 100)")
+    m.add_argument("--timestep", type=_positive_float, default=1.0, help="fs (default: 1)")
     m.add_argument("--temperature", type=float, default=600.0, help="initial temperature in K (default: 600)")
-    m.add_argument("--log-every", type=int, default=10)
-    m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--log-every", type=_positive_int, default=10,
+                   help="print energies and temperature every this many steps (default: 10)")
+    m.add_argument("--seed", type=int, default=1,
+                   help="random seed of the default structure's alloy and of the initial velocities (default: 1)")
     m.add_argument("--check-frequency", type=int, default=None,
-                   help="overflow check every N steps (default: the value stored in the model)")
+                   help="overflow check every N steps, 0 or -1: never (default: the value stored in the model). "
+                        "A summary is printed at the end whenever an input left the fine table")
+    m.add_argument("--backend", choices=["auto", "cpu", "numpy", "numba", "cuda"], default="auto",
+                   help="compute backend, as the calculator's backend= (default: auto)")
     _add_logging(m)
     return parser
 
@@ -80,7 +112,8 @@ def _run_compress(args) -> int:
     from .compress.api import compress_model
 
     compress_model(args.input, args.output, step=args.step, extrapolate=args.extrapolate,
-                   frequency=args.frequency, training_script=args.training_script)
+                   frequency=args.frequency, training_script=args.training_script,
+                   max_table_mib=args.max_table_size)
     return 0
 
 
@@ -96,14 +129,19 @@ def _run_md(args) -> int:
 
     run_md(args.model, structure=args.structure, repeat=args.repeat, steps=args.steps, timestep=args.timestep,
            temperature=args.temperature, log_every=args.log_every, seed=args.seed,
-           check_frequency=args.check_frequency)
+           check_frequency=args.check_frequency, backend=args.backend)
     return 0
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args)
+    try:
+        _setup_logging(args)
+    except OSError as exc:  # -l in a missing or unwritable directory
+        print(f"deepcomp {args.command}: error: {args.log_path}: cannot open the log file "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 1
     runner = {"compress": _run_compress, "info": _run_info, "md": _run_md}[args.command]
     try:
         return runner(args)
@@ -111,6 +149,17 @@ def main(argv=None) -> int:
         if args.log_level in ("DEBUG", "3"):
             raise
         print(f"deepcomp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        if args.log_level in ("DEBUG", "3"):
+            raise
+        print(f"deepcomp {args.command}: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if args.log_level in ("DEBUG", "3"):
+            raise
+        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run again with -v DEBUG for the traceback, and please report it)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("deepcomp: interrupted", file=sys.stderr)

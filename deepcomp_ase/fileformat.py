@@ -54,18 +54,61 @@ def is_compressed_file(path) -> bool:
         return False
 
 
+def check_output_path(path) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Errors name the path as given: a directory, a missing or non-directory parent, or a parent
+    this user cannot create files in.
+    """
+    from .errors import DeepCompError
+
+    given = str(path)
+    path = Path(path)
+    if path.is_dir():
+        raise DeepCompError(f"{given}: is a directory; give the output file name, e.g. {path / 'model.dcz'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise DeepCompError(f"{given}: directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise DeepCompError(f"{given}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DeepCompError(f"{given}: cannot create files in directory {parent} (permission denied)")
+    if path.exists() and not path.is_file():
+        raise DeepCompError(f"{given}: exists and is not a regular file")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, writer) -> None:
-    """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it succeeded."""
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it succeeded.
+
+    The file gets the permissions any new file gets (0666 less the umask), not mkstemp's 0600.
+    Errors name ``path``, never the temporary file.
+    """
+    from .errors import DeepCompError
+
+    check_output_path(path)
+    given = str(path)
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise DeepCompError(f"{given}: cannot be written ({exc.strerror or exc})") from exc
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise DeepCompError(f"{given}: cannot be written ({exc.strerror or exc})") from exc
         raise
 
 

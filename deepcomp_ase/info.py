@@ -71,4 +71,11 @@ def describe(path) -> str:
             lines.append(f"             {name:20s} [{t.lower:g}, {t.upper:g}) -> [{t.xmin:g}, {t.xmax:g})   "
                          f"{t.stride0:g} / {t.stride1:g}   {t.nspline} x {t.ng}{split}")
         lines.append(f"table memory: {total / 2**20:.2f} MiB")
+        extended = opts.get("extended_ranges") or {}
+        if extended:
+            lines.append(f"extended:    step {opts.get('step')} does not divide every DeePMD-kit table range; these "
+                         "bounds were moved outward to whole intervals (DeePMD-kit's value -> value used):")
+            for name, moved in sorted(extended.items()):
+                text = ", ".join(f"{bound} {old:g} -> {new:.10g}" for bound, (old, new) in sorted(moved.items()))
+                lines.append(f"             {name:20s} {text}")
     return "\n".join(lines)

@@ -27,16 +27,19 @@ def default_structure(type_map, repeat: int = 4, seed: int = 1):
 
 
 def run_md(model, *, structure=None, repeat=4, steps=100, timestep=1.0, temperature=600.0, log_every=10,
-           seed=1, check_frequency=None):
+           seed=1, check_frequency=None, backend="auto"):
     from ase import units
-    from ase.io import read
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
     from .calculator import DeepCompCalculator
+    from .overflow import run_totals, summary_line
 
-    calc = DeepCompCalculator(model, check_frequency=check_frequency)
-    atoms = read(structure) if structure else default_structure(calc.type_map, repeat, seed)
+    atoms = read_structure(structure) if structure else None
+    calc = DeepCompCalculator(model, check_frequency=check_frequency, backend=backend)
+    if atoms is None:
+        atoms = default_structure(calc.type_map, repeat, seed)
+    calc.potential.types_of(atoms.get_chemical_symbols())  # unknown elements: a clear error before the run
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
@@ -58,7 +61,30 @@ def run_md(model, *, structure=None, repeat=4, steps=100, timestep=1.0, temperat
     dyn.run(steps)
     drift = (atoms.get_total_energy() - e0) / len(atoms)
     print(f"energy drift over {steps} steps: {drift:.3e} eV/atom")
-    counts = calc.overflow_counts
-    print(f"table overflow since the last check: {counts['coarse_table']} inputs in the extrapolation table, "
-          f"{counts['beyond_table']} beyond it, {counts['sel_dropped']} neighbours beyond sel")
+    # whatever the check frequency: one line when any input left the fine tables
+    line = summary_line(run_totals(calc.potential), calc.type_map, steps)
+    print(line if line else "table overflow: none (every embedding input stayed in the fine tables)")
     return drift
+
+
+def read_structure(path):
+    """``ase.io.read`` with errors that name the file."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    from .errors import DeepCompError
+
+    p = Path(path)
+    if not p.exists():
+        raise DeepCompError(f"{path}: structure file not found")
+    if p.is_dir():
+        raise DeepCompError(f"{path}: is a directory, not a structure file")
+    try:
+        atoms = read(p)
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds for unreadable files
+        raise DeepCompError(f"{path}: cannot read the structure ({type(exc).__name__}: {exc}); give a file ASE "
+                            "can read (extxyz, POSCAR, LAMMPS data with its format, ...)") from exc
+    if len(atoms) == 0:
+        raise DeepCompError(f"{path}: the structure has no atoms")
+    return atoms

@@ -106,3 +106,32 @@ def check_and_report(tally: OverflowTally, policy: str, type_map=None, step=None
         log.warning(message)
     tally.reset()
     return flagged
+
+
+def run_totals(potential, reduce=None) -> OverflowTally:
+    """All counts of ``potential`` since it was loaded, checked or not, without changing its state.
+
+    The periodic check only sees the counts of its own window, and with no check frequency
+    nothing looks at them; this is what an end-of-run summary reports. ``reduce`` combines the
+    counts not yet checked across MPI ranks (collective: every rank must call this).
+    """
+    import copy
+
+    flush = getattr(potential.backend, "flush_overflow", None)
+    if flush is not None:  # device-side counters join the host tally
+        flush(potential)
+    pending = copy.deepcopy(potential.tally)
+    if reduce is not None:
+        reduce(pending)
+    totals = OverflowTally()
+    totals.merge(potential.total)
+    totals.merge(pending)
+    return totals
+
+
+def summary_line(totals: OverflowTally, type_map=None, steps=None) -> str | None:
+    """One line for the end of a run, or None when every input stayed in the fine tables."""
+    if not totals.any:
+        return None
+    when = f"over {steps} steps" if steps is not None else "since the model was loaded"
+    return f"deepcomp overflow summary ({when}): {totals.summary(type_map)}"

@@ -16,12 +16,15 @@ from ..io import read_model_tree
 from ..model.params import ModelParams, parse_model
 from .min_dist import min_nbor_dist_from_training_script
 from .tables import Table
-from .tabulate import angular_range, build_table, check_step, radial_range_per_type
+from .tabulate import angular_range, build_table, check_step, radial_range_per_type, table_bytes, table_grid
 
 log = logging.getLogger(__name__)
 
 #: se_e3 tables use 10x the step (DeePMD-kit's convention: its inputs span a wider range)
 SE_E3_STEP_FACTOR = 10
+
+#: default refusal threshold of the table coefficients, MiB (--max-table-size lifts it)
+MAX_TABLE_MIB = 1024
 
 
 def table_name(prefix: str, key: tuple) -> str:
@@ -57,20 +60,47 @@ def _table_specs(d, min_nbor_dist: float):
     return specs
 
 
-def tabulate_model(model: ModelParams, min_nbor_dist: float, step: float, extrapolate: float,
-                   progress=None) -> dict[str, Table]:
-    """Tables for every embedding net of every descriptor part."""
+def _table_jobs(model: ModelParams, min_nbor_dist: float, step: float):
+    """(name, net, lower, upper, fine step, low_coarse) of every table, in file order."""
     jobs = []
     for prefix, d in descriptor_parts(model):
         factor = SE_E3_STEP_FACTOR if d.kind == "se_e3" else 1
         for key, (lo, up, low_coarse) in sorted(_table_specs(d, min_nbor_dist).items()):
             jobs.append((table_name(prefix, key), d.embeddings[key], lo, up, step * factor, low_coarse))
+    return jobs
+
+
+def estimate_table_bytes(model: ModelParams, min_nbor_dist: float, step: float, extrapolate: float) -> int:
+    """Size of all table coefficients for these options, computed from the grids alone."""
+    return sum(table_bytes(table_grid(lo, up, s0, 10 * s0, extrapolate, low), net.n_out)
+               for _, net, lo, up, s0, low in _table_jobs(model, min_nbor_dist, step))
+
+
+def tabulate_model(model: ModelParams, min_nbor_dist: float, step: float, extrapolate: float,
+                   progress=None) -> dict[str, Table]:
+    """Tables for every embedding net of every descriptor part."""
+    jobs = _table_jobs(model, min_nbor_dist, step)
     tables = {}
     for n, (name, net, lo, up, s0, low_coarse) in enumerate(jobs):
         tables[name] = build_table(net, lo, up, s0, 10 * s0, extrapolate, low_coarse)
         if progress:
             progress(n + 1, len(jobs), name, tables[name])
     return tables
+
+
+def extended_ranges(model: ModelParams, min_nbor_dist: float, step: float, extrapolate: float,
+                    tables: dict[str, Table]) -> dict[str, dict]:
+    """{table: {bound: [DeePMD-kit's value, value used]}} for bounds moved to whole intervals."""
+    out = {}
+    for name, _, lo, up, _, low_coarse in _table_jobs(model, min_nbor_dist, step):
+        t = tables[name]
+        requested = {"upper": up, "xmax": extrapolate * up}
+        if low_coarse:
+            requested["xmin"] = extrapolate * lo
+        moved = {k: [float(v), float(getattr(t, k))] for k, v in requested.items() if getattr(t, k) != v}
+        if moved:
+            out[name] = moved
+    return out
 
 
 def embedding_tables_for(part, prefix: str, tables: dict[str, Table]) -> dict[tuple, Table]:
@@ -91,13 +121,35 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_table_size(source, model, mnd, step, extrapolate, max_table_mib) -> int:
+    """Refuse options whose tables would not fit, before building any (``-e``/``-s`` extremes)."""
+    nbytes = estimate_table_bytes(model, mnd, step, extrapolate)
+    mib = nbytes / 2**20
+    if max_table_mib is not None and max_table_mib > 0 and mib > max_table_mib:
+        raise DeepCompError(
+            f"{source}: the tables for step {step:g} and extrapolate {extrapolate:g} would take {mib:,.0f} MiB "
+            f"(building them needs several times that), above the limit of {max_table_mib:,.0f} MiB; "
+            "choose a larger -s or a smaller -e, or raise the limit with --max-table-size MIB "
+            "(0: no limit)"
+        )
+    return nbytes
+
+
 def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5, frequency: int = -1,
-                   training_script=None) -> CompressedFile:
-    """Compress the DeePMD-kit model ``source`` into ``output`` (written atomically)."""
-    from ..fileformat import is_compressed_file
+                   training_script=None, max_table_mib: float | None = MAX_TABLE_MIB) -> CompressedFile:
+    """Compress the DeePMD-kit model ``source`` into ``output`` (written atomically).
+
+    ``max_table_mib``: refuse (before building anything) when the table coefficients would
+    exceed this many MiB; None or <= 0: no limit.
+    """
+    from ..fileformat import check_output_path, is_compressed_file
 
     source = Path(source)
     check_step(step, extrapolate)
+    check_output_path(output)
+    if training_script is not None and not Path(training_script).is_file():
+        what = "is not a file" if Path(training_script).exists() else "not found"
+        raise DeepCompError(f"{training_script}: training script (-t) {what}")
     if is_compressed_file(source):
         raise DeepCompError(f"{source}: is already a deepcomp compressed model; compress the original model")
     tree = read_model_tree(source)
@@ -112,8 +164,13 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
             )
         mnd = min_nbor_dist_from_training_script(training_script)
         origin = f"training script {training_script}"
+    elif training_script is not None:
+        # DeePMD-kit too prefers the value stored at freeze time
+        log.info("the model stores min_nbor_dist; the training script %s is not needed", training_script)
     log.info("compressing %s: %s, type_map %s, min_nbor_dist %.6f A (from %s)", source, model.descriptor.kind,
              list(model.type_map), mnd, origin)
+    nbytes = _check_table_size(source, model, mnd, step, extrapolate, max_table_mib)
+    log.info("tables: %.1f MiB of coefficients", nbytes / 2**20)
 
     def progress(n, total, name, table):
         extra = f", {len(table.split_intervals)} intervals split at relu kinks" if len(table.split_intervals) else ""
@@ -121,16 +178,23 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
                  table.lower, table.upper, table.stride0, table.xmin, table.xmax, table.stride1, extra)
 
     tables = tabulate_model(model, mnd, step, extrapolate, progress)
+    extended = extended_ranges(model, mnd, step, extrapolate, tables)
+    if extended:
+        log.info("step %g does not divide every table range: %d table(s) extended to whole intervals "
+                 "(deepcomp info lists them)", step, len(extended))
+    options = {
+        "step": step, "extrapolate": extrapolate, "frequency": frequency,
+        "min_nbor_dist": mnd, "min_nbor_dist_origin": origin, "range_rule": "radial (TensorFlow backend)",
+    }
+    if extended:
+        options["extended_ranges"] = extended
     meta = {
         "software": "deepcomp",
         "version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source_file": str(source.name),
         "source_sha256": _sha256(source),
-        "options": {
-            "step": step, "extrapolate": extrapolate, "frequency": frequency,
-            "min_nbor_dist": mnd, "min_nbor_dist_origin": origin, "range_rule": "radial (TensorFlow backend)",
-        },
+        "options": options,
     }
     content = CompressedFile(tree=tree, tables=tables, meta=meta)
     save_compressed(output, content)

@@ -7,6 +7,10 @@ output ``m`` on interval ``l``. Intervals, in order:
 * ``[lower, upper)`` with width ``stride0`` (the fine table);
 * ``[upper, xmax)`` with width ``stride1`` (the extrapolation table, ``xmax = extrapolate*upper``).
 
+Each part holds a whole number of intervals: when a step does not divide DeePMD-kit's range,
+``upper``, ``xmax`` and ``xmin`` are moved outward to the next interval end
+(:func:`deepcomp_ase.compress.tabulate.table_grid`).
+
 Nets with relu/relu6 are piecewise linear with kinks; intervals that contain a kink are
 "split": their pieces are replaced by sub-pieces between consecutive kinks, stored in
 ``sub_start`` (ascending absolute start of every sub-piece) and ``sub_coeffs``.
@@ -54,7 +58,9 @@ class Table:
 
     @property
     def first_stride(self) -> int:
-        return int((self.upper - self.lower) / self.stride0)
+        # rounded, not truncated: [lower, upper) holds a whole number of fine intervals
+        # (compress.tabulate.table_grid), and (upper - lower) / stride0 may be 799.9999...
+        return int(round((self.upper - self.lower) / self.stride0))
 
     @property
     def info(self) -> np.ndarray:

@@ -13,6 +13,7 @@ them at both ends, so the table is C2 across nodes. Differences from DeePMD-kit,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,34 +33,85 @@ def hermite_quintic(y0, d0, s0, y1, d1, s1, width):
     return np.stack([y0, d0, 0.5 * s0, a3, a4, a5], axis=-1)
 
 
+def whole_intervals(start: float, end: float, stride: float) -> int:
+    """Number of ``stride``-wide intervals needed to cover [start, end) (0 for an empty range).
+
+    A ratio within round-off of an integer counts as that integer: 0.01 divides [-1, 7) even
+    though (7 - -1) / 0.01 is not exactly 800 in floating point.
+    """
+    ratio = (end - start) / stride
+    nearest = round(ratio)
+    if abs(ratio - nearest) <= 1e-9 * max(1.0, abs(ratio)):
+        return max(int(nearest), 0)
+    return max(math.ceil(ratio), 0)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Bounds and interval counts of one table, each range extended to whole intervals.
+
+    ``lower`` is never moved. ``upper`` is moved up to the end of the last fine interval,
+    ``xmax`` to the end of the last coarse interval past it and ``xmin`` (se_e3's low coarse
+    part) down to the start of the first one. A bound stays exactly as requested when the step
+    already divides its range (DeePMD-kit's tables for the usual steps).
+    """
+
+    lower: float
+    upper: float
+    xmax: float
+    xmin: float
+    n_low: int
+    n_fine: int
+    n_high: int
+
+    @property
+    def nspline(self) -> int:
+        return self.n_low + self.n_fine + self.n_high
+
+
+def table_grid(lower: float, upper: float, stride0: float, stride1: float, extrapolate: float,
+               low_coarse: bool = False) -> Grid:
+    """DeePMD-kit's layout, for any positive step.
+
+    "A"/"R"/"Atten" tables are [lower, upper) by stride0 then [upper, e*upper) by stride1; the
+    "T" (se_e3) layout adds [e*lower, lower) by stride1 in front. DeePMD-kit assumes the steps
+    divide these ranges; here a range they do not divide is extended to the next whole interval.
+    """
+    n_fine = max(whole_intervals(lower, upper, stride0), 1)
+    upper_used = upper if math.isclose(lower + n_fine * stride0, upper, rel_tol=1e-9, abs_tol=1e-12) \
+        else lower + n_fine * stride0
+    xmax_req = extrapolate * upper
+    n_high = whole_intervals(upper_used, xmax_req, stride1)
+    xmax = xmax_req if n_high and math.isclose(upper_used + n_high * stride1, xmax_req, rel_tol=1e-9,
+                                                abs_tol=1e-12) else upper_used + n_high * stride1
+    n_low, xmin = 0, lower
+    if low_coarse:
+        xmin_req = extrapolate * lower
+        n_low = whole_intervals(xmin_req, lower, stride1)
+        xmin = xmin_req if n_low and math.isclose(lower - n_low * stride1, xmin_req, rel_tol=1e-9,
+                                                   abs_tol=1e-12) else lower - n_low * stride1
+    return Grid(float(lower), float(upper_used), float(xmax), float(xmin), n_low, n_fine, n_high)
+
+
+def table_bytes(grid: Grid, n_out: int) -> int:
+    """Size of the coefficients of one table (float64, 6 per interval and output)."""
+    return grid.nspline * n_out * 6 * 8
+
+
 def node_grid(lower: float, upper: float, stride0: float, stride1: float, extrapolate: float,
               low_coarse: bool = False):
-    """Nodes and interval widths of a table.
-
-    DeePMD-kit's "A"/"R"/"Atten" layout is [lower, upper) by stride0 then [upper, e*upper) by
-    stride1; the "T" (se_e3) layout adds [e*lower, lower) by stride1 in front.
-    """
-    xmax = extrapolate * upper
-    parts = []
-    if low_coarse:
-        parts.append(np.arange(extrapolate * lower, lower, stride1, dtype=np.float64))
-    fine = np.arange(lower, upper, stride0, dtype=np.float64)
-    parts += [fine, np.arange(upper, xmax, stride1, dtype=np.float64), np.array([xmax])]
-    nodes = np.concatenate(parts)
-    n_low = len(parts[0]) if low_coarse else 0
-    first_stride = int((upper - lower) / stride0)
-    n_high = int(round((xmax - upper) / stride1))
-    expected_low = int(round((lower - extrapolate * lower) / stride1)) if low_coarse else 0
-    if len(fine) != first_stride or n_low != expected_low or len(nodes) != n_low + first_stride + n_high + 1:
-        raise ValueError(
-            f"table grid is inconsistent for range [{lower}, {upper}) with step {stride0}: "
-            f"{len(fine)} fine nodes vs {first_stride} intervals; choose a step that divides the range"
-        )
-    nspline = len(nodes) - 1
-    idx = np.arange(nspline)
-    widths = np.where((idx >= n_low) & (idx < n_low + first_stride), stride0, stride1)
-    xmin = extrapolate * lower if low_coarse else lower
-    return nodes, widths, xmin, xmax
+    """Nodes and interval widths of a table (see :func:`table_grid`), and its grid."""
+    g = table_grid(lower, upper, stride0, stride1, extrapolate, low_coarse)
+    # node positions as Table.locate computes interval starts: start + i * stride
+    nodes = np.concatenate([
+        g.xmin + stride1 * np.arange(g.n_low, dtype=np.float64),
+        g.lower + stride0 * np.arange(g.n_fine, dtype=np.float64),
+        g.upper + stride1 * np.arange(g.n_high, dtype=np.float64),
+        [g.xmax],
+    ])
+    idx = np.arange(g.nspline)
+    widths = np.where((idx >= g.n_low) & (idx < g.n_low + g.n_fine), stride0, stride1)
+    return nodes, widths, g
 
 
 def is_piecewise_linear(net: Network) -> bool:
@@ -126,7 +178,8 @@ def _split_pieces(net: Network, starts: np.ndarray, widths: np.ndarray, kinks: n
 def build_table(net: Network, lower: float, upper: float, stride0: float, stride1: float,
                 extrapolate: float, low_coarse: bool = False) -> Table:
     """Tabulate ``net`` on [lower, extrapolate*upper] (and [extrapolate*lower, lower) for se_e3)."""
-    nodes, widths, xmin, xmax = node_grid(lower, upper, stride0, stride1, extrapolate, low_coarse)
+    nodes, widths, g = node_grid(lower, upper, stride0, stride1, extrapolate, low_coarse)
+    xmin, xmax = g.xmin, g.xmax
     y, dy, d2y = net.value_and_input_derivatives(nodes)
     w = widths[:, None]
     coeffs = hermite_quintic(y[:-1], dy[:-1], d2y[:-1], y[1:], dy[1:], d2y[1:], w)
@@ -136,7 +189,7 @@ def build_table(net: Network, lower: float, upper: float, stride0: float, stride
         if len(kinks):
             hit, sub_start, sub_coeffs = _split_pieces(net, nodes[:-1], widths, kinks)
             extra = dict(split_intervals=hit, sub_start=sub_start, sub_coeffs=sub_coeffs)
-    return Table(lower=float(lower), upper=float(upper), xmax=float(xmax), stride0=float(stride0),
+    return Table(lower=g.lower, upper=g.upper, xmax=float(xmax), stride0=float(stride0),
                  stride1=float(stride1), coeffs=np.ascontiguousarray(coeffs), xmin=float(xmin), **extra)
 
 

@@ -252,6 +252,25 @@ class LammpsModel:
         self.potential.step_done(int(step), reduce=self.reduce)
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
 
+    def finish(self) -> None:
+        """End of a LAMMPS run or minimization (``Pair::finish``, every rank: collective).
+
+        One summary line when any input left the fine tables since the model was loaded,
+        whatever the check frequency; not repeated when nothing new overflowed since the last.
+        """
+        from ..overflow import run_totals, summary_line
+
+        with self._forwarding():
+            totals = run_totals(self.potential, self.reduce)
+            key = (totals.n_coarse, totals.n_beyond, totals.n_sel_dropped)
+            line = summary_line(totals, self.potential.type_map)
+            if line is None or key == getattr(self, "_last_summary", None):
+                return
+            self._last_summary = key
+            if self.rank == 0 and self._handler is not None:
+                level = LOG_INFO if self.potential.overflow == "ignore" else LOG_WARNING
+                self._handler.sink(level, line)
+
     def close(self) -> None:
         self._handler = None
         self.potential = None

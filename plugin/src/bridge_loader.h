@@ -17,6 +17,7 @@ struct BridgeAPI {
   dcb_create_fn create;
   dcb_compute_fn compute;
   dcb_destroy_fn destroy;
+  dcb_finish_fn finish;    // may be null: a bridge without the end-of-run summary
 };
 
 // The loaded bridge with a running interpreter, or nullptr with `error` set.

@@ -356,6 +356,19 @@ cleanup:
   return rc;
 }
 
+DCB_EXPORT int dcb_finish(void *handle, char *err, int errlen)
+{
+  dcb_model *m = (dcb_model *) handle;
+  if (!m || !m->model) return DCB_OK;
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int rc = DCB_OK;
+  PyObject *r = PyObject_CallMethod(m->model, "finish", NULL);
+  if (!r) rc = fetch_error(err, errlen);
+  Py_XDECREF(r);
+  PyGILState_Release(gil);
+  return rc;
+}
+
 DCB_EXPORT void dcb_destroy(void *handle)
 {
   dcb_model *m = (dcb_model *) handle;

@@ -73,6 +73,9 @@ typedef int (*dcb_initialize_fn)(const char *python_exe, const char *site_dir, c
 typedef void *(*dcb_create_fn)(const dcb_create_args *args, double *cutoff, char *err, int errlen);
 typedef int (*dcb_compute_fn)(void *model, dcb_compute_args *args, char *err, int errlen);
 typedef void (*dcb_destroy_fn)(void *model);
+/* end of a run (Pair::finish, every rank): print the overflow summary; returns DCB_* like compute.
+ * Optional: the plugin checks for the symbol. */
+typedef int (*dcb_finish_fn)(void *model, char *err, int errlen);
 
 #ifdef __cplusplus
 }

@@ -411,6 +411,18 @@ double PairDeepComp::memory_usage()
   return bytes;
 }
 
+// Called by LAMMPS on every rank at the end of each run and minimization: one summary line
+// when any input left the fine tables, whatever check_frequency is (collective in Python).
+void PairDeepComp::finish()
+{
+  const BridgeAPI *api = loaded_bridge();
+  if (!model || !api || !api->finish) return;
+  char err[16384] = {0};
+  const int rc = api->finish(model, err, sizeof err);
+  if (rc == DCB_ERROR_COLLECTIVE) error->all(FLERR, "pair_style deepcomp: {}", err);
+  if (rc != DCB_OK) error->one(FLERR, "pair_style deepcomp: {}", err);
+}
+
 void PairDeepComp::log_message(int level, const char *message)
 {
   if (level == DCB_LOG_WARNING) {

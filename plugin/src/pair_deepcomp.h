@@ -32,6 +32,7 @@ class PairDeepComp : public LAMMPS_NS::Pair {
   void read_restart_settings(FILE *fp) override;
 
   double memory_usage() override;
+  void finish() override;    // end of run: overflow summary
 
   // called by the bridge to print through LAMMPS
   void log_message(int level, const char *message);
