@@ -92,15 +92,18 @@ def _sha256(path: Path) -> str:
 
 
 def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5, frequency: int = -1,
-                   training_script=None) -> CompressedFile:
-    """Compress the DeePMD-kit model ``source`` into ``output`` (written atomically)."""
+                   training_script=None, head: str | None = None) -> CompressedFile:
+    """Compress the DeePMD-kit model ``source`` into ``output`` (written atomically).
+
+    ``head`` picks the model of a multi-task PyTorch checkpoint (as ``dp --pt freeze --head``).
+    """
     from ..fileformat import is_compressed_file
 
     source = Path(source)
     check_step(step, extrapolate)
     if is_compressed_file(source):
         raise DeepCompError(f"{source}: is already a deepcomp compressed model; compress the original model")
-    tree = read_model_tree(source)
+    tree = read_model_tree(source, head=head)
     model = parse_model(tree, str(source))
     mnd = model.min_nbor_dist
     origin = "model file"
