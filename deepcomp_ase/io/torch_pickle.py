@@ -163,7 +163,9 @@ class TorchArchive:
         try:
             self.zip = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile) as exc:
-            raise ModelFormatError(f"{path}: cannot be read as a PyTorch zip archive ({exc})") from None
+            raise ModelFormatError(
+                f"{path}: cannot be read as a PyTorch zip archive ({exc}); is it truncated or damaged?"
+            ) from None
         pkls = [n for n in self.zip.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pkls) != 1:
             raise ModelFormatError(
