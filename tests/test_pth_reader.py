@@ -202,8 +202,11 @@ def test_synthetic_writer_round_trips(tmp_path):
 def _multitask(tmp_path) -> Path:
     state = _checkpoint_state()
     params = state["_extra_state"]["model_params"]
+    # the second head names its descriptor in shared_dict, as multi-task inputs do
+    scan = {**params, "descriptor": "shared_descriptor:1", "type_map": "shared_type_map"}
+    shared = {"shared_descriptor": params["descriptor"], "shared_type_map": params["type_map"]}
     out = {"_extra_state": {**state["_extra_state"], "model_params": {
-        "model_dict": {"CuAu_PBE": params, "CuAu_SCAN": params}, "shared_dict": {}}}}
+        "model_dict": {"CuAu_PBE": params, "CuAu_SCAN": scan}, "shared_dict": shared}}}
     for key, value in state.items():
         if key.startswith("model.Default."):
             rest = key[len("model.Default."):]
@@ -224,6 +227,7 @@ def test_multitask_checkpoint_needs_head(tmp_path):
     scan = read_model_tree(path, head="CuAu_SCAN")
     np.testing.assert_array_equal(scan["model"]["@variables"]["out_bias"],
                                   want["model"]["@variables"]["out_bias"] + 1.0)
+    assert_bitwise_same(scan["model"]["descriptor"], want["model"]["descriptor"])
 
 
 def test_head_through_the_cli(tmp_path, capsys):

@@ -150,7 +150,7 @@ def _from_checkpoint(path: Path, obj: Any, head: str | None) -> dict:
             )
         if head not in params["model_dict"]:
             raise UnsupportedModelError(f"{path}: --head {head!r} is not a head of this checkpoint; its heads are {heads}")
-        model_def = params["model_dict"][head]
+        model_def = _resolve_shared(path, params["model_dict"][head], params.get("shared_dict") or {})
     else:
         if head is not None and head != "Default":
             raise UnsupportedModelError(
@@ -165,6 +165,24 @@ def _from_checkpoint(path: Path, obj: Any, head: str | None) -> dict:
     if not st.has("atomic_model.out_bias") and not any(k.startswith(st.prefix) for k in arrays):
         raise ModelFormatError(f"{path}: the checkpoint holds no tensors under 'model.{head}.'")
     return _tree(path, model_def, st)
+
+
+def _resolve_shared(path: Path, model_def: Any, shared: dict) -> Any:
+    """Multi-task definitions may name a shared component ("my_descriptor" or "my_descriptor:1")."""
+    if not isinstance(model_def, dict):
+        return model_def
+    out = dict(model_def)
+    for key in ("type_map", "descriptor", "fitting_net"):
+        value = out.get(key)
+        if isinstance(value, str):
+            name = value.split(":")[0]
+            if name not in shared:
+                raise ModelFormatError(
+                    f"{path}: field 'model.{key}' names the shared component {value!r}, which is not in "
+                    f"'shared_dict' (it has {sorted(shared)})"
+                )
+            out[key] = shared[name]
+    return out
 
 
 def _check_not_compressed(path: Path, root: ScriptObject) -> None:
