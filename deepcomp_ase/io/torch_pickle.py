@@ -208,11 +208,15 @@ class TorchArchive:
             raise ModelFormatError(f"{self.path}: storage key {key!r} is not a plain name")
         if key in self._cache:
             return self._cache[key]
+        width = 2 if stype.code == "bf16" else np.dtype(stype.code).itemsize
+        member = f"{self.root}/data/{key}"
+        if member in self.names and self.zip.getinfo(member).file_size != numel * width:
+            # checked before reading: a damaged or hostile size is not loaded into memory
+            raise ModelFormatError(
+                f"{self.path}: storage 'data/{key}' holds {self.zip.getinfo(member).file_size} bytes, "
+                f"{stype.name} of {numel} elements needs {numel * width} (truncated or damaged file?)"
+            )
         raw = self.read(f"data/{key}")
-        if stype.code == "bf16":
-            width = 2
-        else:
-            width = np.dtype(stype.code).itemsize
         if len(raw) < numel * width:
             raise ModelFormatError(
                 f"{self.path}: storage 'data/{key}' holds {len(raw)} bytes, {stype.name} of {numel} elements "
