@@ -1,7 +1,8 @@
 """The torch-free reader of DeePMD-kit PyTorch models (.pth frozen, .pt checkpoints).
 
-Oracle: refsuite3 (DeePMD-kit 3.2.0, PyTorch backend): the ``.dp`` that ``dp convert-backend``
-wrote from each ``.pth``, and DeePMD-kit's outputs of the ``.pth`` (variant ``pth``). Keys that
+Oracle: DeePMD-kit 3.2.0's PyTorch backend (refsuite3, and the smaller models that
+tests/data/make_pt_models.py trains the same way): the ``.dp`` that ``dp convert-backend`` wrote
+from each ``.pth``, and DeePMD-kit's outputs of the ``.pth`` (variant ``pth``). Keys that
 legitimately differ from the ``.dp`` tree: ``time`` (when the tree was made) and ``pt_version``
 (the torch version that ran the conversion; no torch runs here).
 
@@ -29,7 +30,8 @@ from deepcomp_ase.io.torch_pickle import TorchArchive
 from deepcomp_ase.potential import DeepPotential
 
 MODELS = Path(__file__).parent / "data" / "models"
-NAMES = ("pt_cuau_se_e2_a", "pt_cuau_se_atten_v2")
+# refsuite3 (300 training steps) and tiny models made by tests/data/make_pt_models.py
+NAMES = ("pt_cuau_se_e2_a", "pt_cuau_se_atten_v2", "pt_cuau_se_e2_r", "pt_cuau_se_e3", "pt_cuau_hybrid")
 SOURCES = [(n, ".pth") for n in NAMES] + [("pt_cuau_se_atten_v2", ".ckpt.pt")]
 IGNORED = {"time", "pt_version"}
 
