@@ -232,6 +232,20 @@ def test_multitask_checkpoint_needs_head(tmp_path):
     assert_bitwise_same(scan["model"]["descriptor"], want["model"]["descriptor"])
 
 
+def test_real_multitask_checkpoint():
+    """A checkpoint of DeePMD-kit multi-task training (two heads sharing a descriptor)."""
+    path = MODELS / "pt_cuau_multitask.ckpt.pt"
+    with pytest.raises(UnsupportedModelError, match=r"heads \['CuAu_a', 'CuAu_b'\]"):
+        read_model_tree(path)
+    # equals dp --pt freeze --head CuAu_b followed by dp convert-backend
+    assert_bitwise_same(read_model_tree(path, head="CuAu_b"), read_dp(MODELS / "pt_cuau_multitask_CuAu_b.dp"))
+    a = read_model_tree(path, head="CuAu_a")["model"]
+    b = read_model_tree(path, head="CuAu_b")["model"]
+    assert_bitwise_same(a["descriptor"], b["descriptor"])  # shared
+    assert a["fitting"]["nets"]["networks"][0]["layers"][0]["@variables"]["w"].tobytes() != \
+        b["fitting"]["nets"]["networks"][0]["layers"][0]["@variables"]["w"].tobytes()
+
+
 def test_head_through_the_cli(tmp_path, capsys):
     path = _multitask(tmp_path)
     assert main(["info", str(path), "--head", "CuAu_SCAN"]) == 0

@@ -5,6 +5,8 @@ Needs a Python environment with DeePMD-kit and torch (not the test environment, 
     python -m venv /tmp/dpvenv && /tmp/dpvenv/bin/pip install "deepmd-kit==3.2.0" "torch==2.11.0"
     cd tests/data && /tmp/dpvenv/bin/python make_pt_models.py [name ...]
 
+Also a multi-task checkpoint, pt_cuau_multitask.ckpt.pt, with the .dp of its head CuAu_b.
+
 For each model: train a few steps on tests/data/training/cuau (``dp --pt train``), freeze
 (``dp --pt freeze`` -> NAME.pth), convert (``dp convert-backend NAME.pth NAME.dp``) and evaluate the
 .pth with DeePMD-kit on the held-out configurations of refs/cuau_se_e2_a.npz (variant ``pth``, same
@@ -60,6 +62,43 @@ MODELS = {
 }
 
 
+def _multitask_input() -> dict:
+    """Two heads sharing one se_e2_a descriptor (names resolved through shared_dict)."""
+    train = HERE / "training" / "cuau" / "train"
+    desc = {"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8], "axis_neuron": 4,
+            "seed": 1}
+    fit = {"neuron": [8, 8], "resnet_dt": True, "seed": 1}
+    loss = {"type": "ener", "start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000, "limit_pref_f": 1}
+    return {
+        "model": {"shared_dict": {"my_type_map": ["Cu", "Au"], "my_descriptor": desc},
+                  "model_dict": {
+                      "CuAu_a": {"type_map": "my_type_map", "descriptor": "my_descriptor", "fitting_net": fit},
+                      "CuAu_b": {"type_map": "my_type_map", "descriptor": "my_descriptor",
+                                 "fitting_net": dict(fit, seed=2)}}},
+        "learning_rate": {"type": "exp", "start_lr": 0.001, "stop_lr": 1e-05, "decay_steps": 5},
+        "loss_dict": {"CuAu_a": loss, "CuAu_b": loss},
+        "training": {"model_prob": {"CuAu_a": 0.5, "CuAu_b": 0.5},
+                     "data_dict": {
+                         "CuAu_a": {"training_data": {"systems": [str(train / "n32_x25"), str(train / "n32_x40")],
+                                                      "batch_size": 1}},
+                         "CuAu_b": {"training_data": {"systems": [str(train / "n32_x50"), str(train / "n32_x75")],
+                                                      "batch_size": 1}}},
+                     "numb_steps": 6, "save_freq": 6, "disp_freq": 6, "seed": 1},
+    }
+
+
+def _make_multitask(dp: str) -> None:
+    """pt_cuau_multitask.ckpt.pt (a multi-task checkpoint) and pt_cuau_multitask_CuAu_b.dp, the
+    tree of its head CuAu_b (dp --pt freeze --head CuAu_b, then dp convert-backend)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "input.json").write_text(json.dumps(_multitask_input(), indent=1))
+        _run([dp, "--pt", "train", "input.json"], work)
+        _run([dp, "--pt", "freeze", "--head", "CuAu_b", "-o", "b.pth"], work)
+        _run([dp, "convert-backend", "b.pth", str(HERE / "models" / "pt_cuau_multitask_CuAu_b.dp")], work)
+        shutil.copyfile(work / "model.ckpt-6.pt", HERE / "models" / "pt_cuau_multitask.ckpt.pt")
+
+
 def _run(cmd: list[str], cwd: Path) -> None:
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -98,7 +137,11 @@ def _refs(name: str, pth: Path) -> None:
 
 def main(names: list[str]) -> None:
     dp = shutil.which("dp", path=os.path.dirname(sys.executable)) or "dp"
-    for name in names or list(MODELS):
+    for name in names or [*MODELS, "pt_cuau_multitask"]:
+        if name == "pt_cuau_multitask":
+            _make_multitask(dp)
+            print(name, "done")
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "input.json").write_text(json.dumps(MODELS[name], indent=1))
