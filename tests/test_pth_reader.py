@@ -282,6 +282,16 @@ def test_unsupported_model_refused_naming_the_field(tmp_path, edit, field, value
     assert str(path) in msg and f"'{field}'" in msg and value in msg
 
 
+def test_real_compressed_pth_refused():
+    """pt_cuau_se_e2_r-compress.pth: dp --pt compress output (tests/data/make_pt_models.py)."""
+    path = MODELS / "pt_cuau_se_e2_r-compress.pth"
+    with pytest.raises(UnsupportedModelError) as info:
+        DeepPotential.from_file(path)
+    msg = str(info.value)
+    assert str(path) in msg and "was compressed by `dp compress`" in msg and "descriptor.compress" in msg
+    assert "the .pth given to `dp compress -i`" in msg
+
+
 def test_compressed_pth_refused_like_compressed_pb(tmp_path):
     src = MODELS / "pt_cuau_se_e2_a.pth"
     path = tmp_path / "model-compress.pth"

@@ -5,7 +5,7 @@ Needs a Python environment with DeePMD-kit and torch (not the test environment, 
     python -m venv /tmp/dpvenv && /tmp/dpvenv/bin/pip install "deepmd-kit==3.2.0" "torch==2.11.0"
     cd tests/data && /tmp/dpvenv/bin/python make_pt_models.py [name ...]
 
-Also a multi-task checkpoint, pt_cuau_multitask.ckpt.pt, with the .dp of its head CuAu_b.
+Also pt_cuau_se_e2_r-compress.pth (``dp --pt compress``) and a multi-task checkpoint, pt_cuau_multitask.ckpt.pt, with the .dp of its head CuAu_b.
 
 For each model: train a few steps on tests/data/training/cuau (``dp --pt train``), freeze
 (``dp --pt freeze`` -> NAME.pth), convert (``dp convert-backend NAME.pth NAME.dp``) and evaluate the
@@ -150,6 +150,11 @@ def main(names: list[str]) -> None:
             _strip_debug(work / "frozen.pth", HERE / "models" / f"{name}.pth")
             _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.dp")], work)
             _refs(name, HERE / "models" / f"{name}.pth")
+            if name == "pt_cuau_se_e2_r":  # a model compressed by DeePMD-kit, which deepcomp refuses
+                # (coarse tables: only its refusal is tested, so keep the file small)
+                _run([dp, "--pt", "compress", "-i", str(HERE / "models" / f"{name}.pth"), "-o", "compressed.pth",
+                      "-s", "0.1", "-e", "2"], work)
+                _strip_debug(work / "compressed.pth", HERE / "models" / f"{name}-compress.pth")
         print(name, "done")
 
 
