@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="tabulate the embedding nets of a DeePMD-kit model",
-                       description="Compress a DeePMD-kit model (.dp, .yaml, .pb, .pth, .pt) into a deepcomp model file.")
+                       description="Compress a DeePMD-kit model (.dp, .yaml, .pb, .pth, .pt) into a deepcomp "
+                                   "model file.")
     c.add_argument("-i", "--input", default="frozen_model.dp", help="the original model (default: frozen_model.dp)")
     c.add_argument("-o", "--output", default="frozen_model_compressed.dcz",
                    help="the compressed model (default: frozen_model_compressed.dcz)")

@@ -149,7 +149,9 @@ def _from_checkpoint(path: Path, obj: Any, head: str | None) -> dict:
                 "(as `dp --pt freeze --head` does)"
             )
         if head not in params["model_dict"]:
-            raise UnsupportedModelError(f"{path}: --head {head!r} is not a head of this checkpoint; its heads are {heads}")
+            raise UnsupportedModelError(
+                f"{path}: --head {head!r} is not a head of this checkpoint; its heads are {heads}"
+            )
         model_def = _resolve_shared(path, params["model_dict"][head], params.get("shared_dict") or {})
     else:
         if head is not None and head != "Default":
@@ -159,7 +161,9 @@ def _from_checkpoint(path: Path, obj: Any, head: str | None) -> dict:
             )
         head, model_def = "Default", params
     if not isinstance(model_def, dict):
-        raise ModelFormatError(f"{path}: the model definition of head {head!r} is {type(model_def).__name__}, not a dict")
+        raise ModelFormatError(
+            f"{path}: the model definition of head {head!r} is {type(model_def).__name__}, not a dict"
+        )
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     st = _State(path, arrays, f"model.{head}.")
     if not st.has("atomic_model.out_bias") and not any(k.startswith(st.prefix) for k in arrays):
@@ -222,7 +226,8 @@ def _tree(path: Path, model_def: dict, st: _State) -> dict:
 def _model(path: Path, m: dict, st: _State) -> dict:
     mtype = m.get("type", "standard")
     if mtype != "standard":
-        raise _unsupported(path, "model.type", mtype, "only standard (descriptor + fitting) energy models are supported")
+        raise _unsupported(path, "model.type", mtype,
+                           "only standard (descriptor + fitting) energy models are supported")
     for key, what in (("spin", "spin models"), ("use_srtab", "tabulated pair potentials (use_srtab / ZBL)"),
                       ("hessian_mode", "Hessian models")):
         if m.get(key):
@@ -291,7 +296,9 @@ def _embedding_net(st: _State, name: str, *, neuron: list[int], activation: str,
                    precision: str, trainable: bool = True, bias: bool = True) -> dict:
     n = _n_layers(st, name)
     if n != len(neuron):
-        raise ModelFormatError(f"{st.path}: network '{st.key(name)}' has {n} layers, the definition's neuron is {neuron}")
+        raise ModelFormatError(
+            f"{st.path}: network '{st.key(name)}' has {n} layers, the definition's neuron is {neuron}"
+        )
     layers = [_layer(st, f"{name}.layers.{l}", activation=activation, resnet=True, precision=precision,
                      trainable=trainable) for l in range(n)]
     return {
@@ -428,7 +435,8 @@ def _descrpt_se_atten_v2(path, d, ntypes, type_map, st, block, where):
     tebd_dim = int(d.get("tebd_dim", 8))
     use_tebd_bias = bool(d.get("use_tebd_bias", False))
     if d.get("use_econf_tebd"):
-        raise _unsupported(path, where + ".use_econf_tebd", True, "electronic-configuration type embeddings are not supported")
+        raise _unsupported(path, where + ".use_econf_tebd", True,
+                           "electronic-configuration type embeddings are not supported")
     trainable = d.get("trainable", True)
     ln_eps = d.get("ln_eps")
     ln_eps = 1e-5 if ln_eps is None else ln_eps
@@ -539,7 +547,9 @@ def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State
     def network(name: str) -> dict:
         n = _n_layers(st, name)
         if n != len(neuron) + 1:
-            raise ModelFormatError(f"{path}: network '{st.key(name)}' has {n} layers, the definition's neuron is {neuron}")
+            raise ModelFormatError(
+                f"{path}: network '{st.key(name)}' has {n} layers, the definition's neuron is {neuron}"
+            )
         layers = [_layer(st, f"{name}.layers.{l}", activation=act, resnet=True, precision=prec, trainable=trainable)
                   for l in range(n - 1)]
         layers.append(_layer(st, f"{name}.layers.{n - 1}", activation="none", resnet=False, precision=prec,

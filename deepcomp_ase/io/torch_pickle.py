@@ -201,7 +201,9 @@ class TorchArchive:
         except KeyError:
             raise ModelFormatError(f"{self.path}: archive member '{self.root}/{member}' is missing") from None
         except (OSError, zipfile.BadZipFile, EOFError) as exc:  # truncated or damaged entries
-            raise ModelFormatError(f"{self.path}: archive member '{self.root}/{member}' cannot be read ({exc})") from None
+            raise ModelFormatError(
+                f"{self.path}: archive member '{self.root}/{member}' cannot be read ({exc})"
+            ) from None
 
     def storage(self, key: str, stype: _StorageType, numel: int) -> np.ndarray:
         if not _IDENT.match("k" + key):
