@@ -47,13 +47,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_HEAD_HELP = "the model (head) to read from a multi-task PyTorch training checkpoint (.pt)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepcomp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"deepcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="tabulate the embedding nets of a DeePMD-kit model",
-                       description="Compress a DeePMD-kit model (.dp, .yaml, .pb) into a deepcomp model file.")
+                       description="Compress a DeePMD-kit model (.dp, .yaml, .pb, .pth, .pt) into a deepcomp "
+                                   "model file.")
     c.add_argument("-i", "--input", default="frozen_model.dp", help="the original model (default: frozen_model.dp)")
     c.add_argument("-o", "--output", default="frozen_model_compressed.dcz",
                    help="the compressed model (default: frozen_model_compressed.dcz)")
@@ -72,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for compatibility with dp compress; has no effect here")
     c.add_argument("-t", "--training-script", default=None,
                    help="DeePMD-kit input.json whose training data give min_nbor_dist when the model lacks it")
+    c.add_argument("--head", default=None, help=_HEAD_HELP)
     _add_logging(c, mpi_log=True)
 
     i = sub.add_parser("info", help="describe a compressed or uncompressed model")
     i.add_argument("model")
+    i.add_argument("--head", default=None, help=_HEAD_HELP)
     _add_logging(i)
 
     m = sub.add_parser("md", help="run a short NVE molecular dynamics with ASE (a quick check of a model)")
@@ -113,14 +119,14 @@ def _run_compress(args) -> int:
 
     compress_model(args.input, args.output, step=args.step, extrapolate=args.extrapolate,
                    frequency=args.frequency, training_script=args.training_script,
-                   max_table_mib=args.max_table_size)
+                   max_table_mib=args.max_table_size, head=args.head)
     return 0
 
 
 def _run_info(args) -> int:
     from .info import describe
 
-    print(describe(args.model))
+    print(describe(args.model, head=args.head))
     return 0
 
 

@@ -30,14 +30,14 @@ def _describe_part(prefix: str, d) -> list[str]:
     return lines
 
 
-def describe(path) -> str:
+def describe(path, head: str | None = None) -> str:
     path = Path(path)
     compressed = is_compressed_file(path)
     if compressed:
         content = load_compressed(path)
         tree, tables, meta = content.tree, content.tables, content.meta
     else:
-        tree, tables, meta = read_model_tree(path), {}, {}
+        tree, tables, meta = read_model_tree(path, head=head), {}, {}
     model = parse_model(tree, str(path))
     fit = model.fitting
     net = fit.shared or next(n for n in fit.nets if n is not None)

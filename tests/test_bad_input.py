@@ -69,10 +69,11 @@ def test_unsupported_lists_what_is_supported(tree, tmp_path):
         DeepPotential.from_file(path)
 
 
-def test_pytorch_model_gets_conversion_command(tmp_path):
+def test_damaged_pytorch_archive_names_the_file(tmp_path):
+    # .pth/.pt are read directly (tests/test_pth_reader.py); a broken zip is a clear format error
     path = tmp_path / "model.pth"
     path.write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(UnsupportedModelError, match="dp convert-backend model.pth model.dp"):
+    with pytest.raises(ModelFormatError, match=f"{path}: cannot be read as a PyTorch zip archive"):
         read_model_tree(path)
 
 

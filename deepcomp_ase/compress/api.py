@@ -136,11 +136,13 @@ def _check_table_size(source, model, mnd, step, extrapolate, max_table_mib) -> i
 
 
 def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5, frequency: int = -1,
-                   training_script=None, max_table_mib: float | None = MAX_TABLE_MIB) -> CompressedFile:
+                   training_script=None, max_table_mib: float | None = MAX_TABLE_MIB,
+                   head: str | None = None) -> CompressedFile:
     """Compress the DeePMD-kit model ``source`` into ``output`` (written atomically).
 
     ``max_table_mib``: refuse (before building anything) when the table coefficients would
-    exceed this many MiB; None or <= 0: no limit.
+    exceed this many MiB; None or <= 0: no limit. ``head`` picks the model of a multi-task
+    PyTorch checkpoint (as ``dp --pt freeze --head``).
     """
     from ..fileformat import check_output_path, is_compressed_file
 
@@ -152,7 +154,7 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
         raise DeepCompError(f"{training_script}: training script (-t) {what}")
     if is_compressed_file(source):
         raise DeepCompError(f"{source}: is already a deepcomp compressed model; compress the original model")
-    tree = read_model_tree(source)
+    tree = read_model_tree(source, head=head)
     model = parse_model(tree, str(source))
     mnd = model.min_nbor_dist
     origin = "model file"

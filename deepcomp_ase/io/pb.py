@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
+from .refusals import compressed_model_error
 from .protobuf_wire import DT_DOUBLE, NodeDef, WireError, parse_graph_def
 
 # The DeePMD-kit release whose `.dp` layout this reader reproduces.
@@ -149,11 +150,7 @@ def _check_not_compressed(graph: _Graph) -> None:
             if info:
                 reason = f"it contains table constants ('{info[0]}')"
     if reason:
-        raise UnsupportedModelError(
-            f"{graph.path}: this graph was compressed by `dp compress` ({reason}); its embedding "
-            "networks are replaced by tables and cannot be read back. Pass the original, "
-            "uncompressed model (the .pb given to `dp compress -i`) instead; deepcomp compresses it itself"
-        )
+        raise compressed_model_error(graph.path, reason, ".pb")
 
 
 def _old_version_hint(graph: _Graph) -> str:
