@@ -311,7 +311,7 @@ def test_md_missing_model(tmp_path):
 def test_unexpected_exception_is_one_line(monkeypatch, capsys):
     import deepcomp_ase.info as info
 
-    def boom(path):
+    def boom(path, head=None):
         raise KeyError("bug")
 
     monkeypatch.setattr(info, "describe", boom)
