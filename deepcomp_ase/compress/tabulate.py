@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ..envmat import switch
+from ..errors import InputError
 from ..model.activations import PIECEWISE_LINEAR
 from ..model.nets import Network
 from .tables import Table
@@ -51,7 +52,7 @@ def node_grid(lower: float, upper: float, stride0: float, stride1: float, extrap
     n_high = int(round((xmax - upper) / stride1))
     expected_low = int(round((lower - extrapolate * lower) / stride1)) if low_coarse else 0
     if len(fine) != first_stride or n_low != expected_low or len(nodes) != n_low + first_stride + n_high + 1:
-        raise ValueError(
+        raise InputError(
             f"table grid is inconsistent for range [{lower}, {upper}) with step {stride0}: "
             f"{len(fine)} fine nodes vs {first_stride} intervals; choose a step that divides the range"
         )
@@ -168,6 +169,6 @@ def angular_range(dstd: np.ndarray, min_nbor_dist: float, rcut_smth: float, rcut
 
 def check_step(step: float, extrapolate: float) -> None:
     if not (step > 0 and math.isfinite(step)):
-        raise ValueError(f"step must be a positive number, got {step}")
+        raise InputError(f"step must be a positive number, got {step}")
     if not (extrapolate >= 1 and math.isfinite(extrapolate)):
-        raise ValueError(f"extrapolate must be >= 1, got {extrapolate}")
+        raise InputError(f"extrapolate must be >= 1, got {extrapolate}")
