@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     runner = {"compress": _run_compress, "info": _run_info, "md": _run_md}[args.command]
     try:
         return runner(args)
-    except (DeepCompError, OSError, ValueError) as exc:
+    except DeepCompError as exc:  # anything else is a bug: keep its traceback
         if args.log_level in ("DEBUG", "3"):
             raise
         print(f"deepcomp {args.command}: error: {exc}", file=sys.stderr)

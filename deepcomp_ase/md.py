@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from .errors import DeepCompError
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,14 @@ def run_md(model, *, structure=None, repeat=4, steps=100, timestep=1.0, temperat
     from .calculator import DeepCompCalculator
 
     calc = DeepCompCalculator(model, check_frequency=check_frequency)
-    atoms = read(structure) if structure else default_structure(calc.type_map, repeat, seed)
+    if structure:
+        try:
+            atoms = read(structure)
+        except Exception as exc:  # noqa: BLE001 - ASE's readers raise many types for a bad file
+            raise DeepCompError(f"{structure}: cannot read the structure ({type(exc).__name__}: {exc}); give a "
+                                "file ASE can read (extxyz, POSCAR, LAMMPS data, ...)") from exc
+    else:
+        atoms = default_structure(calc.type_map, repeat, seed)
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
