@@ -51,7 +51,7 @@ def potentials(tmp_path_factory):
                 out = tmp / f"{name.replace(':', '_')}.dcz"
                 compress_model(src, out, training_script=script)
                 src = out
-            cache[key] = (DeepPotential.from_file(src), Reference(refname))
+            cache[key] = (DeepPotential.from_file(src, backend="numpy"), Reference(refname))
         return cache[key]
 
     return get
