@@ -142,3 +142,17 @@ def test_damaged_table_is_named(compressed_model, tmp_path, damage, message):
     with pytest.raises(TableFormatError, match=message) as err:
         load_compressed(path)
     assert "descriptor:0-1" in str(err.value)
+
+
+def test_backend_sources_read_only_the_evaluable():
+    """Static check of the contract: backends touch a potential only through plan, tally, check_frequency."""
+    import re
+    from pathlib import Path
+
+    import deepcomp_ase.backends as pkg
+
+    allowed = {"plan", "tally", "check_frequency"}
+    found = set()
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        found |= set(re.findall(r"\bpotential\.([a-z_]+)", path.read_text()))
+    assert found and found <= allowed, found - allowed

@@ -14,7 +14,8 @@ def potential(request, compressed_model):
     return DeepPotential.from_file(compressed_model("cuau_se_e2_a"), backend="numpy")
 
 
-@pytest.mark.parametrize("conf", ["p32_0", "cluster55", "stretched_1.53A"])
+@pytest.mark.parametrize("conf", ["p32_0", pytest.param("cluster55", marks=pytest.mark.slow),
+                                  pytest.param("stretched_1.53A", marks=pytest.mark.slow)])
 def test_forces_central_difference(potential, conf):
     ref = Reference("cuau_se_e2_a")
     coord, atype, box = ref.structure(conf)

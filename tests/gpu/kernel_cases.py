@@ -220,9 +220,9 @@ def check_whole_model(backend, dev_pot, ref_pot, coord, atype, cell, pbc, tol=No
     }
     tol = {"float64": 1e-10, "float32": 1e-4}[p] if tol is None else tol
     assert max(errs.values()) <= tol, (p, errs)
-    pair_lists = [dev_pot.backend.select(*dev_pot.backend.pairs_from_atoms(coord, cell, pbc, dev_pot.rcut), atype,
-                                         len(coord), part, dev_pot.params.pair_exclude_types)
-                  for part in dev_pot.parts]
+    pair_lists = [dev_pot.backend.select(part, *dev_pot.backend.pairs_from_atoms(coord, cell, pbc, dev_pot.rcut),
+                                         atype, len(coord))
+                  for part in dev_pot.plan.parts]
     via_pairs = backend.evaluate(dev_pot, pair_lists, atype, True)
     assert rel_err(via_pairs.forces, want.forces) <= tol
     assert abs(via_pairs.energy - want.energy) / abs(want.energy) <= tol
