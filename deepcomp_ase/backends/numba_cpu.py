@@ -184,15 +184,9 @@ class _Packed:
             self.term_row = tt.rows
             self.tf_switch = tt.tf_switch
             self.tebd = tt.tebd
-        self.ldd = part.dim_out
-        self.inv_n = part.scale
-        self.sel = part.sel
-        self.davg = part.davg
-        self.dstd = part.dstd
-        self.compressed = part.compressed
-        self.keys = part.keys
-        self.nets = part.nets
-        self.kidx = part.net_index
+        # descriptor width, its 1/N scale, selection, statistics, nets and their index per type pair
+        self.ldd, self.inv_n, self.sel, self.davg, self.dstd = part.dim_out, part.scale, part.sel, part.davg, part.dstd
+        self.compressed, self.keys, self.nets, self.kidx = part.compressed, part.keys, part.nets, part.net_index
         nk = len(part.keys)
         # table metadata in the kernels' layout (numba_kernels._locate): floats and ints
         self.tabf = np.zeros((max(nk, 1), 6))
