@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     runner = {"compress": _run_compress, "info": _run_info, "md": _run_md}[args.command]
     try:
         return runner(args)
-    except (DeepCompError, OSError, ValueError) as exc:
+    except DeepCompError as exc:  # anything else is a bug: keep its traceback
         if args.log_level in ("DEBUG", "3"):
             raise
         print(f"deepcomp {args.command}: error: {exc}", file=sys.stderr)
@@ -160,12 +160,6 @@ def main(argv=None) -> int:
         if args.log_level in ("DEBUG", "3"):
             raise
         print(f"deepcomp {args.command}: error: out of memory", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
-        if args.log_level in ("DEBUG", "3"):
-            raise
-        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(run again with -v DEBUG for the traceback, and please report it)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("deepcomp: interrupted", file=sys.stderr)

@@ -35,6 +35,14 @@ class BackendUnavailableError(DeepCompError):
     """A requested backend (numba, cupy) cannot be used on this machine."""
 
 
+class InputError(DeepCompError, ValueError):
+    """An argument or input structure has an invalid value (a ValueError too, as before)."""
+
+
+class BuildError(DeepCompError, RuntimeError):
+    """Compiling a runtime component (the kernels' host emulation) failed."""
+
+
 def field_error(cls: type[DeepCompError], source: str, field: str, found: object, fix: str) -> DeepCompError:
     """Build an error naming the file, the field, the value found and the remedy."""
     return cls(f"{source}: field '{field}' is {found!r}; {fix}")

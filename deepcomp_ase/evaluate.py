@@ -10,22 +10,12 @@ Conventions (DeePMD-kit): pair vector ``x_ij = r_j - r_i``; force ``F = -dE/dr``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .backends.base import Results  # noqa: F401 (its old home; every backend returns it)
 from .descriptors.block import BlockSlicer
 from .model.params import ModelParams
 from .neighbors import PairList
-
-
-@dataclass
-class Results:
-    energy: float
-    atom_energy: np.ndarray  # (nloc,)
-    forces: np.ndarray  # (nall, 3)
-    virial: np.ndarray  # (3, 3)
-    atom_virial: np.ndarray | None  # (nall, 9)
 
 
 def fitting_energy_and_grad(model: ModelParams, desc: np.ndarray, types: np.ndarray):

@@ -6,8 +6,14 @@ Layout (documented in docs/file-format.md):
   ``version``, ``created``, ``source_file``, ``source_sha256``, ``options`` (JSON);
 * group ``model``: the full DeePMD-kit serialization tree of the source model (same container
   as a ``.dp`` file), so the embedding nets stay available for exact evaluation;
-* group ``tables/<name>``: dataset ``coeffs`` (nspline, ng, 6) float64 and attributes
-  ``lower, upper, xmax, stride0, stride1``.
+* group ``tables/<name>``: dataset ``coeffs`` (nspline, ng, 6) float64, attributes
+  ``lower, upper, xmax, stride0, stride1, xmin``, and for tables with relu kinks the datasets
+  ``split_intervals``, ``sub_start`` and ``sub_coeffs``.
+
+Version history: 2 documents ``xmin`` and the split intervals. Version 1 did not name them
+(files written before they existed lack them; later version-1 files have them): version-1 files
+are read with the defaults ``xmin = lower`` and no split intervals where the fields are absent.
+Tables are validated on load.
 
 Files are written to a temporary name in the target directory and renamed, so a reader never
 sees a half-written file.
@@ -24,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from .compress.tables import Table
-from .errors import TableFormatError
+from .errors import DeepCompError, TableFormatError
 from .io.tree import read_h5_tree, write_h5_tree
 
 FORMAT_NAME = "deepcomp-compressed-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: xmin (low coarse part) and relu-split intervals
 
 
 @dataclass
@@ -159,22 +165,49 @@ def load_compressed(path) -> CompressedFile:
                     value = json.loads(value)
                 meta[key] = value.item() if isinstance(value, np.generic) else value
             tree = read_h5_tree(f["model"])
-            tables = {}
-            for name, g in f["tables"].items():
-                coeffs = np.ascontiguousarray(g["coeffs"][()], dtype=np.float64)
-                if coeffs.ndim != 3 or coeffs.shape[2] != 6:
-                    raise TableFormatError(f"{path}: table {name} has shape {coeffs.shape}, expected (nspline, ng, 6)")
-                extra = {}
-                if "split_intervals" in g:
-                    extra = {k: np.asarray(g[k][()]) for k in ("split_intervals", "sub_start", "sub_coeffs")}
-                table = Table(coeffs=coeffs, xmin=float(g.attrs.get("xmin", g.attrs["lower"])), **extra,
-                              **{a: float(g.attrs[a]) for a in ("lower", "upper", "xmax", "stride0", "stride1")})
-                tables[name] = table
-                expected = table.n_low + table.first_stride + int(round((table.xmax - table.upper) / table.stride1))
-                if abs(expected - coeffs.shape[0]) > 1:
-                    raise TableFormatError(f"{path}: table {name} has {coeffs.shape[0]} intervals, its range implies {expected}")
+            tables = {name: read_table(g, f"{path}: table {name}", version) for name, g in f["tables"].items()}
     except OSError as exc:
         raise TableFormatError(f"{path}: cannot be read as a compressed model ({exc})") from exc
     except KeyError as exc:
         raise TableFormatError(f"{path}: compressed model is missing {exc}") from exc
     return CompressedFile(tree=tree, tables=tables, meta=meta)
+
+
+def read_table(g, where: str, version: int = FORMAT_VERSION) -> Table:
+    """One table group, validated (shapes, interval counts, split pieces) with clear errors."""
+    def bad(what: str) -> TableFormatError:
+        return TableFormatError(f"{where}: {what}; the file is damaged or was not written by deepcomp, "
+                                "compress the original model again")
+
+    coeffs = np.ascontiguousarray(g["coeffs"][()], dtype=np.float64)
+    if coeffs.ndim != 3 or coeffs.shape[2] != 6 or coeffs.shape[0] < 1 or coeffs.shape[1] < 1:
+        raise bad(f"coeffs has shape {coeffs.shape}, expected (nspline, ng, 6)")
+    attrs = {a: float(g.attrs[a]) for a in ("lower", "upper", "xmax", "stride0", "stride1")}
+    attrs["xmin"] = float(g.attrs["xmin"]) if "xmin" in g.attrs else attrs["lower"]
+    if not all(np.isfinite(v) for v in attrs.values()):
+        raise bad(f"non-finite range attributes {attrs}")
+    if not (attrs["xmin"] <= attrs["lower"] < attrs["upper"] <= attrs["xmax"]) or min(attrs["stride0"],
+                                                                                       attrs["stride1"]) <= 0:
+        raise bad(f"range attributes {attrs} are not ordered xmin <= lower < upper <= xmax with positive strides")
+    extra = {}
+    present = [k for k in ("split_intervals", "sub_start", "sub_coeffs") if k in g]
+    if present:
+        if len(present) != 3:
+            raise bad(f"has {present} but split tables need split_intervals, sub_start and sub_coeffs")
+        split = np.asarray(g["split_intervals"][()])
+        sub_start = np.asarray(g["sub_start"][()], dtype=np.float64)
+        sub_coeffs = np.asarray(g["sub_coeffs"][()], dtype=np.float64)
+        if split.ndim != 1 or not np.issubdtype(split.dtype, np.integer) or (
+                len(split) and (split.min() < 0 or split.max() >= coeffs.shape[0])):
+            raise bad(f"split_intervals must be interval indices in [0, {coeffs.shape[0]})")
+        if sub_start.ndim != 1 or np.any(np.diff(sub_start) <= 0):
+            raise bad("sub_start must be one ascending list of sub-piece starts")
+        if sub_coeffs.shape != (len(sub_start), coeffs.shape[1], 6):
+            raise bad(f"sub_coeffs has shape {sub_coeffs.shape}, expected ({len(sub_start)}, {coeffs.shape[1]}, 6)")
+        extra = {"split_intervals": split.astype(np.int64), "sub_start": sub_start, "sub_coeffs": sub_coeffs}
+    table = Table(coeffs=coeffs, **attrs, **extra)
+    n_high = int(round((table.xmax - table.upper) / table.stride1))
+    expected = table.n_low + table.first_stride + n_high
+    if abs(expected - coeffs.shape[0]) > 1:
+        raise bad(f"{coeffs.shape[0]} intervals, its range implies {expected}")
+    return table

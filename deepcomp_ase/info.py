@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compress.api import descriptor_parts
+from .model.parts import descriptor_parts
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import parse_model
@@ -12,11 +12,11 @@ from .model.params import parse_model
 
 def _describe_part(prefix: str, d) -> list[str]:
     flags = []
-    if getattr(d, "type_one_side", False):
+    if d.type_one_side:
         flags.append("type_one_side")
     if d.exclude_types:
         flags.append(f"exclude_types {sorted(d.exclude_types)}")
-    if d.kind == "se_atten_v2":
+    if d.mixed_types:  # se_atten_v2
         flags.append(f"tebd_dim {d.tebd_dim}, strip mode, attn_layer 0"
                      + (", TensorFlow type-term switch" if d.tf_switch else ""))
     lines = [

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from .errors import DeepCompError
+
 log = logging.getLogger(__name__)
 
 

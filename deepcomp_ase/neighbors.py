@@ -47,6 +47,14 @@ def neighbor_pairs_ase(positions, cell, pbc, rcut: float):
     return i.astype(np.int64), j.astype(np.int64), np.asarray(d, dtype=np.float64)
 
 
+def rank_in_group(group: np.ndarray, ngroups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each element among its group, size of each group) for ``group`` sorted
+    ascending: the slot of a pair among its centre's neighbours of one type (one section)."""
+    counts = np.bincount(group, minlength=ngroups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.arange(len(group)) - starts[group], counts
+
+
 def select_neighbors(
     centers: np.ndarray,
     neighbors: np.ndarray,
@@ -75,10 +83,7 @@ def select_neighbors(
     order = np.lexsort((r2, tj, centers))
     centers, neighbors, vectors, tj = centers[order], neighbors[order], vectors[order], tj[order]
     # rank of each pair inside its (centre, type) group
-    group = centers * ntypes + tj
-    counts = np.bincount(group, minlength=nloc * ntypes)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(group)) - starts[group]
+    rank, counts = rank_in_group(centers * ntypes + tj, nloc * ntypes)
     within = rank < sel[tj]
     n_dropped = int((~within).sum())
     max_per_type = counts.reshape(nloc, ntypes).max(axis=0) if nloc else np.zeros(ntypes, dtype=np.int64)

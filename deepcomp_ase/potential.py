@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .compress.api import descriptor_parts, embedding_tables_for
-from .descriptors import make_evaluator
-from .embedding import ExactEmbedding, TabulatedEmbedding
-from .errors import DeepCompError
 from .backends import get_backend
-from .evaluate import Results
+from .backends.base import Results, select_parts
+from .errors import DeepCompError, TypeMapError
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import ModelParams, parse_model
 from .overflow import OverflowTally, check_and_report
+from .plan import build_plan
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +60,12 @@ class DeepPotential:
         self.block_atoms = block_atoms
         self.steps = 0
         self.backend = get_backend(backend, precision)
-        self.parts = [d for _, d in descriptor_parts(params)]
-        # padding contributions are constants computed at construction: keep them off the tally
-        scratch = OverflowTally()
-        self.embedders = []
-        self.evaluators = []
-        for prefix, part in descriptor_parts(params):
-            if tables is None:
-                embed = ExactEmbedding(part.embeddings)
-            else:
-                part_tables = embedding_tables_for(part, prefix, tables)
-                missing = [k for k in part.embeddings if k not in part_tables]
-                if missing:
-                    raise DeepCompError(f"{params.source}: no table for the {prefix} embedding nets {missing}")
-                embed = TabulatedEmbedding(part_tables, part.embeddings, scratch)
-            self.embedders.append(embed)
-            self.evaluators.append(make_evaluator(part, embed))
-        for embed in self.embedders:
-            if embed.compressed:
-                embed.tally = self.tally
+        #: what backends read (backends/base.py): built once, frozen
+        self.plan = build_plan(params, tables, self.tally, block_atoms)
+        # the descriptor parts, their embedding providers and numpy evaluators (for inspection)
+        self.parts = [p.descriptor for p in self.plan.parts]
+        self.embedders = [p.embed for p in self.plan.parts]
+        self.evaluators = [p.evaluator for p in self.plan.parts]
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -114,22 +99,13 @@ class DeepPotential:
 
     @property
     def compressed(self) -> bool:
-        return self.embedders[0].compressed
+        return self.plan.compressed
 
     def types_of(self, symbols) -> np.ndarray:
         """Model type index of each chemical symbol, with a clear error for unknown ones."""
-        from .errors import TypeMapError
-
-        index = {name: i for i, name in enumerate(self.type_map)}
-        out = np.empty(len(symbols), dtype=np.int64)
-        for k, s in enumerate(symbols):
-            if s not in index:
-                raise TypeMapError(
-                    f"element {s!r} is not in the model's type_map {list(self.type_map)} "
-                    f"({self.params.source}); use a model trained for it"
-                )
-            out[k] = index[s]
-        return out
+        return type_indices(self.type_map, symbols, lambda _, s: (
+            f"element {s!r} is not in the model's type_map {list(self.type_map)} ({self.params.source}); "
+            "use a model trained for it"))
 
     # ------------------------------------------------------------------ evaluation
     def compute_pairs(self, atype_all, nloc: int, centers, neighbors, vectors, *,
@@ -143,12 +119,7 @@ class DeepPotential:
         centers = np.asarray(centers, dtype=np.int64)
         neighbors = np.asarray(neighbors, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, 3)
-        pair_lists = []
-        for part in self.parts:
-            pairs = self.backend.select(centers, neighbors, vectors, atype_all, nloc, part,
-                                        self.params.pair_exclude_types)
-            self.tally.n_sel_dropped += pairs.n_dropped
-            pair_lists.append(pairs)
+        pair_lists = select_parts(self.backend, self.plan, centers, neighbors, vectors, atype_all, nloc, self.tally)
         return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial)
 
     def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,
@@ -156,7 +127,7 @@ class DeepPotential:
         """Evaluate a structure (ASE conventions: cell rows are lattice vectors)."""
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-        if hasattr(self.backend, "compute_atoms"):  # backends that build neighbours themselves (GPU)
+        if self.backend.builds_neighbors:  # e.g. the GPU backend: neighbour list on the device
             return self.backend.compute_atoms(self, positions, np.asarray(atype), cell, np.asarray(pbc, dtype=bool),
                                               atomic_virial=atomic_virial)
         i, j, vec = self.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
@@ -175,10 +146,24 @@ class DeepPotential:
         return self.check_overflow(step if step is not None else self.steps, reduce)
 
     def check_overflow(self, step=None, reduce=None) -> bool:
-        flush = getattr(self.backend, "flush_overflow", None)
-        if flush is not None:  # device-side counters are read only here
-            flush(self)
+        if self.backend.device_counters:  # device-side counters are read only here
+            self.backend.flush_overflow(self)
         if reduce is not None:
             reduce(self.tally)
         self.total.merge(self.tally)
         return check_and_report(self.tally, self.overflow, self.type_map, step)
+
+
+def type_indices(type_map, names, message) -> np.ndarray:
+    """Model type index of each name in ``names`` (``None`` -> -1); TypeMapError(message(k, name)) for
+    a name not in ``type_map``. Shared by the ASE side and the LAMMPS bridge."""
+    index = {name: i for i, name in enumerate(type_map)}
+    out = np.empty(len(names), dtype=np.int64)
+    for k, name in enumerate(names):
+        if name is None:
+            out[k] = -1
+        elif name in index:
+            out[k] = index[name]
+        else:
+            raise TypeMapError(message(k, name))
+    return out

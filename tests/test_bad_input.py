@@ -112,6 +112,7 @@ def test_missing_min_nbor_dist_asks_for_training_script(tree, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # reads the whole training set
 def test_training_script_gives_min_nbor_dist(tree, tmp_path):
     t = edited(tree, lambda t: t.pop("@variables"))
     path = write_dp(t, tmp_path / "nomnd.dp")

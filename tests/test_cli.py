@@ -89,6 +89,7 @@ def test_info_uncompressed(capsys):
     assert "uncompressed DeePMD-kit model" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # an MD run: numba compile and steps
 def test_md_command(compressed_model, capsys):
     assert main(["md", str(compressed_model("cu_se_e2_a_tanh")), "--steps", "4", "--log-every", "2",
                  "--repeat", "2", "-v", "WARNING"]) == 0

@@ -11,11 +11,16 @@ SAME = [n for n, c in MODEL_CASES.items() if c.same_tables]
 DIFFERENT = [n for n, c in MODEL_CASES.items() if not c.same_tables]
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+# the long runs carry the slow marker (pytest -m "not slow" is the developer loop; CI runs all)
+SLOW_DIFFERENT = ("cuau_se_e3", "cuau_se_atten_v2_jax")  # se_e3 on numpy; min_nbor_dist from the training set
+
+
+@pytest.mark.parametrize("variant", [v if v == "compress" else pytest.param(v, marks=pytest.mark.slow)
+                                     for v in VARIANTS])
 @pytest.mark.parametrize("name", SAME)
 def test_compressed_matches_deepmd_compressed(compressed_model, name, variant):
     ref = Reference(name)
-    pot = DeepPotential.from_file(compressed_model(name, **VARIANTS[variant]))
+    pot = DeepPotential.from_file(compressed_model(name, **VARIANTS[variant]), backend="numpy")
     for conf in ref.confs("in_dist"):
         assert ref.has(conf, variant)
         res = evaluate(pot, ref, conf)
@@ -25,12 +30,13 @@ def test_compressed_matches_deepmd_compressed(compressed_model, name, variant):
         assert dev["virial_per_atom"] <= 1e-9, (conf, dev)
 
 
-@pytest.mark.parametrize("name", DIFFERENT)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_DIFFERENT else n
+                                  for n in DIFFERENT])
 def test_deliberately_different_tables_match_uncompressed(compressed_model, name):
     """se_e3 (correct interval widths), relu (split at kinks), se_atten_v2 (TF ranges on a dp model)."""
     ref = Reference(name)
-    exact = DeepPotential.from_file(MODEL_CASES[name].source)
-    pot = DeepPotential.from_file(compressed_model(name))
+    exact = DeepPotential.from_file(MODEL_CASES[name].source, backend="numpy")
+    pot = DeepPotential.from_file(compressed_model(name), backend="numpy")
     for conf in ref.confs("in_dist"):
         res, res_exact = evaluate(pot, ref, conf), evaluate(exact, ref, conf)
         n = len(res.atom_energy)
@@ -42,17 +48,18 @@ def test_deliberately_different_tables_match_uncompressed(compressed_model, name
 def test_relu_is_better_than_deepmd_compressed(compressed_model):
     """DeePMD-kit's compressed relu model is off by 0.17 eV/A; ours is exact to round-off."""
     ref = Reference("cu_se_e2_a_relu")
-    pot = DeepPotential.from_file(compressed_model("cu_se_e2_a_relu"))
+    pot = DeepPotential.from_file(compressed_model("cu_se_e2_a_relu"), backend="numpy")
     res = evaluate(pot, ref, "p108_1")
     assert np.abs(res.forces - ref.output("p108_1", "pb")["force"]).max() < 1e-11
     assert np.abs(ref.output("p108_1", "compress")["force"] - ref.output("p108_1", "pb")["force"]).max() > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODEL_CASES))
 def test_out_of_distribution_matches_uncompressed(compressed_model, name):
     ref = Reference(name)
-    exact = DeepPotential.from_file(MODEL_CASES[name].source)
-    pot = DeepPotential.from_file(compressed_model(name))
+    exact = DeepPotential.from_file(MODEL_CASES[name].source, backend="numpy")
+    pot = DeepPotential.from_file(compressed_model(name), backend="numpy")
     for kind in ("stretched", "overflow"):
         for conf in ref.confs(kind):
             pot.tally.reset()
@@ -68,8 +75,8 @@ def test_out_of_distribution_matches_uncompressed(compressed_model, name):
 @pytest.mark.parametrize("name", ["cuau_se_e2_a", "cu_se_e2_a_tanh", "cu_se_e2_a_gelu"])
 def test_overflow_within_1e8_and_counted(compressed_model, name):
     ref = Reference(name)
-    exact = DeepPotential.from_file(MODEL_CASES[name].source)
-    pot = DeepPotential.from_file(compressed_model(name))
+    exact = DeepPotential.from_file(MODEL_CASES[name].source, backend="numpy")
+    pot = DeepPotential.from_file(compressed_model(name), backend="numpy")
     for conf in ref.confs("overflow"):
         pot.tally.reset()
         res = evaluate(pot, ref, conf)
@@ -79,7 +86,7 @@ def test_overflow_within_1e8_and_counted(compressed_model, name):
 
 def test_in_distribution_stays_in_fine_table(compressed_model):
     ref = Reference("cuau_se_e2_a")
-    pot = DeepPotential.from_file(compressed_model("cuau_se_e2_a"))
+    pot = DeepPotential.from_file(compressed_model("cuau_se_e2_a"), backend="numpy")
     for conf in ref.confs("in_dist"):
         evaluate(pot, ref, conf)
     assert pot.tally.n_inputs > 0

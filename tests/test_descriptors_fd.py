@@ -51,7 +51,7 @@ def potentials(tmp_path_factory):
                 out = tmp / f"{name.replace(':', '_')}.dcz"
                 compress_model(src, out, training_script=script)
                 src = out
-            cache[key] = (DeepPotential.from_file(src), Reference(refname))
+            cache[key] = (DeepPotential.from_file(src, backend="numpy"), Reference(refname))
         return cache[key]
 
     return get
@@ -69,8 +69,12 @@ def check_central_differences(pot, ref, conf="p32_0"):
     np.testing.assert_allclose(res.virial, fd_virial, atol=5e-5 * max(1.0, np.abs(fd_virial).max()))
 
 
+SLOW_FD = ("cuau_se_e3", "cuau_se_atten_v2", "cuau_se_atten_v2_jax")  # large sel or three-body on numpy
+
+
 @pytest.mark.parametrize("compressed", [False, True], ids=["exact", "compressed"])
-@pytest.mark.parametrize("name", DESCRIPTOR_MODELS + ACTIVATION_MODELS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FD else n
+                                  for n in DESCRIPTOR_MODELS + ACTIVATION_MODELS])
 def test_forces_and_virial_by_central_differences(potentials, name, compressed):
     pot, ref = potentials(name, compressed)
     check_central_differences(pot, ref)

@@ -10,11 +10,12 @@ from deepcomp_ase.potential import DeepPotential
 @pytest.fixture(scope="module", params=["uncompressed", "compressed"])
 def potential(request, compressed_model):
     if request.param == "uncompressed":
-        return DeepPotential.from_file(MODELS / "cuau_se_e2_a.dp")
-    return DeepPotential.from_file(compressed_model("cuau_se_e2_a"))
+        return DeepPotential.from_file(MODELS / "cuau_se_e2_a.dp", backend="numpy")
+    return DeepPotential.from_file(compressed_model("cuau_se_e2_a"), backend="numpy")
 
 
-@pytest.mark.parametrize("conf", ["p32_0", "cluster55", "stretched_1.53A"])
+@pytest.mark.parametrize("conf", ["p32_0", pytest.param("cluster55", marks=pytest.mark.slow),
+                                  pytest.param("stretched_1.53A", marks=pytest.mark.slow)])
 def test_forces_central_difference(potential, conf):
     ref = Reference("cuau_se_e2_a")
     coord, atype, box = ref.structure(conf)

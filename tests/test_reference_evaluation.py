@@ -12,12 +12,17 @@ _LOADED = {}
 def load(name):
     if name not in _LOADED:
         case = MODEL_CASES[name]
-        _LOADED[name] = (DeepPotential.from_file(case.source), Reference(name), case)
+        _LOADED[name] = (DeepPotential.from_file(case.source, backend="numpy"), Reference(name), case)
     return _LOADED[name]
 
 
-@pytest.mark.parametrize("kind", ["in_dist", "stretched", "overflow"])
-@pytest.mark.parametrize("name", list(MODEL_CASES))
+SLOW_MODELS = ("cuau_se_e3", "cuau_se_atten_v2_jax")  # three-body on numpy; larger sel
+
+
+# the long runs carry the slow marker (pytest -m "not slow" is the developer loop; CI runs all)
+@pytest.mark.parametrize("kind", [pytest.param("in_dist", marks=pytest.mark.slow), "stretched", "overflow"])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n
+                                  for n in MODEL_CASES])
 def test_uncompressed_matches_deepmd(name, kind):
     pot, ref, case = load(name)
     checked = 0
@@ -39,7 +44,8 @@ def test_uncompressed_matches_deepmd(name, kind):
     assert checked >= 1
 
 
-@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_hybrid", "cuau_se_e3", "cuau_se_atten_v2"])
+@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_hybrid", pytest.param("cuau_se_e3", marks=pytest.mark.slow),
+                                  "cuau_se_atten_v2"])
 def test_atom_quantities_sum_to_totals(name):
     pot, ref, _ = load(name)
     res = evaluate(pot, ref, "p108_1")
@@ -53,7 +59,7 @@ def test_pb_and_dp_give_the_same_numbers():
     from conftest import MODELS
 
     ref = Reference("cuau_hybrid")
-    a = evaluate(DeepPotential.from_file(MODELS / "cuau_hybrid.pb"), ref, "p32_2")
-    b = evaluate(DeepPotential.from_file(MODELS / "cuau_hybrid.dp"), ref, "p32_2")
+    a = evaluate(DeepPotential.from_file(MODELS / "cuau_hybrid.pb", backend="numpy"), ref, "p32_2")
+    b = evaluate(DeepPotential.from_file(MODELS / "cuau_hybrid.dp", backend="numpy"), ref, "p32_2")
     assert a.energy == b.energy
     np.testing.assert_array_equal(a.forces, b.forces)

@@ -308,16 +308,16 @@ def test_md_missing_model(tmp_path):
     assert_clean_error(proc, "nope.dcz: model file not found")
 
 
-def test_unexpected_exception_is_one_line(monkeypatch, capsys):
+def test_unexpected_exception_keeps_its_traceback(monkeypatch):
+    """A bug is not a user error: the CLI does not hide it behind a one-line message (issue 14)."""
     import deepcomp_ase.info as info
 
     def boom(path, head=None):
         raise KeyError("bug")
 
     monkeypatch.setattr(info, "describe", boom)
-    assert main(["info", "x"]) == 1
-    err = capsys.readouterr().err
-    assert "internal error: KeyError" in err and "Traceback" not in err
+    with pytest.raises(KeyError):
+        main(["info", "x"])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

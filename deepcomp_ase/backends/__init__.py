@@ -1,6 +1,7 @@
 """Compute backends: the same physics, different engines.
 
-A backend turns (model, pair list) into :class:`deepcomp_ase.evaluate.Results`. ``numpy`` is the
+A backend turns a model's evaluation plan and pair lists (or positions) into
+:class:`~deepcomp_ase.backends.base.Results`; the contract is in :mod:`.base`. ``numpy`` is the
 readable reference every other backend is tested against. Backends are imported lazily so that
 numba or CuPy are only needed when asked for.
 """

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..descriptors.se_atten_v2 import type_pair_rows
-from ..descriptors.se_e2_a import padding_fold
 from ..errors import BackendUnavailableError
 
 
@@ -33,40 +31,25 @@ class _FitLayer:
 class DevicePart:
     """Tables, nets and constants of one descriptor part (a hybrid model has several)."""
 
-    def __init__(self, ctx, potential, k: int):
+    def __init__(self, ctx, part):
         from ..kernels.loader import ACTIVATION_CODES
 
         fp = ctx.fp
-        params = potential.params
-        d = potential.parts[k]
-        self.kind = d.kind
-        nt = d.ntypes
-        # se_atten_v2 has one neighbour section holding every type ("mixed"); the others one per type
-        self.mixed = d.kind == "se_atten_v2"
-        nsec = 1 if self.mixed else nt
-        self.ntypes, self.nsec, self.ng = nt, nsec, d.ng
-        self.m2 = int(getattr(d, "axis_neuron", 1))
-        self.ldd = int(d.dim_out)  # descriptor row width seen by the fitting net
-        self.nnei = d.nnei
-        self.sel = np.asarray(d.sel, dtype=np.int64)
-        self.rcut, self.rcut_smth, self.protection = float(d.rcut), float(d.rcut_smth), float(d.env_protection)
-        tables = potential.embedders[k].tables
-        self.keys = sorted(tables)
-        index = {key: n for n, key in enumerate(self.keys)}
-        pair_table = np.full((nt, nsec), -1, dtype=np.int32)
-        e3_table = np.full((nsec, nsec), -1, dtype=np.int32)
-        for ti in range(nt):
-            for t in range(nsec):
-                if d.kind == "se_e3":  # sections only switch on; tables belong to section pairs
-                    if d.sel[t] > 0 and not d.excluded(ti, t):
-                        pair_table[ti, t] = 0
-                    continue
-                key = () if self.mixed else d.net_key(ti, t)
-                if d.sel[t] > 0 and (self.mixed or not d.excluded(ti, t)) and key in index:
-                    pair_table[ti, t] = index[key]
-        if d.kind == "se_e3":
-            for (t1, t2), n in index.items():
-                e3_table[t1, t2] = e3_table[t2, t1] = n
+        self.kernel = part.kernel
+        nt = part.ntypes
+        # mixed types (se_atten_v2): one neighbour section holding every type; the others one per type
+        self.mixed = part.mixed_types
+        nsec = part.nsec
+        self.ntypes, self.nsec, self.ng = nt, nsec, part.ng
+        self.m2 = part.m2
+        self.ldd = part.dim_out  # descriptor row width seen by the fitting net
+        self.nnei = part.nnei
+        self.scale = part.scale
+        self.sel = part.sel
+        self.rcut, self.rcut_smth, self.protection = part.rcut, part.rcut_smth, part.env_protection
+        self.keys = list(part.keys)
+        pair_table = part.section_index
+        e3_table = part.e3_index
         self.e3_table = ctx.asarray(e3_table.reshape(-1), np.int32)
         # tables: one flat buffer (coefficients, then the relu-split flags of tables that have
         # split intervals), info rows (common.cuh DC_INFO_W) and offsets
@@ -74,10 +57,9 @@ class DevicePart:
         offsets = np.full((len(self.keys), 2), -1, dtype=np.int64)
         chunks, pos = [], 0
         self.table_bounds = []
-        for n, key in enumerate(self.keys):
-            tab = tables[key]
-            if tab.ng != d.ng:
-                raise BackendUnavailableError(f"table {key} has {tab.ng} outputs, the descriptor {d.ng}")
+        for n, (key, tab) in enumerate(zip(self.keys, part.tables)):
+            if tab.ng != part.ng:
+                raise BackendUnavailableError(f"table {key} has {tab.ng} outputs, the descriptor {part.ng}")
             info[n, :9] = [tab.lower, tab.upper, tab.xmax, tab.stride0, tab.stride1, tab.nspline, tab.first_stride,
                            tab.xmin, tab.n_low]
             offsets[n, 0] = pos
@@ -96,8 +78,7 @@ class DevicePart:
         # exact embedding nets in the same order (outside-table inputs)
         layers, first, flat, fpos = [], np.zeros((len(self.keys), 2), dtype=np.int32), [], 0
         maxw = 1
-        for n, key in enumerate(self.keys):
-            net = d.embeddings[key]
+        for n, net in enumerate(part.nets):
             first[n] = (len(layers), len(net.layers))
             for layer in net.layers:
                 w = np.ascontiguousarray(layer.w, dtype=np.float64).reshape(-1)
@@ -119,30 +100,25 @@ class DevicePart:
         # statistics: se_e2_r has only the radial column; padded with (0, 1) so the 4-row kernels apply
         davg = np.zeros((nt, 4))
         dstd = np.ones((nt, 4))
-        ncomp = d.davg.shape[1]
-        davg[:, :ncomp], dstd[:, :ncomp] = d.davg, d.dstd
+        ncomp = part.davg.shape[1]
+        davg[:, :ncomp], dstd[:, :ncomp] = part.davg, part.dstd
         self.davg = ctx.asarray(davg, fp)
         self.dstd = ctx.asarray(dstd, fp)
-        sec = np.concatenate([[0], np.cumsum(d.sel)]).astype(np.int32)
+        sec = np.concatenate([[0], np.cumsum(part.sel)]).astype(np.int32)
         self.sec = ctx.asarray(sec, np.int32)
-        # padding fold: se_e2_r adds n_pad G(x_pad), the others n_pad G(x_pad) x_pad in column 0
-        pad = getattr(potential.evaluators[k], "pad", {})  # se_e3: none (its padding adds nothing)
-        self.pad_vec = ctx.asarray(padding_fold(pad, d.kind == "se_e2_r", (nt, nsec, d.ng)), fp)
-        excluded = set(params.pair_exclude_types) | (set(d.exclude_types) if self.mixed else set())
-        mex = np.zeros(nt * nt, dtype=np.int32)
-        for a, b in excluded:
-            mex[a * nt + b] = 1
-        self.model_exclude = ctx.asarray(mex, np.int32)
+        self.pad_vec = ctx.asarray(part.pad_fold, fp)
+        self.model_exclude = ctx.asarray(part.select_exclude_mask.reshape(-1).astype(np.int32), np.int32)
         # se_atten_v2: strip-net type-pair term, its row per (centre, neighbour) type, the
         # switch variant, and the type embedding appended to the descriptor
         self.type_term = self.term_row = self.tebd = None
         self.tf_switch = 0
-        if self.mixed:
-            self.type_term = ctx.asarray(d.type_pair_table, fp)
-            self.term_row = ctx.asarray(type_pair_rows(d).reshape(-1), np.int32)
-            self.tf_switch = int(bool(d.tf_switch))
-            if d.concat_output_tebd:
-                self.tebd = np.asarray(d.type_embedding[:nt], dtype=np.float64)
+        tt = part.type_term
+        if tt is not None:
+            self.type_term = ctx.asarray(tt.table, fp)
+            self.term_row = ctx.asarray(tt.rows.reshape(-1), np.int32)
+            self.tf_switch = int(tt.tf_switch)
+            if tt.tebd.shape[1]:
+                self.tebd = tt.tebd
         self.counters = ctx.xp.zeros(8, dtype=np.uint64)  # overflow counters (common.cuh DC_CNT_*)
 
 
@@ -150,15 +126,15 @@ class DeviceModel:
     """Tables, nets and constants of one potential, uploaded once in one precision.
 
     ``parts``: one :class:`DevicePart` per descriptor part, their descriptors concatenated in
-    order. Attributes not found here are those of the first part (for most models the only one).
+    order.
     """
 
-    def __init__(self, ctx, potential):
+    def __init__(self, ctx, plan):
         from ..kernels.loader import ACTIVATION_CODES
 
         fp = ctx.fp
-        params = potential.params
-        self.parts = [DevicePart(ctx, potential, k) for k in range(len(potential.parts))]
+        params = plan.params
+        self.parts = [DevicePart(ctx, part) for part in plan.parts]
         nt = self.parts[0].ntypes
         self.ntypes = nt
         self.ldd = sum(p.ldd for p in self.parts)
@@ -191,11 +167,6 @@ class DeviceModel:
             self.fit_nets.append(fl)
         self.type_info = ctx.asarray(type_info, np.float64)
 
-    def __getattr__(self, name):
-        if name == "parts":  # not built yet
-            raise AttributeError(name)
-        return getattr(self.parts[0], name)
-
 
 class PartWorkspace:
     """Neighbour list, environment matrix and descriptor buffers of one descriptor part."""
@@ -212,7 +183,8 @@ class PartWorkspace:
         self.g_em = xp.zeros((nloc, nnei, 4), dtype=fp)
         self.g_r = xp.zeros((nloc, nnei), dtype=fp) if part.mixed else None
         self.atom_flags = xp.zeros(nloc, dtype=np.int32)
-        self.t = None if part.kind in ("se_e2_r", "se_e3") else xp.empty((nloc, part.ng, 4), dtype=fp)
+        # T (ng x 4 per atom) exists for the angular two-body kernels only
+        self.t = None if part.kernel in ("se_r", "se_e3") else xp.empty((nloc, part.ng, 4), dtype=fp)
         # a single part writes straight into the model's descriptor; hybrid parts into their own
         self.desc = desc if desc is not None else xp.empty((nloc, part.ldd), dtype=fp)
         self.g_desc = g_desc if g_desc is not None else xp.zeros((nloc, part.ldd), dtype=fp)
@@ -233,7 +205,7 @@ class PartWorkspace:
 class Workspace:
     """Work buffers of one system size (reallocated only when nloc, nall or the types change).
 
-    Per-part buffers are in ``parts``; attributes not found here are those of the first part.
+    Per-part buffers are in ``parts``.
     """
 
     def __init__(self, ctx, dm: DeviceModel, atype: np.ndarray, nloc: int):
@@ -269,11 +241,6 @@ class Workspace:
 
     def matches(self, atype: np.ndarray, nloc: int) -> bool:
         return nloc == self.nloc and len(atype) == self.nall and np.array_equal(atype, self.atype_host)
-
-    def __getattr__(self, name):
-        if name == "parts":
-            raise AttributeError(name)
-        return getattr(self.parts[0], name)
 
 
 def _rows(flat, r0: int, r1: int, m: int):

@@ -29,21 +29,21 @@ the CPU test suite checks this module without a GPU.
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
-from ..evaluate import Results
-from ..descriptors.se_e2_r import RESCALE as SE_R_RESCALE
+from .. import config
+from ..errors import BackendUnavailableError, InputError
+from ..neighbors import rank_in_group
+from .base import Results, select_parts
 from .cuda_state import DeviceModel, Workspace, _rows
 
 log = logging.getLogger(__name__)
 
-#: descriptor kinds with device kernels; others go to the numpy reference backend
-SUPPORTED_KINDS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2")
+#: kernel families (plan.PartPlan.kernel) with device kernels; others go to the numpy reference backend
+SUPPORTED_KERNELS = ("se_a", "se_r", "se_e3", "se_atten")
 MAX_NG = 1024
 
 
@@ -72,26 +72,26 @@ def device_for_rank(local_rank: int, device_count: int) -> int:
     if device_count < 1:
         raise BackendUnavailableError("no CUDA device to assign to this MPI rank")
     if local_rank < 0:
-        raise ValueError(f"local rank must be >= 0, got {local_rank}")
+        raise InputError(f"local rank must be >= 0, got {local_rank}")
     return int(local_rank) % int(device_count)
 
 
-def select_device(local_rank: int | None = None) -> int:
+def select_device(local_rank: int | None = None, comm=None, *, cupy_module=None) -> int:
     """Make GPU ``local_rank mod device count`` current for this process and return its index.
 
-    ``local_rank`` defaults to the launcher's node-local rank (``deepcomp_ase.lammps.mpi``).
+    The one place a process (an MPI rank of LAMMPS, or a Python script) picks its GPU; call it
+    before any CuPy allocation. ``local_rank`` defaults to the node-local rank of this process
+    (:func:`deepcomp_ase.lammps.mpi.local_rank`: launcher variables, else a split of ``comm``).
+    ``cupy_module`` replaces CuPy (tests).
     """
-    import cupy
-
+    if cupy_module is None:
+        import cupy as cupy_module
     if local_rank is None:
-        try:
-            from ..lammps.mpi import local_rank as _local_rank
+        from ..lammps.mpi import local_rank as node_local_rank
 
-            local_rank = _local_rank()
-        except ImportError:
-            local_rank = 0
-    dev = device_for_rank(local_rank, cupy.cuda.runtime.getDeviceCount())
-    cupy.cuda.Device(dev).use()
+        local_rank = node_local_rank(comm)
+    dev = device_for_rank(local_rank, int(cupy_module.cuda.runtime.getDeviceCount()))
+    cupy_module.cuda.Device(dev).use()
     return dev
 
 
@@ -192,11 +192,13 @@ class Backend:
     """
 
     name = "cuda"
+    builds_neighbors = True  # compute_atoms: the neighbour list is built on the device
+    device_counters = True  # overflow counters stay on the device until flush_overflow
 
     def __init__(self, precision: str | None = None, device: int | None = None, *, emulate: bool = False):
         from ..kernels import loader
 
-        precision = precision or os.environ.get("DEEPCOMP_GPU_PRECISION", "float64")
+        precision = precision or config.get("DEEPCOMP_GPU_PRECISION")
         self.precision = loader.precision_name(precision)
         if emulate:
             self.ctx = loader.emulated_context(self.precision)
@@ -219,14 +221,15 @@ class Backend:
         return self._numpy
 
     @staticmethod
-    def unsupported_reason(potential) -> str:
-        if not potential.compressed:
+    def unsupported_reason(model) -> str:
+        plan = model.plan
+        if not plan.compressed:
             return "uncompressed model (the device kernels evaluate tables)"
-        for d in potential.parts:
-            if d.kind not in SUPPORTED_KINDS:
-                return f"descriptor {d.kind} has no device kernels"
-            if d.ng > MAX_NG:
-                return f"embedding width {d.ng} > {MAX_NG}"
+        for part in plan.parts:
+            if part.kernel not in SUPPORTED_KERNELS:
+                return f"descriptor {part.descriptor.kind} has no device kernels"
+            if part.ng > MAX_NG:
+                return f"embedding width {part.ng} > {MAX_NG}"
         return ""
 
     def supports(self, potential) -> bool:
@@ -235,7 +238,7 @@ class Backend:
     def _entry(self, potential) -> dict:
         st = self._state.get(potential)
         if st is None:
-            st = {"model": DeviceModel(self.ctx, potential), "ws": None, "calls": 0}
+            st = {"model": DeviceModel(self.ctx, potential.plan), "ws": None, "calls": 0}
             self._state[potential] = st
         return st
 
@@ -254,9 +257,9 @@ class Backend:
         """
         return self.reference.pairs_from_atoms(positions, cell, pbc, rcut)
 
-    def select(self, centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude):
+    def select(self, part, centers, neighbors, vectors, atype_all, nloc):
         """Host selection (the reference's), used with :meth:`evaluate` on host pair lists."""
-        return self.reference.select(centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude)
+        return self.reference.select(part, centers, neighbors, vectors, atype_all, nloc)
 
     def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool):
         """Evaluate host pair lists (one per descriptor part, from :meth:`select`) on the device."""
@@ -306,12 +309,16 @@ class Backend:
         self._count_call(potential, st)
         return out
 
-    def neighbor_list(self, potential, positions, atype, cell=None, pbc=(False, False, False)):
-        """Device neighbour list of a structure: (nlist, rij, nnbr) arrays of the workspace, or None."""
+    def neighbor_list(self, potential, positions, atype, cell=None, pbc=(False, False, False), part: int = 0):
+        """Device neighbour list of descriptor part ``part`` of a structure: (nlist, rij, nnbr) arrays
+        of the workspace, or None."""
         atype = np.asarray(atype, dtype=np.int64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
         ws = self._device_nlist(self._entry(potential), positions, atype, cell, np.asarray(pbc, dtype=bool))
-        return None if ws is None else (ws.nlist, ws.rij, ws.nnbr)
+        if ws is None:
+            return None
+        pws = ws.parts[part]
+        return pws.nlist, pws.rij, pws.nnbr
 
     def device_model(self, potential) -> DeviceModel:
         """The uploaded tables, nets and constants of ``potential`` (uploaded at first use)."""
@@ -375,11 +382,11 @@ class Backend:
                 pws.em, pws.nnbr, pws.atom_flags, ws.atype, part.sec, part.pair_table, ws.row_of_atom)
 
     def _scalars(self, part, nloc):
-        if part.kind == "se_e3":
+        if part.kernel == "se_e3":
             return (nloc, part.nnei, part.nsec, part.ng, part.ldd, part.maxw)
-        if part.kind == "se_e2_r":
-            return (nloc, part.nnei, part.nsec, part.ng, part.ldd, part.maxw, SE_R_RESCALE / part.nnei)
-        return (nloc, part.nnei, part.nsec, part.ng, part.m2, part.ldd, part.maxw, 1.0 / part.nnei)
+        if part.kernel == "se_r":
+            return (nloc, part.nnei, part.nsec, part.ng, part.ldd, part.maxw, part.scale)
+        return (nloc, part.nnei, part.nsec, part.ng, part.m2, part.ldd, part.maxw, part.scale)
 
     def _type_term(self, part, pws):
         return ((pws.nlist, pws.rij, part.type_term, part.term_row),
@@ -389,16 +396,16 @@ class Backend:
         """Environment matrix (+ counters), then the fused tabulate-contract forward of one part."""
         ctx, nloc = self.ctx, ws.nloc
         pws.atom_flags.fill(0)
-        e3 = part.kind == "se_e3"
+        e3 = part.kernel == "se_e3"
         ctx.launch("env_mat_se_a", pws.nlist, pws.rij, ws.atype, part.sec, part.pair_table, part.davg, part.dstd,
                    part.table_info, pws.em, pws.atom_flags, part.counters, nloc, part.nnei, part.nsec,
                    part.rcut_smth, part.rcut, part.protection, 0 if e3 else 1)
         common, scalars = self._tabulate_args(part, pws, ws), self._scalars(part, nloc)
         if e3:
             ctx.launch("tabulate_fusion_se_e3_fwd", *common, part.e3_table, pws.desc, part.counters, *scalars)
-        elif part.kind == "se_e2_r":
+        elif part.kernel == "se_r":
             ctx.launch("tabulate_fusion_se_r_fwd", *common, part.pad_vec, pws.desc, *scalars)
-        elif part.mixed:
+        elif part.kernel == "se_atten":
             term, term_scalars = self._type_term(part, pws)
             ctx.launch("tabulate_fusion_se_atten_fwd", *common, part.pad_vec, *term, pws.t, pws.desc, *scalars,
                        *term_scalars)
@@ -409,11 +416,11 @@ class Backend:
         """dE/d em of one part, then forces (accumulated) and this part's per-centre virial rows."""
         ctx, nloc = self.ctx, ws.nloc
         common, scalars = self._tabulate_args(part, pws, ws), self._scalars(part, nloc)
-        if part.kind == "se_e3":
+        if part.kernel == "se_e3":
             ctx.launch("tabulate_fusion_se_e3_bwd", *common, part.e3_table, pws.g_desc, pws.g_em, *scalars)
-        elif part.kind == "se_e2_r":
+        elif part.kernel == "se_r":
             ctx.launch("tabulate_fusion_se_r_bwd", *common, pws.g_desc, pws.g_em, *scalars)
-        elif part.mixed:
+        elif part.kernel == "se_atten":
             term, term_scalars = self._type_term(part, pws)
             ctx.launch("tabulate_fusion_se_atten_bwd", *common, pws.t, pws.g_desc, *term, pws.g_em, pws.g_r,
                        *scalars, *term_scalars)
@@ -459,7 +466,7 @@ class Backend:
     # ------------------------------------------------------------------ overflow counters
     def _count_call(self, potential, st) -> None:
         st["calls"] += 1
-        freq = int(getattr(potential, "check_frequency", -1))
+        freq = int(potential.check_frequency)
         if freq > 0 and st["calls"] % freq == 0:
             self.flush_overflow(potential)
 
@@ -488,12 +495,8 @@ class Backend:
         """Host neighbour list (ASE), then :meth:`evaluate` (which delegates unsupported models)."""
         pos = np.asarray(positions if isinstance(positions, np.ndarray) else self.ctx.to_host(positions),
                          dtype=np.float64)
-        i, j, vec = self.pairs_from_atoms(pos, cell, pbc, potential.rcut)
-        pair_lists = []
-        for part in potential.parts:
-            pairs = self.select(i, j, vec, atype, len(pos), part, potential.params.pair_exclude_types)
-            potential.tally.n_sel_dropped += pairs.n_dropped
-            pair_lists.append(pairs)
+        i, j, vec = self.pairs_from_atoms(pos, cell, pbc, potential.plan.rcut)
+        pair_lists = select_parts(self, potential.plan, i, j, vec, atype, len(pos), potential.tally)
         return self.evaluate(potential, pair_lists, atype, atomic_virial)
 
 
@@ -511,10 +514,7 @@ def padded_from_pairs(pairs, atype_all: np.ndarray, sel, mixed: bool = False) ->
     rij = np.zeros((nloc, nnei, 3))
     if len(pairs.centers):
         tj = np.zeros_like(pairs.neighbors) if mixed else atype_all[pairs.neighbors]
-        group = pairs.centers * nt + tj
-        counts = np.bincount(group, minlength=nloc * nt)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank = np.arange(len(group)) - starts[group]
+        rank, _ = rank_in_group(pairs.centers * nt + tj, nloc * nt)
         slot = sec[tj] + rank
         nlist[pairs.centers, slot] = pairs.neighbors
         rij[pairs.centers, slot] = pairs.vectors

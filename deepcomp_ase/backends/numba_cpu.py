@@ -37,14 +37,9 @@ import os
 
 import numpy as np
 
-from ..descriptors.se_atten_v2 import type_pair_rows
-from ..descriptors.se_e2_a import padding_fold
-from ..descriptors.se_e2_r import RESCALE as SE_R_RESCALE
+from .. import config
+from ..errors import BackendUnavailableError, InputError
 from ..neighbors import PairList
-
-# numba's OpenMP workers otherwise spin for a while after each parallel kernel and slow down the
-# BLAS calls of the fitting net that follow; must be set before the OpenMP runtime starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # numba is optional (the "fast" extra)
     import numba
@@ -55,8 +50,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
     _IMPORT_ERROR = exc
 
 DEFAULT_SKIN = 1.0  # Angstrom
-#: descriptor kinds the compiled kernels evaluate (alone or as parts of a hybrid)
-COMPILED_KINDS = ("se_e2_a", "se_atten_v2", "se_e2_r")
+#: kernel families (plan.PartPlan.kernel) the compiled kernels evaluate (alone or as parts of a hybrid)
+COMPILED_KERNELS = ("se_a", "se_atten", "se_r")
 CHUNK_ATOMS = 1024  # compressed: centre atoms per chunk (bounds the descriptor buffers)
 CHUNK_ATOMS_EXACT = 256  # uncompressed: G and G' of every pair of a chunk are held in memory
 
@@ -103,10 +98,11 @@ def cell_list_setup(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, rc
 
         for k in np.nonzero(pbc)[0]:
             if not np.any(cell[k]):
-                raise ValueError(f"periodic along axis {k} but cell vector {k} is zero")
+                raise InputError(f"periodic along axis {k} but cell vector {k} is zero; give a cell vector or "
+                                 "switch periodicity off along that axis")
         used = complete_cell(cell)
         if abs(np.linalg.det(used)) < 1e-12:
-            raise ValueError(f"cell {cell.tolist()} is singular")
+            raise InputError(f"cell {cell.tolist()} is singular; give three independent cell vectors")
     inv = np.linalg.inv(used)
     height = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes per axis
     frac = positions @ inv if n else np.zeros((0, 3))
@@ -163,91 +159,59 @@ class _PairCache:
 
 # ------------------------------------------------------------------------------ model packing
 class _Packed:
-    """Everything the kernels need about one descriptor part of a potential, in kernel layouts
-    (built once). ``fitting`` is the model's (the same object for every part)."""
+    """One descriptor part of a plan in kernel layouts (built once). ``fitting`` is the model's
+    (the same object for every part)."""
 
-    def __init__(self, potential, precision, k: int = 0, fitting=None):
-        params = potential.params
-        d = potential.parts[k] if hasattr(potential, "parts") else params.descriptor
-        self.params = params
-        self.d = d
-        self.kind = d.kind
-        self.nt = d.ntypes
-        self.ng = d.ng
-        self.ngp = -(-d.ng // 8) * 8
-        self.m2 = int(getattr(d, "axis_neuron", 1))
-        self.atten = d.kind == "se_atten_v2"
-        self.radial = d.kind == "se_e2_r"
+    def __init__(self, plan, k: int, fitting):
+        part = plan.parts[k]
+        self.plan = plan
+        self.part = part
+        self.nt = part.ntypes
+        self.ng = part.ng
+        self.ngp = -(-part.ng // 8) * 8
+        self.m2 = part.m2
+        self.radial = part.padding == "radial"  # D = sum G (no angular rows): the *_r kernels
         # se_atten_v2: strip-net type-pair term (ngp wide), its row per (centre, neighbour) type,
         # the switch variant, and the type embedding appended to the descriptor
         self.tterm = np.zeros((0, self.ngp))
         self.term_row = np.zeros((self.nt, self.nt), dtype=np.int64)
         self.tf_switch = False
         self.tebd = np.zeros((self.nt, 0))
-        if self.atten:
-            self.tterm = np.zeros((d.type_pair_table.shape[0], self.ngp))
-            self.tterm[:, :d.ng] = d.type_pair_table
-            self.term_row = type_pair_rows(d)
-            self.tf_switch = bool(d.tf_switch)
-            if d.concat_output_tebd:
-                self.tebd = np.asarray(d.type_embedding[:self.nt], dtype=np.float64)
-        self.ldd = self.ng if self.radial else self.ng * self.m2 + self.tebd.shape[1]
-        # se_e2_r's descriptor scale (descriptors/se_e2_r.py); the others' 1/N
-        self.inv_n = (SE_R_RESCALE if self.radial else 1.0) / d.nnei
-        self.sel = np.asarray(d.sel, dtype=np.int64)
-        self.davg = np.ascontiguousarray(d.davg, dtype=np.float64)
-        self.dstd = np.ascontiguousarray(d.dstd, dtype=np.float64)
-        embed = _embedder(potential, k)
-        self.embed = embed
-        self.compressed = bool(getattr(embed, "compressed", False))
-        keys = sorted(d.embeddings)
-        self.keys = keys
-        index = {k: n for n, k in enumerate(keys)}
-        kidx = np.full((self.nt, self.nt), -1, dtype=np.int64)
-        for ti in range(self.nt):
-            for tj in range(self.nt):
-                if self.atten:  # one geometric net; exclusions were applied by the selection
-                    kidx[ti, tj] = index[()]
-                elif not d.excluded(ti, tj):
-                    kidx[ti, tj] = index.get(d.net_key(ti, tj), -1)
-        self.kidx = kidx
-        nk = len(keys)
+        tt = part.type_term
+        if tt is not None:
+            self.tterm = np.zeros((tt.table.shape[0], self.ngp))
+            self.tterm[:, :part.ng] = tt.table
+            self.term_row = tt.rows
+            self.tf_switch = tt.tf_switch
+            self.tebd = tt.tebd
+        # descriptor width, its 1/N scale, selection, statistics, nets and their index per type pair
+        self.ldd, self.inv_n, self.sel, self.davg, self.dstd = part.dim_out, part.scale, part.sel, part.davg, part.dstd
+        self.compressed, self.keys, self.nets, self.kidx = part.compressed, part.keys, part.nets, part.net_index
+        nk = len(part.keys)
+        # table metadata in the kernels' layout (numba_kernels._locate): floats and ints
         self.tabf = np.zeros((max(nk, 1), 6))
         self.tabi = np.zeros((max(nk, 1), 4), dtype=np.int64)
         if self.compressed:
-            tables = [embed.tables[k] for k in keys]
+            specs = part.tables
             rows = 0
-            for n, t in enumerate(tables):
-                xmin = getattr(t, "xmin", None)
-                self.tabf[n] = (t.lower, t.upper, t.xmax, t.stride0, t.stride1, t.lower if xmin is None else xmin)
-                self.tabi[n] = (t.first_stride, t.nspline, rows, int(getattr(t, "n_low", 0)))
+            for n, t in enumerate(specs):
+                self.tabf[n] = (t.lower, t.upper, t.xmax, t.stride0, t.stride1, t.xmin)
+                self.tabi[n] = (t.first_stride, t.nspline, rows, t.n_low)
                 rows += t.nspline
             self.coeffs = np.zeros((rows, 6, self.ngp))
             self.split = np.zeros(rows, dtype=np.bool_)
-            for n, t in enumerate(tables):
+            for n, t in enumerate(specs):
                 r0 = self.tabi[n, 2]
                 self.coeffs[r0:r0 + t.nspline, :, :self.ng] = np.asarray(t.coeffs).transpose(0, 2, 1)
-                split = np.asarray(getattr(t, "split_intervals", ()), dtype=np.int64)
-                self.split[r0 + split] = True
-            self.tables = tables
+                self.split[r0 + t.split_intervals] = True
+            self.tables = [t.table for t in specs]
         else:
             self.coeffs = np.zeros((1, 6, self.ngp))
             self.split = np.zeros(1, dtype=np.bool_)
             self.tables = None
-        self.padx = padding_fold(_padding(potential, k), self.radial, (self.nt, len(self.sel), self.ngp))
-        self.fitting = fitting if fitting is not None else _Fitting(params, precision)
-
-
-def _embedder(potential, k: int = 0):
-    embedders = getattr(potential, "embedders", None)
-    return embedders[k] if embedders else potential.embed
-
-
-def _padding(potential, k: int = 0) -> dict:
-    evaluators = getattr(potential, "evaluators", None)
-    if evaluators:
-        return evaluators[k].pad
-    return potential._pad
+        self.padx = np.zeros((self.nt, part.nsec, self.ngp))
+        self.padx[:, :, :self.ng] = part.pad_fold
+        self.fitting = fitting
 
 
 class _Layer:
@@ -272,9 +236,9 @@ class _Fitting:
         nets = fit.nets if fit.shared is None else [fit.shared] * len(params.out_bias)  # mixed_types: one net
         self.nets = [None if net is None else [_Layer(la, self.dtype) for la in net.layers] for net in nets]
         self.bias = np.asarray(fit.bias_atom_e, dtype=np.float64)
-        self.fit_excluded = frozenset(getattr(fit, "exclude_types", ()) or ())
+        self.fit_excluded = frozenset(fit.exclude_types)
         self.out_bias = np.asarray(params.out_bias, dtype=np.float64)
-        self.atom_excluded = frozenset(params.atom_exclude_types or ())
+        self.atom_excluded = frozenset(params.atom_exclude_types)
 
     def energy_and_grad(self, t: int, x: np.ndarray):
         """Atomic energies (n,) float64 of type t; dE/dD overwrites ``x`` in place."""
@@ -338,12 +302,17 @@ class Backend:
     """
 
     name = "numba"
+    builds_neighbors = False
+    device_counters = False
 
     def __init__(self, precision: str = "float64", skin: float | None = None, chunk_atoms: int | None = None):
         if not is_available():
-            raise RuntimeError(why_unavailable())
+            raise BackendUnavailableError(why_unavailable())
         if precision not in ("float64", "float32"):
-            raise ValueError(f"precision must be 'float64' or 'float32', not {precision!r}")
+            raise BackendUnavailableError(f"precision must be 'float64' or 'float32', not {precision!r}")
+        # numba's OpenMP workers otherwise spin after each parallel kernel and slow down the BLAS
+        # calls of the fitting net; exported (and logged) here, before the first parallel kernel
+        config.apply_omp_wait_policy()
         _apply_thread_env()
         self.precision = precision
         self.skin = DEFAULT_SKIN if skin is None else float(skin)
@@ -372,53 +341,46 @@ class Backend:
             self._cache = _PairCache(positions, cell, pbc, rcut, self.skin, pi, pj, shifts, np.ascontiguousarray(used))
         return pi, pj, vec
 
-    def select(self, centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude):
-        if getattr(descriptor, "kind", "se_e2_a") not in ("se_e2_a", "se_e2_r", "se_e3"):
-            return _numpy_backend().select(centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude)
-        nt = len(descriptor.sel)
-        mex = np.zeros((nt, nt), dtype=np.bool_)
-        dex = np.zeros((nt, nt), dtype=np.bool_)
-        for a, b in model_exclude or ():
-            mex[a, b] = True
-        for a, b in descriptor.exclude_types or ():
-            dex[a, b] = True
+    def select(self, part, centers, neighbors, vectors, atype_all, nloc):
+        """DeePMD-kit's selection of one descriptor part (plan.PartPlan); mixed-type selections
+        are the numpy reference's."""
+        if part.mixed_types:
+            return _numpy_backend().select(part, centers, neighbors, vectors, atype_all, nloc)
         atype_all = np.ascontiguousarray(atype_all, dtype=np.int64)
         K = _kernels()
         c, n, v, slots, n_dropped, max_per_type, _ = K.select_pairs(
             np.ascontiguousarray(centers, dtype=np.int64), np.ascontiguousarray(neighbors, dtype=np.int64),
-            np.ascontiguousarray(vectors, dtype=np.float64).reshape(-1, 3), atype_all, int(nloc),
-            np.asarray(descriptor.sel, dtype=np.int64), float(descriptor.rcut), mex, dex)
+            np.ascontiguousarray(vectors, dtype=np.float64).reshape(-1, 3), atype_all, int(nloc), part.sel,
+            part.rcut, part.select_exclude_mask, part.slot_exclude_mask)
         return PairList(centers=c, neighbors=n, vectors=v, slots_used=slots, nloc=int(nloc), nall=len(atype_all),
                         n_dropped=int(n_dropped), max_per_type=max_per_type)
 
     # -------------------------------------------------------------- evaluation
     @staticmethod
-    def handles(potential) -> bool:
+    def handles(model) -> bool:
         """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r and hybrids of them."""
-        parts = getattr(potential, "parts", [potential.params.descriptor])
-        return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts)
+        return all(p.kernel in COMPILED_KERNELS for p in model.plan.parts)
 
-    def _packs(self, potential) -> list:
-        """One :class:`_Packed` per descriptor part (built once per potential)."""
-        key = id(potential)
-        packs = self._packed.get(key)
-        if packs is None or packs[0].params is not potential.params or packs[0].embed is not _embedder(potential):
-            fitting = _Fitting(potential.params, self.precision)
-            n = len(getattr(potential, "parts", [None]))
-            packs = [_Packed(potential, self.precision, k, fitting) for k in range(n)]
-            self._packed = {key: packs}
+    def _packs(self, model) -> list:
+        """One :class:`_Packed` per descriptor part (built once per plan)."""
+        plan = model.plan
+        packs = self._packed.get(id(plan))
+        if packs is None or packs[0].plan is not plan:
+            fitting = _Fitting(plan.params, self.precision)
+            packs = [_Packed(plan, k, fitting) for k in range(len(plan.parts))]
+            self._packed = {id(plan): packs}
         return packs
 
-    def _pack(self, potential, k: int = 0) -> _Packed:
-        return self._packs(potential)[k]
+    def _pack(self, model, k: int = 0) -> _Packed:
+        return self._packs(model)[k]
 
-    def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool):
-        if not self.handles(potential):
-            return _numpy_backend().evaluate(potential, pair_lists, atype_all, atomic_virial)
+    def evaluate(self, model, pair_lists, atype_all, atomic_virial: bool):
+        if not self.handles(model):
+            return _numpy_backend().evaluate(model, pair_lists, atype_all, atomic_virial)
         if not isinstance(pair_lists, (list, tuple)):
             pair_lists = [pair_lists]
-        return evaluate_parts(self._packs(potential), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
-                              potential.tally, atomic_virial, self.chunk_atoms)
+        return evaluate_parts(self._packs(model), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
+                              model.tally, atomic_virial, self.chunk_atoms)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -456,7 +418,7 @@ def _tally_and_overrides(pk: _Packed, pairs: PairList, atype_all, xs, code, tall
         gk = np.empty((len(xr), pk.ng))
         dgk = np.empty((len(xr), pk.ng))
         if outside.any():
-            gk[outside], dgk[outside] = pk.embed.nets[key].value_and_first_derivative(xr[outside])
+            gk[outside], dgk[outside] = pk.nets[kk].value_and_first_derivative(xr[outside])
         if (~outside).any():
             xi = xr[~outside]
             idx, t, _ = table.locate(xi)
@@ -475,7 +437,7 @@ def _exact_chunk(pk: _Packed, pairs: PairList, atype_all, pidx, xs, ext_row):
         if kk < 0:
             continue
         rows = np.flatnonzero(keys == kk)
-        g[rows, :pk.ng], dg[rows, :pk.ng] = pk.embed.nets[pk.keys[kk]].value_and_first_derivative(xs[pidx[rows]])
+        g[rows, :pk.ng], dg[rows, :pk.ng] = pk.nets[kk].value_and_first_derivative(xs[pidx[rows]])
     ext_row[pidx] = np.arange(len(pidx))
     return g, dg
 
@@ -486,14 +448,14 @@ class _PartInputs:
 
     def __init__(self, pk: _Packed, pairs: PairList, atype_all, tally):
         K = _kernels()
-        d = pk.d
+        part = pk.part
         self.pairs = pairs
         self.centers = np.ascontiguousarray(pairs.centers, dtype=np.int64)
         self.neighbors = np.ascontiguousarray(pairs.neighbors, dtype=np.int64)
         self.vectors = np.ascontiguousarray(pairs.vectors, dtype=np.float64)
         self.offsets = np.searchsorted(self.centers, np.arange(pairs.nloc + 1)).astype(np.int64)
         self.n_pad = np.ascontiguousarray(pk.sel[None, :] - np.asarray(pairs.slots_used, dtype=np.int64))
-        self.env = (float(d.rcut_smth), float(d.rcut), float(d.env_protection))
+        self.env = (part.rcut_smth, part.rcut, part.env_protection)
         self.xs, code = K.embedding_inputs(self.centers, self.neighbors, self.vectors, atype_all, pk.davg, pk.dstd,
                                            *self.env, pk.kidx, pk.tabf, pk.tabi, pk.split, pk.compressed)
         if pk.compressed:
@@ -510,7 +472,7 @@ def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial:
     the fitting nets (BLAS) on the concatenated rows, each part's fused backward and force
     assembly. A single-part model writes straight into the descriptor buffer.
     """
-    from ..evaluate import Results
+    from .base import Results
 
     K = _kernels()
     nloc, nall = pair_lists[0].nloc, pair_lists[0].nall

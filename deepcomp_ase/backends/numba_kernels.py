@@ -452,6 +452,28 @@ def _locate(x, tabf, tabi, key):
     return row0 + idx, t, region
 
 
+@njit(inline="always")
+def _powers(t):
+    """t^2 .. t^5 of a table offset."""
+    t2 = t * t
+    t3 = t2 * t
+    t4 = t3 * t
+    return t2, t3, t4, t4 * t
+
+
+@njit(inline="always")
+def _quintic(cf, m, t, t2, t3, t4, t5):
+    """Value of output m of the quintic piece ``cf`` (6, ngp) at offset t (inlined: the caller's
+    fastmath flags apply)."""
+    return cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
+
+
+@njit(inline="always")
+def _quintic_slope(cf, m, t, t2, t3, t4):
+    """d/dt of output m of the quintic piece ``cf`` at offset t."""
+    return cf[1, m] + 2.0 * cf[2, m] * t + 3.0 * cf[3, m] * t2 + 4.0 * cf[4, m] * t3 + 5.0 * cf[5, m] * t4
+
+
 @njit(**_PAR)
 def embedding_inputs(centers, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut, protection, kidx,
                      tabf, tabi, split, has_tables):
@@ -538,14 +560,11 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
                 row, t, region = _locate(h0, tabf, tabi, key)
                 if row < 0:
                     continue  # outside the tables without an exact value: never happens via numba_cpu
-                t2 = t * t
-                t3 = t2 * t
-                t4 = t3 * t
-                t5 = t4 * t
+                t2, t3, t4, t5 = _powers(t)
                 cf = coeffs[row]
                 # G into a small buffer first: loops with one store stream vectorise (no alias checks)
                 for m in range(ngp):
-                    gb[m] = cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
+                    gb[m] = _quintic(cf, m, t, t2, t3, t4, t5)
             if have_term:
                 sw, dsw = _type_switch(rho, w, dw, rcut_smth, tf_switch)
                 trow = tterm[term_row[ti, atype_all[neighbors[p]]]]
@@ -584,18 +603,15 @@ def _atten_pair_sums(coeffs, tabf, tabi, key, h0, h1, h2, h3, er, g_ext, dg_ext,
         row, t, region = _locate(h0, tabf, tabi, key)
         if row < 0:
             return a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw
-    t2 = t * t
-    t3 = t2 * t
-    t4 = t3 * t
-    t5 = t4 * t
+    t2, t3, t4, t5 = _powers(t)
     for m in range(ngp):
         if er >= 0:
             g = g_ext[er, m]
             dg = dg_ext[er, m]
         else:
             cf = coeffs[row]
-            g = cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
-            dg = cf[1, m] + 2.0 * cf[2, m] * t + 3.0 * cf[3, m] * t2 + 4.0 * cf[4, m] * t3 + 5.0 * cf[5, m] * t4
+            g = _quintic(cf, m, t, t2, t3, t4, t5)
+            dg = _quintic_slope(cf, m, t, t2, t3, t4)
         hq = h0 * gt[0, m] + h1 * gt[1, m] + h2 * gt[2, m] + h3 * gt[3, m]
         gw += g * trow[m] * hq
         f = 1.0 + trow[m] * sw
@@ -691,23 +707,11 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
             else:
                 row, t, region = _locate(h0, tabf, tabi, key)
                 if row >= 0:
-                    t2 = t * t
-                    t3 = t2 * t
-                    t4 = t3 * t
-                    t5 = t4 * t
-                    u2 = 2.0 * t
-                    u3 = 3.0 * t2
-                    u4 = 4.0 * t3
-                    u5 = 5.0 * t4
+                    t2, t3, t4, t5 = _powers(t)
                     cf = coeffs[row]
                     for m in range(ngp):
-                        c1 = cf[1, m]
-                        c2 = cf[2, m]
-                        c3 = cf[3, m]
-                        c4 = cf[4, m]
-                        c5 = cf[5, m]
-                        g = cf[0, m] + c1 * t + c2 * t2 + c3 * t3 + c4 * t4 + c5 * t5
-                        dg = c1 + c2 * u2 + c3 * u3 + c4 * u4 + c5 * u5
+                        g = _quintic(cf, m, t, t2, t3, t4, t5)
+                        dg = _quintic_slope(cf, m, t, t2, t3, t4)
                         a0 += g * gt[0, m]
                         a1 += g * gt[1, m]
                         a2 += g * gt[2, m]
@@ -760,13 +764,10 @@ def tabulate_forward_r(atoms, offsets, neighbors, vectors, atype_all, davg, dstd
             row, t, region = _locate(h0, tabf, tabi, key)
             if row < 0:
                 continue
-            t2 = t * t
-            t3 = t2 * t
-            t4 = t3 * t
-            t5 = t4 * t
+            t2, t3, t4, t5 = _powers(t)
             cf = coeffs[row]
             for m in range(ngp):
-                acc[m] += cf[0, m] + cf[1, m] * t + cf[2, m] * t2 + cf[3, m] * t3 + cf[4, m] * t4 + cf[5, m] * t5
+                acc[m] += _quintic(cf, m, t, t2, t3, t4, t5)
         for tn in range(nt):
             npad = n_pad[i, tn]
             if npad != 0:
@@ -808,13 +809,10 @@ def tabulate_backward_r(atoms, offsets, pbase, neighbors, vectors, atype_all, da
                 row, t, region = _locate(h0, tabf, tabi, key)
                 if row < 0:
                     continue
-                t2 = t * t
-                t3 = t2 * t
-                t4 = t3 * t
+                t2, t3, t4, _ = _powers(t)
                 cf = coeffs[row]
                 for m in range(ng):
-                    e += (cf[1, m] + 2.0 * cf[2, m] * t + 3.0 * cf[3, m] * t2 + 4.0 * cf[4, m] * t3
-                          + 5.0 * cf[5, m] * t4) * gd[m]
+                    e += _quintic_slope(cf, m, t, t2, t3, t4) * gd[m]
             x, y, z = _env_chain(e * scale / dstd[ti, 0], 0.0, 0.0, 0.0, v0, v1, v2, r, rho, w, dw)
             gvec[q, 0] = x
             gvec[q, 1] = y

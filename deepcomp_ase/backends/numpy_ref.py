@@ -14,18 +14,16 @@ def why_unavailable() -> str:
     return ""
 
 
-def select_for(descriptor, centers, neighbors, vectors, atype_all, nloc, model_exclude):
-    """DeePMD-kit's neighbour selection for one descriptor part."""
-    mixed = descriptor.kind == "se_atten_v2"
-    # se_atten turns excluded pairs into padding (model-level semantics); the others keep the slot
-    desc_excl = frozenset() if mixed else descriptor.exclude_types
-    model_excl = (model_exclude | descriptor.exclude_types) if mixed else model_exclude
-    return select_neighbors(centers, neighbors, vectors, atype_all, nloc, descriptor.sel, descriptor.rcut,
-                            desc_excl, model_excl, mixed=mixed)
+def select_for(part, centers, neighbors, vectors, atype_all, nloc):
+    """DeePMD-kit's neighbour selection for one descriptor part (a :class:`~deepcomp_ase.plan.PartPlan`)."""
+    return select_neighbors(centers, neighbors, vectors, atype_all, nloc, part.descriptor.sel, part.rcut,
+                            part.slot_exclude, part.select_exclude, mixed=part.mixed_types)
 
 
 class Backend:
     name = "numpy"
+    builds_neighbors = False
+    device_counters = False
 
     def __init__(self, precision: str = "float64"):
         self.precision = precision  # float64 only (checked by get_backend)
@@ -34,9 +32,13 @@ class Backend:
         """(centers, neighbors, vectors) of all pairs within rcut, images folded into vectors."""
         return neighbor_pairs_ase(positions, cell, pbc, rcut)
 
-    def select(self, centers, neighbors, vectors, atype_all, nloc, descriptor, model_exclude):
-        return select_for(descriptor, centers, neighbors, vectors, atype_all, nloc, model_exclude)
+    def select(self, part, centers, neighbors, vectors, atype_all, nloc):
+        return select_for(part, centers, neighbors, vectors, atype_all, nloc)
 
-    def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool):
-        return evaluate_model(potential.params, potential.evaluators, pair_lists, atype_all,
-                              atomic_virial=atomic_virial, block_atoms=potential.block_atoms)
+    def evaluate(self, model, pair_lists, atype_all, atomic_virial: bool):
+        plan = model.plan
+        for part in plan.parts:  # table lookups are counted into the caller's tally
+            if part.compressed:
+                part.embed.tally = model.tally
+        return evaluate_model(plan.params, [p.evaluator for p in plan.parts], pair_lists, atype_all,
+                              atomic_virial=atomic_virial, block_atoms=plan.block_atoms)

@@ -14,6 +14,7 @@ from ..errors import DeepCompError
 from ..fileformat import CompressedFile, save_compressed
 from ..io import read_model_tree
 from ..model.params import ModelParams, parse_model
+from ..model.parts import descriptor_parts, embedding_tables_for, table_name  # noqa: F401 (re-exported)
 from .min_dist import min_nbor_dist_from_training_script
 from .tables import Table
 from .tabulate import angular_range, build_table, check_step, radial_range_per_type, table_bytes, table_grid
@@ -27,26 +28,13 @@ SE_E3_STEP_FACTOR = 10
 MAX_TABLE_MIB = 1024
 
 
-def table_name(prefix: str, key: tuple) -> str:
-    """Name of a table in the file: 'descriptor:0-1' = centre type 0, neighbour type 1."""
-    return f"{prefix}:{'-'.join(str(k) for k in key) if key else 'all'}"
-
-
-def descriptor_parts(model: ModelParams) -> list[tuple[str, object]]:
-    """(table-name prefix, descriptor params) of every non-hybrid part."""
-    d = model.descriptor
-    if d.kind == "hybrid":
-        return [(f"descriptor.{k}", part) for k, part in enumerate(d.parts)]
-    return [("descriptor", d)]
-
-
 def _table_specs(d, min_nbor_dist: float):
     """{net key: (lower, upper, low_coarse)} for one descriptor."""
-    if d.kind == "se_e3":
+    if d.three_body:
         lo, up = angular_range(d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
         return {key: (lo, up, True) for key in d.embeddings}
     lower, upper = radial_range_per_type(d.davg, d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
-    if d.kind == "se_atten_v2":
+    if d.mixed_types:  # one net for every type pair
         return {(): (float(lower.min()), float(upper.max()), False)}
     specs = {}
     for key in d.embeddings:
@@ -64,7 +52,7 @@ def _table_jobs(model: ModelParams, min_nbor_dist: float, step: float):
     """(name, net, lower, upper, fine step, low_coarse) of every table, in file order."""
     jobs = []
     for prefix, d in descriptor_parts(model):
-        factor = SE_E3_STEP_FACTOR if d.kind == "se_e3" else 1
+        factor = SE_E3_STEP_FACTOR if d.three_body else 1
         for key, (lo, up, low_coarse) in sorted(_table_specs(d, min_nbor_dist).items()):
             jobs.append((table_name(prefix, key), d.embeddings[key], lo, up, step * factor, low_coarse))
     return jobs
@@ -100,16 +88,6 @@ def extended_ranges(model: ModelParams, min_nbor_dist: float, step: float, extra
         moved = {k: [float(v), float(getattr(t, k))] for k, v in requested.items() if getattr(t, k) != v}
         if moved:
             out[name] = moved
-    return out
-
-
-def embedding_tables_for(part, prefix: str, tables: dict[str, Table]) -> dict[tuple, Table]:
-    """Map the file's table names back to one descriptor part's net keys."""
-    out = {}
-    for key in part.embeddings:
-        name = table_name(prefix, key)
-        if name in tables:
-            out[key] = tables[name]
     return out
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..envmat import switch
+from ..errors import InputError
 from ..model.activations import PIECEWISE_LINEAR
 from ..model.nets import Network
 from .tables import Table
@@ -221,6 +222,6 @@ def angular_range(dstd: np.ndarray, min_nbor_dist: float, rcut_smth: float, rcut
 
 def check_step(step: float, extrapolate: float) -> None:
     if not (step > 0 and math.isfinite(step)):
-        raise ValueError(f"step must be a positive number, got {step}")
+        raise InputError(f"step must be a positive number, got {step}")
     if not (extrapolate >= 1 and math.isfinite(extrapolate)):
-        raise ValueError(f"extrapolate must be >= 1, got {extrapolate}")
+        raise InputError(f"extrapolate must be >= 1, got {extrapolate}")

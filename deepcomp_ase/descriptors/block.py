@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..envmat import EnvRows, env_rows
-from ..neighbors import PairList
+from ..neighbors import PairList, rank_in_group
 
 
 @dataclass
@@ -51,12 +51,8 @@ class BlockSlicer:
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self.n_pad = self.sel[None, :] - pairs.slots_used
         tj = atype_all[pairs.neighbors] if len(self.sel) > 1 else np.zeros(len(pairs.neighbors), dtype=np.int64)
-        # first pair of each (centre, type) group: pairs are sorted by (centre, type, distance)
-        group = pairs.centers * len(self.sel) + tj
-        gstart = np.ones(len(group), dtype=bool)
-        gstart[1:] = group[1:] != group[:-1]
-        first = np.maximum.accumulate(np.where(gstart, np.arange(len(group)), 0)) if len(group) else group
-        self.type_slot_all = np.arange(len(group)) - first
+        # pairs are sorted by (centre, type, distance)
+        self.type_slot_all, _ = rank_in_group(pairs.centers * len(self.sel) + tj, pairs.nloc * len(self.sel))
 
     def block(self, a0: int, a1: int) -> Block:
         pairs = self.pairs

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..envmat import rows_to_vector_gradient
 from .block import Block
-from .se_e2_a import padding_embedding
+from .se_e2_a import angular_backward, angular_forward, padding_embedding
 
 
 def type_term_switch(d, env):
@@ -51,39 +51,22 @@ class SeAttenV2:
 
     def forward(self, blk: Block):
         d = self.d
-        nb, ng, m2 = blk.nb, d.ng, d.axis_neuron
         rhat = (blk.env.rows - d.davg[blk.ti]) / d.dstd[blk.ti]
         gs, dgs = self.embed((), rhat[:, 0])
         tt = d.type_pair_table[d.type_pair_row(blk.ti, blk.tj)]
         sw, dsw = type_term_switch(d, blk.env)
         gt1 = 1.0 + tt * sw[:, None]
-        g = gs * gt1
-        gd = np.zeros((nb, blk.nmax, ng))
-        rd = np.zeros((nb, blk.nmax, 4))
-        gd[blk.ci, blk.slot] = g
-        rd[blk.ci, blk.slot] = rhat
-        t_mat = np.matmul(gd.transpose(0, 2, 1), rd)
-        for (ta, _), (x_pad, g_pad) in self.pad.items():
-            rows = np.nonzero(blk.atype == ta)[0]
-            if len(rows):
-                t_mat[rows, :, 0] += blk.n_pad[rows, 0][:, None] * (g_pad * x_pad)[None, :]
-        t_mat *= 1.0 / d.nnei
-        desc = np.matmul(t_mat, t_mat[:, :m2, :].transpose(0, 2, 1)).reshape(nb, ng * m2)
+        # with g = G (1 + tt w), T and D are se_e2_a's
+        desc, actx = angular_forward(d, blk, gs * gt1, rhat, self.pad)
         if d.concat_output_tebd:
             desc = np.concatenate([desc, d.type_embedding[blk.atype]], axis=1)
-        return desc, (gd, rd, gs, dgs, tt, gt1, dsw, t_mat)
+        return desc, (actx, gs, dgs, tt, gt1, dsw)
 
     def backward(self, blk: Block, ctx, g_desc):
         d = self.d
-        gd, rd, gs, dgs, tt, gt1, dsw, t_mat = ctx
-        nb, ng, m2 = blk.nb, d.ng, d.axis_neuron
-        g_desc = g_desc[:, : ng * m2].reshape(nb, ng, m2)  # the type embedding does not move
-        g_t = np.matmul(g_desc, t_mat[:, :m2, :])
-        g_t[:, :m2, :] += np.matmul(g_desc.transpose(0, 2, 1), t_mat)
-        g_t *= 1.0 / d.nnei
-        g_rhat = np.matmul(gd, g_t)[blk.ci, blk.slot]
-        q = np.matmul(rd, g_t.transpose(0, 2, 1))[blk.ci, blk.slot]  # dE/dg per pair
-        g_rhat[:, 0] += np.einsum("pa,pa->p", q, dgs * gt1)
+        actx, gs, dgs, tt, gt1, dsw = ctx
+        g_desc = g_desc[:, : d.ng * d.axis_neuron]  # the type embedding does not move
+        g_rhat, q = angular_backward(d, blk, actx, dgs * gt1, g_desc)  # q: dE/dg per pair
         g_vec = rows_to_vector_gradient(blk.env, g_rhat / d.dstd[blk.ti])
         # the switch also scales the type term: dE/dw * dw/dr along the bond
         g_w = np.einsum("pa,pa->p", q, gs * tt)

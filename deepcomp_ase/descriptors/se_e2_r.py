@@ -6,7 +6,7 @@ import numpy as np
 
 from ..envmat import rows_to_vector_gradient
 from .block import Block
-from .se_e2_a import PairwiseEmbedding
+from .se_e2_a import PairwiseEmbedding, add_padding
 
 RESCALE = 0.2  # DeePMD-kit divides the se_e2_r descriptor by 5
 
@@ -20,10 +20,7 @@ class SeE2R(PairwiseEmbedding):
         g, dg = self._embedding(blk, x)
         desc = np.zeros((blk.nb, d.ng))
         np.add.at(desc, blk.ci, g)
-        for (ta, tn), (_, g_pad) in self.pad.items():
-            rows = np.nonzero(blk.atype == ta)[0]
-            if len(rows):
-                desc[rows] += blk.n_pad[rows, tn][:, None] * g_pad[None, :]
+        add_padding(desc, blk, self.pad, radial=True)
         desc *= RESCALE / d.nnei
         return desc, dg
 

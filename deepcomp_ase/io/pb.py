@@ -362,18 +362,23 @@ def _pair_networks(graph: _Graph, d: dict, ntypes: int, suffix: str, precision: 
     return _collection(2, ntypes, "embedding_network", networks)
 
 
-def _descrpt_se_a(graph, d, ntypes, suffix, type_map, where):
+def _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, kind: str):
+    """se_e2_a and se_r trees: the same fields, except se_e2_a's axis_neuron and 4 statistics columns."""
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
-    return {
+    angular = kind == "se_e2_a"
+    out = {
         "@class": "Descriptor",
-        "type": "se_e2_a",
+        "type": kind,
         "@version": 2,
         "rcut": d["rcut"],
         "rcut_smth": d["rcut_smth"],
         "sel": sel,
         "neuron": list(d["neuron"]),
-        "axis_neuron": d.get("axis_neuron", 4),
+    }
+    if angular:
+        out["axis_neuron"] = d.get("axis_neuron", 4)
+    out.update({
         "resnet_dt": d.get("resnet_dt", False),
         "trainable": d.get("trainable", True),
         "type_one_side": d.get("type_one_side", False),
@@ -384,37 +389,19 @@ def _descrpt_se_a(graph, d, ntypes, suffix, type_map, where):
         "precision": precision,
         "embeddings": _pair_networks(graph, d, ntypes, suffix, precision),
         "env_mat": _env_mat(d),
-        "@variables": _stat(graph, suffix, ntypes, sum(sel), 4),
+        "@variables": _stat(graph, suffix, ntypes, sum(sel), 4 if angular else 1),
         "type_map": type_map,
         "spin": None,
-    }
+    })
+    return out
+
+
+def _descrpt_se_a(graph, d, ntypes, suffix, type_map, where):
+    return _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, "se_e2_a")
 
 
 def _descrpt_se_r(graph, d, ntypes, suffix, type_map, where):
-    precision = _precision_name(graph, d.get("precision"))
-    sel = _sel_list(graph, d, where)
-    return {
-        "@class": "Descriptor",
-        "type": "se_r",
-        "@version": 2,
-        "rcut": d["rcut"],
-        "rcut_smth": d["rcut_smth"],
-        "sel": sel,
-        "neuron": list(d["neuron"]),
-        "resnet_dt": d.get("resnet_dt", False),
-        "trainable": d.get("trainable", True),
-        "type_one_side": d.get("type_one_side", False),
-        "exclude_types": d.get("exclude_types", []),
-        "env_protection": d.get("env_protection", 0.0),
-        "set_davg_zero": d.get("set_davg_zero", False),
-        "activation_function": d.get("activation_function", "tanh"),
-        "precision": precision,
-        "embeddings": _pair_networks(graph, d, ntypes, suffix, precision),
-        "env_mat": _env_mat(d),
-        "@variables": _stat(graph, suffix, ntypes, sum(sel), 1),
-        "type_map": type_map,
-        "spin": None,
-    }
+    return _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, "se_r")
 
 
 def _descrpt_se_e3(graph, d, ntypes, suffix, type_map, where):

@@ -20,12 +20,13 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .. import config
+from ..errors import BuildError, InputError
 from .launch import KERNELS, checked_launch
 
 #: source files of the module, in order (common.cuh comes in through the includes)
@@ -47,7 +48,7 @@ def precision_name(precision) -> str:
         return aliases[precision.lower()]
     name = np.dtype(precision).name
     if name not in CTYPE:
-        raise ValueError(f"precision must be float32 or float64, got {precision!r}")
+        raise InputError(f"precision must be float32 or float64, got {precision!r}")
     return name
 
 
@@ -171,10 +172,11 @@ def emulation_library() -> ctypes.CDLL:
     """Compile the kernels for the host (g++ -std=c++20), cached by source hash."""
     cxx = host_compiler()
     if cxx is None:
-        raise RuntimeError("no C++ compiler (g++ or clang++) to build the host emulation of the kernels")
+        raise BuildError("no C++ compiler (g++ or clang++) to build the host emulation of the kernels; "
+                         "install g++ (or clang++)")
     src = emulation_source()
     digest = hashlib.sha256(src.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("DEEPCOMP_CACHE", Path(tempfile.gettempdir()) / "deepcomp_ase_emulation"))
+    cache = Path(config.get("DEEPCOMP_CACHE"))
     cache.mkdir(parents=True, exist_ok=True)
     lib = cache / f"kernels_{digest}.so"
     if not lib.exists():
@@ -185,7 +187,7 @@ def emulation_library() -> ctypes.CDLL:
                str(cpp), "-o", str(tmp)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise RuntimeError(f"host emulation build failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
+            raise BuildError(f"host emulation build failed ({' '.join(cmd)}):\n{res.stderr[-4000:]}")
         os.replace(tmp, lib)
     return ctypes.CDLL(str(lib))
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import config
+
 PLUGIN_FILE = "deepcompplugin.so"
 BRIDGE_FILE = "libdeepcomp_bridge.so"
 
@@ -21,7 +23,7 @@ __all__ = ["BRIDGE_FILE", "PLUGIN_FILE", "find_plugin", "plugin_dir"]
 
 
 def _candidates():
-    env = os.environ.get("DEEPCOMP_PLUGIN_DIR")
+    env = config.get("DEEPCOMP_PLUGIN_DIR")
     if env:
         yield env
     here = os.path.dirname(os.path.abspath(__file__))
@@ -53,7 +55,7 @@ def _preload_mpi() -> None:
     unless mpi4py was imported first). Loading it globally here, before the LAMMPS library
     is opened, fixes that. Best effort; never raises.
     """
-    if os.environ.get("DEEPCOMP_NO_MPI_PRELOAD") == "1" or not sys.platform.startswith("linux"):
+    if config.get("DEEPCOMP_NO_MPI_PRELOAD") == "1" or not sys.platform.startswith("linux"):
         return
     try:
         import ctypes

@@ -24,7 +24,7 @@ import traceback
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DeepCompError, TableOverflowError, TypeMapError
+from ..errors import BackendUnavailableError, DeepCompError, TableOverflowError
 from . import mpi
 
 # DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz
@@ -96,11 +96,9 @@ def _visible_gpus() -> int:
 
 def _use_gpu_of_rank(comm) -> str:
     """Bind this rank to GPU ``local_rank % visible GPUs`` (before any CuPy allocation)."""
-    import cupy
+    from ..backends.cupy_gpu import select_device
 
-    index = mpi.local_rank(comm) % int(cupy.cuda.runtime.getDeviceCount())
-    cupy.cuda.Device(index).use()
-    return f"cuda:{index}"
+    return f"cuda:{select_device(comm=comm)}"
 
 
 def _backend_options(device: str, precision: str, comm) -> tuple[dict, str]:
@@ -152,7 +150,7 @@ class LammpsModel:
         # LAMMPS energy unit per eV: 1 for units metal, kcal/mol per eV for units real
         self.energy_scale = float(options.get("energy_scale", 1.0))
         self.reduce = mpi.make_reducer(comm)
-        backend = getattr(getattr(self.potential, "backend", None), "name", "numpy")
+        backend = self.potential.backend.name
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
         if self.rank == 0 and log_sink is not None:
             pot = self.potential
@@ -175,18 +173,13 @@ class LammpsModel:
 
     def _map_types(self, type_names) -> np.ndarray:
         """Model type index of each LAMMPS type (index 0 unused), -1 for NULL."""
-        index = {name: k for k, name in enumerate(self.potential.type_map)}
-        out = np.full(len(type_names) + 1, -1, dtype=np.int64)
-        for t, name in enumerate(type_names, start=1):
-            if name is None:
-                continue
-            if name not in index:
-                raise TypeMapError(
-                    f"pair_coeff: element {name!r} given for atom type {t} is not in the type_map "
-                    f"{list(self.potential.type_map)} of model {self.model_file}"
-                )
-            out[t] = index[name]
-        return out
+        from ..potential import type_indices
+
+        type_map = self.potential.type_map
+        mapped = type_indices(type_map, list(type_names), lambda k, name: (
+            f"pair_coeff: element {name!r} given for atom type {k + 1} is not in the type_map "
+            f"{list(type_map)} of model {self.model_file}"))
+        return np.concatenate([np.full(1, -1, dtype=np.int64), mapped])
 
     # ------------------------------------------------------------------ per step
     def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):

@@ -72,6 +72,16 @@ class SeE2AParams:
     activation: str
     kind: str = field(default="se_e2_a")
 
+    # descriptor properties (DeePMD-kit's descriptor interface: mixed_types(), get_dim_out()):
+    # backends and the evaluation plan read these instead of switching on ``kind``.
+    #: neighbours of every type share one selection of the sel nearest (False: sel[t] per type)
+    mixed_types = False
+    #: what padding slots (fewer neighbours than sel) contribute: "angular" (n_pad G(x_pad) x_pad
+    #: in column 0 of T), "radial" (n_pad G(x_pad) added to D) or "none"
+    padding = "angular"
+    #: embedding nets of neighbour-pair angles e_jk (se_e3; tables reach below lower) instead of s_ij
+    three_body = False
+
     @property
     def ntypes(self) -> int:
         return len(self.sel)
@@ -112,6 +122,10 @@ class SeE2RParams:
     activation: str
     kind: str = field(default="se_e2_r")
 
+    mixed_types = False  # descriptor properties: see SeE2AParams
+    padding = "radial"
+    three_body = False
+
     ntypes = SeE2AParams.ntypes
     nnei = SeE2AParams.nnei
     ng = SeE2AParams.ng
@@ -138,6 +152,10 @@ class SeE3Params:
     neuron: tuple[int, ...]
     activation: str
     kind: str = field(default="se_e3")
+
+    mixed_types = False  # descriptor properties: see SeE2AParams
+    padding = "none"
+    three_body = True
 
     ntypes = SeE2AParams.ntypes
     nnei = SeE2AParams.nnei
@@ -173,6 +191,10 @@ class SeAttenV2Params:
     tf_switch: bool = False  # TensorFlow's se_atten_v2 smooths the type term differently (see se_atten_v2.py)
     kind: str = field(default="se_atten_v2")
 
+    mixed_types = True  # descriptor properties: see SeE2AParams
+    padding = "angular"
+    three_body = False
+
     @property
     def ntypes(self) -> int:
         return self.ntypes_model
@@ -199,6 +221,10 @@ class SeAttenV2Params:
 
     def excluded(self, ti: int, tj: int) -> bool:
         return (ti, tj) in self.exclude_types
+
+    def net_key(self, ti: int, tj: int) -> tuple:
+        """One geometric net for every type pair (the type dependence is the strip term)."""
+        return ()
 
     def type_pair_row(self, ti, tj):
         """Row of the strip-net table for centre ti and neighbour tj (arrays allowed)."""

@@ -81,7 +81,8 @@ class Inputs:
     def __init__(self, backend, pot, coord, atype, cell, pbc, seed=0):
         self.m = m = Model(pot)
         self.ctx = ctx = backend.ctx
-        self.dm = backend.device_model(pot)
+        self.model_dm = backend.device_model(pot)
+        self.dm = self.model_dm.parts[0]
         fp = ctx.fp
         self.atype = atype
         nlist, rij, nnbr, _ = twin_nlist(coord, cell, pbc, atype, m.d, m.d.rcut)
@@ -190,9 +191,9 @@ def check_prod_force(backend, inp: Inputs, nall=None):
 
 def check_fitting(backend, pot, inp: Inputs):
     """Per-type fitting nets (cuBLAS + element-wise kernels) and atom_energy vs the reference."""
-    ctx, dm = inp.ctx, inp.dm
+    ctx, dm = inp.ctx, inp.model_dm
     ws = Workspace(ctx, dm, inp.atype, inp.nloc)
-    desc = inp.rng.normal(scale=0.3, size=(inp.nloc, dm.ng * dm.m2)).astype(ctx.fp).astype(np.float64)
+    desc = inp.rng.normal(scale=0.3, size=(inp.nloc, dm.ldd)).astype(ctx.fp).astype(np.float64)
     ws.desc[...] = ctx.asarray(desc[inp.row_of_atom] if False else desc, ctx.fp)
     backend._fitting(dm, ws)
     ctx.launch("atom_energy", ws.out_rows, ws.row_of_atom, ws.atype, dm.type_info, ws.atom_energy, inp.nloc)
@@ -219,9 +220,9 @@ def check_whole_model(backend, dev_pot, ref_pot, coord, atype, cell, pbc, tol=No
     }
     tol = {"float64": 1e-10, "float32": 1e-4}[p] if tol is None else tol
     assert max(errs.values()) <= tol, (p, errs)
-    pair_lists = [dev_pot.backend.select(*dev_pot.backend.pairs_from_atoms(coord, cell, pbc, dev_pot.rcut), atype,
-                                         len(coord), part, dev_pot.params.pair_exclude_types)
-                  for part in dev_pot.parts]
+    pair_lists = [dev_pot.backend.select(part, *dev_pot.backend.pairs_from_atoms(coord, cell, pbc, dev_pot.rcut),
+                                         atype, len(coord))
+                  for part in dev_pot.plan.parts]
     via_pairs = backend.evaluate(dev_pot, pair_lists, atype, True)
     assert rel_err(via_pairs.forces, want.forces) <= tol
     assert abs(via_pairs.energy - want.energy) / abs(want.energy) <= tol

@@ -116,6 +116,7 @@ def test_env_mat_kernel(backend, cuau):
 
 
 @needs_emulation
+@pytest.mark.slow  # the emulated kernels run one CPU thread per CUDA thread
 def test_tabulate_fusion_kernels(backend, cuau):
     path, ref = cuau
     errs = check_tabulate(backend, Inputs(backend, pot_of(path), *structure(ref, "p32_1"), seed=3))
@@ -137,7 +138,8 @@ def test_fitting_pipeline(backend, cuau):
 
 # ---------------------------------------------------------------------------- whole model
 @needs_emulation
-@pytest.mark.parametrize("conf", ["p32_0", "cluster55", "overflow_0.30A"])
+@pytest.mark.parametrize("conf", ["p32_0", pytest.param("cluster55", marks=pytest.mark.slow),
+                                  pytest.param("overflow_0.30A", marks=pytest.mark.slow)])
 def test_whole_model_matches_reference(backend, cuau, conf):
     path, ref = cuau
     if conf.startswith("overflow") and backend.precision == "float32":
@@ -178,6 +180,7 @@ OTHER_DEVICE_MODELS = ("cuau_se_e2_r", "cuau_se_e2_r_tos", "cuau_se_atten_v2", "
 
 
 @needs_emulation
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OTHER_DEVICE_MODELS)
 def test_other_descriptors_whole_model(backend, compressed_model, name):
     """se_e2_r (both type_one_side), se_atten_v2 (TF switch from the .pb, the plain one from
@@ -218,6 +221,7 @@ def test_relu_split_intervals_take_the_exact_net(backend, compressed_model):
 
 
 @needs_emulation
+@pytest.mark.slow
 @pytest.mark.parametrize("squeeze", [None, 0.15])
 def test_se_e3_on_the_device(backend, compressed_model, squeeze):
     """se_e3: pair inputs e_jk formed and counted in the kernel; with two atoms 0.15 A apart some
@@ -247,7 +251,8 @@ def test_se_e3_on_the_device(backend, compressed_model, squeeze):
 
 
 @needs_emulation
-@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_atten_v2_jax", "cuau_hybrid"])
+@pytest.mark.parametrize("name", ["cuau_se_e2_a", pytest.param("cuau_se_atten_v2_jax", marks=pytest.mark.slow),
+                                  pytest.param("cuau_hybrid", marks=pytest.mark.slow)])
 def test_lammps_style_ghost_atoms(compressed_model, name):
     """The LAMMPS hand-off on the device path: a pair list over local + ghost atoms
     (DeepPotential.compute_pairs -> host select -> Backend.evaluate). Ghost forces folded onto

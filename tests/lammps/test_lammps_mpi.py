@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from lammps_helpers import DATA_500, EXAMPLES, compressed_model, run_lmp, thermo_table
 
-pytestmark = [pytest.mark.lammps, pytest.mark.mpi]
+pytestmark = [pytest.mark.lammps, pytest.mark.mpi, pytest.mark.slow]  # mpiexec runs of LAMMPS
 
 
 @pytest.fixture(scope="session")

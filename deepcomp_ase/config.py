@@ -1,0 +1,88 @@
+"""Every environment variable deepcomp reads, with its default and meaning (one place).
+
+Python code reads them through :func:`get`; the LAMMPS plugin (C++) reads the ones marked
+"plugin" itself. Importing deepcomp changes no environment variable; the few settings that
+must be exported for the process (see :func:`apply_omp_wait_policy`) are applied explicitly
+when the component that needs them is created, and logged. This module imports nothing heavy:
+the LAMMPS entry point uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str  # "" = unset
+    meaning: str
+    read_by: str
+
+
+SETTINGS = {s.name: s for s in (
+    Setting("DEEPCOMP_GPU_PRECISION", "float64",
+            "working precision of the CUDA backend when none is given ('float64' or 'float32')",
+            "backends/cupy_gpu.py"),
+    Setting("DEEPCOMP_OMP_WAIT_POLICY", "PASSIVE",
+            "OMP_WAIT_POLICY the numba backend exports when it is created and OMP_WAIT_POLICY is unset "
+            "(idle OpenMP workers otherwise spin and slow down the BLAS calls of the fitting net); "
+            "empty: leave OMP_WAIT_POLICY alone", "backends/numba_cpu.py"),
+    Setting("DEEPCOMP_CACHE", str(Path(tempfile.gettempdir()) / "deepcomp_ase_emulation"),
+            "directory of the compiled host emulation of the CUDA kernels (tests without a GPU)",
+            "kernels/loader.py"),
+    Setting("DEEPCOMP_PLUGIN_DIR", "", "directory searched first for deepcompplugin.so", "lammps/__init__.py"),
+    Setting("DEEPCOMP_NO_MPI_PRELOAD", "", "'1': do not preload the mpich wheel's libmpi.so.12",
+            "lammps/__init__.py"),
+    Setting("DEEPCOMP_PYTHON", "", "Python interpreter the LAMMPS plugin embeds; the lmp launcher of this "
+            "environment exports it when unset", "plugin (bridge_loader.cpp), lammps/__init__.py"),
+    Setting("DEEPCOMP_LIBPYTHON", "", "libpython the LAMMPS plugin loads (default: the one recorded at build "
+            "time); the lmp launcher exports it when unset", "plugin (bridge_loader.cpp), lammps/__init__.py"),
+    Setting("DEEPCOMP_BRIDGE", "", "path of libdeepcomp_bridge.so the plugin loads (default: next to the plugin)",
+            "plugin (bridge_loader.cpp)"),
+    Setting("DEEPCOMP_IGNORE_LAMMPS_VERSION", "", "'1': load the plugin into a LAMMPS of another version (at "
+            "your own risk: C++ class layouts may differ)", "plugin (deepcomp_plugin.cpp)"),
+    Setting("DEEPCOMP_BENCH_CACHE", "~/.cache/deepcomp-bench", "cache directory of the benchmark scripts",
+            "benchmarks/"),
+    Setting("DEEPCOMP_BENCH_TIMING", "", "JSON file the LAMMPS benchmark's timing hook writes", "benchmarks/"),
+    Setting("DEEPCOMP_BENCH_DUMP", "", "npz file the LAMMPS benchmark's hook dumps the first inputs to",
+            "benchmarks/"),
+    Setting("DEEPCOMP_VENV", "", "environment of deepcomp in the LAMMPS benchmark (default: this one)",
+            "benchmarks/"),
+)}
+
+
+def get(name: str) -> str:
+    """The value of a setting: the environment's, else its default."""
+    return os.environ.get(name, SETTINGS[name].default)
+
+
+def apply_omp_wait_policy() -> None:
+    """Export OMP_WAIT_POLICY (DEEPCOMP_OMP_WAIT_POLICY, default PASSIVE) unless it is set already.
+
+    Must run before the OpenMP runtime starts (numba's first parallel kernel); it affects the
+    whole process, so it is logged.
+    """
+    want = get("DEEPCOMP_OMP_WAIT_POLICY").strip()
+    if not want or "OMP_WAIT_POLICY" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = want
+    log.info("numba backend: set OMP_WAIT_POLICY=%s for this process (idle OpenMP threads sleep instead of "
+             "spinning); set OMP_WAIT_POLICY yourself, or DEEPCOMP_OMP_WAIT_POLICY= (empty) to leave it alone", want)
+
+
+def describe() -> str:
+    """Markdown table of the settings (docs/configuration.md is generated from it)."""
+    rows = ["| variable | default | meaning | read by |", "|---|---|---|---|"]
+    for s in SETTINGS.values():
+        default = f"`{s.default}`" if s.default else "unset"
+        if s.name == "DEEPCOMP_CACHE":
+            default = "`<tmp>/deepcomp_ase_emulation`"
+        rows.append(f"| `{s.name}` | {default} | {s.meaning} | {s.read_by} |")
+    return "\n".join(rows) + "\n"
