@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from .refusals import compressed_model_error
+from .tree import layer_record as _layer
 from .protobuf_wire import DT_DOUBLE, NodeDef, WireError, parse_graph_def
 
 # The DeePMD-kit release whose `.dp` layout this reader reproduces.
@@ -221,21 +222,6 @@ def _precision_name(graph: _Graph, precision: str | None) -> str:
         return rcut.dtype.name if rcut is not None else "float64"
     return {"float64": "float64", "double": "float64", "float32": "float32", "single": "float32",
             "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}.get(precision, precision)
-
-
-def _layer(w: np.ndarray, b: np.ndarray | None, idt: np.ndarray | None, *, activation: str,
-           resnet: bool, precision: str, trainable: bool = True) -> dict:
-    return {
-        "@class": "Layer",
-        "@version": 2,
-        "bias": b is not None,
-        "use_timestep": idt is not None,
-        "activation_function": activation,
-        "resnet": resnet,
-        "precision": precision,
-        "trainable": trainable,
-        "@variables": {"w": w, "b": b, "idt": None if idt is None else idt.ravel()},
-    }
 
 
 def _wants_timestep(resnet_dt: bool, n_in: int, n_out: int) -> bool:

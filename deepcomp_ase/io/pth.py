@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from .refusals import compressed_model_error
+from .tree import layer_record
 from .torch_pickle import ScriptObject, TorchArchive, flatten_script_module
 
 TREE_SOFTWARE = "deepmd-kit"
@@ -270,17 +271,8 @@ def _layer(st: _State, name: str, *, activation: str, resnet: bool, precision: s
     idt = st.get(name + ".idt") if st.has(name + ".idt") else None
     if w.ndim != 2:
         raise ModelFormatError(f"{st.path}: tensor '{st.key(name)}.matrix' has shape {w.shape}, expected a matrix")
-    return {
-        "@class": "Layer",
-        "@version": 2,
-        "bias": b is not None,
-        "use_timestep": idt is not None,
-        "activation_function": activation,
-        "resnet": resnet,
-        "precision": precision,
-        "trainable": trainable,
-        "@variables": {"w": w, "b": b, "idt": idt},
-    }
+    return layer_record(w, b, idt, activation=activation, resnet=resnet, precision=precision,
+                        trainable=trainable)
 
 
 def _n_layers(st: _State, name: str) -> int:

@@ -71,3 +71,23 @@ def yaml_arrays_to_numpy(tree: Any) -> Any:
     if isinstance(tree, list):
         return [yaml_arrays_to_numpy(v) for v in tree]
     return tree
+
+
+def layer_record(w: np.ndarray, b: np.ndarray | None, idt: np.ndarray | None, *, activation: str,
+                 resnet: bool, precision: str, trainable: bool = True) -> dict:
+    """One dense layer as DeePMD-kit's serialization tree stores it (``@class: Layer``, version 2).
+
+    Every reader that rebuilds a tree from raw weights (frozen TF graphs, PyTorch files) uses
+    this, so their trees have the layout ``dp convert-backend`` writes.
+    """
+    return {
+        "@class": "Layer",
+        "@version": 2,
+        "bias": b is not None,
+        "use_timestep": idt is not None,
+        "activation_function": activation,
+        "resnet": resnet,
+        "precision": precision,
+        "trainable": trainable,
+        "@variables": {"w": w, "b": b, "idt": None if idt is None else idt.ravel()},
+    }
