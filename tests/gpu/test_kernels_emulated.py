@@ -150,6 +150,7 @@ def test_whole_model_matches_reference(backend, cuau, conf):
 
 
 @needs_emulation
+@pytest.mark.slow  # minutes of emulation on 2 cores; the full CI run keeps it
 def test_overflow_counters_match_reference_tally(cuau):
     path, ref = cuau
     backend = Backend(precision="float64", emulate=True)
@@ -164,6 +165,7 @@ def test_overflow_counters_match_reference_tally(cuau):
 
 
 @needs_emulation
+@pytest.mark.slow  # minutes of emulation on 2 cores; the full CI run keeps it
 def test_counters_read_every_check_frequency(cuau):
     path, ref = cuau
     backend = Backend(precision="float64", emulate=True)
@@ -208,6 +210,7 @@ def test_other_descriptors_whole_model(backend, compressed_model, name):
 
 
 @needs_emulation
+@pytest.mark.slow  # minutes of emulation on 2 cores; the full CI run keeps it
 def test_relu_split_intervals_take_the_exact_net(backend, compressed_model):
     """Inputs in table intervals split at relu kinks are evaluated by the exact net on the device
     (a quintic across a kink is off by ~1e-2 eV/A here); p32_0 has 22 such inputs."""
@@ -294,7 +297,8 @@ def _with_exclusions(path, model_pairs, descriptor_pairs):
 
 @needs_emulation
 @pytest.mark.parametrize("name, model_pairs, descriptor_pairs", [
-    ("cuau_se_atten_v2_jax", [(0, 1)], []),           # mixed list: excluded neighbours leave the selection
+    # mixed list: excluded neighbours leave the selection (slow emulation)
+    pytest.param("cuau_se_atten_v2_jax", [(0, 1)], [], marks=pytest.mark.slow),
     ("cuau_se_atten_v2_jax", [], [(1, 0), (1, 1)]),   # descriptor exclusions become padding too
     ("cuau_se_e2_r", [(1, 0)], [(0, 0)]),
 ])
