@@ -254,14 +254,16 @@ class LammpsModel:
         if nloc > 0:
             pos = x if order is None else x[order]
             vectors = pos[pj] - pos[pi]
-            res = self.potential.compute_pairs(mtype, nloc, pi, pj, vectors, atomic_virial=want_atomic)
+            within = {}  # the pairs within each distinct smaller cutoff, cut once per step
+            res = self.potential.compute_pairs(mtype, nloc, *self._pairs_within(0, pi, pj, vectors, within),
+                                               atomic_virial=want_atomic)
             if devi_step:
                 idx = slice(None) if order is None else order
                 model_forces[0][idx] = res.forces
                 model_virials[0] = res.virial
                 for k in range(1, len(self.potentials)):
                     tk = self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
-                    rk = self.potentials[k].compute_pairs(tk, nloc, pi, pj, vectors)
+                    rk = self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within))
                     model_forces[k][idx] = rk.forces
                     model_virials[k] = rk.virial
             if self.energy_scale != 1.0:
@@ -291,6 +293,18 @@ class LammpsModel:
             for pot in self.potentials[1:]:
                 pot.step_done(int(step), reduce=self.reduce)
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
+
+    def _pairs_within(self, k: int, pi, pj, vectors, cache: dict):
+        """The pairs within model k's cutoff (the list is cut at the largest one)."""
+        rc = float(self.potentials[k].rcut)
+        if rc >= self.cutoff:
+            return pi, pj, vectors
+        if rc not in cache:
+            if "r2" not in cache:
+                cache["r2"] = np.einsum("ij,ij->i", vectors, vectors)
+            keep = cache["r2"] < rc * rc
+            cache[rc] = (pi[keep], pj[keep], vectors[keep])
+        return cache[rc]
 
     def close(self) -> None:
         self._handler = None
