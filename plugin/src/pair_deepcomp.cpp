@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mpi.h>
+#include <unistd.h>
 
 using namespace LAMMPS_NS;
 
@@ -159,6 +160,13 @@ void PairDeepComp::settings(int narg, char **arg)
     model_paths.push_back(absolute_path(arg[iarg]));
     ++iarg;
   }
+  // a misspelt keyword would otherwise be taken for a further model file
+  for (size_t k = 1; k < model_files.size(); ++k)
+    if (access(model_files[k].c_str(), R_OK) != 0)
+      error->all(FLERR,
+                 "Illegal pair_style deepcomp keyword '{}': neither a keyword (check_frequency, overflow, device, "
+                 "precision, out_freq, out_file, relative, relative_v, atomic) nor a readable model file",
+                 model_files[k]);
   model_file = model_files[0];
   model_path = model_paths[0];
   has_check_frequency = 0;
