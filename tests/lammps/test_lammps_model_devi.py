@@ -137,3 +137,44 @@ def test_one_model_keeps_single_model_behaviour(compressed, tmp_path):
         assert not (tmp_path / "one.out").exists()
     finally:
         lmp.close()
+
+
+def model_with_rcut(src: Path, dst: Path, rcut: float) -> Path:
+    """A copy of a DeePMD-kit .dp model with another descriptor cutoff (a different, still valid model)."""
+    import json
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        tree = json.loads(f.attrs["json"])
+        tree["model"]["descriptor"]["rcut"] = rcut
+        f.attrs["json"] = json.dumps(tree)
+    return dst
+
+
+@pytest.mark.parametrize("small_first", [False, True])
+def test_models_with_different_cutoffs(tmp_path, compressed, small_first):
+    """One list at the largest cutoff; each model sees its own: LAMMPS equals model_devi_frames (ASE neighbours)."""
+    from ase.io import read
+
+    from deepcomp_ase.ensemble import model_devi_frames
+    from deepcomp_ase.model_devi import read_model_devi
+
+    small = model_with_rcut(MODELS / "cuau_se_e2_r.dp", tmp_path / "se_e2_r_rc4.5.dp", 4.5)
+    models = [small, compressed["cuau_se_e2_a"]] if small_first else [compressed["cuau_se_e2_a"], small]
+    lmp = new_lammps()
+    try:
+        lmp.commands_string(f"units metal\natom_style atomic\natom_modify map array sort 0 0.0\nread_data {DATA}\n"
+                            f"pair_style deepcomp {models[0]} {models[1]} out_freq 1 out_file {tmp_path}/md.out "
+                            "atomic\npair_coeff * * Cu Au\nrun 0")
+    finally:
+        lmp.close()
+    ours = read_model_devi(tmp_path / "md.out")
+    atoms = read(DATA, format="lammps-data", atom_style="atomic")
+    atoms.set_chemical_symbols(["Cu" if t == 1 else "Au" for t in atoms.get_array("type")])
+    (devi,) = model_devi_frames(models, atoms.positions[None], atoms.get_chemical_symbols(), atoms.cell.array[None],
+                                True)
+    np.testing.assert_allclose(ours[0, 1:7], devi.row(), rtol=1e-6)
+    ids = atoms.get_array("id") if "id" in atoms.arrays else np.arange(1, len(atoms) + 1)
+    np.testing.assert_allclose(ours[0, 7:][ids - 1], devi.atom_devi_f, rtol=1e-6, atol=1e-12)
