@@ -26,10 +26,10 @@ class DeepCompEnsembleCalculator(Calculator):
         only the first model runs and ``model_devi`` keeps the last deviation computed.
     Other keyword arguments (check_frequency, overflow, backend, precision) go to every model.
 
-    Results: the usual ``energy``, ``forces``, ``stress`` (first model), plus ``model_devi``
-    (a :class:`Deviation` of the last call that evaluated all models: ``max_devi_f``,
-    ``atom_devi_f``, ...) and ``model_devi_row`` (its six numbers in model_devi.out order).
-    :meth:`get_model_devi` returns the same object.
+    Results: the usual ``energy``, ``forces``, ``stress`` (first model), plus, on calls that
+    evaluated all models, ``model_devi`` (a :class:`Deviation`: ``max_devi_f``, ``atom_devi_f``,
+    ...) and ``model_devi_row`` (its six numbers in model_devi.out order). :meth:`get_model_devi`
+    returns the last deviation computed (or computes the one of the atoms given).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "virial", "model_devi",
@@ -83,7 +83,7 @@ class DeepCompEnsembleCalculator(Calculator):
         self.results["free_energy"] = float(energy)
         self.results["forces"] = np.array(forces)
         self.results["virial"] = np.array(virial).reshape(3, 3)
-        if self.last_devi is not None:
+        if want_devi:  # only a deviation of this configuration is a result of it
             self.results["model_devi"] = self.last_devi
             self.results["model_devi_row"] = np.array(self.last_devi.row())
         if pbc.all():

@@ -222,3 +222,28 @@ def test_function_and_calculator_equal_dp(compressed_se_e2_a):
     assert calc.get_property("model_devi_row", atoms) == pytest.approx(devi.row())
     # pair_style convention for relative_v: per component
     assert calc.relative_v is None and devi.max_devi_v == pytest.approx(want[2, 1], rel=1e-6)
+
+
+def test_calculator_devi_every_and_first_model_drives():
+    """devi_every=2: all models on calls 1, 3, ...; in between the first alone and the last deviation kept."""
+    from ase import Atoms
+
+    from deepcomp_ase.ensemble_calculator import DeepCompEnsembleCalculator
+    from deepcomp_ase.systems import read_npy_system
+
+    fr = read_npy_system(REFS / "valid" / "n32_x25", ("Cu", "Au"))
+    models = [DATA / "models" / "cuau_se_e2_a.dp", DATA / "models" / "cuau_se_e2_r.dp"]
+    calc = DeepCompEnsembleCalculator(models, backend="numpy", devi_every=2)
+    with pytest.raises(Exception, match="no model deviation yet"):
+        calc.get_model_devi()
+    atoms = Atoms(fr.symbols, positions=fr.positions[0], cell=fr.cells[0], pbc=True)
+    atoms.calc = calc
+    atoms.get_forces()
+    first = calc.get_model_devi()
+    atoms.positions = fr.positions[1]
+    f1 = atoms.get_forces()
+    assert calc.get_model_devi() is first  # second call: first model only
+    alone = calc.potential.compute_atoms(atoms.positions, calc.potential.types_of(fr.symbols), atoms.cell.array,
+                                         atoms.pbc)
+    np.testing.assert_allclose(f1, alone.forces[: len(atoms)], atol=1e-10)
+    assert calc.get_model_devi(atoms) is not first  # asked for explicitly: computed now
