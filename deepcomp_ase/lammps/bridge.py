@@ -370,18 +370,23 @@ class _DeviationOutput:
         """Reduce the models' forces (by atom id, ghosts summed onto their owners) and virials, write a row."""
         from ..model_devi import force_deviation, lammps_row, summarize_forces, summarize_virial, virial_deviation
 
-        if tag is None:
-            raise DeepCompError("pair_style deepcomp: the model deviation needs atom IDs (atom_modify id yes)")
-        ids = np.frombuffer(tag, dtype=np.intc)[:nall].astype(np.int64) - 1
+        # a rank without atoms gets no id array: the checks below are collective
+        ids = (np.frombuffer(tag, dtype=np.intc)[:nall].astype(np.int64) - 1 if tag is not None
+               else np.zeros(0, dtype=np.int64))
+        no_ids = int(tag is None and nall > 0)
         top = int(ids.max()) + 1 if ids.size else 0
         if self.nprocs > 1:
             from mpi4py import MPI
 
-            top = self.comm.allreduce(top, op=MPI.MAX)
-        if top > natoms:
-            err = DeepCompError(f"pair_style deepcomp: atom IDs go up to {top} for {natoms} atoms; the model "
-                                "deviation needs IDs 1..N (use reset_atoms id)")
-            err.deepcomp_collective = True
+            both = np.zeros(2, dtype=np.int64)
+            self.comm.Allreduce(np.array([no_ids, top], dtype=np.int64), both, op=MPI.MAX)
+            no_ids, top = int(both[0]), int(both[1])
+        why = ("the model deviation needs atom IDs (atom_modify id yes)" if no_ids else
+               f"atom IDs go up to {top} for {natoms} atoms; the model deviation needs IDs 1..N (use reset_atoms id)"
+               if top > natoms else "")
+        if why:
+            err = DeepCompError(f"pair_style deepcomp: {why}")
+            err.deepcomp_collective = True  # every rank raises it at the same step
             raise err
         by_id = np.zeros((forces.shape[0], natoms, 3))
         for k in range(forces.shape[0]):
