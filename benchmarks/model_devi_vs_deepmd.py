@@ -101,6 +101,9 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
+    if args.nsteps < 2 * args.out_freq:
+        print(f"# warning: {args.nsteps} timed steps hold fewer than two output steps (out_freq {args.out_freq}): "
+              "the x4 timings are then mostly the first model alone", flush=True)
     ours, dp = setup(args)
     work = args.cache_dir / "model_devi"
     quiet = lvd.wait_for_quiet(args.max_load, args.wait)
