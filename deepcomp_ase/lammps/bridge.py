@@ -139,17 +139,25 @@ class LammpsModel:
         with self._forwarding():
             device = options.get("device", "auto")
             kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm)
+            files = list(options.get("model_files") or [model_file])
             try:
-                self.potential = DeepPotential.from_file(model_file, check_frequency=options.get("check_frequency"),
-                                                         overflow=options.get("overflow", "warn"), **kwargs)
+                self.potentials = [
+                    DeepPotential.from_file(f, check_frequency=options.get("check_frequency"),
+                                            overflow=options.get("overflow", "warn"), **kwargs) for f in files]
             except BackendUnavailableError as exc:
                 raise BackendUnavailableError(f"pair_style deepcomp device {device}: {exc}") from exc
-        self.typemap = self._map_types(type_names)
+        self.model_files = files
+        self.potential = self.potentials[0]
+        # each model maps the pair_coeff elements through its own type_map
+        self.typemaps = [self._map_types(type_names, pot, f) for pot, f in zip(self.potentials, files)]
+        self.typemap = self.typemaps[0]
         self.all_mapped = bool((self.typemap[1:] >= 0).all())
-        self.cutoff = float(self.potential.rcut)
+        # one neighbour list with the largest cutoff; each model keeps the pairs within its own
+        self.cutoff = max(float(p.rcut) for p in self.potentials)
         # LAMMPS energy unit per eV: 1 for units metal, kcal/mol per eV for units real
         self.energy_scale = float(options.get("energy_scale", 1.0))
         self.reduce = mpi.make_reducer(comm)
+        self.devi = _DeviationOutput(comm, options.get("model_devi") or {}, len(self.potentials), self.energy_scale)
         backend = self.potential.backend.name
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
         if self.rank == 0 and log_sink is not None:
@@ -162,7 +170,10 @@ class LammpsModel:
                      f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
                      f"  {self.nprocs} MPI rank(s), backend {self.device}; {check}"
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
-                        if self.energy_scale != 1.0 else ""))
+                        if self.energy_scale != 1.0 else "")
+                     + (f"\n  model deviation of {len(files)} models every {self.devi.out_freq} steps -> "
+                        f"{self.devi.out_file}" + (" (per-atom force deviations too)" if self.devi.atomic else "")
+                        + "; other models: " + ", ".join(files[1:]) if self.devi.active else ""))
 
     def _forwarding(self):
         if self._handler is None:
@@ -171,32 +182,42 @@ class LammpsModel:
             return contextlib.nullcontext()
         return _Forwarding(self._handler)
 
-    def _map_types(self, type_names) -> np.ndarray:
+    def _map_types(self, type_names, potential=None, model_file=None) -> np.ndarray:
         """Model type index of each LAMMPS type (index 0 unused), -1 for NULL."""
         from ..potential import type_indices
 
-        type_map = self.potential.type_map
+        potential = potential if potential is not None else self.potential
+        model_file = model_file if model_file is not None else self.model_file
+        type_map = potential.type_map
+        extra = ("; the models of a model deviation must share the pair_coeff elements"
+                 if potential is not self.potential else "")
         mapped = type_indices(type_map, list(type_names), lambda k, name: (
             f"pair_coeff: element {name!r} given for atom type {k + 1} is not in the type_map "
-            f"{list(type_map)} of model {self.model_file}"))
+            f"{list(type_map)} of model {model_file}{extra}"))
         return np.concatenate([np.full(1, -1, dtype=np.int64), mapped])
 
     # ------------------------------------------------------------------ per step
-    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
+                natoms=0):
         with self._forwarding():
             try:
-                return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step)
+                return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step,
+                                     tag, natoms)
             except TableOverflowError as exc:
                 # raised by the periodic check on the globally reduced counts: every rank
                 # raises it at the same step, so LAMMPS can stop with error->all
                 exc.deepcomp_collective = True
                 raise
 
-    def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+    def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
+                 natoms=0):
         nall = nlocal + nghost
         x = np.frombuffer(x, dtype=np.float64).reshape(nall, 3)
         f = np.frombuffer(f, dtype=np.float64).reshape(nall, 3)
-        mtype = self.typemap[np.frombuffer(types, dtype=np.intc)]
+        ltype = np.frombuffer(types, dtype=np.intc)
+        mtype = self.typemap[ltype]
+        devi_step = self.devi.due(step)
+        model_forces = model_virials = None
         pi = np.frombuffer(pair_i, dtype=np.intc)
         pj = np.frombuffer(pair_j, dtype=np.intc)
         want_atomic = vatom is not None
@@ -219,9 +240,25 @@ class LammpsModel:
             mtype = mtype[order]
             nloc = len(loc)
 
+        if devi_step:
+            # every model's forces (on local and ghost atoms) and virial, in eV
+            model_forces = np.zeros((len(self.potentials), nall, 3))
+            model_virials = np.zeros((len(self.potentials), 3, 3))
         if nloc > 0:
             pos = x if order is None else x[order]
-            res = self.potential.compute_pairs(mtype, nloc, pi, pj, pos[pj] - pos[pi], atomic_virial=want_atomic)
+            vectors = pos[pj] - pos[pi]
+            within = {}  # the pairs within each distinct smaller cutoff, cut once per step
+            res = self.potential.compute_pairs(mtype, nloc, *self._pairs_within(0, pi, pj, vectors, within),
+                                               atomic_virial=want_atomic)
+            if devi_step:
+                idx = slice(None) if order is None else order
+                model_forces[0][idx] = res.forces
+                model_virials[0] = res.virial
+                for k in range(1, len(self.potentials)):
+                    tk = self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
+                    rk = self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within))
+                    model_forces[k][idx] = rk.forces
+                    model_virials[k] = rk.virial
             if self.energy_scale != 1.0:
                 res = _scaled(res, self.energy_scale)
             energy = float(res.energy)
@@ -241,8 +278,13 @@ class LammpsModel:
                     va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
                     va[order] += res.atom_virial[:, VIRIAL_TO_LAMMPS]
 
+        if devi_step:  # collective: every rank reaches it on the same steps
+            self.devi.write(int(step), model_forces, model_virials, tag, nall, int(natoms))
         # collective every check_frequency calls: every rank gets here every step
         self.potential.step_done(int(step), reduce=self.reduce)
+        if devi_step:
+            for pot in self.potentials[1:]:
+                pot.step_done(int(step), reduce=self.reduce)
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
 
     def finish(self) -> None:
@@ -264,9 +306,120 @@ class LammpsModel:
                 level = LOG_INFO if self.potential.overflow == "ignore" else LOG_WARNING
                 self._handler.sink(level, line)
 
+    def _pairs_within(self, k: int, pi, pj, vectors, cache: dict):
+        """The pairs within model k's cutoff (the list is cut at the largest one)."""
+        rc = float(self.potentials[k].rcut)
+        if rc >= self.cutoff:
+            return pi, pj, vectors
+        if rc not in cache:
+            if "r2" not in cache:
+                cache["r2"] = np.einsum("ij,ij->i", vectors, vectors)
+            keep = cache["r2"] < rc * rc
+            cache[rc] = (pi[keep], pj[keep], vectors[keep])
+        return cache[rc]
+
     def close(self) -> None:
         self._handler = None
         self.potential = None
+        self.potentials = []
+        if getattr(self, "devi", None) is not None:
+            self.devi.close()
+
+
+class _DeviationOutput:
+    """The model deviation file of ``pair_style deepcomp M1 M2 ... out_freq N out_file F`` (rank 0 writes).
+
+    As pair_style deepmd: every ``out_freq`` steps (step 0 included) one row, the force deviation
+    over all atoms of the system, the virial deviation of W/N; ``relative``/``relative_v`` in LAMMPS
+    units; numbers written in LAMMPS units; ``atomic`` adds eps_f of every atom by atom id.
+    """
+
+    def __init__(self, comm, options: dict, nmodels: int, energy_scale: float):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.nprocs = comm.Get_size()
+        self.out_freq = int(options.get("out_freq", 100))
+        self.out_file = str(options.get("out_file", "model_devi.out"))
+        self.atomic = bool(options.get("atomic", 0))
+        self.scale = float(energy_scale)  # eV -> LAMMPS energy (and force: the length unit is A in both)
+        rel, relv = options.get("relative"), options.get("relative_v")
+        self.relative = None if rel is None else float(rel) / self.scale
+        self.relative_v = None if relv is None else float(relv) / self.scale
+        self.active = nmodels > 1 and self.out_freq > 0
+        self.fh = None
+        if not self.active:
+            return
+        from ..model_devi import lammps_header
+
+        why = ""
+        if self.rank == 0:
+            try:
+                self.fh = open(self.out_file, "a" if options.get("append") else "w")  # noqa: SIM115 - kept open
+                if not options.get("append"):
+                    self.fh.write(lammps_header(self.atomic))
+                    self.fh.flush()
+            except OSError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+        if self.nprocs > 1:
+            why = comm.bcast(why, root=0)
+        if why:  # every rank fails with the same message: a clean error->all in LAMMPS
+            raise DeepCompError(f"pair_style deepcomp: cannot write the model deviation file out_file "
+                                f"{self.out_file!r} ({why}); choose a writable path")
+
+    def due(self, step) -> bool:
+        return self.active and int(step) % self.out_freq == 0
+
+    def _sum_to_root(self, array: np.ndarray) -> np.ndarray:
+        if self.nprocs == 1:
+            return array
+        from mpi4py import MPI
+
+        out = np.zeros_like(array) if self.rank == 0 else None
+        self.comm.Reduce(array, out, op=MPI.SUM, root=0)
+        return out
+
+    def write(self, step: int, forces: np.ndarray, virials: np.ndarray, tag, nall: int, natoms: int) -> None:
+        """Reduce the models' forces (by atom id, ghosts summed onto their owners) and virials, write a row."""
+        from ..model_devi import force_deviation, lammps_row, summarize_forces, summarize_virial, virial_deviation
+
+        # a rank without atoms gets no id array: the checks below are collective
+        ids = (np.frombuffer(tag, dtype=np.intc)[:nall].astype(np.int64) - 1 if tag is not None
+               else np.zeros(0, dtype=np.int64))
+        no_ids = int(tag is None and nall > 0)
+        top = int(ids.max()) + 1 if ids.size else 0
+        if self.nprocs > 1:
+            from mpi4py import MPI
+
+            both = np.zeros(2, dtype=np.int64)
+            self.comm.Allreduce(np.array([no_ids, top], dtype=np.int64), both, op=MPI.MAX)
+            no_ids, top = int(both[0]), int(both[1])
+        why = ("the model deviation needs atom IDs (atom_modify id yes)" if no_ids else
+               f"atom IDs go up to {top} for {natoms} atoms; the model deviation needs IDs 1..N (use reset_atoms id)"
+               if top > natoms else "")
+        if why:
+            err = DeepCompError(f"pair_style deepcomp: {why}")
+            err.deepcomp_collective = True  # every rank raises it at the same step
+            raise err
+        by_id = np.zeros((forces.shape[0], natoms, 3))
+        for k in range(forces.shape[0]):
+            for d in range(3):
+                by_id[k, :, d] = np.bincount(ids, weights=forces[k, :, d], minlength=natoms)
+        by_id = self._sum_to_root(by_id)
+        vir = self._sum_to_root(np.ascontiguousarray(virials.reshape(-1, 9)))
+        if self.rank != 0:
+            return
+        atom = force_deviation(by_id, self.relative)
+        fmax, fmin, favg = summarize_forces(atom)
+        vmax, vmin, vavg = summarize_virial(virial_deviation(vir, natoms, self.relative_v, "component"))
+        s = self.scale
+        row = (vmax * s, vmin * s, vavg * s, fmax * s, fmin * s, favg * s)
+        self.fh.write(lammps_row(step, row, atom * s if self.atomic else None))
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
 
 
 def create(model_file: str, type_names, comm_f: int, rank: int, nprocs: int, options: dict, log_sink=None):

@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* bump whenever a struct or a signature below changes */
-#define DCB_ABI_VERSION 1
+#define DCB_ABI_VERSION 2
 
 /* return codes of dcb_compute / dcb_create status */
 #define DCB_OK 0
@@ -45,6 +45,17 @@ typedef struct dcb_create_args {
   double energy_scale; /* LAMMPS energy unit per eV (1 for units metal, kcal/mol per eV for real) */
   dcb_log_fn log;
   void *log_ctx;
+  /* since version 2: model deviation (pair_style deepcomp M1 M2 ... out_freq N out_file F ...) */
+  int nmodels;                    /* >= 1; model_files[0] == model_file drives the dynamics */
+  const char *const *model_files; /* [nmodels] */
+  int out_freq;                   /* every this many steps (0: never) */
+  const char *out_file;           /* written by rank 0 */
+  int has_relative;
+  double relative; /* LAMMPS force units */
+  int has_relative_v;
+  double relative_v; /* LAMMPS energy units */
+  int atomic;        /* per-atom force deviations, by atom id */
+  int append;        /* 1: continue out_file (restart), 0: start it with the header */
 } dcb_create_args;
 
 typedef struct dcb_compute_args {
@@ -63,6 +74,9 @@ typedef struct dcb_compute_args {
   double energy;    /* sum over local atoms */
   double virial[6]; /* xx yy zz xy xz yz, this rank's share */
   int have_virial;
+  /* since version 2 */
+  const int *tag; /* [nall] atom ids (tagint, int under LAMMPS_SMALLBIG) */
+  int64_t natoms; /* atoms in the whole system */
 } dcb_compute_args;
 
 /* int dcb_abi_version(void) */

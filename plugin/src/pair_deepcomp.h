@@ -39,8 +39,15 @@ class PairDeepComp : public LAMMPS_NS::Pair {
 
  private:
   // pair_style arguments
-  std::string model_file;   // as given
+  std::string model_file;   // as given (the first model: it drives the dynamics)
   std::string model_path;   // absolute, written to restart files
+  std::vector<std::string> model_files, model_paths;   // all models, for the model deviation
+  // model deviation (as pair_style deepmd): every out_freq steps, written by rank 0
+  int out_freq;
+  std::string out_file;
+  int has_relative, has_relative_v, atomic;
+  double relative, relative_v;
+  int append_out;   // continue out_file (after read_restart)
   int has_check_frequency;
   int check_frequency;
   std::string overflow;
