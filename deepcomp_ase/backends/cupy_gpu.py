@@ -76,23 +76,75 @@ def device_for_rank(local_rank: int, device_count: int) -> int:
     return int(local_rank) % int(device_count)
 
 
-def select_device(local_rank: int | None = None) -> int:
-    """Make GPU ``local_rank mod device count`` current for this process and return its index.
+# ---- GPU per MPI rank (issue 16): one tested function, used by the LAMMPS bridge
+#: launcher variables holding the rank within the node, most specific first
+LOCAL_RANK_VARIABLES = (
+    "MPI_LOCALRANKID",  # MPICH / Hydra (the mpich wheel's mpiexec)
+    "PMI_LOCAL_RANK",  # PMI launchers (MPICH, Intel MPI)
+    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
+    "SLURM_LOCALID",  # srun
+    "PALS_LOCAL_RANKID",  # Cray PALS
+    "MV2_COMM_WORLD_LOCAL_RANK",  # MVAPICH
+)
 
-    ``local_rank`` defaults to the launcher's node-local rank (``deepcomp_ase.lammps.mpi``).
+
+def choose_device(device_count: int, *, gpu_id: int | None = None, environ=None,
+                  node_rank=None) -> tuple[int, str]:
+    """(GPU index, why) for this process. Pure: nothing is selected.
+
+    ``gpu_id`` (the pair style's ``gpu_id`` keyword) wins: every rank of the run uses that GPU.
+    Otherwise the node-local rank from the launcher's variables (:data:`LOCAL_RANK_VARIABLES`,
+    the first one set), else ``node_rank()`` (a callable: the rank in an MPI shared-memory
+    communicator), else 0; the GPU is ``local rank mod device_count``, so more ranks than GPUs
+    share them round robin.
     """
+    if device_count < 1:
+        raise BackendUnavailableError("no CUDA device to assign to this MPI rank")
+    if gpu_id is not None and int(gpu_id) >= 0:
+        if int(gpu_id) >= device_count:
+            raise BackendUnavailableError(
+                f"gpu_id {gpu_id} asked for, but CuPy sees {device_count} GPU(s) (0..{device_count - 1}); "
+                "check gpu_id and CUDA_VISIBLE_DEVICES")
+        return int(gpu_id), f"gpu_id {int(gpu_id)}"
+    environ = os.environ if environ is None else environ
+    for var in LOCAL_RANK_VARIABLES:
+        value = environ.get(var)
+        if value is None:
+            continue
+        try:
+            rank = int(value)
+        except ValueError:
+            continue
+        if rank >= 0:
+            return device_for_rank(rank, device_count), f"local rank {rank} ({var}) mod {device_count} GPU(s)"
+    if node_rank is not None:
+        rank = int(node_rank())
+        return device_for_rank(rank, device_count), f"local rank {rank} (MPI shared-memory split) mod {device_count} GPU(s)"
+    return 0, f"no launcher local rank: GPU 0 of {device_count}"
+
+
+def select_device(local_rank: int | None = None, *, gpu_id: int | None = None, node_rank=None) -> int:
+    """Make this process's GPU current and return its index.
+
+    ``local_rank`` given: GPU ``local_rank mod device count``; else :func:`choose_device`
+    (``gpu_id``, the launcher's local rank, ``node_rank()``).
+    """
+    return select_device_why(local_rank, gpu_id=gpu_id, node_rank=node_rank)[0]
+
+
+def select_device_why(local_rank: int | None = None, *, gpu_id: int | None = None,
+                      node_rank=None) -> tuple[int, str]:
+    """:func:`select_device`, also returning how the GPU was chosen (for the log)."""
     import cupy
 
-    if local_rank is None:
-        try:
-            from ..lammps.mpi import local_rank as _local_rank
-
-            local_rank = _local_rank()
-        except ImportError:
-            local_rank = 0
-    dev = device_for_rank(local_rank, cupy.cuda.runtime.getDeviceCount())
+    count = int(cupy.cuda.runtime.getDeviceCount())
+    if local_rank is not None and (gpu_id is None or gpu_id < 0):
+        dev, why = device_for_rank(local_rank, count), f"local rank {local_rank} mod {count} GPU(s)"
+    else:
+        dev, why = choose_device(count, gpu_id=gpu_id, node_rank=node_rank)
     cupy.cuda.Device(dev).use()
-    return dev
+    return dev, why
+# ---- end GPU per MPI rank
 
 
 # --------------------------------------------------------------------------- cell list geometry
@@ -548,4 +600,5 @@ def merge_counters(tally, c, keys, bounds) -> None:
 
 
 __all__ = ["Backend", "DeviceModel", "DeviceResults", "Workspace", "cell_grid", "decode_worst", "device_for_rank",
-           "is_available", "merge_counters", "padded_from_pairs", "select_device", "why_unavailable"]
+           "is_available", "merge_counters", "padded_from_pairs", "select_device", "why_unavailable",
+           "choose_device", "select_device_why", "LOCAL_RANK_VARIABLES"]

@@ -4,9 +4,11 @@ Per LAMMPS step the plugin hands over, as memoryviews of LAMMPS's own arrays (va
 the call only):
 
 * ``x`` (nall, 3) positions of local then ghost atoms, ``type`` (nall,) LAMMPS types;
-* the full neighbour list flattened to pairs ``(i, j)``, ``i < nlocal``, ``j < nall``, already
-  cut at the model cutoff; the pair vector is ``x[j] - x[i]`` (ghosts are explicit periodic
-  images: no minimum image convention);
+* when ``LammpsModel.needs_pairs`` (CPU backends, models without device kernels): the full
+  neighbour list flattened to pairs ``(i, j)``, ``i < nlocal``, ``j < nall``, already cut at
+  the model cutoff; the pair vector is ``x[j] - x[i]`` (ghosts are explicit periodic images: no
+  minimum image convention). Otherwise (CUDA backend) the pair views are empty: the device
+  builds the list itself from ``x`` (backends/cuda_lammps.py) and LAMMPS builds none;
 * ``f`` (nall, 3): forces are *added*, on ghost atoms too; LAMMPS sums them onto their owners
   (reverse communication, newton pair on);
 * ``eatom`` (nall,) / ``vatom`` (nall, 6) when per-atom energy / virial are wanted (added to,
@@ -94,27 +96,22 @@ def _visible_gpus() -> int:
         return 0
 
 
-def _use_gpu_of_rank(comm) -> str:
-    """Bind this rank to GPU ``local_rank % visible GPUs`` (before any CuPy allocation)."""
-    import cupy
-
-    index = mpi.local_rank(comm) % int(cupy.cuda.runtime.getDeviceCount())
-    cupy.cuda.Device(index).use()
-    return f"cuda:{index}"
-
-
-def _backend_options(device: str, precision: str, comm) -> tuple[dict, str]:
+def _backend_options(device: str, precision: str, comm, gpu_id: int = -1) -> tuple[dict, str]:
     """Keyword arguments of :class:`DeepPotential` for the ``device``/``precision`` keywords.
 
     ``device auto`` lets deepcomp_ase choose (a GPU if CuPy sees one, else numba if installed,
-    else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. With several ranks per node,
-    each rank takes GPU ``local rank % GPUs visible``. Returns (kwargs, GPU chosen or "").
+    else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. The GPU of this rank comes
+    from :func:`deepcomp_ase.backends.cupy_gpu.select_device_why` (``gpu_id``, else the
+    launcher's local rank mod the GPUs visible). Returns (kwargs, "cuda:N (why)" or "").
     """
     kwargs: dict = {"backend": {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[device],
                     "precision": {"double": "float64", "single": "float32"}[precision]}
     gpu = ""
     if device in ("auto", "cuda") and _visible_gpus() > 0:
-        gpu = _use_gpu_of_rank(comm)
+        from ..backends.cupy_gpu import select_device_why
+
+        index, why = select_device_why(gpu_id=gpu_id, node_rank=lambda: mpi.local_rank(comm))
+        gpu = f"cuda:{index} ({why})"
     return kwargs, gpu
 
 
@@ -140,7 +137,8 @@ class LammpsModel:
         self._handler = _LammpsLogHandler(log_sink, self.rank) if log_sink is not None else None
         with self._forwarding():
             device = options.get("device", "auto")
-            kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm)
+            kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm,
+                                           int(options.get("gpu_id", -1)))
             try:
                 self.potential = DeepPotential.from_file(model_file, check_frequency=options.get("check_frequency"),
                                                          overflow=options.get("overflow", "warn"), **kwargs)
@@ -154,6 +152,12 @@ class LammpsModel:
         self.reduce = mpi.make_reducer(comm)
         backend = getattr(getattr(self.potential, "backend", None), "name", "numpy")
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
+        # CUDA backend with device kernels for this model: LAMMPS hands over x, type, nlocal and
+        # nghost only; the device builds its own neighbour list (needs_pairs False: the plugin
+        # then requests no neighbour list from LAMMPS and flattens nothing)
+        self.device_path = _device_path(self.potential)
+        self.needs_pairs = self.device_path is None
+        devices = comm.allgather(self.device) if self.nprocs > 1 else [self.device]
         if self.rank == 0 and log_sink is not None:
             pot = self.potential
             freq = pot.check_frequency
@@ -162,7 +166,9 @@ class LammpsModel:
                      f"deepcomp: {'compressed' if pot.compressed else 'uncompressed'} model {model_file}\n"
                      f"  type_map {' '.join(pot.type_map)}; LAMMPS types -> "
                      f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
-                     f"  {self.nprocs} MPI rank(s), backend {self.device}; {check}"
+                     f"  {self.nprocs} MPI rank(s), backend {_ranks_text(devices)}; {check}"
+                     + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
+                        if self.device_path is not None else "")
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
                         if self.energy_scale != 1.0 else ""))
 
@@ -204,6 +210,8 @@ class LammpsModel:
         x = np.frombuffer(x, dtype=np.float64).reshape(nall, 3)
         f = np.frombuffer(f, dtype=np.float64).reshape(nall, 3)
         mtype = self.typemap[np.frombuffer(types, dtype=np.intc)]
+        if self.device_path is not None:
+            return self._compute_device(x, f, mtype, nlocal, eatom, vatom, need_virial, step)
         pi = np.frombuffer(pair_i, dtype=np.intc)
         pj = np.frombuffer(pair_j, dtype=np.intc)
         want_atomic = vatom is not None
@@ -252,9 +260,58 @@ class LammpsModel:
         self.potential.step_done(int(step), reduce=self.reduce)
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
 
+    def _compute_device(self, x, f, mtype, nlocal, eatom, vatom, need_virial, step):
+        """The device path: positions and types in, forces (local and ghost) out."""
+        nall = len(x)
+        energy = 0.0
+        virial = np.zeros((3, 3))
+        order = None
+        nloc = nlocal
+        if not self.all_mapped:  # hybrid styles: only atoms of mapped types, locals first
+            used = mtype >= 0
+            loc = np.flatnonzero(used[:nlocal])
+            order = np.concatenate([loc, nlocal + np.flatnonzero(used[nlocal:])])
+            nloc = len(loc)
+        if nloc > 0:
+            pos, typ = (x, mtype) if order is None else (x[order], mtype[order])
+            res = self.device_path.compute(pos, typ, nloc, atom_energy=eatom is not None,
+                                           atomic_virial=vatom is not None)
+            scale = self.energy_scale
+            energy = res.energy * scale
+            virial = res.virial * scale
+            idx = slice(None) if order is None else order
+            f[idx] += res.forces * scale
+            if eatom is not None:
+                ea = np.frombuffer(eatom, dtype=np.float64)
+                ea[slice(0, nloc) if order is None else order[:nloc]] += res.atom_energy * scale
+            if vatom is not None:
+                va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
+                va[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS] * scale
+        self.potential.step_done(int(step), reduce=self.reduce)
+        return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
+
     def close(self) -> None:
         self._handler = None
+        self.device_path = None
         self.potential = None
+
+
+def _device_path(potential):
+    """A :class:`~deepcomp_ase.backends.cuda_lammps.LammpsDevicePath` when the potential runs on
+    the CUDA backend with device kernels for it (compressed models), else None."""
+    backend = getattr(potential, "backend", None)
+    if getattr(backend, "name", "") != "cuda" or not backend.supports(potential):
+        return None
+    from ..backends.cuda_lammps import LammpsDevicePath
+
+    return LammpsDevicePath(backend, potential)
+
+
+def _ranks_text(devices) -> str:
+    """'X' when every rank uses X, else 'rank 0: X, rank 1: Y, ...'."""
+    if len(set(devices)) == 1:
+        return devices[0]
+    return ", ".join(f"rank {r}: {d}" for r, d in enumerate(devices))
 
 
 def create(model_file: str, type_names, comm_f: int, rank: int, nprocs: int, options: dict, log_sink=None):

@@ -14,15 +14,8 @@ import numpy as np
 from ..errors import DeepCompError
 from ..overflow import OverflowTally
 
-# launcher variables holding the rank within the node, most specific first
-LOCAL_RANK_VARIABLES = (
-    "MPI_LOCALRANKID",  # MPICH / Hydra (the mpich wheel's mpiexec)
-    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
-    "SLURM_LOCALID",  # srun
-    "PALS_LOCAL_RANKID",  # Cray PALS
-    "PMI_LOCAL_RANK",
-    "MV2_COMM_WORLD_LOCAL_RANK",  # MVAPICH
-)
+# launcher variables holding the rank within the node (one list, shared with GPU selection)
+from ..backends.cupy_gpu import LOCAL_RANK_VARIABLES  # noqa: E402
 
 
 class SerialComm:

@@ -17,6 +17,7 @@ struct BridgeAPI {
   dcb_create_fn create;
   dcb_compute_fn compute;
   dcb_destroy_fn destroy;
+  dcb_needs_pairs_fn needs_pairs;
 };
 
 // The loaded bridge with a running interpreter, or nullptr with `error` set.

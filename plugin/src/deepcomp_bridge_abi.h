@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* bump whenever a struct or a signature below changes */
-#define DCB_ABI_VERSION 1
+#define DCB_ABI_VERSION 2
 
 /* return codes of dcb_compute / dcb_create status */
 #define DCB_OK 0
@@ -45,8 +45,11 @@ typedef struct dcb_create_args {
   double energy_scale; /* LAMMPS energy unit per eV (1 for units metal, kcal/mol per eV for real) */
   dcb_log_fn log;
   void *log_ctx;
+  int gpu_id; /* >= 0: every rank uses this GPU; -1: local rank mod GPUs visible */
 } dcb_create_args;
 
+/* x, type, nlocal, nghost are always given; the pair list only when dcb_needs_pairs(model)
+ * returned 1 (otherwise npairs = 0 and pair_i = pair_j = NULL: the model builds its own list) */
 typedef struct dcb_compute_args {
   int nlocal, nghost;
   int npairs;
@@ -73,6 +76,8 @@ typedef int (*dcb_initialize_fn)(const char *python_exe, const char *site_dir, c
 typedef void *(*dcb_create_fn)(const dcb_create_args *args, double *cutoff, char *err, int errlen);
 typedef int (*dcb_compute_fn)(void *model, dcb_compute_args *args, char *err, int errlen);
 typedef void (*dcb_destroy_fn)(void *model);
+/* 1: compute needs LAMMPS's full neighbour list as pairs; 0: x and type suffice (device path) */
+typedef int (*dcb_needs_pairs_fn)(void *model);
 
 #ifdef __cplusplus
 }

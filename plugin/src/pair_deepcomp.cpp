@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
 // pair_style deepcomp MODEL [check_frequency N] [overflow warn|error|ignore]
-//                           [device auto|cpu|cuda] [precision double|single]
+//                           [device auto|cpu|cuda] [precision double|single] [gpu_id N]
 // pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type)
 
 #include "pair_deepcomp.h"
@@ -75,7 +75,7 @@ std::string absolute_path(const std::string &path)
 
 PairDeepComp::PairDeepComp(LAMMPS *lmp) :
     Pair(lmp), has_check_frequency(0), check_frequency(-1), overflow("warn"), device("auto"),
-    precision("double"), model(nullptr), cutoff(0.0), energy_scale(1.0)
+    precision("double"), gpu_id(-1), model(nullptr), cutoff(0.0), needs_pairs(1), energy_scale(1.0)
 {
   single_enable = 0;
   restartinfo = 1;
@@ -138,7 +138,7 @@ void PairDeepComp::settings(int narg, char **arg)
   if (narg < 1)
     error->all(FLERR, "Illegal pair_style deepcomp command: expected pair_style deepcomp MODEL "
                       "[check_frequency N] [overflow warn|error|ignore] [device auto|cpu|cuda] "
-                      "[precision double|single]");
+                      "[precision double|single] [gpu_id N]");
   check_units();
   model_file = arg[0];
   model_path = absolute_path(model_file);
@@ -147,6 +147,7 @@ void PairDeepComp::settings(int narg, char **arg)
   overflow = "warn";
   device = "auto";
   precision = "double";
+  gpu_id = -1;
 
   auto choice = [&](const char *key, const char *value, std::initializer_list<const char *> allowed) {
     for (const char *a : allowed)
@@ -170,10 +171,13 @@ void PairDeepComp::settings(int narg, char **arg)
       device = choice("device", value, {"auto", "cpu", "cuda"});
     } else if (key == "precision") {
       precision = choice("precision", value, {"double", "single"});
+    } else if (key == "gpu_id") {
+      gpu_id = utils::inumeric(FLERR, value, false, lmp);
+      if (gpu_id < 0) error->all(FLERR, "Illegal pair_style deepcomp gpu_id {}: expected a GPU index >= 0", gpu_id);
     } else {
       error->all(FLERR,
-                 "Illegal pair_style deepcomp keyword '{}': expected check_frequency, overflow, device or "
-                 "precision",
+                 "Illegal pair_style deepcomp keyword '{}': expected check_frequency, overflow, device, "
+                 "precision or gpu_id",
                  key);
     }
     iarg += 2;
@@ -245,6 +249,7 @@ void PairDeepComp::create_model()
   a.energy_scale = energy_scale;
   a.log = &log_trampoline;
   a.log_ctx = this;
+  a.gpu_id = gpu_id;
 
   char err[16384] = {0};
   double cut = 0.0;
@@ -263,6 +268,7 @@ void PairDeepComp::create_model()
   }
   model = handle;
   cutoff = cut;
+  needs_pairs = api->needs_pairs(model);
   if (!(cutoff > 0.0)) error->all(FLERR, "pair_style deepcomp: model {} has no positive cutoff", model_file);
 }
 
@@ -273,7 +279,9 @@ void PairDeepComp::init_style()
   check_units();
   if (force->newton_pair == 0) error->all(FLERR, "pair_style deepcomp requires newton pair on");
   if (!model) error->all(FLERR, "pair_style deepcomp: no model loaded; give 'pair_coeff * * E1 E2 ...'");
-  neighbor->add_request(this, NeighConst::REQ_FULL);
+  // the device path builds its own list from x; ghosts still reach cutoff + skin, since
+  // LAMMPS sizes them from the pair cutoff (init_one), not from list requests
+  if (needs_pairs) neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 
 double PairDeepComp::init_one(int i, int j)
@@ -294,13 +302,14 @@ void PairDeepComp::compute(int eflag, int vflag)
   double **x = atom->x;
   const int nlocal = atom->nlocal;
   const int nghost = atom->nghost;
-  const int inum = list->inum;
-  const int *ilist = list->ilist;
-  const int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
+  const int inum = needs_pairs ? list->inum : 0;
+  const int *ilist = needs_pairs ? list->ilist : nullptr;
+  const int *numneigh = needs_pairs ? list->numneigh : nullptr;
+  int **firstneigh = needs_pairs ? list->firstneigh : nullptr;
   const double cut2 = cutoff * cutoff;
 
-  // flatten the full list to (centre, neighbour) pairs within the model cutoff
+  // flatten the full list to (centre, neighbour) pairs within the model cutoff (none on the
+  // device path)
   pair_i.clear();
   pair_j.clear();
   for (int ii = 0; ii < inum; ++ii) {
@@ -328,8 +337,8 @@ void PairDeepComp::compute(int eflag, int vflag)
   a.x = (nlocal + nghost) ? &x[0][0] : nullptr;
   a.f = (nlocal + nghost) ? &atom->f[0][0] : nullptr;
   a.type = atom->type;
-  a.pair_i = pair_i.data();
-  a.pair_j = pair_j.data();
+  a.pair_i = needs_pairs ? pair_i.data() : nullptr;
+  a.pair_j = needs_pairs ? pair_j.data() : nullptr;
   a.eatom = eflag_atom ? eatom : nullptr;
   a.vatom = (vflag_atom && (nlocal + nghost)) ? &vatom[0][0] : nullptr;
   a.need_virial = (vflag_global && !vflag_fdotr) ? 1 : 0;

@@ -45,11 +45,13 @@ class PairDeepComp : public LAMMPS_NS::Pair {
   std::string overflow;
   std::string device;
   std::string precision;
+  int gpu_id;   // -1: local rank mod GPUs
   // pair_coeff: element of each LAMMPS type (index 1..ntypes), "NULL" for none
   std::vector<std::string> type_names;
 
   void *model;   // bridge handle
   double cutoff;
+  int needs_pairs;   // 0: the bridge builds its own neighbour list (device path): LAMMPS builds none
   double energy_scale;   // LAMMPS energy unit per eV (units metal: 1, units real: kcal/mol per eV)
   std::vector<int> pair_i, pair_j;
 
