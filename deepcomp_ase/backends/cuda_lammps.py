@@ -30,23 +30,21 @@ HEADROOM = 1.25
 _SCALAR_OUT = 8 + 9 * 8
 #: host -> device per descriptor part per step: cell-list frame (12 float64), inverse (9 float64), grid (8 int32)
 _GRID_IN = 12 * 8 + 9 * 8 + 8 * 4
-#: device -> host per descriptor part when the overflow counters are read (8 uint64)
-_COUNTERS_OUT = 8 * 8
 
 
 def expected_step_bytes(nloc: int, nall: int, nparts: int, *, types_changed: bool, atom_energy: bool = False,
-                        atomic_virial: bool = False, counters_read: bool = False) -> tuple[int, int]:
+                        atomic_virial: bool = False) -> tuple[int, int]:
     """(bytes host -> device, bytes device -> host) of one :meth:`LammpsDevicePath.compute` call.
 
     In: positions (nall x 3 float64), cell-list geometry per part and, when the types changed,
     the types (nall int32) and the type-sorted row of every local atom (nloc int32). Out:
     forces (nall x 3 float64), energy and virial, per-atom energies (nloc float64) and virials
-    (nall x 9 float64) when asked, the overflow counters when they are read. Nothing depends on
-    the number of neighbours.
+    (nall x 9 float64) when asked. Nothing depends on the number of neighbours. Not counted:
+    the overflow counters (8 uint64 per part), read by ``potential.step_done`` every
+    ``check_frequency`` steps.
     """
     bytes_in = 24 * nall + nparts * _GRID_IN + ((4 * nall + 4 * nloc) if types_changed else 0)
     bytes_out = 24 * nall + _SCALAR_OUT + (8 * nloc if atom_energy else 0) + (72 * nall if atomic_virial else 0)
-    bytes_out += nparts * _COUNTERS_OUT if counters_read else 0
     return bytes_in, bytes_out
 
 
@@ -223,11 +221,7 @@ class LammpsDevicePath:
         self._upload(pos, x)
         self._neighbour_lists(ws, pos, x)
         out = self.backend._evaluate_padded(self.state, ws, atomic_virial)
-        calls = self.state["calls"] + 1
-        freq = int(getattr(self.potential, "check_frequency", -1))
-        self.backend._count_call(self.potential, self.state)  # reads the counters every check_frequency calls
-        if freq > 0 and calls % freq == 0:
-            self.bytes_out += _COUNTERS_OUT * len(self.dm.parts)
+        # the overflow counters stay on the device until potential.step_done reads them
         forces = self._down(out.forces)
         energy = float(self._down(out.energy))
         virial = self._down(out.virial).reshape(3, 3)

@@ -135,6 +135,7 @@ class LammpsModel:
         self.nprocs = comm.Get_size()
         self.model_file = model_file
         self._handler = _LammpsLogHandler(log_sink, self.rank) if log_sink is not None else None
+        self._log_sink = log_sink
         with self._forwarding():
             device = options.get("device", "auto")
             kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm,
@@ -287,11 +288,17 @@ class LammpsModel:
             if vatom is not None:
                 va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
                 va[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS] * scale
+            if self.device_path.steps == 2 and self.rank == 0 and self._log_sink is not None:
+                b_in, b_out = self.device_path.last_step_bytes
+                self._log_sink(LOG_INFO, f"deepcomp: device step moved {b_in} B to and {b_out} B from the GPU on "
+                                         f"rank 0 ({nloc} local + {len(typ) - nloc} ghost atoms, "
+                                         f"{(b_in + b_out) / max(len(typ), 1):.1f} B per atom)")
         self.potential.step_done(int(step), reduce=self.reduce)
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
 
     def close(self) -> None:
         self._handler = None
+        self._log_sink = None
         self.device_path = None
         self.potential = None
 

@@ -259,3 +259,29 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     assert model_cuda and not model_cuda[0].needs_pairs and model_cuda[0].device_path.steps >= 1
     for key in ("pe", "press", "f", "pa", "sa"):
         assert _rel(results["cuda"][key], results["cpu"][key]) <= 1e-12, key
+
+
+@needs_emulation
+def test_overflow_counters_on_lammps_layouts(layouts, compressed_model):
+    """A local atom pushed 0.3 A from another (beyond the table: exact net) in a 2-rank layout:
+    results exact, and the device counters read by step_done equal the reference tally."""
+    path_file = compressed_model("cuau_se_e2_a")
+    dev = DeepPotential.from_file(path_file, backend="numpy", check_frequency=1, overflow="ignore")
+    ref = DeepPotential.from_file(path_file, backend="numpy", check_frequency=-1)
+    lay = dict(_last_steps(layouts[("cluster", 2)])[0])
+    x, nloc = lay["x"].copy(), int(lay["nlocal"])
+    x[1] = x[0] + [0.3, 0.0, 0.0]
+    # brute-force pair list over local centres and all atoms (the squeeze changed the neighbours)
+    d = np.linalg.norm(x[None, :, :] - x[:nloc, None, :], axis=2)
+    pi, pj = np.nonzero((d < ref.rcut) & (d > 0))
+    lay.update(x=x, pair_i=pi, pair_j=pj)
+    path = _device_path(dev)
+    dev.backend = path.backend
+    _check(path, ref, lay)
+    assert ref.tally.n_beyond > 0
+    assert dev.tally.n_inputs == 0  # still on the device
+    dev.step_done(1)
+    a, b = dev.total, ref.tally
+    assert (a.n_inputs, a.n_coarse, a.n_beyond, a.n_sel_dropped) == (b.n_inputs, b.n_coarse, b.n_beyond,
+                                                                      b.n_sel_dropped)
+    assert a.worst_key == b.worst_key and abs(a.worst_x - b.worst_x) <= 1e-5 * abs(b.worst_x)
