@@ -158,7 +158,7 @@ class LammpsModel:
         # then requests no neighbour list from LAMMPS and flattens nothing)
         self.device_path = _device_path(self.potential)
         self.needs_pairs = self.device_path is None
-        devices = comm.allgather(self.device) if self.nprocs > 1 else [self.device]
+        self._devices_logged = self.nprocs == 1  # several ranks: listed at the first step
         if self.rank == 0 and log_sink is not None:
             pot = self.potential
             freq = pot.check_frequency
@@ -167,7 +167,7 @@ class LammpsModel:
                      f"deepcomp: {'compressed' if pot.compressed else 'uncompressed'} model {model_file}\n"
                      f"  type_map {' '.join(pot.type_map)}; LAMMPS types -> "
                      f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
-                     f"  {self.nprocs} MPI rank(s), backend {_ranks_text(devices)}; {check}"
+                     f"  {self.nprocs} MPI rank(s), backend {self.device if self.nprocs == 1 else 'see below'}; {check}"
                      + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
                         if self.device_path is not None else "")
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
@@ -197,6 +197,13 @@ class LammpsModel:
 
     # ------------------------------------------------------------------ per step
     def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+        if not self._devices_logged:
+            # collective, hence here (every rank computes every step) and not in __init__, where
+            # a rank that failed to load would leave the others waiting
+            self._devices_logged = True
+            devices = self.comm.allgather(self.device)
+            if self.rank == 0 and self._log_sink is not None:
+                self._log_sink(LOG_INFO, f"deepcomp: backend per MPI rank: {_ranks_text(devices)}")
         with self._forwarding():
             try:
                 return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step)

@@ -231,7 +231,7 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     model = compressed_model("cuau_se_e2_a")
     results = {}
     for device in ("cpu", "cuda"):
-        lmp = new_lammps()
+        lmp = new_lammps(tmp_path / f"log.{device}")
         lmp.commands_string(f"""
             units metal
             atom_style atomic
@@ -244,7 +244,7 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
             compute pa all pe/atom
             compute sa all stress/atom NULL virial
             thermo_style custom step pe press pxx pyy pzz pxy pxz pyz
-            run 0
+            run 1
         """)
         n = lmp.extract_global("nlocal")
         ids = np.array(lmp.numpy.extract_atom("id")[:n])
@@ -259,6 +259,10 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     assert model_cuda and not model_cuda[0].needs_pairs and model_cuda[0].device_path.steps >= 1
     for key in ("pe", "press", "f", "pa", "sa"):
         assert _rel(results["cuda"][key], results["cpu"][key]) <= 1e-12, key
+    log = (tmp_path / "log.cuda").read_text()
+    assert "neighbour list built on the device" in log and "deepcomp: device step moved" in log, log[-3000:]
+    assert "Total # of neighbors = 0" in log  # LAMMPS built no neighbour list for the style
+    assert "Nghost:             16 ave" in log  # ... but its ghost atoms (cutoff + skin) as usual
 
 
 @needs_emulation
