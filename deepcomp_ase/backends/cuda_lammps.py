@@ -244,7 +244,8 @@ class LammpsDevicePath:
         nall, nloc = ws.nall, ws.nloc
         for part, pws in zip(self.dm.parts, ws.parts):
             frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.rcut, x_host, np)
-            frame_d, inv_d, info_d = self._up(frame, np.float64), self._up(inv, np.float64), self._up(grid_info, np.int32)
+            frame_d, inv_d = self._up(frame, np.float64), self._up(inv, np.float64)
+            info_d = self._up(grid_info, np.int32)
             ctx.launch("cell_bin", pos, frame_d, inv_d, info_d, pws.pos_wrapped, pws.bin_of_atom, nall)
             bins = pws.bin_of_atom
             order = xp.argsort(bins, kind="stable") if xp is np else xp.argsort(bins)

@@ -119,7 +119,8 @@ def choose_device(device_count: int, *, gpu_id: int | None = None, environ=None,
             return device_for_rank(rank, device_count), f"local rank {rank} ({var}) mod {device_count} GPU(s)"
     if node_rank is not None:
         rank = int(node_rank())
-        return device_for_rank(rank, device_count), f"local rank {rank} (MPI shared-memory split) mod {device_count} GPU(s)"
+        why = f"local rank {rank} (MPI shared-memory split) mod {device_count} GPU(s)"
+        return device_for_rank(rank, device_count), why
     return 0, f"no launcher local rank: GPU 0 of {device_count}"
 
 

@@ -2,7 +2,8 @@
  *
  * pair_style deepcomp: a Deep Potential (deepcomp compressed or DeePMD-kit model file)
  * evaluated in Python by deepcomp_ase, called once per step with the full neighbour list
- * flattened to a pair list. Forces on ghost atoms are written by Python and summed onto
+ * flattened to a pair list, or (GPU: the bridge's dcb_needs_pairs says 0) with positions and
+ * types only, no list being built. Forces on ghost atoms are written by Python and summed onto
  * their owners by LAMMPS's reverse communication (newton pair on).
  */
 #ifndef DEEPCOMP_PAIR_DEEPCOMP_H

@@ -32,7 +32,8 @@ def test_gpu_id_keyword_overrides_the_local_rank():
 
 
 def test_without_launcher_variables():
-    assert choose_device(3, environ={}, node_rank=lambda: 4) == (1, "local rank 4 (MPI shared-memory split) mod 3 GPU(s)")
+    dev, why = choose_device(3, environ={}, node_rank=lambda: 4)
+    assert (dev, why) == (1, "local rank 4 (MPI shared-memory split) mod 3 GPU(s)")
     assert choose_device(3, environ={})[0] == 0
     with pytest.raises(BackendUnavailableError, match="no CUDA device"):
         choose_device(0, environ={"MPI_LOCALRANKID": "0"})

