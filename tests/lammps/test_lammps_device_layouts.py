@@ -209,10 +209,13 @@ def test_buffers_grow_only_with_the_atom_count(layouts, compressed_model):
 
 
 @needs_emulation
-def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
+@pytest.mark.parametrize("style", ["deepcomp", "hybrid"])
+def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model, style):
     """In-process LAMMPS with ``device cuda`` (kernels compiled for the CPU standing in for the
     GPU): the plugin passes positions only, the device builds the list over LAMMPS's ghosts;
-    energy, pressure and per-atom energies equal ``device cpu`` (numpy reference here)."""
+    energy, pressure, forces, per-atom energies and stresses equal ``device cpu`` (numpy
+    reference here). ``hybrid``: under pair_style hybrid/overlay with Au mapped to NULL (the
+    bridge hands the device only the Cu atoms, local and ghost)."""
     from lammps_helpers import new_lammps
 
     import deepcomp_ase.potential as potential_module
@@ -229,6 +232,9 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     data = tmp_path / "cluster.lmp"
     _write_data(data, "cluster")
     model = compressed_model("cuau_se_e2_a")
+    pair_lines = ("pair_style deepcomp {model} device {device}\n pair_coeff * * Cu Au" if style == "deepcomp" else
+                  "pair_style hybrid/overlay deepcomp {model} device {device} zero 6.0\n"
+                  " pair_coeff * * deepcomp Cu NULL\n pair_coeff * * zero")
     results = {}
     for device in ("cpu", "cuda"):
         lmp = new_lammps(tmp_path / f"log.{device}")
@@ -238,8 +244,7 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
             atom_modify map array sort 0 0.0
             boundary p p p
             read_data {data}
-            pair_style deepcomp {model} device {device}
-            pair_coeff * * Cu Au
+            {pair_lines.format(model=model, device=device)}
             neighbor 1.0 bin
             compute pa all pe/atom
             compute sa all stress/atom NULL virial
@@ -262,7 +267,8 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model):
         assert _rel(results["cuda"][key], results["cpu"][key]) <= 1e-12, key
     log = (tmp_path / "log.cuda").read_text()
     assert "neighbour list built on the device" in log and "deepcomp: device step moved" in log, log[-3000:]
-    assert "Total # of neighbors = 0" in log  # LAMMPS built no neighbour list for the style
+    if style == "deepcomp":  # (pair_style zero of the hybrid has a list of its own)
+        assert "Total # of neighbors = 0" in log  # LAMMPS built no neighbour list for the style
     import re
 
     assert int(re.search(r"Nghost:\s+(\d+) ave", log).group(1)) > 0  # ... but its ghost atoms as usual
