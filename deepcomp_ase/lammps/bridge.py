@@ -167,7 +167,8 @@ class LammpsModel:
                      f"deepcomp: {'compressed' if pot.compressed else 'uncompressed'} model {model_file}\n"
                      f"  type_map {' '.join(pot.type_map)}; LAMMPS types -> "
                      f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
-                     f"  {self.nprocs} MPI rank(s), backend {self.device if self.nprocs == 1 else '(per rank: at the first step)'}; {check}"
+                     f"  {self.nprocs} MPI rank(s), backend "
+                     f"{self.device if self.nprocs == 1 else '(per rank: at the first step)'}; {check}"
                      + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
                         if self.device_path is not None else "")
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
