@@ -4,9 +4,11 @@ Per LAMMPS step the plugin hands over, as memoryviews of LAMMPS's own arrays (va
 the call only):
 
 * ``x`` (nall, 3) positions of local then ghost atoms, ``type`` (nall,) LAMMPS types;
-* the full neighbour list flattened to pairs ``(i, j)``, ``i < nlocal``, ``j < nall``, already
-  cut at the model cutoff; the pair vector is ``x[j] - x[i]`` (ghosts are explicit periodic
-  images: no minimum image convention);
+* when ``LammpsModel.needs_pairs`` (CPU backends, models without device kernels): the full
+  neighbour list flattened to pairs ``(i, j)``, ``i < nlocal``, ``j < nall``, already cut at
+  the model cutoff; the pair vector is ``x[j] - x[i]`` (ghosts are explicit periodic images: no
+  minimum image convention). Otherwise (CUDA backend) the pair views are empty: the device
+  builds the list itself from ``x`` (backends/cuda_lammps.py) and LAMMPS builds none;
 * ``f`` (nall, 3): forces are *added*, on ghost atoms too; LAMMPS sums them onto their owners
   (reverse communication, newton pair on);
 * ``eatom`` (nall,) / ``vatom`` (nall, 6) when per-atom energy / virial are wanted (added to,
@@ -94,35 +96,23 @@ def _visible_gpus() -> int:
         return 0
 
 
-def _use_gpu_of_rank(comm) -> str:
-    """Bind this rank to GPU ``local_rank % visible GPUs`` (before any CuPy allocation)."""
-    from ..backends.cupy_gpu import select_device
-
-    return f"cuda:{select_device(comm=comm)}"
-
-
-def _backend_options(device: str, precision: str, comm) -> tuple[dict, str]:
+def _backend_options(device: str, precision: str, comm, gpu_id: int = -1) -> tuple[dict, str]:
     """Keyword arguments of :class:`DeepPotential` for the ``device``/``precision`` keywords.
 
     ``device auto`` lets deepcomp_ase choose (a GPU if CuPy sees one, else numba if installed,
-    else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. With several ranks per node,
-    each rank takes GPU ``local rank % GPUs visible``. Returns (kwargs, GPU chosen or "").
+    else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. The GPU of this rank comes
+    from :func:`deepcomp_ase.backends.cupy_gpu.select_device` (``gpu_id``, else the
+    launcher's local rank mod the GPUs visible). Returns (kwargs, "cuda:N (why)" or "").
     """
     kwargs: dict = {"backend": {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[device],
                     "precision": {"double": "float64", "single": "float32"}[precision]}
     gpu = ""
     if device in ("auto", "cuda") and _visible_gpus() > 0:
-        gpu = _use_gpu_of_rank(comm)
+        from ..backends.cupy_gpu import select_device
+
+        index, why = select_device(comm=comm, gpu_id=gpu_id)
+        gpu = f"cuda:{index} ({why})"
     return kwargs, gpu
-
-
-def _scaled(res, factor: float):
-    """Results with energies, forces and virials converted from eV to the LAMMPS energy unit."""
-    import dataclasses
-
-    return dataclasses.replace(
-        res, energy=res.energy * factor, atom_energy=res.atom_energy * factor, forces=res.forces * factor,
-        virial=res.virial * factor, atom_virial=None if res.atom_virial is None else res.atom_virial * factor)
 
 
 class LammpsModel:
@@ -136,9 +126,11 @@ class LammpsModel:
         self.nprocs = comm.Get_size()
         self.model_file = model_file
         self._handler = _LammpsLogHandler(log_sink, self.rank) if log_sink is not None else None
+        self._log_sink = log_sink
         with self._forwarding():
             device = options.get("device", "auto")
-            kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm)
+            kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm,
+                                           int(options.get("gpu_id", -1)))
             files = list(options.get("model_files") or [model_file])
             try:
                 self.potentials = [
@@ -160,6 +152,12 @@ class LammpsModel:
         self.devi = _DeviationOutput(comm, options.get("model_devi") or {}, len(self.potentials), self.energy_scale)
         backend = self.potential.backend.name
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
+        # CUDA backend with device kernels for this model: LAMMPS hands over x, type, nlocal and
+        # nghost only; the device builds its own neighbour list (needs_pairs False: the plugin
+        # then requests no neighbour list from LAMMPS and flattens nothing)
+        self.device_paths = _device_paths(self.potentials)
+        self.needs_pairs = self.device_paths is None
+        self._devices_logged = self.nprocs == 1  # several ranks: listed at the first step
         if self.rank == 0 and log_sink is not None:
             pot = self.potential
             freq = pot.check_frequency
@@ -168,7 +166,10 @@ class LammpsModel:
                      f"deepcomp: {'compressed' if pot.compressed else 'uncompressed'} model {model_file}\n"
                      f"  type_map {' '.join(pot.type_map)}; LAMMPS types -> "
                      f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
-                     f"  {self.nprocs} MPI rank(s), backend {self.device}; {check}"
+                     f"  {self.nprocs} MPI rank(s), backend "
+                     f"{self.device if self.nprocs == 1 else '(per rank: at the first step)'}; {check}"
+                     + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
+                        if self.device_paths is not None else "")
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
                         if self.energy_scale != 1.0 else "")
                      + (f"\n  model deviation of {len(files)} models every {self.devi.out_freq} steps -> "
@@ -199,6 +200,13 @@ class LammpsModel:
     # ------------------------------------------------------------------ per step
     def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
                 natoms=0):
+        if not self._devices_logged:
+            # collective, hence here (every rank computes every step) and not in __init__, where
+            # a rank that failed to load would leave the others waiting
+            self._devices_logged = True
+            devices = self.comm.allgather(self.device)
+            if self.rank == 0 and self._log_sink is not None:
+                self._log_sink(LOG_INFO, f"deepcomp: backend per MPI rank: {_ranks_text(devices)}")
         with self._forwarding():
             try:
                 return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step,
@@ -217,9 +225,6 @@ class LammpsModel:
         ltype = np.frombuffer(types, dtype=np.intc)
         mtype = self.typemap[ltype]
         devi_step = self.devi.due(step)
-        model_forces = model_virials = None
-        pi = np.frombuffer(pair_i, dtype=np.intc)
-        pj = np.frombuffer(pair_j, dtype=np.intc)
         want_atomic = vatom is not None
         energy = 0.0
         virial = np.zeros((3, 3))
@@ -232,51 +237,39 @@ class LammpsModel:
             used = mtype >= 0
             loc = np.flatnonzero(used[:nlocal])
             order = np.concatenate([loc, nlocal + np.flatnonzero(used[nlocal:])])
-            new_index = np.full(nall, -1, dtype=np.int64)
-            new_index[order] = np.arange(len(order))
-            pi, pj = new_index[pi], new_index[pj]
-            keep = (pi >= 0) & (pj >= 0)
-            pi, pj = pi[keep], pj[keep]
             mtype = mtype[order]
             nloc = len(loc)
 
+        model_forces = model_virials = None
         if devi_step:
             # every model's forces (on local and ghost atoms) and virial, in eV
             model_forces = np.zeros((len(self.potentials), nall, 3))
             model_virials = np.zeros((len(self.potentials), 3, 3))
         if nloc > 0:
-            pos = x if order is None else x[order]
-            vectors = pos[pj] - pos[pi]
-            within = {}  # the pairs within each distinct smaller cutoff, cut once per step
-            res = self.potential.compute_pairs(mtype, nloc, *self._pairs_within(0, pi, pj, vectors, within),
-                                               atomic_virial=want_atomic)
+            # model types of the atoms handed to each model (each maps through its own type_map)
+            mtypes = [mtype] + ([self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
+                                 for k in range(1, len(self.potentials))] if devi_step else [])
+            if self.device_paths is not None:
+                results = self._evaluate_device(x, order, mtypes, nloc, eatom is not None, want_atomic)
+            else:
+                results = self._evaluate_pairs(x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic)
+            res = results[0]
             if devi_step:
                 idx = slice(None) if order is None else order
-                model_forces[0][idx] = res.forces
-                model_virials[0] = res.virial
-                for k in range(1, len(self.potentials)):
-                    tk = self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
-                    rk = self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within))
+                for k, rk in enumerate(results):
                     model_forces[k][idx] = rk.forces
                     model_virials[k] = rk.virial
-            if self.energy_scale != 1.0:
-                res = _scaled(res, self.energy_scale)
-            energy = float(res.energy)
-            virial = res.virial
-            if order is None:
-                f += res.forces
-                if eatom is not None:
-                    np.frombuffer(eatom, dtype=np.float64)[:nlocal] += res.atom_energy
-                if want_atomic:
-                    va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
-                    va += res.atom_virial[:, VIRIAL_TO_LAMMPS]
-            else:
-                f[order] += res.forces
-                if eatom is not None:
-                    np.frombuffer(eatom, dtype=np.float64)[order[:nloc]] += res.atom_energy
-                if want_atomic:
-                    va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
-                    va[order] += res.atom_virial[:, VIRIAL_TO_LAMMPS]
+            scale = self.energy_scale
+            energy = float(res.energy) * scale
+            virial = np.asarray(res.virial).reshape(3, 3) * scale
+            idx = slice(None) if order is None else order
+            f[idx] += res.forces * scale
+            if eatom is not None:
+                ea = np.frombuffer(eatom, dtype=np.float64)
+                ea[slice(0, nloc) if order is None else order[:nloc]] += res.atom_energy * scale
+            if want_atomic:
+                va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
+                va[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS] * scale
 
         if devi_step:  # collective: every rank reaches it on the same steps
             self.devi.write(int(step), model_forces, model_virials, tag, nall, int(natoms))
@@ -286,6 +279,41 @@ class LammpsModel:
             for pot in self.potentials[1:]:
                 pot.step_done(int(step), reduce=self.reduce)
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
+
+    def _evaluate_pairs(self, x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic):
+        """CPU path: LAMMPS's pair list, one result per model in ``mtypes`` (eV)."""
+        pi = np.frombuffer(pair_i, dtype=np.intc)
+        pj = np.frombuffer(pair_j, dtype=np.intc)
+        pos = x
+        if order is not None:
+            new_index = np.full(nall, -1, dtype=np.int64)
+            new_index[order] = np.arange(len(order))
+            pi, pj = new_index[pi], new_index[pj]
+            keep = (pi >= 0) & (pj >= 0)
+            pi, pj = pi[keep], pj[keep]
+            pos = x[order]
+        vectors = pos[pj] - pos[pi]
+        within = {}  # the pairs within each distinct smaller cutoff, cut once per step
+        out = []
+        for k, tk in enumerate(mtypes):
+            out.append(self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within),
+                                                        atomic_virial=want_atomic and k == 0))
+        return out
+
+    def _evaluate_device(self, x, order, mtypes, nloc, atom_energy, want_atomic):
+        """Device path: positions and types in, forces (local and ghost) out, per model (eV)."""
+        pos = x if order is None else x[order]
+        out = []
+        for k, tk in enumerate(mtypes):
+            out.append(self.device_paths[k].compute(pos, tk, nloc, atom_energy=atom_energy and k == 0,
+                                                    atomic_virial=want_atomic and k == 0))
+        path = self.device_paths[0]
+        if path.steps == 2 and self.rank == 0 and self._log_sink is not None:
+            b_in, b_out = path.last_step_bytes
+            self._log_sink(LOG_INFO, f"deepcomp: device step moved {b_in} B to and {b_out} B from the GPU on "
+                                     f"rank 0 ({nloc} local + {len(pos) - nloc} ghost atoms, "
+                                     f"{(b_in + b_out) / max(len(pos), 1):.1f} B per atom)")
+        return out
 
     def finish(self) -> None:
         """End of a LAMMPS run or minimization (``Pair::finish``, every rank: collective).
@@ -320,6 +348,8 @@ class LammpsModel:
 
     def close(self) -> None:
         self._handler = None
+        self._log_sink = None
+        self.device_paths = None
         self.potential = None
         self.potentials = []
         if getattr(self, "devi", None) is not None:
@@ -420,6 +450,26 @@ class _DeviationOutput:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
+
+
+def _device_paths(potentials):
+    """One :class:`~deepcomp_ase.backends.cuda_lammps.LammpsDevicePath` per model when every model
+    runs on the CUDA backend with device kernels for it (compressed models), else None (LAMMPS's
+    neighbour list then serves them all)."""
+    for pot in potentials:
+        backend = pot.backend
+        if backend.name != "cuda" or not backend.supports(pot):
+            return None
+    from ..backends.cuda_lammps import LammpsDevicePath
+
+    return [LammpsDevicePath(pot.backend, pot) for pot in potentials]
+
+
+def _ranks_text(devices) -> str:
+    """'X' when every rank uses X, else 'rank 0: X, rank 1: Y, ...'."""
+    if len(set(devices)) == 1:
+        return devices[0]
+    return ", ".join(f"rank {r}: {d}" for r, d in enumerate(devices))
 
 
 def create(model_file: str, type_names, comm_f: int, rank: int, nprocs: int, options: dict, log_sink=None):

@@ -184,9 +184,9 @@ DCB_EXPORT void *dcb_create(const dcb_create_args *a, double *cutoff, char *err,
     PyList_SET_ITEM(names, i, s);
   }
 
-  opts = Py_BuildValue("{s:s,s:s,s:s,s:s,s:d}", "overflow", a->overflow, "device", a->device, "precision",
+  opts = Py_BuildValue("{s:s,s:s,s:s,s:s,s:d,s:i}", "overflow", a->overflow, "device", a->device, "precision",
                        a->precision, "lammps_version", a->lammps_version ? a->lammps_version : "",
-                       "energy_scale", a->energy_scale);
+                       "energy_scale", a->energy_scale, "gpu_id", a->gpu_id);
   if (!opts) goto fail;
   {
     PyObject *freq;
@@ -403,6 +403,22 @@ DCB_EXPORT int dcb_finish(void *handle, char *err, int errlen)
   Py_XDECREF(r);
   PyGILState_Release(gil);
   return rc;
+}
+
+DCB_EXPORT int dcb_needs_pairs(void *handle)
+{
+  dcb_model *m = (dcb_model *) handle;
+  if (!m || !m->model) return 1;
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int needs = 1; /* the safe answer: LAMMPS builds the list */
+  PyObject *v = PyObject_GetAttrString(m->model, "needs_pairs");
+  if (v) {
+    needs = PyObject_IsTrue(v) == 0 ? 0 : 1;
+    Py_DECREF(v);
+  }
+  PyErr_Clear();
+  PyGILState_Release(gil);
+  return needs;
 }
 
 DCB_EXPORT void dcb_destroy(void *handle)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
 // pair_style deepcomp MODEL [MODEL2 ...] [check_frequency N] [overflow warn|error|ignore]
-//                           [device auto|cpu|cuda] [precision double|single]
+//                           [device auto|cpu|cuda] [precision double|single] [gpu_id N]
 //                           [out_freq N] [out_file FILE] [relative X] [relative_v Y] [atomic]
 // With several models the first drives the dynamics; every out_freq steps all of them are
 // evaluated and their deviation written to out_file, as pair_style deepmd does.
@@ -80,7 +80,8 @@ std::string absolute_path(const std::string &path)
 PairDeepComp::PairDeepComp(LAMMPS *lmp) :
     Pair(lmp), out_freq(100), out_file("model_devi.out"), has_relative(0), has_relative_v(0), atomic(0),
     relative(0.0), relative_v(0.0), append_out(0), has_check_frequency(0), check_frequency(-1), overflow("warn"),
-    device("auto"), precision("double"), model(nullptr), cutoff(0.0), energy_scale(1.0)
+    device("auto"), precision("double"), gpu_id(-1), model(nullptr), cutoff(0.0), needs_pairs(1),
+    energy_scale(1.0)
 {
   single_enable = 0;
   restartinfo = 1;
@@ -142,11 +143,11 @@ void PairDeepComp::settings(int narg, char **arg)
 {
   static const char *usage =
       "expected pair_style deepcomp MODEL [MODEL2 ...] [check_frequency N] [overflow warn|error|ignore] "
-      "[device auto|cpu|cuda] [precision double|single] [out_freq N] [out_file FILE] [relative X] "
+      "[device auto|cpu|cuda] [precision double|single] [gpu_id N] [out_freq N] [out_file FILE] [relative X] "
       "[relative_v Y] [atomic]";
   auto is_key = [](const std::string &k) {
-    for (const char *key : {"check_frequency", "overflow", "device", "precision", "out_freq", "out_file", "relative",
-                            "relative_v", "atomic"})
+    for (const char *key : {"check_frequency", "overflow", "device", "precision", "gpu_id", "out_freq", "out_file",
+                            "relative", "relative_v", "atomic"})
       if (k == key) return true;
     return false;
   };
@@ -165,7 +166,7 @@ void PairDeepComp::settings(int narg, char **arg)
     if (access(model_files[k].c_str(), R_OK) != 0)
       error->all(FLERR,
                  "Illegal pair_style deepcomp keyword '{}': neither a keyword (check_frequency, overflow, device, "
-                 "precision, out_freq, out_file, relative, relative_v, atomic) nor a readable model file",
+                 "precision, gpu_id, out_freq, out_file, relative, relative_v, atomic) nor a readable model file",
                  model_files[k]);
   model_file = model_files[0];
   model_path = model_paths[0];
@@ -180,6 +181,7 @@ void PairDeepComp::settings(int narg, char **arg)
   relative = relative_v = 0.0;
   append_out = 0;
   bool has_out_file = false;
+  gpu_id = -1;
 
   auto choice = [&](const char *key, const char *value, std::initializer_list<const char *> allowed) {
     for (const char *a : allowed)
@@ -199,7 +201,7 @@ void PairDeepComp::settings(int narg, char **arg)
     if (!is_key(key))
       error->all(FLERR,
                  "Illegal pair_style deepcomp keyword '{}': expected check_frequency, overflow, device, precision, "
-                 "out_freq, out_file, relative, relative_v or atomic (model files come first)",
+                 "gpu_id, out_freq, out_file, relative, relative_v or atomic (model files come first)",
                  key);
     if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style deepcomp command: keyword {} needs a value", key);
     const char *value = arg[iarg + 1];
@@ -224,6 +226,9 @@ void PairDeepComp::settings(int narg, char **arg)
     } else if (key == "relative_v") {
       relative_v = utils::numeric(FLERR, value, false, lmp);
       has_relative_v = 1;
+    } else if (key == "gpu_id") {
+      gpu_id = utils::inumeric(FLERR, value, false, lmp);
+      if (gpu_id < 0) error->all(FLERR, "Illegal pair_style deepcomp gpu_id {}: expected a GPU index >= 0", gpu_id);
     }
     iarg += 2;
   }
@@ -313,6 +318,7 @@ void PairDeepComp::create_model()
   a.relative_v = relative_v;
   a.atomic = atomic;
   a.append = append_out;
+  a.gpu_id = gpu_id;
 
   char err[16384] = {0};
   double cut = 0.0;
@@ -331,6 +337,7 @@ void PairDeepComp::create_model()
   }
   model = handle;
   cutoff = cut;
+  needs_pairs = api->needs_pairs(model);
   if (!(cutoff > 0.0)) error->all(FLERR, "pair_style deepcomp: model {} has no positive cutoff", model_file);
 }
 
@@ -341,7 +348,9 @@ void PairDeepComp::init_style()
   check_units();
   if (force->newton_pair == 0) error->all(FLERR, "pair_style deepcomp requires newton pair on");
   if (!model) error->all(FLERR, "pair_style deepcomp: no model loaded; give 'pair_coeff * * E1 E2 ...'");
-  neighbor->add_request(this, NeighConst::REQ_FULL);
+  // the device path builds its own list from x; ghosts still reach cutoff + skin, since
+  // LAMMPS sizes them from the pair cutoff (init_one), not from list requests
+  if (needs_pairs) neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 
 double PairDeepComp::init_one(int i, int j)
@@ -362,13 +371,14 @@ void PairDeepComp::compute(int eflag, int vflag)
   double **x = atom->x;
   const int nlocal = atom->nlocal;
   const int nghost = atom->nghost;
-  const int inum = list->inum;
-  const int *ilist = list->ilist;
-  const int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
+  const int inum = needs_pairs ? list->inum : 0;
+  const int *ilist = needs_pairs ? list->ilist : nullptr;
+  const int *numneigh = needs_pairs ? list->numneigh : nullptr;
+  int **firstneigh = needs_pairs ? list->firstneigh : nullptr;
   const double cut2 = cutoff * cutoff;
 
-  // flatten the full list to (centre, neighbour) pairs within the model cutoff
+  // flatten the full list to (centre, neighbour) pairs within the model cutoff (none on the
+  // device path)
   pair_i.clear();
   pair_j.clear();
   for (int ii = 0; ii < inum; ++ii) {
@@ -396,8 +406,8 @@ void PairDeepComp::compute(int eflag, int vflag)
   a.x = (nlocal + nghost) ? &x[0][0] : nullptr;
   a.f = (nlocal + nghost) ? &atom->f[0][0] : nullptr;
   a.type = atom->type;
-  a.pair_i = pair_i.data();
-  a.pair_j = pair_j.data();
+  a.pair_i = needs_pairs ? pair_i.data() : nullptr;
+  a.pair_j = needs_pairs ? pair_j.data() : nullptr;
   a.eatom = eflag_atom ? eatom : nullptr;
   a.vatom = (vflag_atom && (nlocal + nghost)) ? &vatom[0][0] : nullptr;
   a.need_virial = (vflag_global && !vflag_fdotr) ? 1 : 0;

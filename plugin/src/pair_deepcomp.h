@@ -2,7 +2,8 @@
  *
  * pair_style deepcomp: a Deep Potential (deepcomp compressed or DeePMD-kit model file)
  * evaluated in Python by deepcomp_ase, called once per step with the full neighbour list
- * flattened to a pair list. Forces on ghost atoms are written by Python and summed onto
+ * flattened to a pair list, or (GPU: the bridge's dcb_needs_pairs says 0) with positions and
+ * types only, no list being built. Forces on ghost atoms are written by Python and summed onto
  * their owners by LAMMPS's reverse communication (newton pair on).
  */
 #ifndef DEEPCOMP_PAIR_DEEPCOMP_H
@@ -53,11 +54,13 @@ class PairDeepComp : public LAMMPS_NS::Pair {
   std::string overflow;
   std::string device;
   std::string precision;
+  int gpu_id;   // -1: local rank mod GPUs
   // pair_coeff: element of each LAMMPS type (index 1..ntypes), "NULL" for none
   std::vector<std::string> type_names;
 
   void *model;   // bridge handle
   double cutoff;
+  int needs_pairs;   // 0: the bridge builds its own neighbour list (device path): LAMMPS builds none
   double energy_scale;   // LAMMPS energy unit per eV (units metal: 1, units real: kcal/mol per eV)
   std::vector<int> pair_i, pair_j;
 
