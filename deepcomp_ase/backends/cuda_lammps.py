@@ -16,6 +16,9 @@ every byte this module moves; :func:`expected_step_bytes` states the budget.
 Device buffers persist across steps. ``nall`` changes at every re-neighbouring, so buffers are
 allocated with headroom (:data:`HEADROOM`) and reused through views for any smaller count; they
 are reallocated only when the atom count grows beyond the capacity.
+
+Several models (model deviation): :class:`LammpsDeviceModels` runs them back to back on the
+device, uploads first, kernels next, results last, with positions uploaded once for all.
 """
 
 from __future__ import annotations
@@ -203,45 +206,49 @@ class LammpsDevicePath:
     # ---------------------------------------------------------------- one step
     def compute(self, x, mtype, nlocal: int, *, atom_energy: bool = False,
                 atomic_virial: bool = False) -> LammpsResults:
-        x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, 3)
-        mtype = np.asarray(mtype, dtype=np.int64)
-        nall, nloc = len(x), int(nlocal)
-        if len(mtype) != nall or not 0 <= nloc <= nall:
-            raise ValueError(f"LAMMPS layout: {nall} positions, {len(mtype)} types, nlocal {nloc}")
-        start = (self.bytes_in, self.bytes_out)
+        return LammpsDeviceModels([self]).compute(x, [mtype], nlocal, atom_energy=atom_energy,
+                                                  atomic_virial=atomic_virial)[0]
+
+    # the three phases of a step; LammpsDeviceModels runs each for every model before the next
+    def _prepare(self, x_host, mtype, nloc: int, nall: int, atomic_virial: bool):
+        """Host -> device: types (when they changed) and the cell-list geometry of every part."""
+        from .cupy_gpu import cell_grid
+
         work = self.work
         work.ensure(nloc, nall)
         ws = work.view(nloc, nall, atomic_virial)
         work.set_types(ws, mtype, self._upload)
-        pos = work.positions[:nall]
-        self._upload(pos, x)
-        self._neighbour_lists(ws, pos, x)
-        out = self.backend._evaluate_padded(self.state, ws, atomic_virial)
+        grids = []
+        for part in self.dm.parts:
+            frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.rcut, x_host, np)
+            grids.append((self._up(frame, np.float64), self._up(inv, np.float64), self._up(grid_info, np.int32),
+                          nbins))
+        return ws, grids
+
+    def _launch(self, ws, pos, grids, atomic_virial: bool):
+        """Device only: the neighbour lists, then the model; results stay on the device."""
+        self._neighbour_lists(ws, pos, grids)
         # the overflow counters stay on the device until DeepPotential.step_done reads them
+        return self.backend._evaluate_padded(self.state, ws, atomic_virial)
+
+    def _fetch(self, out, atom_energy: bool, atomic_virial: bool) -> LammpsResults:
+        """Device -> host: forces, energy, virial, and the per-atom outputs asked for."""
         forces = self._down(out.forces)
         energy = float(self._down(out.energy))
         virial = self._down(out.virial).reshape(3, 3)
-        res = LammpsResults(energy, forces, virial,
-                            atom_energy=self._down(out.atom_energy) if atom_energy else None,
-                            atom_virial=self._down(out.atom_virial) if atomic_virial else None)
-        self.last_step_bytes = (self.bytes_in - start[0], self.bytes_out - start[1])
-        self.steps += 1
-        return res
+        return LammpsResults(energy, forces, virial,
+                             atom_energy=self._down(out.atom_energy) if atom_energy else None,
+                             atom_virial=self._down(out.atom_virial) if atomic_virial else None)
 
-    def _neighbour_lists(self, ws, pos, x_host) -> None:
+    def _neighbour_lists(self, ws, pos, grids) -> None:
         """Per descriptor part: non-periodic cell list over all atoms, centres ``< nloc``.
 
-        The bins come from the host positions (no device read-back); the search box spans the
-        local and ghost atoms, so every pair LAMMPS would list within rcut is found.
+        The bins come from the host positions (``_prepare``, no device read-back); the search box
+        spans the local and ghost atoms, so every pair LAMMPS would list within rcut is found.
         """
-        from .cupy_gpu import cell_grid
-
         ctx, xp = self.ctx, self.xp
         nall, nloc = ws.nall, ws.nloc
-        for part, pws in zip(self.dm.parts, ws.parts):
-            frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.rcut, x_host, np)
-            frame_d, inv_d = self._up(frame, np.float64), self._up(inv, np.float64)
-            info_d = self._up(grid_info, np.int32)
+        for part, pws, (frame_d, inv_d, info_d, nbins) in zip(self.dm.parts, ws.parts, grids):
             ctx.launch("cell_bin", pos, frame_d, inv_d, info_d, pws.pos_wrapped, pws.bin_of_atom, nall)
             bins = pws.bin_of_atom
             order = xp.argsort(bins, kind="stable") if xp is np else xp.argsort(bins)
@@ -253,4 +260,51 @@ class LammpsDevicePath:
                        nloc, part.nnei, part.ntypes, part.nsec, nbins, part.rcut * part.rcut)
 
 
-__all__ = ["HEADROOM", "GrowingWorkspace", "LammpsDevicePath", "LammpsResults", "expected_step_bytes"]
+class LammpsDeviceModels:
+    """Several potentials on the same LAMMPS layout, back to back on the device (model deviation).
+
+    ``paths``: one :class:`LammpsDevicePath` per model, the first driving the dynamics. A step
+    uploads everything first (positions once, shared by all models; each model's types when
+    they changed and its cell-list geometry), then runs every model's neighbour lists and
+    pipeline with no transfer in between, then copies the results back: the first model's
+    outputs and, for the others, forces, energy and virial (what the deviation needs).
+    """
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+        self.last_step_bytes = (0, 0)
+
+    def compute(self, x, mtypes, nlocal: int, *, atom_energy: bool = False,
+                atomic_virial: bool = False) -> list[LammpsResults]:
+        """``mtypes``: model types of the atoms for the first ``len(mtypes)`` models (each maps the
+        LAMMPS types through its own type_map). Per-atom outputs of the first model only."""
+        x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, 3)
+        nall, nloc = len(x), int(nlocal)
+        mtypes = [np.asarray(m, dtype=np.int64) for m in mtypes]
+        if not 1 <= len(mtypes) <= len(self.paths):
+            raise ValueError(f"{len(mtypes)} type arrays for {len(self.paths)} models")
+        if any(len(m) != nall for m in mtypes) or not 0 <= nloc <= nall:
+            raise ValueError(f"LAMMPS layout: {nall} positions, {[len(m) for m in mtypes]} types, nlocal {nloc}")
+        paths = self.paths[:len(mtypes)]
+        start = [(p.bytes_in, p.bytes_out) for p in paths]
+        first = paths[0]
+        # 1. host -> device
+        staged = [p._prepare(x, m, nloc, nall, atomic_virial and k == 0)
+                  for k, (p, m) in enumerate(zip(paths, mtypes))]
+        pos = first.work.positions[:nall]
+        first._upload(pos, x)
+        # 2. device only, model after model
+        outs = [p._launch(ws, pos, grids, atomic_virial and k == 0) for k, (p, (ws, grids)) in
+                enumerate(zip(paths, staged))]
+        # 3. device -> host
+        results = [p._fetch(out, atom_energy and k == 0, atomic_virial and k == 0) for k, (p, out) in
+                   enumerate(zip(paths, outs))]
+        for p, (b_in, b_out) in zip(paths, start):
+            p.last_step_bytes = (p.bytes_in - b_in, p.bytes_out - b_out)
+            p.steps += 1
+        self.last_step_bytes = tuple(int(sum(p.last_step_bytes[i] for p in paths)) for i in range(2))
+        return results
+
+
+__all__ = ["HEADROOM", "GrowingWorkspace", "LammpsDeviceModels", "LammpsDevicePath", "LammpsResults",
+           "expected_step_bytes"]

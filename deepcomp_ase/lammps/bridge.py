@@ -155,8 +155,8 @@ class LammpsModel:
         # CUDA backend with device kernels for this model: LAMMPS hands over x, type, nlocal and
         # nghost only; the device builds its own neighbour list (needs_pairs False: the plugin
         # then requests no neighbour list from LAMMPS and flattens nothing)
-        self.device_paths = _device_paths(self.potentials)
-        self.needs_pairs = self.device_paths is None
+        self.device_models = _device_models(self.potentials)
+        self.needs_pairs = self.device_models is None
         self._devices_logged = self.nprocs == 1  # several ranks: listed at the first step
         if self.rank == 0 and log_sink is not None:
             pot = self.potential
@@ -169,7 +169,7 @@ class LammpsModel:
                      f"  {self.nprocs} MPI rank(s), backend "
                      f"{self.device if self.nprocs == 1 else '(per rank: at the first step)'}; {check}"
                      + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
-                        if self.device_paths is not None else "")
+                        if self.device_models is not None else "")
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
                         if self.energy_scale != 1.0 else "")
                      + (f"\n  model deviation of {len(files)} models every {self.devi.out_freq} steps -> "
@@ -249,7 +249,7 @@ class LammpsModel:
             # model types of the atoms handed to each model (each maps through its own type_map)
             mtypes = [mtype] + ([self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
                                  for k in range(1, len(self.potentials))] if devi_step else [])
-            if self.device_paths is not None:
+            if self.device_models is not None:
                 results = self._evaluate_device(x, order, mtypes, nloc, eatom is not None, want_atomic)
             else:
                 results = self._evaluate_pairs(x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic)
@@ -301,13 +301,11 @@ class LammpsModel:
         return out
 
     def _evaluate_device(self, x, order, mtypes, nloc, atom_energy, want_atomic):
-        """Device path: positions and types in, forces (local and ghost) out, per model (eV)."""
+        """Device path: positions and types in, forces (local and ghost) out; the models of a
+        deviation step back to back on the device (eV)."""
         pos = x if order is None else x[order]
-        out = []
-        for k, tk in enumerate(mtypes):
-            out.append(self.device_paths[k].compute(pos, tk, nloc, atom_energy=atom_energy and k == 0,
-                                                    atomic_virial=want_atomic and k == 0))
-        path = self.device_paths[0]
+        out = self.device_models.compute(pos, mtypes, nloc, atom_energy=atom_energy, atomic_virial=want_atomic)
+        path = self.device_models.paths[0]
         if path.steps == 2 and self.rank == 0 and self._log_sink is not None:
             b_in, b_out = path.last_step_bytes
             self._log_sink(LOG_INFO, f"deepcomp: device step moved {b_in} B to and {b_out} B from the GPU on "
@@ -349,7 +347,7 @@ class LammpsModel:
     def close(self) -> None:
         self._handler = None
         self._log_sink = None
-        self.device_paths = None
+        self.device_models = None
         self.potential = None
         self.potentials = []
         if getattr(self, "devi", None) is not None:
@@ -452,17 +450,17 @@ class _DeviationOutput:
             self.fh = None
 
 
-def _device_paths(potentials):
-    """One :class:`~deepcomp_ase.backends.cuda_lammps.LammpsDevicePath` per model when every model
-    runs on the CUDA backend with device kernels for it (compressed models), else None (LAMMPS's
-    neighbour list then serves them all)."""
+def _device_models(potentials):
+    """A :class:`~deepcomp_ase.backends.cuda_lammps.LammpsDeviceModels` when every model runs on the
+    CUDA backend with device kernels for it (compressed models), else None (LAMMPS's neighbour
+    list then serves them all)."""
     for pot in potentials:
         backend = pot.backend
         if backend.name != "cuda" or not backend.supports(pot):
             return None
-    from ..backends.cuda_lammps import LammpsDevicePath
+    from ..backends.cuda_lammps import LammpsDeviceModels, LammpsDevicePath
 
-    return [LammpsDevicePath(pot.backend, pot) for pot in potentials]
+    return LammpsDeviceModels([LammpsDevicePath(pot.backend, pot) for pot in potentials])
 
 
 def _ranks_text(devices) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from lammps_helpers import compressed_model as lammps_model, executable
 
-from deepcomp_ase.backends.cuda_lammps import LammpsDevicePath, expected_step_bytes
+from deepcomp_ase.backends.cuda_lammps import LammpsDeviceModels, LammpsDevicePath, expected_step_bytes
 from deepcomp_ase.kernels import loader
 from deepcomp_ase.potential import DeepPotential
 
@@ -261,8 +261,8 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model, 
             "pa": np.array(lmp.numpy.extract_compute("pa", 1, 1)[:n])[order],
             "sa": np.array(lmp.numpy.extract_compute("sa", 1, 2)[:n])[order]}
         lmp.close()
-    model_cuda = [m for m in models if m.device_paths is not None]
-    assert model_cuda and not model_cuda[0].needs_pairs and model_cuda[0].device_paths[0].steps >= 1
+    model_cuda = [m for m in models if m.device_models is not None]
+    assert model_cuda and not model_cuda[0].needs_pairs and model_cuda[0].device_models.paths[0].steps >= 1
     for key in ("pe", "press", "f", "pa", "sa"):
         assert _rel(results["cuda"][key], results["cpu"][key]) <= 1e-12, key
     log = (tmp_path / "log.cuda").read_text()
@@ -272,6 +272,105 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model, 
     import re
 
     assert int(re.search(r"Nghost:\s+(\d+) ave", log).group(1)) > 0  # ... but its ghost atoms as usual
+
+
+@needs_emulation
+def test_models_back_to_back_on_the_device(layouts, compressed_model):
+    """Model deviation on the device path: three models (one a hybrid) on a 2-rank layout. Every
+    upload comes first (positions once for all models), then every model's kernels with no
+    transfer in between, then the results; each model equals its own numpy reference."""
+    names = ("cuau_se_e2_a", "cuau_se_e2_r", "cuau_hybrid")
+    pots = [_potentials(compressed_model, name) for name in names]
+    paths = [_device_path(dev) for dev, _ in pots]
+    models = LammpsDeviceModels(paths)
+    lay = _last_steps(layouts[("cluster", 2)])[0]
+    x, nloc, nall = lay["x"], int(lay["nlocal"]), len(lay["x"])
+    mtype = lay["typemap"][lay["type"]]
+    events = []
+    for k, path in enumerate(paths):
+        for name, kind in (("_upload", "in"), ("_up", "in"), ("_down", "out")):
+            def recorder(*args, _f=getattr(path, name), _kind=kind, _k=k):
+                events.append((_kind, _k))
+                return _f(*args)
+            setattr(path, name, recorder)
+        launch = path.ctx.launch
+        path.ctx.launch = lambda *args, _f=launch, _k=k: events.append(("run", _k)) or _f(*args)
+    got = models.compute(x, [mtype] * 3, nloc, atom_energy=True, atomic_virial=True)
+    kinds = [e[0] for e in events]
+    first_run, last_run = kinds.index("run"), len(kinds) - 1 - kinds[::-1].index("run")
+    assert set(kinds[:first_run]) == {"in"} and set(kinds[first_run:last_run + 1]) == {"run"}
+    assert set(kinds[last_run + 1:]) == {"out"}
+    runs = [e[1] for e in events if e[0] == "run"]
+    assert runs == sorted(runs) and set(runs) == {0, 1, 2}  # model after model
+    nparts = [len(p.dm.parts) for p in paths]
+    want_bytes = [expected_step_bytes(nloc, nall, nparts[0], types_changed=True, atom_energy=True,
+                                      atomic_virial=True)]
+    want_bytes += [expected_step_bytes(nloc, nall, n, types_changed=True) for n in nparts[1:]]
+    positions = 24 * nall
+    assert models.last_step_bytes == (sum(b[0] for b in want_bytes) - 2 * positions, sum(b[1] for b in want_bytes))
+    for (_, ref), res in zip(pots, got):
+        _, want = _reference(ref, lay)
+        for key in ("energy", "forces", "virial"):
+            assert _rel(getattr(res, key), getattr(want, key)) <= TOL, key
+    assert got[0].atom_virial is not None and got[1].atom_energy is None and got[1].atom_virial is None
+    # the driving model alone (steps without deviation output): the same numbers, one model's traffic
+    alone = models.compute(x, [mtype], nloc)
+    assert _rel(alone[0].forces, got[0].forces) == 0.0
+    assert models.last_step_bytes == expected_step_bytes(nloc, nall, nparts[0], types_changed=False)
+
+
+@needs_emulation
+def test_lammps_model_devi_on_the_device_path(tmp_path, monkeypatch, compressed_model):
+    """``pair_style deepcomp M1 M2 M3 out_freq 1 out_file F atomic`` in-process: ``device cuda``
+    (emulated kernels, the models back to back on the device) writes the model_devi file of
+    ``device cpu`` (numpy reference on LAMMPS's list)."""
+    from lammps_helpers import new_lammps
+
+    import deepcomp_ase.potential as potential_module
+    from deepcomp_ase.backends import get_backend, numpy_ref
+    from deepcomp_ase.backends.cupy_gpu import Backend
+    from deepcomp_ase.lammps import bridge
+    from deepcomp_ase.model_devi import read_model_devi
+
+    def backend_for(name="auto", precision="float64"):
+        return Backend(precision=precision, emulate=True) if name == "cuda" else get_backend("numpy")
+
+    monkeypatch.setattr(potential_module, "get_backend", backend_for)
+    models = []
+    monkeypatch.setattr(bridge.LammpsModel, "close", lambda self: models.append(self))
+    calls = []
+    select = numpy_ref.Backend.select
+    monkeypatch.setattr(numpy_ref.Backend, "select", lambda self, part, *a: calls.append(1) or select(self, part, *a))
+    data = tmp_path / "cluster.lmp"
+    _write_data(data, "cluster")
+    files = " ".join(str(compressed_model(n)) for n in ("cuau_se_e2_a", "cuau_se_e2_r", "cuau_hybrid"))
+    thermo = {}
+    for device in ("cpu", "cuda"):
+        calls.clear()
+        lmp = new_lammps(tmp_path / f"log.{device}")
+        lmp.commands_string(f"""
+            units metal
+            atom_style atomic
+            boundary p p p
+            read_data {data}
+            pair_style deepcomp {files} device {device} out_freq 1 out_file {tmp_path}/md.{device} atomic
+            pair_coeff * * Cu Au
+            neighbor 1.0 bin
+            velocity all create 3000.0 4928459 dist gaussian
+            fix 1 all nve
+            run 2
+        """)
+        thermo[device] = (lmp.get_thermo("pe"), lmp.get_thermo("press"))
+        lmp.close()
+        if device == "cpu":
+            assert len(calls) == 4 * 3  # four descriptor parts, three force calls (setup + 2 steps)
+    assert len(calls) == 0  # the device path selects on the device
+    dev = [m for m in models if m.device_models is not None]
+    assert len(dev) == 1 and len(dev[0].device_models.paths) == 3 and dev[0].device_models.paths[2].steps == 3
+    cpu, cuda = read_model_devi(tmp_path / "md.cpu"), read_model_devi(tmp_path / "md.cuda")
+    assert cpu.shape == cuda.shape and cpu.shape[0] == 3
+    np.testing.assert_allclose(cuda, cpu, rtol=1e-6, atol=1e-15)  # the printed precision
+    np.testing.assert_allclose(thermo["cuda"], thermo["cpu"], rtol=1e-12)
 
 
 @needs_emulation
