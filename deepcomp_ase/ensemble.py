@@ -6,7 +6,8 @@
 * :func:`model_devi_frames`: the deviation of arrays of frames (positions, cells);
 * :class:`DeepCompEnsembleCalculator` (module ``deepcomp_ase.ensemble_calculator``): ASE.
 
-Only the public API of :class:`DeepPotential` is used. Definitions: :mod:`deepcomp_ase.model_devi`.
+Only the public API of :class:`DeepPotential` (and its backend's ``pairs_from_atoms``) is used.
+Definitions: :mod:`deepcomp_ase.model_devi`.
 """
 
 from __future__ import annotations
@@ -71,19 +72,55 @@ class ModelEnsemble:
                                "model deviation needs models trained on the same elements")
 
     def compute(self, positions, symbols, cell=None, pbc=(False, False, False)) -> EnsembleResults:
-        """Every model on one frame (ASE conventions: cell rows are lattice vectors)."""
+        """Every model on one frame (ASE conventions: cell rows are lattice vectors).
+
+        On host backends the pairs are searched once at the largest cutoff, cut once per
+        distinct smaller cutoff, and each distinct selection (``PartPlan.selection_key``) is
+        made once for all models; device backends build their own lists per model.
+        """
         positions = np.asarray(positions, dtype=np.float64)
         n = len(positions)
         energies = np.empty(len(self))
         forces = np.empty((len(self), n, 3))
         virials = np.empty((len(self), 3, 3))
+        pairs = self._pairs(positions, cell, pbc)
+        within: dict = {}
+        shared: dict = {}
         for k, pot in enumerate(self.potentials):
-            res = pot.compute_atoms(positions, pot.types_of(symbols), cell, pbc)
+            types = pot.types_of(symbols)
+            if pairs is None:
+                res = pot.compute_atoms(positions, types, cell, pbc)
+            else:
+                res = pot.compute_pairs(types, n, *_within(pairs, float(pot.rcut), within), shared_selection=shared)
             energies[k] = res.energy
             forces[k] = np.asarray(res.forces)[:n]
             virials[k] = np.asarray(res.virial).reshape(3, 3)
             pot.step_done()
         return EnsembleResults(energies, forces, virials)
+
+    def _pairs(self, positions, cell, pbc):
+        """(centers, neighbors, vectors) within the largest cutoff, or None when a backend builds its own."""
+        if any(pot.backend.builds_neighbors for pot in self.potentials):
+            return None
+        cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        i, j, vec = self.first.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
+        # int64 once: compute_pairs keeps these very arrays, on which the models share selections
+        return (np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64),
+                np.asarray(vec, dtype=np.float64).reshape(-1, 3))
+
+
+def _within(pairs, rcut: float, cache: dict):
+    """The pairs within ``rcut`` (cut once per distinct cutoff; the same arrays for equal cutoffs)."""
+    i, j, vec = pairs
+    if "rmax" not in cache:
+        r2 = np.einsum("ij,ij->i", vec, vec)
+        cache["r2"], cache["rmax"] = r2, float(np.sqrt(r2.max())) if len(r2) else 0.0
+    if rcut > cache["rmax"]:
+        return pairs
+    if rcut not in cache:
+        keep = cache["r2"] < rcut * rcut
+        cache[rcut] = (i[keep], j[keep], vec[keep])
+    return cache[rcut]
 
 
 def model_devi_frames(models, positions, symbols, cells=None, pbc=True, *, relative: float | None = None,

@@ -247,3 +247,80 @@ def test_calculator_devi_every_and_first_model_drives():
                                          atoms.pbc)
     np.testing.assert_allclose(f1, alone.forces[: len(atoms)], atol=1e-10)
     assert calc.get_model_devi(atoms) is not first  # asked for explicitly: computed now
+
+
+def test_models_share_selections_with_the_same_signature(monkeypatch):
+    """Several models on one pair list (LAMMPS's model deviation): each distinct (rcut, sel,
+    selection kind, exclusions) is selected once, results are those of separate selections,
+    and every model still counts its dropped pairs. The four acceptance models have five
+    descriptor parts but two selection signatures."""
+    from pathlib import Path
+
+    from deepcomp_ase.backends import numpy_ref
+    from deepcomp_ase.neighbors import neighbor_pairs_ase
+    from deepcomp_ase.potential import DeepPotential
+
+    models = Path(__file__).parent / "data" / "models"
+    pots = [DeepPotential.from_file(models / f"{n}.dp", backend="numpy", check_frequency=-1)
+            for n in ("cuau_se_e2_a", "cuau_se_e2_r", "cuau_hybrid", "cuau_se_e3")]
+    keys = {part.selection_key for pot in pots for part in pot.plan.parts}
+    assert sum(len(pot.plan.parts) for pot in pots) == 5 and len(keys) == 2
+    rng = np.random.default_rng(7)
+    cell = np.eye(3) * 7.3
+    n = 90  # dense enough that sel drops neighbours (counted per model)
+    pos = rng.uniform(0, 7.3, size=(n, 3))
+    atype = rng.integers(0, 2, size=n)
+    rcut = max(pot.rcut for pot in pots)
+    i, j, vec = neighbor_pairs_ase(pos, cell, np.ones(3, bool), rcut)
+    i, j = i.astype(np.int64), j.astype(np.int64)
+
+    calls = []
+    original = numpy_ref.Backend.select
+    monkeypatch.setattr(numpy_ref.Backend, "select",
+                        lambda self, part, *a: calls.append(part.selection_key) or original(self, part, *a))
+    alone = [pot.compute_pairs(atype, n, i, j, vec) for pot in pots]
+    assert len(calls) == 5
+    calls.clear()
+    dropped_alone = [pot.tally.n_sel_dropped for pot in pots]
+    assert min(dropped_alone) > 0
+    shared: dict = {}
+    together = [pot.compute_pairs(atype, n, i, j, vec, shared_selection=shared) for pot in pots]
+    assert sorted(calls) == sorted(keys)  # once per signature
+    for a, b in zip(alone, together):
+        assert a.energy == b.energy
+        np.testing.assert_array_equal(a.forces, b.forces)
+        np.testing.assert_array_equal(a.virial, b.virial)
+    assert [pot.tally.n_sel_dropped for pot in pots] == [2 * d for d in dropped_alone]
+    # other model types (another type_map order) or other pair arrays: selected anew
+    calls.clear()
+    pots[0].compute_pairs(1 - atype, n, i, j, vec, shared_selection=shared)
+    pots[0].compute_pairs(atype, n, i.copy(), j, vec, shared_selection=shared)
+    assert len(calls) == 2
+
+
+def test_ensemble_searches_pairs_once_and_shares_selections(monkeypatch):
+    """ModelEnsemble on a host backend: one pair search at the largest cutoff, one selection per
+    signature; each model's energy, forces and virial as when it runs alone."""
+    from deepcomp_ase.backends import numpy_ref
+    from deepcomp_ase.ensemble import ModelEnsemble
+    from deepcomp_ase.systems import read_npy_system
+
+    fr = read_npy_system(REFS / "valid" / "n32_x25", ("Cu", "Au"))
+    names = ("cuau_se_e2_a", "cuau_se_e2_r", "cuau_hybrid")
+    ens = ModelEnsemble([DATA / "models" / f"{n}.dp" for n in names], backend="numpy", check_frequency=-1)
+    pos, cell = fr.positions[0], fr.cells[0]
+    alone = [pot.compute_atoms(pos, pot.types_of(fr.symbols), cell, (True,) * 3) for pot in ens.potentials]
+    counts = {"search": 0, "select": 0}
+    search, select = numpy_ref.Backend.pairs_from_atoms, numpy_ref.Backend.select
+
+    def counted(name, f):
+        return lambda *a: counts.__setitem__(name, counts[name] + 1) or f(*a)
+
+    monkeypatch.setattr(numpy_ref.Backend, "pairs_from_atoms", counted("search", search))
+    monkeypatch.setattr(numpy_ref.Backend, "select", counted("select", select))
+    res = ens.compute(pos, fr.symbols, cell, (True,) * 3)
+    assert counts == {"search": 1, "select": 2}  # four parts, two signatures
+    for k, a in enumerate(alone):
+        assert res.energies[k] == pytest.approx(a.energy, rel=1e-13)
+        np.testing.assert_allclose(res.forces[k], a.forces, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(res.virials[k], a.virial, rtol=0, atol=1e-11)

@@ -282,8 +282,9 @@ class LammpsModel:
 
     def _evaluate_pairs(self, x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic):
         """CPU path: LAMMPS's pair list, one result per model in ``mtypes`` (eV)."""
-        pi = np.frombuffer(pair_i, dtype=np.intc)
-        pj = np.frombuffer(pair_j, dtype=np.intc)
+        # int64 once: compute_pairs then keeps these very arrays, and models share selections on them
+        pi = np.frombuffer(pair_i, dtype=np.intc).astype(np.int64)
+        pj = np.frombuffer(pair_j, dtype=np.intc).astype(np.int64)
         pos = x
         if order is not None:
             new_index = np.full(nall, -1, dtype=np.int64)
@@ -294,10 +295,12 @@ class LammpsModel:
             pos = x[order]
         vectors = pos[pj] - pos[pi]
         within = {}  # the pairs within each distinct smaller cutoff, cut once per step
+        selected = {}  # each distinct (rcut, sel, selection kind, exclusions) selected once per step
         out = []
         for k, tk in enumerate(mtypes):
             out.append(self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within),
-                                                        atomic_virial=want_atomic and k == 0))
+                                                        atomic_virial=want_atomic and k == 0,
+                                                        shared_selection=selected))
         return out
 
     def _evaluate_device(self, x, order, mtypes, nloc, atom_energy, want_atomic):

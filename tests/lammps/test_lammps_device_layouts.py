@@ -323,7 +323,8 @@ def test_models_back_to_back_on_the_device(layouts, compressed_model):
 def test_lammps_model_devi_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     """``pair_style deepcomp M1 M2 M3 out_freq 1 out_file F atomic`` in-process: ``device cuda``
     (emulated kernels, the models back to back on the device) writes the model_devi file of
-    ``device cpu`` (numpy reference on LAMMPS's list)."""
+    ``device cpu`` (numpy reference on LAMMPS's list), whose selection runs once per distinct
+    signature and step (se_e2_a, se_e2_r and hybrid: four parts, two signatures)."""
     from lammps_helpers import new_lammps
 
     import deepcomp_ase.potential as potential_module
@@ -363,7 +364,7 @@ def test_lammps_model_devi_on_the_device_path(tmp_path, monkeypatch, compressed_
         thermo[device] = (lmp.get_thermo("pe"), lmp.get_thermo("press"))
         lmp.close()
         if device == "cpu":
-            assert len(calls) == 4 * 3  # four descriptor parts, three force calls (setup + 2 steps)
+            assert len(calls) == 2 * 3  # two signatures, three force calls (setup + 2 steps)
     assert len(calls) == 0  # the device path selects on the device
     dev = [m for m in models if m.device_models is not None]
     assert len(dev) == 1 and len(dev[0].device_models.paths) == 3 and dev[0].device_models.paths[2].steps == 3
