@@ -315,7 +315,7 @@ def test_models_back_to_back_on_the_device(layouts, compressed_model):
     assert got[0].atom_virial is not None and got[1].atom_energy is None and got[1].atom_virial is None
     # the driving model alone (steps without deviation output): the same numbers, one model's traffic
     alone = models.compute(x, [mtype], nloc)
-    assert _rel(alone[0].forces, got[0].forces) == 0.0
+    assert _rel(alone[0].forces, got[0].forces) <= TOL  # (atomic adds: the order of sums may differ)
     assert models.last_step_bytes == expected_step_bytes(nloc, nall, nparts[0], types_changed=False)
 
 
