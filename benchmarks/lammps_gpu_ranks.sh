@@ -2,8 +2,10 @@
 # pair_style deepcomp on one GPU through LAMMPS: the 4000-atom Cu/Au NVT deck of
 # lammps_examples/ on 1 and on 2 MPI ranks (both ranks share the GPU: local rank mod GPU count),
 # thermo of the two compared at 1e-10 relative and against the CPU-made expected output at 1e-6,
-# loop time per step and atom reported. Called by benchmarks/gpu_check.sh; runs anywhere
-# (DEVICE=cpu for a dry run without a GPU).
+# loop time per step and atom reported. With DEVICE=cuda this is the device path (LAMMPS builds no
+# neighbour list; positions in, forces out: docs/gpu.md): the script fails if the log does not say
+# so, and reports each rank's GPU and the bytes moved per step. Called by benchmarks/gpu_check.sh;
+# runs anywhere (DEVICE=cpu for a dry run without a GPU).
 #
 # Env: PYTHON, LMP, MPIEXEC (commands), DEVICE (cuda), NSTEPS (20), OUT (output folder).
 set -uo pipefail
@@ -29,6 +31,12 @@ for n in 1 2; do
             "$OUT/nvt_4000.$DEVICE.np$n.screen"; status=1; }
 done
 log1="$OUT/nvt_4000.$DEVICE.np1.log" log2="$OUT/nvt_4000.$DEVICE.np2.log"
+if [ $status = 0 ] && [ "$DEVICE" = cuda ]; then
+    for n in 1 2; do
+        grep -q "neighbour list built on the device" "$OUT/nvt_4000.$DEVICE.np$n.log" ||
+            { echo "lammps_gpu_ranks: FAIL $n rank(s) did not run the device path (no device neighbour list)"; status=1; }
+    done
+fi
 if [ $status = 0 ]; then
     "$PYTHON" "$ex/thermo_tools.py" same "$log1" "$log2" --rtol 1e-10 && echo "lammps_gpu_ranks: 1 and 2 ranks agree (1e-10)" ||
         { echo "lammps_gpu_ranks: FAIL 1 and 2 ranks differ"; status=1; }
@@ -45,6 +53,11 @@ fi
         set -- $line
         [ -n "$line" ] && echo "| nvt_4000 | $n | $4 | ${9} | $(awk -v t="$4" -v s="${9}" -v a="${12}" \
             'BEGIN {printf "%.3f", t / s / a * 1e6}') |"
+    done
+    echo
+    for n in 1 2; do  # the backend line (each rank's GPU) and the bytes of one step (rank 0)
+        grep -h "MPI rank(s), backend\|backend per MPI rank\|device step moved" "$OUT/nvt_4000.$DEVICE.np$n.log" 2>/dev/null |
+            sed "s/^ */- np$n: /"
     done
 } | tee "$OUT/lammps_gpu.md"
 exit $status

@@ -1,4 +1,4 @@
-"""Command line: ``deepcomp compress | info | md`` (also ``python -m deepcomp_ase``).
+"""Command line: ``deepcomp compress | info | md | model-devi`` (also ``python -m deepcomp_ase``).
 
 ``compress`` takes the flags of ``dp compress``. Errors are printed as one line without a
 traceback (add ``-v DEBUG`` for one) and the exit status is non-zero.
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backend", choices=["auto", "cpu", "numpy", "numba", "cuda"], default="auto",
                    help="compute backend, as the calculator's backend= (default: auto)")
     _add_logging(m)
+
+    _add_model_devi_parser(sub)
     return parser
 
 
@@ -139,6 +141,99 @@ def _run_md(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- model-devi
+def _add_model_devi_parser(sub) -> None:
+    """``deepcomp model-devi``: the flags of ``dp model-devi`` (-m -s -o -f --relative --relative-v --atomic)."""
+    d = sub.add_parser(
+        "model-devi", help="model deviation of several models on frames (like dp model-devi)",
+        description="Evaluate every frame with every model and write the model deviation in the format of "
+                    "dp model-devi (DeePMD-kit 3.2). The first model is the reference.")
+    d.add_argument("-m", "--models", nargs="+", required=True,
+                   help="two or more models: deepcomp compressed files or DeePMD-kit .dp/.yaml/.pb, mixed")
+    d.add_argument("-s", "--system", nargs="+", required=True,
+                   help="DeePMD-kit npy systems (directories, searched recursively for type.raw) or "
+                        "trajectories ASE can read (extxyz, LAMMPS dumps with --type-map)")
+    d.add_argument("-o", "--output", default="model_devi.out", help="output file (default: model_devi.out)")
+    d.add_argument("-f", "--frequency", type=int, default=1,
+                   help="steps between frames: the step column is frame index x FREQ (default: 1)")
+    d.add_argument("--relative", type=float, default=None,
+                   help="relative force deviation: eps_f divided by (|<F>| + RELATIVE)")
+    d.add_argument("--relative-v", type=float, default=None,
+                   help="relative virial deviation: eps_v divided by (|<W>|/N + RELATIVE_V), |.| the norm of "
+                        "the 9 components as dp model-devi")
+    d.add_argument("--atomic", action="store_true", help="also write the force deviation of every atom")
+    d.add_argument("--type-map", nargs="+", default=None,
+                   help="element of LAMMPS type 1, 2, ... (LAMMPS dumps); for npy systems without "
+                        "type_map.raw, the element of type index 0, 1, ... (default: the first model's)")
+    d.add_argument("--format", default=None, help="ASE format of trajectory files (default: guessed)")
+    d.add_argument("--backend", default="auto", help="auto, cpu, numpy, numba or cuda (default: auto)")
+    d.add_argument("-v", "--log-level", choices=list(LOG_LEVELS), default="INFO",
+                   help="verbosity: DEBUG/3, INFO/2, WARNING/1, ERROR/0 (default: INFO)")
+    d.add_argument("-l", "--log-path", default=None, help="also write the log to this file")
+
+
+def _run_model_devi(args) -> int:
+    import os
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from .ensemble import ModelEnsemble
+    from .model_devi import dp_block
+    from .systems import load_frames
+
+    log = logging.getLogger("deepcomp_ase.model_devi")
+    if args.frequency < 0:
+        raise DeepCompError(f"-f/--frequency must be >= 0, got {args.frequency}")
+    if len(args.models) < 2:
+        log.warning("model-devi with one model: every deviation is zero")
+    ens = ModelEnsemble(args.models, backend=args.backend, check_frequency=-1)
+    systems = [fr for src in args.system for fr in load_frames(src, args.type_map, ens.first.type_map, args.format)]
+    total = sum(len(fr) for fr in systems)
+    done, t0, last = 0, time.monotonic(), time.monotonic()
+    blocks = []
+    for fr in systems:
+        symbols_all = fr.symbols if isinstance(fr.symbols[0], list) else [fr.symbols]
+        for sym in symbols_all:
+            ens.check_elements(sym)
+        devis = []
+        for k in range(len(fr)):
+            sym = fr.symbols[k] if isinstance(fr.symbols[0], list) else fr.symbols
+            cell = None if fr.cells is None else fr.cells[k]
+            res = ens.compute(fr.positions[k], sym, cell, fr.pbc)
+            devis.append(res.deviation(relative=args.relative, relative_v=args.relative_v, magnitude="tensor"))
+            done += 1
+            # a progress line on long inputs (first after 2 s, then every 10 s)
+            now = time.monotonic()
+            if now - last > (2.0 if last == t0 else 10.0):
+                last = now
+                rate = done / (now - t0)
+                log.info(f"model-devi: {done}/{total} frames ({100.0 * done / total:.0f} %), {fr.name}, "
+                         f"{rate:.2g} frames/s, about {(total - done) / rate:.0f} s left")
+        blocks.append(dp_block(fr.name, np.arange(len(fr)) * args.frequency, devis, atomic=args.atomic))
+    # written at once: an interrupted run leaves no partial file behind
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".model_devi.", dir=out_dir)
+    except OSError as exc:
+        raise DeepCompError(f"-o {args.output}: cannot write the output file ({exc.strerror or exc}); "
+                            "give a path in an existing, writable directory") from exc
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(blocks))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
+        os.replace(tmp, args.output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    log.info(f"model-devi: {total} frames of {len(systems)} system(s), {len(ens)} models -> {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -148,7 +243,8 @@ def main(argv=None) -> int:
         print(f"deepcomp {args.command}: error: {args.log_path}: cannot open the log file "
               f"({exc.strerror or exc})", file=sys.stderr)
         return 1
-    runner = {"compress": _run_compress, "info": _run_info, "md": _run_md}[args.command]
+    runner = {"compress": _run_compress, "info": _run_info, "md": _run_md,
+              "model-devi": _run_model_devi}[args.command]
     try:
         return runner(args)
     except DeepCompError as exc:  # anything else is a bug: keep its traceback

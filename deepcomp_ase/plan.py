@@ -126,6 +126,13 @@ class PartPlan:
     def tebd_dim(self) -> int:
         return 0 if self.type_term is None else self.type_term.tebd.shape[1]
 
+    @property
+    def selection_key(self) -> tuple:
+        """What DeePMD-kit's neighbour selection of this part depends on besides the atoms:
+        parts (of any models) with equal keys select the same pairs from the same input."""
+        return (float(self.rcut), tuple(int(s) for s in self.sel), bool(self.mixed_types), self.slot_exclude,
+                self.select_exclude)
+
 
 @dataclass(frozen=True)
 class ModelPlan:

@@ -109,17 +109,20 @@ class DeepPotential:
 
     # ------------------------------------------------------------------ evaluation
     def compute_pairs(self, atype_all, nloc: int, centers, neighbors, vectors, *,
-                      atomic_virial: bool = False) -> Results:
+                      atomic_virial: bool = False, shared_selection: dict | None = None) -> Results:
         """Evaluate on a raw pair list (any order; pairs beyond rcut are ignored).
 
         ``atype_all`` holds model types of all atoms (local first); ``centers < nloc``,
         ``neighbors < len(atype_all)``; ``vectors = r_neighbor - r_center``.
+        ``shared_selection``: a dict shared by several models on the same pairs (model deviation):
+        a selection is made once per distinct ``PartPlan.selection_key`` (``backends.base.select_parts``).
         """
         atype_all = np.asarray(atype_all, dtype=np.int64)
         centers = np.asarray(centers, dtype=np.int64)
         neighbors = np.asarray(neighbors, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, 3)
-        pair_lists = select_parts(self.backend, self.plan, centers, neighbors, vectors, atype_all, nloc, self.tally)
+        pair_lists = select_parts(self.backend, self.plan, centers, neighbors, vectors, atype_all, nloc, self.tally,
+                                  shared_selection)
         return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial)
 
     def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,

@@ -66,11 +66,27 @@ class Backend(Protocol):
         """Energy, forces and virials from one selected pair list per descriptor part."""
 
 
-def select_parts(backend, plan, centers, neighbors, vectors, atype_all, nloc: int, tally) -> list:
-    """One selected pair list per descriptor part; pairs beyond sel are counted into ``tally``."""
+def select_parts(backend, plan, centers, neighbors, vectors, atype_all, nloc: int, tally,
+                 shared: dict | None = None) -> list:
+    """One selected pair list per descriptor part; pairs beyond sel are counted into ``tally``.
+
+    ``shared`` (optional): a dict the caller keeps for one set of atoms and pairs (e.g. one LAMMPS
+    step). A selection made there for a part with the same ``selection_key``, backend, pair
+    arrays (the same ``centers`` and ``neighbors`` objects) and model types is reused; each model
+    of a model deviation still counts the dropped pairs into its own tally.
+    """
     pair_lists = []
     for part in plan.parts:
-        pairs = backend.select(part, centers, neighbors, vectors, atype_all, nloc)
+        pairs = None
+        if shared is not None:
+            key = (type(backend), part.selection_key, id(centers), id(neighbors), int(nloc))
+            hit = shared.get(key)
+            if hit is not None and hit[0] is centers and hit[1] is neighbors and np.array_equal(hit[2], atype_all):
+                pairs = hit[3]
+        if pairs is None:
+            pairs = backend.select(part, centers, neighbors, vectors, atype_all, nloc)
+            if shared is not None:
+                shared[key] = (centers, neighbors, atype_all, pairs)
         tally.n_sel_dropped += pairs.n_dropped
         pair_lists.append(pairs)
     return pair_lists

@@ -29,6 +29,7 @@ the CPU test suite checks this module without a GPU.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -76,23 +77,83 @@ def device_for_rank(local_rank: int, device_count: int) -> int:
     return int(local_rank) % int(device_count)
 
 
-def select_device(local_rank: int | None = None, comm=None, *, cupy_module=None) -> int:
-    """Make GPU ``local_rank mod device count`` current for this process and return its index.
+# ---- GPU per MPI rank (issues 14, 16): one function, used by the LAMMPS bridge
+#: launcher variables holding the rank within the node, most specific first
+LOCAL_RANK_VARIABLES = (
+    "MPI_LOCALRANKID",  # MPICH / Hydra (the mpich wheel's mpiexec)
+    "PMI_LOCAL_RANK",  # PMI launchers (MPICH, Intel MPI)
+    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
+    "SLURM_LOCALID",  # srun
+    "PALS_LOCAL_RANKID",  # Cray PALS
+    "MV2_COMM_WORLD_LOCAL_RANK",  # MVAPICH
+)
+
+
+def launcher_local_rank(environ=None) -> tuple[int, str] | None:
+    """(node-local rank, variable) from the first launcher variable set to an integer >= 0, else None."""
+    environ = os.environ if environ is None else environ
+    for var in LOCAL_RANK_VARIABLES:
+        try:
+            rank = int(environ.get(var, ""))
+        except ValueError:
+            continue
+        if rank >= 0:
+            return rank, var
+    return None
+
+
+def choose_device(device_count: int, *, local_rank: int | None = None, gpu_id: int | None = None,
+                  environ=None, node_rank=None) -> tuple[int, str]:
+    """(GPU index, why) for this process. Pure: nothing is selected.
+
+    ``gpu_id`` >= 0 (the pair style's ``gpu_id`` keyword) wins: every rank uses that GPU. Else
+    the node-local rank: ``local_rank`` if given, else the launcher's variables
+    (:data:`LOCAL_RANK_VARIABLES`, the first one set), else ``node_rank()`` (a callable: the rank
+    in an MPI shared-memory communicator), else 0. The GPU is ``local rank mod device_count``:
+    more ranks than GPUs share them round robin.
+    """
+    if device_count < 1:
+        raise BackendUnavailableError("no CUDA device to assign to this MPI rank")
+    if gpu_id is not None and int(gpu_id) >= 0:
+        if int(gpu_id) >= device_count:
+            raise BackendUnavailableError(
+                f"gpu_id {gpu_id} asked for, but CuPy sees {device_count} GPU(s) (0..{device_count - 1}); "
+                "check gpu_id and CUDA_VISIBLE_DEVICES")
+        return int(gpu_id), f"gpu_id {int(gpu_id)}"
+    if local_rank is not None:
+        return device_for_rank(local_rank, device_count), f"local rank {local_rank} mod {device_count} GPU(s)"
+    found = launcher_local_rank(environ)
+    if found is not None:
+        rank, var = found
+        return device_for_rank(rank, device_count), f"local rank {rank} ({var}) mod {device_count} GPU(s)"
+    if node_rank is not None:
+        rank = int(node_rank())
+        why = f"local rank {rank} (MPI shared-memory split) mod {device_count} GPU(s)"
+        return device_for_rank(rank, device_count), why
+    return 0, f"no launcher local rank: GPU 0 of {device_count}"
+
+
+def select_device(local_rank: int | None = None, comm=None, *, gpu_id: int | None = None,
+                  cupy_module=None) -> tuple[int, str]:
+    """Make this process's GPU current; return (its index, how it was chosen, for the log).
 
     The one place a process (an MPI rank of LAMMPS, or a Python script) picks its GPU; call it
-    before any CuPy allocation. ``local_rank`` defaults to the node-local rank of this process
-    (:func:`deepcomp_ase.lammps.mpi.local_rank`: launcher variables, else a split of ``comm``).
-    ``cupy_module`` replaces CuPy (tests).
+    before any CuPy allocation. The choice is :func:`choose_device`'s, with the node-local rank
+    from ``comm`` split by shared memory when no launcher variable gives it. ``cupy_module``
+    replaces CuPy (tests).
     """
     if cupy_module is None:
         import cupy as cupy_module
-    if local_rank is None:
-        from ..lammps.mpi import local_rank as node_local_rank
+    node_rank = None
+    if comm is not None and comm.Get_size() > 1:
+        from ..lammps.mpi import shared_memory_rank
 
-        local_rank = node_local_rank(comm)
-    dev = device_for_rank(local_rank, int(cupy_module.cuda.runtime.getDeviceCount()))
+        node_rank = lambda: shared_memory_rank(comm)  # noqa: E731 - only called when needed
+    count = int(cupy_module.cuda.runtime.getDeviceCount())
+    dev, why = choose_device(count, local_rank=local_rank, gpu_id=gpu_id, node_rank=node_rank)
     cupy_module.cuda.Device(dev).use()
-    return dev
+    return dev, why
+# ---- end GPU per MPI rank
 
 
 # --------------------------------------------------------------------------- cell list geometry
@@ -548,4 +609,5 @@ def merge_counters(tally, c, keys, bounds) -> None:
 
 
 __all__ = ["Backend", "DeviceModel", "DeviceResults", "Workspace", "cell_grid", "decode_worst", "device_for_rank",
-           "is_available", "merge_counters", "padded_from_pairs", "select_device", "why_unavailable"]
+           "is_available", "merge_counters", "padded_from_pairs", "select_device", "why_unavailable",
+           "choose_device", "launcher_local_rank", "LOCAL_RANK_VARIABLES"]

@@ -4,9 +4,11 @@ Per LAMMPS step the plugin hands over, as memoryviews of LAMMPS's own arrays (va
 the call only):
 
 * ``x`` (nall, 3) positions of local then ghost atoms, ``type`` (nall,) LAMMPS types;
-* the full neighbour list flattened to pairs ``(i, j)``, ``i < nlocal``, ``j < nall``, already
-  cut at the model cutoff; the pair vector is ``x[j] - x[i]`` (ghosts are explicit periodic
-  images: no minimum image convention);
+* when ``LammpsModel.needs_pairs`` (CPU backends, models without device kernels): the full
+  neighbour list flattened to pairs ``(i, j)``, ``i < nlocal``, ``j < nall``, already cut at
+  the model cutoff; the pair vector is ``x[j] - x[i]`` (ghosts are explicit periodic images: no
+  minimum image convention). Otherwise (CUDA backend) the pair views are empty: the device
+  builds the list itself from ``x`` (backends/cuda_lammps.py) and LAMMPS builds none;
 * ``f`` (nall, 3): forces are *added*, on ghost atoms too; LAMMPS sums them onto their owners
   (reverse communication, newton pair on);
 * ``eatom`` (nall,) / ``vatom`` (nall, 6) when per-atom energy / virial are wanted (added to,
@@ -94,35 +96,23 @@ def _visible_gpus() -> int:
         return 0
 
 
-def _use_gpu_of_rank(comm) -> str:
-    """Bind this rank to GPU ``local_rank % visible GPUs`` (before any CuPy allocation)."""
-    from ..backends.cupy_gpu import select_device
-
-    return f"cuda:{select_device(comm=comm)}"
-
-
-def _backend_options(device: str, precision: str, comm) -> tuple[dict, str]:
+def _backend_options(device: str, precision: str, comm, gpu_id: int = -1) -> tuple[dict, str]:
     """Keyword arguments of :class:`DeepPotential` for the ``device``/``precision`` keywords.
 
     ``device auto`` lets deepcomp_ase choose (a GPU if CuPy sees one, else numba if installed,
-    else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. With several ranks per node,
-    each rank takes GPU ``local rank % GPUs visible``. Returns (kwargs, GPU chosen or "").
+    else numpy); ``cpu`` never uses a GPU; ``cuda`` requires one. The GPU of this rank comes
+    from :func:`deepcomp_ase.backends.cupy_gpu.select_device` (``gpu_id``, else the
+    launcher's local rank mod the GPUs visible). Returns (kwargs, "cuda:N (why)" or "").
     """
     kwargs: dict = {"backend": {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[device],
                     "precision": {"double": "float64", "single": "float32"}[precision]}
     gpu = ""
     if device in ("auto", "cuda") and _visible_gpus() > 0:
-        gpu = _use_gpu_of_rank(comm)
+        from ..backends.cupy_gpu import select_device
+
+        index, why = select_device(comm=comm, gpu_id=gpu_id)
+        gpu = f"cuda:{index} ({why})"
     return kwargs, gpu
-
-
-def _scaled(res, factor: float):
-    """Results with energies, forces and virials converted from eV to the LAMMPS energy unit."""
-    import dataclasses
-
-    return dataclasses.replace(
-        res, energy=res.energy * factor, atom_energy=res.atom_energy * factor, forces=res.forces * factor,
-        virial=res.virial * factor, atom_virial=None if res.atom_virial is None else res.atom_virial * factor)
 
 
 class LammpsModel:
@@ -136,22 +126,38 @@ class LammpsModel:
         self.nprocs = comm.Get_size()
         self.model_file = model_file
         self._handler = _LammpsLogHandler(log_sink, self.rank) if log_sink is not None else None
+        self._log_sink = log_sink
         with self._forwarding():
             device = options.get("device", "auto")
-            kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm)
+            kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm,
+                                           int(options.get("gpu_id", -1)))
+            files = list(options.get("model_files") or [model_file])
             try:
-                self.potential = DeepPotential.from_file(model_file, check_frequency=options.get("check_frequency"),
-                                                         overflow=options.get("overflow", "warn"), **kwargs)
+                self.potentials = [
+                    DeepPotential.from_file(f, check_frequency=options.get("check_frequency"),
+                                            overflow=options.get("overflow", "warn"), **kwargs) for f in files]
             except BackendUnavailableError as exc:
                 raise BackendUnavailableError(f"pair_style deepcomp device {device}: {exc}") from exc
-        self.typemap = self._map_types(type_names)
+        self.model_files = files
+        self.potential = self.potentials[0]
+        # each model maps the pair_coeff elements through its own type_map
+        self.typemaps = [self._map_types(type_names, pot, f) for pot, f in zip(self.potentials, files)]
+        self.typemap = self.typemaps[0]
         self.all_mapped = bool((self.typemap[1:] >= 0).all())
-        self.cutoff = float(self.potential.rcut)
+        # one neighbour list with the largest cutoff; each model keeps the pairs within its own
+        self.cutoff = max(float(p.rcut) for p in self.potentials)
         # LAMMPS energy unit per eV: 1 for units metal, kcal/mol per eV for units real
         self.energy_scale = float(options.get("energy_scale", 1.0))
         self.reduce = mpi.make_reducer(comm)
+        self.devi = _DeviationOutput(comm, options.get("model_devi") or {}, len(self.potentials), self.energy_scale)
         backend = self.potential.backend.name
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
+        # CUDA backend with device kernels for this model: LAMMPS hands over x, type, nlocal and
+        # nghost only; the device builds its own neighbour list (needs_pairs False: the plugin
+        # then requests no neighbour list from LAMMPS and flattens nothing)
+        self.device_models = _device_models(self.potentials)
+        self.needs_pairs = self.device_models is None
+        self._devices_logged = self.nprocs == 1  # several ranks: listed at the first step
         if self.rank == 0 and log_sink is not None:
             pot = self.potential
             freq = pot.check_frequency
@@ -160,9 +166,15 @@ class LammpsModel:
                      f"deepcomp: {'compressed' if pot.compressed else 'uncompressed'} model {model_file}\n"
                      f"  type_map {' '.join(pot.type_map)}; LAMMPS types -> "
                      f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
-                     f"  {self.nprocs} MPI rank(s), backend {self.device}; {check}"
+                     f"  {self.nprocs} MPI rank(s), backend "
+                     f"{self.device if self.nprocs == 1 else '(per rank: at the first step)'}; {check}"
+                     + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
+                        if self.device_models is not None else "")
                      + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
-                        if self.energy_scale != 1.0 else ""))
+                        if self.energy_scale != 1.0 else "")
+                     + (f"\n  model deviation of {len(files)} models every {self.devi.out_freq} steps -> "
+                        f"{self.devi.out_file}" + (" (per-atom force deviations too)" if self.devi.atomic else "")
+                        + "; other models: " + ", ".join(files[1:]) if self.devi.active else ""))
 
     def _forwarding(self):
         if self._handler is None:
@@ -171,34 +183,48 @@ class LammpsModel:
             return contextlib.nullcontext()
         return _Forwarding(self._handler)
 
-    def _map_types(self, type_names) -> np.ndarray:
+    def _map_types(self, type_names, potential=None, model_file=None) -> np.ndarray:
         """Model type index of each LAMMPS type (index 0 unused), -1 for NULL."""
         from ..potential import type_indices
 
-        type_map = self.potential.type_map
+        potential = potential if potential is not None else self.potential
+        model_file = model_file if model_file is not None else self.model_file
+        type_map = potential.type_map
+        extra = ("; the models of a model deviation must share the pair_coeff elements"
+                 if potential is not self.potential else "")
         mapped = type_indices(type_map, list(type_names), lambda k, name: (
             f"pair_coeff: element {name!r} given for atom type {k + 1} is not in the type_map "
-            f"{list(type_map)} of model {self.model_file}"))
+            f"{list(type_map)} of model {model_file}{extra}"))
         return np.concatenate([np.full(1, -1, dtype=np.int64), mapped])
 
     # ------------------------------------------------------------------ per step
-    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
+                natoms=0):
+        if not self._devices_logged:
+            # collective, hence here (every rank computes every step) and not in __init__, where
+            # a rank that failed to load would leave the others waiting
+            self._devices_logged = True
+            devices = self.comm.allgather(self.device)
+            if self.rank == 0 and self._log_sink is not None:
+                self._log_sink(LOG_INFO, f"deepcomp: backend per MPI rank: {_ranks_text(devices)}")
         with self._forwarding():
             try:
-                return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step)
+                return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step,
+                                     tag, natoms)
             except TableOverflowError as exc:
                 # raised by the periodic check on the globally reduced counts: every rank
                 # raises it at the same step, so LAMMPS can stop with error->all
                 exc.deepcomp_collective = True
                 raise
 
-    def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+    def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
+                 natoms=0):
         nall = nlocal + nghost
         x = np.frombuffer(x, dtype=np.float64).reshape(nall, 3)
         f = np.frombuffer(f, dtype=np.float64).reshape(nall, 3)
-        mtype = self.typemap[np.frombuffer(types, dtype=np.intc)]
-        pi = np.frombuffer(pair_i, dtype=np.intc)
-        pj = np.frombuffer(pair_j, dtype=np.intc)
+        ltype = np.frombuffer(types, dtype=np.intc)
+        mtype = self.typemap[ltype]
+        devi_step = self.devi.due(step)
         want_atomic = vatom is not None
         energy = 0.0
         virial = np.zeros((3, 3))
@@ -211,39 +237,84 @@ class LammpsModel:
             used = mtype >= 0
             loc = np.flatnonzero(used[:nlocal])
             order = np.concatenate([loc, nlocal + np.flatnonzero(used[nlocal:])])
+            mtype = mtype[order]
+            nloc = len(loc)
+
+        model_forces = model_virials = None
+        if devi_step:
+            # every model's forces (on local and ghost atoms) and virial, in eV
+            model_forces = np.zeros((len(self.potentials), nall, 3))
+            model_virials = np.zeros((len(self.potentials), 3, 3))
+        if nloc > 0:
+            # model types of the atoms handed to each model (each maps through its own type_map)
+            mtypes = [mtype] + ([self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
+                                 for k in range(1, len(self.potentials))] if devi_step else [])
+            if self.device_models is not None:
+                results = self._evaluate_device(x, order, mtypes, nloc, eatom is not None, want_atomic)
+            else:
+                results = self._evaluate_pairs(x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic)
+            res = results[0]
+            if devi_step:
+                idx = slice(None) if order is None else order
+                for k, rk in enumerate(results):
+                    model_forces[k][idx] = rk.forces
+                    model_virials[k] = rk.virial
+            scale = self.energy_scale
+            energy = float(res.energy) * scale
+            virial = np.asarray(res.virial).reshape(3, 3) * scale
+            idx = slice(None) if order is None else order
+            f[idx] += res.forces * scale
+            if eatom is not None:
+                ea = np.frombuffer(eatom, dtype=np.float64)
+                ea[slice(0, nloc) if order is None else order[:nloc]] += res.atom_energy * scale
+            if want_atomic:
+                va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
+                va[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS] * scale
+
+        if devi_step:  # collective: every rank reaches it on the same steps
+            self.devi.write(int(step), model_forces, model_virials, tag, nall, int(natoms))
+        # collective every check_frequency calls: every rank gets here every step
+        self.potential.step_done(int(step), reduce=self.reduce)
+        if devi_step:
+            for pot in self.potentials[1:]:
+                pot.step_done(int(step), reduce=self.reduce)
+        return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
+
+    def _evaluate_pairs(self, x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic):
+        """CPU path: LAMMPS's pair list, one result per model in ``mtypes`` (eV)."""
+        # int64 once: compute_pairs then keeps these very arrays, and models share selections on them
+        pi = np.frombuffer(pair_i, dtype=np.intc).astype(np.int64)
+        pj = np.frombuffer(pair_j, dtype=np.intc).astype(np.int64)
+        pos = x
+        if order is not None:
             new_index = np.full(nall, -1, dtype=np.int64)
             new_index[order] = np.arange(len(order))
             pi, pj = new_index[pi], new_index[pj]
             keep = (pi >= 0) & (pj >= 0)
             pi, pj = pi[keep], pj[keep]
-            mtype = mtype[order]
-            nloc = len(loc)
+            pos = x[order]
+        vectors = pos[pj] - pos[pi]
+        within = {}  # the pairs within each distinct smaller cutoff, cut once per step
+        selected = {}  # each distinct (rcut, sel, selection kind, exclusions) selected once per step
+        out = []
+        for k, tk in enumerate(mtypes):
+            out.append(self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within),
+                                                        atomic_virial=want_atomic and k == 0,
+                                                        shared_selection=selected))
+        return out
 
-        if nloc > 0:
-            pos = x if order is None else x[order]
-            res = self.potential.compute_pairs(mtype, nloc, pi, pj, pos[pj] - pos[pi], atomic_virial=want_atomic)
-            if self.energy_scale != 1.0:
-                res = _scaled(res, self.energy_scale)
-            energy = float(res.energy)
-            virial = res.virial
-            if order is None:
-                f += res.forces
-                if eatom is not None:
-                    np.frombuffer(eatom, dtype=np.float64)[:nlocal] += res.atom_energy
-                if want_atomic:
-                    va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
-                    va += res.atom_virial[:, VIRIAL_TO_LAMMPS]
-            else:
-                f[order] += res.forces
-                if eatom is not None:
-                    np.frombuffer(eatom, dtype=np.float64)[order[:nloc]] += res.atom_energy
-                if want_atomic:
-                    va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
-                    va[order] += res.atom_virial[:, VIRIAL_TO_LAMMPS]
-
-        # collective every check_frequency calls: every rank gets here every step
-        self.potential.step_done(int(step), reduce=self.reduce)
-        return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
+    def _evaluate_device(self, x, order, mtypes, nloc, atom_energy, want_atomic):
+        """Device path: positions and types in, forces (local and ghost) out; the models of a
+        deviation step back to back on the device (eV)."""
+        pos = x if order is None else x[order]
+        out = self.device_models.compute(pos, mtypes, nloc, atom_energy=atom_energy, atomic_virial=want_atomic)
+        path = self.device_models.paths[0]
+        if path.steps == 2 and self.rank == 0 and self._log_sink is not None:
+            b_in, b_out = path.last_step_bytes
+            self._log_sink(LOG_INFO, f"deepcomp: device step moved {b_in} B to and {b_out} B from the GPU on "
+                                     f"rank 0 ({nloc} local + {len(pos) - nloc} ghost atoms, "
+                                     f"{(b_in + b_out) / max(len(pos), 1):.1f} B per atom)")
+        return out
 
     def finish(self) -> None:
         """End of a LAMMPS run or minimization (``Pair::finish``, every rank: collective).
@@ -264,9 +335,142 @@ class LammpsModel:
                 level = LOG_INFO if self.potential.overflow == "ignore" else LOG_WARNING
                 self._handler.sink(level, line)
 
+    def _pairs_within(self, k: int, pi, pj, vectors, cache: dict):
+        """The pairs within model k's cutoff (the list is cut at the largest one)."""
+        rc = float(self.potentials[k].rcut)
+        if rc >= self.cutoff:
+            return pi, pj, vectors
+        if rc not in cache:
+            if "r2" not in cache:
+                cache["r2"] = np.einsum("ij,ij->i", vectors, vectors)
+            keep = cache["r2"] < rc * rc
+            cache[rc] = (pi[keep], pj[keep], vectors[keep])
+        return cache[rc]
+
     def close(self) -> None:
         self._handler = None
+        self._log_sink = None
+        self.device_models = None
         self.potential = None
+        self.potentials = []
+        if getattr(self, "devi", None) is not None:
+            self.devi.close()
+
+
+class _DeviationOutput:
+    """The model deviation file of ``pair_style deepcomp M1 M2 ... out_freq N out_file F`` (rank 0 writes).
+
+    As pair_style deepmd: every ``out_freq`` steps (step 0 included) one row, the force deviation
+    over all atoms of the system, the virial deviation of W/N; ``relative``/``relative_v`` in LAMMPS
+    units; numbers written in LAMMPS units; ``atomic`` adds eps_f of every atom by atom id.
+    """
+
+    def __init__(self, comm, options: dict, nmodels: int, energy_scale: float):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.nprocs = comm.Get_size()
+        self.out_freq = int(options.get("out_freq", 100))
+        self.out_file = str(options.get("out_file", "model_devi.out"))
+        self.atomic = bool(options.get("atomic", 0))
+        self.scale = float(energy_scale)  # eV -> LAMMPS energy (and force: the length unit is A in both)
+        rel, relv = options.get("relative"), options.get("relative_v")
+        self.relative = None if rel is None else float(rel) / self.scale
+        self.relative_v = None if relv is None else float(relv) / self.scale
+        self.active = nmodels > 1 and self.out_freq > 0
+        self.fh = None
+        if not self.active:
+            return
+        from ..model_devi import lammps_header
+
+        why = ""
+        if self.rank == 0:
+            try:
+                self.fh = open(self.out_file, "a" if options.get("append") else "w")  # noqa: SIM115 - kept open
+                if not options.get("append"):
+                    self.fh.write(lammps_header(self.atomic))
+                    self.fh.flush()
+            except OSError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+        if self.nprocs > 1:
+            why = comm.bcast(why, root=0)
+        if why:  # every rank fails with the same message: a clean error->all in LAMMPS
+            raise DeepCompError(f"pair_style deepcomp: cannot write the model deviation file out_file "
+                                f"{self.out_file!r} ({why}); choose a writable path")
+
+    def due(self, step) -> bool:
+        return self.active and int(step) % self.out_freq == 0
+
+    def _sum_to_root(self, array: np.ndarray) -> np.ndarray:
+        if self.nprocs == 1:
+            return array
+        from mpi4py import MPI
+
+        out = np.zeros_like(array) if self.rank == 0 else None
+        self.comm.Reduce(array, out, op=MPI.SUM, root=0)
+        return out
+
+    def write(self, step: int, forces: np.ndarray, virials: np.ndarray, tag, nall: int, natoms: int) -> None:
+        """Reduce the models' forces (by atom id, ghosts summed onto their owners) and virials, write a row."""
+        from ..model_devi import force_deviation, lammps_row, summarize_forces, summarize_virial, virial_deviation
+
+        # a rank without atoms gets no id array: the checks below are collective
+        ids = (np.frombuffer(tag, dtype=np.intc)[:nall].astype(np.int64) - 1 if tag is not None
+               else np.zeros(0, dtype=np.int64))
+        no_ids = int(tag is None and nall > 0)
+        top = int(ids.max()) + 1 if ids.size else 0
+        if self.nprocs > 1:
+            from mpi4py import MPI
+
+            both = np.zeros(2, dtype=np.int64)
+            self.comm.Allreduce(np.array([no_ids, top], dtype=np.int64), both, op=MPI.MAX)
+            no_ids, top = int(both[0]), int(both[1])
+        why = ("the model deviation needs atom IDs (atom_modify id yes)" if no_ids else
+               f"atom IDs go up to {top} for {natoms} atoms; the model deviation needs IDs 1..N (use reset_atoms id)"
+               if top > natoms else "")
+        if why:
+            err = DeepCompError(f"pair_style deepcomp: {why}")
+            err.deepcomp_collective = True  # every rank raises it at the same step
+            raise err
+        by_id = np.zeros((forces.shape[0], natoms, 3))
+        for k in range(forces.shape[0]):
+            for d in range(3):
+                by_id[k, :, d] = np.bincount(ids, weights=forces[k, :, d], minlength=natoms)
+        by_id = self._sum_to_root(by_id)
+        vir = self._sum_to_root(np.ascontiguousarray(virials.reshape(-1, 9)))
+        if self.rank != 0:
+            return
+        atom = force_deviation(by_id, self.relative)
+        fmax, fmin, favg = summarize_forces(atom)
+        vmax, vmin, vavg = summarize_virial(virial_deviation(vir, natoms, self.relative_v, "component"))
+        s = self.scale
+        row = (vmax * s, vmin * s, vavg * s, fmax * s, fmin * s, favg * s)
+        self.fh.write(lammps_row(step, row, atom * s if self.atomic else None))
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def _device_models(potentials):
+    """A :class:`~deepcomp_ase.backends.cuda_lammps.LammpsDeviceModels` when every model runs on the
+    CUDA backend with device kernels for it (compressed models), else None (LAMMPS's neighbour
+    list then serves them all)."""
+    for pot in potentials:
+        backend = pot.backend
+        if backend.name != "cuda" or not backend.supports(pot):
+            return None
+    from ..backends.cuda_lammps import LammpsDeviceModels, LammpsDevicePath
+
+    return LammpsDeviceModels([LammpsDevicePath(pot.backend, pot) for pot in potentials])
+
+
+def _ranks_text(devices) -> str:
+    """'X' when every rank uses X, else 'rank 0: X, rank 1: Y, ...'."""
+    if len(set(devices)) == 1:
+        return devices[0]
+    return ", ".join(f"rank {r}: {d}" for r, d in enumerate(devices))
 
 
 def create(model_file: str, type_names, comm_f: int, rank: int, nprocs: int, options: dict, log_sink=None):

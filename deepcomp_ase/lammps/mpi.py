@@ -7,22 +7,10 @@ LAMMPS use the same MPI library in the same process (the ``mpich`` wheel's ``lib
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..errors import DeepCompError
 from ..overflow import OverflowTally
-
-# launcher variables holding the rank within the node, most specific first
-LOCAL_RANK_VARIABLES = (
-    "MPI_LOCALRANKID",  # MPICH / Hydra (the mpich wheel's mpiexec)
-    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
-    "SLURM_LOCALID",  # srun
-    "PALS_LOCAL_RANKID",  # Cray PALS
-    "PMI_LOCAL_RANK",
-    "MV2_COMM_WORLD_LOCAL_RANK",  # MVAPICH
-)
 
 
 class SerialComm:
@@ -59,24 +47,16 @@ def communicator(comm_f: int, nprocs: int):
     return comm
 
 
-def local_rank(comm=None) -> int:
-    """Rank of this process among the ranks of its node (for choosing a GPU)."""
-    for var in LOCAL_RANK_VARIABLES:
-        value = os.environ.get(var)
-        if value is not None:
-            try:
-                return int(value)
-            except ValueError:
-                continue
-    if comm is not None and comm.Get_size() > 1:
-        from mpi4py import MPI
+def shared_memory_rank(comm) -> int:
+    """Rank in ``comm`` split by shared memory (the ranks of this node; collective). The GPU choice
+    (``cupy_gpu.select_device``) uses it when no launcher variable gives the node-local rank."""
+    from mpi4py import MPI
 
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        try:
-            return node.Get_rank()
-        finally:
-            node.Free()
-    return 0
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
 
 
 def reduce_tally(comm, tally: OverflowTally) -> None:

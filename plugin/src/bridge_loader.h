@@ -18,6 +18,7 @@ struct BridgeAPI {
   dcb_compute_fn compute;
   dcb_destroy_fn destroy;
   dcb_finish_fn finish;    // may be null: a bridge without the end-of-run summary
+  dcb_needs_pairs_fn needs_pairs;
 };
 
 // The loaded bridge with a running interpreter, or nullptr with `error` set.

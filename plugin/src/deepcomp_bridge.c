@@ -184,9 +184,9 @@ DCB_EXPORT void *dcb_create(const dcb_create_args *a, double *cutoff, char *err,
     PyList_SET_ITEM(names, i, s);
   }
 
-  opts = Py_BuildValue("{s:s,s:s,s:s,s:s,s:d}", "overflow", a->overflow, "device", a->device, "precision",
+  opts = Py_BuildValue("{s:s,s:s,s:s,s:s,s:d,s:i}", "overflow", a->overflow, "device", a->device, "precision",
                        a->precision, "lammps_version", a->lammps_version ? a->lammps_version : "",
-                       "energy_scale", a->energy_scale);
+                       "energy_scale", a->energy_scale, "gpu_id", a->gpu_id);
   if (!opts) goto fail;
   {
     PyObject *freq;
@@ -217,6 +217,36 @@ DCB_EXPORT void *dcb_create(const dcb_create_args *a, double *cutoff, char *err,
   }
   logfn = PyCFunction_New(&log_def, capsule);
   if (!logfn) goto fail;
+
+  {
+    /* model deviation settings (ABI 2) */
+    PyObject *files = PyList_New(a->nmodels > 0 ? a->nmodels : 0);
+    if (!files) goto fail;
+    for (int k = 0; k < a->nmodels; ++k) {
+      PyObject *s = PyUnicode_FromString(a->model_files[k]);
+      if (!s) {
+        Py_DECREF(files);
+        goto fail;
+      }
+      PyList_SET_ITEM(files, k, s);
+    }
+    int bad = PyDict_SetItemString(opts, "model_files", files) < 0;
+    Py_DECREF(files);
+    PyObject *devi = Py_BuildValue("{s:i,s:s,s:i,s:i}", "out_freq", a->out_freq, "out_file",
+                                   a->out_file ? a->out_file : "", "atomic", a->atomic, "append", a->append);
+    if (bad || !devi) {
+      Py_XDECREF(devi);
+      goto fail;
+    }
+    PyObject *rel = a->has_relative ? PyFloat_FromDouble(a->relative) : (Py_INCREF(Py_None), Py_None);
+    PyObject *relv = a->has_relative_v ? PyFloat_FromDouble(a->relative_v) : (Py_INCREF(Py_None), Py_None);
+    bad = !rel || !relv || PyDict_SetItemString(devi, "relative", rel) < 0 ||
+        PyDict_SetItemString(devi, "relative_v", relv) < 0 || PyDict_SetItemString(opts, "model_devi", devi) < 0;
+    Py_XDECREF(rel);
+    Py_XDECREF(relv);
+    Py_DECREF(devi);
+    if (bad) goto fail;
+  }
 
   model = PyObject_CallMethod(mod, "create", "sOiiiOO", a->model_file, names, a->comm_f, a->rank, a->nprocs,
                               opts, logfn);
@@ -283,7 +313,7 @@ DCB_EXPORT int dcb_compute(void *handle, dcb_compute_args *a, char *err, int err
   PyGILState_STATE gil = PyGILState_Ensure();
   int rc = DCB_OK;
   const Py_ssize_t nall = (Py_ssize_t) a->nlocal + a->nghost;
-  enum { X, F, TYPE, PI, PJ, EATOM, VATOM, NVIEW };
+  enum { X, F, TYPE, PI, PJ, EATOM, VATOM, TAG, NVIEW };
   PyObject *v[NVIEW] = {NULL};
   PyObject *res = NULL;
 
@@ -302,14 +332,20 @@ DCB_EXPORT int dcb_compute(void *handle, dcb_compute_args *a, char *err, int err
     v[VATOM] = Py_None;
     Py_INCREF(Py_None);
   }
+  if (a->tag) v[TAG] = view(a->tag, nall * (Py_ssize_t) sizeof(int), 0);
+  else {
+    v[TAG] = Py_None;
+    Py_INCREF(Py_None);
+  }
   for (int k = 0; k < NVIEW; ++k)
     if (!v[k]) {
       rc = fetch_error(err, errlen);
       goto cleanup;
     }
 
-  res = PyObject_CallMethod(m->model, "compute", "OOOOOiiOOiL", v[X], v[F], v[TYPE], v[PI], v[PJ], a->nlocal,
-                            a->nghost, v[EATOM], v[VATOM], a->need_virial, (long long) a->ntimestep);
+  res = PyObject_CallMethod(m->model, "compute", "OOOOOiiOOiLOL", v[X], v[F], v[TYPE], v[PI], v[PJ], a->nlocal,
+                            a->nghost, v[EATOM], v[VATOM], a->need_virial, (long long) a->ntimestep, v[TAG],
+                            (long long) a->natoms);
   if (!res) {
     rc = fetch_error(err, errlen);
     goto cleanup;
@@ -367,6 +403,22 @@ DCB_EXPORT int dcb_finish(void *handle, char *err, int errlen)
   Py_XDECREF(r);
   PyGILState_Release(gil);
   return rc;
+}
+
+DCB_EXPORT int dcb_needs_pairs(void *handle)
+{
+  dcb_model *m = (dcb_model *) handle;
+  if (!m || !m->model) return 1;
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int needs = 1; /* the safe answer: LAMMPS builds the list */
+  PyObject *v = PyObject_GetAttrString(m->model, "needs_pairs");
+  if (v) {
+    needs = PyObject_IsTrue(v) == 0 ? 0 : 1;
+    Py_DECREF(v);
+  }
+  PyErr_Clear();
+  PyGILState_Release(gil);
+  return needs;
 }
 
 DCB_EXPORT void dcb_destroy(void *handle)

@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* bump whenever a struct or a signature below changes */
-#define DCB_ABI_VERSION 1
+#define DCB_ABI_VERSION 3
 
 /* return codes of dcb_compute / dcb_create status */
 #define DCB_OK 0
@@ -45,8 +45,23 @@ typedef struct dcb_create_args {
   double energy_scale; /* LAMMPS energy unit per eV (1 for units metal, kcal/mol per eV for real) */
   dcb_log_fn log;
   void *log_ctx;
+  /* since version 3 (version 1 had none of the fields below): model deviation
+   * (pair_style deepcomp M1 M2 ... out_freq N out_file F ...) and the GPU */
+  int nmodels;                    /* >= 1; model_files[0] == model_file drives the dynamics */
+  const char *const *model_files; /* [nmodels] */
+  int out_freq;                   /* every this many steps (0: never) */
+  const char *out_file;           /* written by rank 0 */
+  int has_relative;
+  double relative; /* LAMMPS force units */
+  int has_relative_v;
+  double relative_v; /* LAMMPS energy units */
+  int atomic;        /* per-atom force deviations, by atom id */
+  int append;        /* 1: continue out_file (restart), 0: start it with the header */
+  int gpu_id; /* >= 0: every rank uses this GPU; -1: local rank mod GPUs visible */
 } dcb_create_args;
 
+/* x, type, nlocal, nghost are always given; the pair list only when dcb_needs_pairs(model)
+ * returned 1 (otherwise npairs = 0 and pair_i = pair_j = NULL: the model builds its own list) */
 typedef struct dcb_compute_args {
   int nlocal, nghost;
   int npairs;
@@ -63,6 +78,9 @@ typedef struct dcb_compute_args {
   double energy;    /* sum over local atoms */
   double virial[6]; /* xx yy zz xy xz yz, this rank's share */
   int have_virial;
+  /* since version 3: model deviation */
+  const int *tag; /* [nall] atom ids (tagint, int under LAMMPS_SMALLBIG) */
+  int64_t natoms; /* atoms in the whole system */
 } dcb_compute_args;
 
 /* int dcb_abi_version(void) */
@@ -76,6 +94,8 @@ typedef void (*dcb_destroy_fn)(void *model);
 /* end of a run (Pair::finish, every rank): print the overflow summary; returns DCB_* like compute.
  * Optional: the plugin checks for the symbol. */
 typedef int (*dcb_finish_fn)(void *model, char *err, int errlen);
+/* 1: compute needs LAMMPS's full neighbour list as pairs; 0: x and type suffice (device path) */
+typedef int (*dcb_needs_pairs_fn)(void *model);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
-// pair_style deepcomp MODEL [check_frequency N] [overflow warn|error|ignore]
-//                           [device auto|cpu|cuda] [precision double|single]
+// pair_style deepcomp MODEL [MODEL2 ...] [check_frequency N] [overflow warn|error|ignore]
+//                           [device auto|cpu|cuda] [precision double|single] [gpu_id N]
+//                           [out_freq N] [out_file FILE] [relative X] [relative_v Y] [atomic]
+// With several models the first drives the dynamics; every out_freq steps all of them are
+// evaluated and their deviation written to out_file, as pair_style deepmd does.
 // pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type)
 
 #include "pair_deepcomp.h"
@@ -22,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mpi.h>
+#include <unistd.h>
 
 using namespace LAMMPS_NS;
 
@@ -74,8 +78,10 @@ std::string absolute_path(const std::string &path)
 }    // namespace
 
 PairDeepComp::PairDeepComp(LAMMPS *lmp) :
-    Pair(lmp), has_check_frequency(0), check_frequency(-1), overflow("warn"), device("auto"),
-    precision("double"), model(nullptr), cutoff(0.0), energy_scale(1.0)
+    Pair(lmp), out_freq(100), out_file("model_devi.out"), has_relative(0), has_relative_v(0), atomic(0),
+    relative(0.0), relative_v(0.0), append_out(0), has_check_frequency(0), check_frequency(-1), overflow("warn"),
+    device("auto"), precision("double"), gpu_id(-1), model(nullptr), cutoff(0.0), needs_pairs(1),
+    energy_scale(1.0)
 {
   single_enable = 0;
   restartinfo = 1;
@@ -135,18 +141,47 @@ void PairDeepComp::check_units()
 
 void PairDeepComp::settings(int narg, char **arg)
 {
-  if (narg < 1)
-    error->all(FLERR, "Illegal pair_style deepcomp command: expected pair_style deepcomp MODEL "
-                      "[check_frequency N] [overflow warn|error|ignore] [device auto|cpu|cuda] "
-                      "[precision double|single]");
+  static const char *usage =
+      "expected pair_style deepcomp MODEL [MODEL2 ...] [check_frequency N] [overflow warn|error|ignore] "
+      "[device auto|cpu|cuda] [precision double|single] [gpu_id N] [out_freq N] [out_file FILE] [relative X] "
+      "[relative_v Y] [atomic]";
+  auto is_key = [](const std::string &k) {
+    for (const char *key : {"check_frequency", "overflow", "device", "precision", "gpu_id", "out_freq", "out_file",
+                            "relative", "relative_v", "atomic"})
+      if (k == key) return true;
+    return false;
+  };
+  if (narg < 1 || is_key(arg[0])) error->all(FLERR, "Illegal pair_style deepcomp command: {}", usage);
   check_units();
-  model_file = arg[0];
-  model_path = absolute_path(model_file);
+  model_files.clear();
+  model_paths.clear();
+  int iarg = 0;
+  while (iarg < narg && !is_key(arg[iarg])) {
+    model_files.emplace_back(arg[iarg]);
+    model_paths.push_back(absolute_path(arg[iarg]));
+    ++iarg;
+  }
+  // a misspelt keyword would otherwise be taken for a further model file
+  for (size_t k = 1; k < model_files.size(); ++k)
+    if (access(model_files[k].c_str(), R_OK) != 0)
+      error->all(FLERR,
+                 "Illegal pair_style deepcomp keyword '{}': neither a keyword (check_frequency, overflow, device, "
+                 "precision, gpu_id, out_freq, out_file, relative, relative_v, atomic) nor a readable model file",
+                 model_files[k]);
+  model_file = model_files[0];
+  model_path = model_paths[0];
   has_check_frequency = 0;
   check_frequency = -1;
   overflow = "warn";
   device = "auto";
   precision = "double";
+  out_freq = 100;
+  out_file = "model_devi.out";
+  has_relative = has_relative_v = atomic = 0;
+  relative = relative_v = 0.0;
+  append_out = 0;
+  bool has_out_file = false;
+  gpu_id = -1;
 
   auto choice = [&](const char *key, const char *value, std::initializer_list<const char *> allowed) {
     for (const char *a : allowed)
@@ -156,9 +191,18 @@ void PairDeepComp::settings(int narg, char **arg)
     error->all(FLERR, "Illegal pair_style deepcomp value '{}' for keyword {}: expected {}", value, key, list);
   };
 
-  int iarg = 1;
   while (iarg < narg) {
     const std::string key = arg[iarg];
+    if (key == "atomic") {
+      atomic = 1;
+      iarg += 1;
+      continue;
+    }
+    if (!is_key(key))
+      error->all(FLERR,
+                 "Illegal pair_style deepcomp keyword '{}': expected check_frequency, overflow, device, precision, "
+                 "gpu_id, out_freq, out_file, relative, relative_v or atomic (model files come first)",
+                 key);
     if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style deepcomp command: keyword {} needs a value", key);
     const char *value = arg[iarg + 1];
     if (key == "check_frequency") {
@@ -170,14 +214,30 @@ void PairDeepComp::settings(int narg, char **arg)
       device = choice("device", value, {"auto", "cpu", "cuda"});
     } else if (key == "precision") {
       precision = choice("precision", value, {"double", "single"});
-    } else {
-      error->all(FLERR,
-                 "Illegal pair_style deepcomp keyword '{}': expected check_frequency, overflow, device or "
-                 "precision",
-                 key);
+    } else if (key == "out_freq") {
+      out_freq = utils::inumeric(FLERR, value, false, lmp);
+      if (out_freq < 0) error->all(FLERR, "Illegal pair_style deepcomp out_freq {}: must be >= 0", out_freq);
+    } else if (key == "out_file") {
+      out_file = value;
+      has_out_file = true;
+    } else if (key == "relative") {
+      relative = utils::numeric(FLERR, value, false, lmp);
+      has_relative = 1;
+    } else if (key == "relative_v") {
+      relative_v = utils::numeric(FLERR, value, false, lmp);
+      has_relative_v = 1;
+    } else if (key == "gpu_id") {
+      gpu_id = utils::inumeric(FLERR, value, false, lmp);
+      if (gpu_id < 0) error->all(FLERR, "Illegal pair_style deepcomp gpu_id {}: expected a GPU index >= 0", gpu_id);
     }
     iarg += 2;
   }
+  if (atomic && !has_out_file)
+    error->all(FLERR, "pair_style deepcomp: keyword atomic needs out_file FILE (the per-atom force deviations "
+                      "go to that file)");
+  if (model_files.size() == 1 && (has_out_file || atomic || has_relative || has_relative_v) && comm->me == 0)
+    error->warning(FLERR, "pair_style deepcomp: out_file/relative/relative_v/atomic have no effect with one "
+                          "model; give two or more model files for a model deviation");
 
   // pair_style issued again with the types already mapped: reload with the new settings
   if (!type_names.empty()) create_model();
@@ -217,7 +277,8 @@ void PairDeepComp::coeff(int narg, char **arg)
 
 void PairDeepComp::create_model()
 {
-  if (model_file.empty()) error->all(FLERR, "pair_coeff deepcomp before pair_style deepcomp MODEL");
+  if (model_file.empty() || model_paths.empty())
+    error->all(FLERR, "pair_coeff deepcomp before pair_style deepcomp MODEL");
   std::string why;
   const BridgeAPI *api = load_bridge(comm->nthreads, why);
   if (!api) error->all(FLERR, why);
@@ -245,6 +306,19 @@ void PairDeepComp::create_model()
   a.energy_scale = energy_scale;
   a.log = &log_trampoline;
   a.log_ctx = this;
+  std::vector<const char *> files;
+  for (const auto &p : model_paths) files.push_back(p.c_str());
+  a.nmodels = static_cast<int>(files.size());
+  a.model_files = files.data();
+  a.out_freq = out_freq;
+  a.out_file = out_file.c_str();
+  a.has_relative = has_relative;
+  a.relative = relative;
+  a.has_relative_v = has_relative_v;
+  a.relative_v = relative_v;
+  a.atomic = atomic;
+  a.append = append_out;
+  a.gpu_id = gpu_id;
 
   char err[16384] = {0};
   double cut = 0.0;
@@ -263,6 +337,7 @@ void PairDeepComp::create_model()
   }
   model = handle;
   cutoff = cut;
+  needs_pairs = api->needs_pairs(model);
   if (!(cutoff > 0.0)) error->all(FLERR, "pair_style deepcomp: model {} has no positive cutoff", model_file);
 }
 
@@ -273,7 +348,9 @@ void PairDeepComp::init_style()
   check_units();
   if (force->newton_pair == 0) error->all(FLERR, "pair_style deepcomp requires newton pair on");
   if (!model) error->all(FLERR, "pair_style deepcomp: no model loaded; give 'pair_coeff * * E1 E2 ...'");
-  neighbor->add_request(this, NeighConst::REQ_FULL);
+  // the device path builds its own list from x; ghosts still reach cutoff + skin, since
+  // LAMMPS sizes them from the pair cutoff (init_one), not from list requests
+  if (needs_pairs) neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 
 double PairDeepComp::init_one(int i, int j)
@@ -294,13 +371,14 @@ void PairDeepComp::compute(int eflag, int vflag)
   double **x = atom->x;
   const int nlocal = atom->nlocal;
   const int nghost = atom->nghost;
-  const int inum = list->inum;
-  const int *ilist = list->ilist;
-  const int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
+  const int inum = needs_pairs ? list->inum : 0;
+  const int *ilist = needs_pairs ? list->ilist : nullptr;
+  const int *numneigh = needs_pairs ? list->numneigh : nullptr;
+  int **firstneigh = needs_pairs ? list->firstneigh : nullptr;
   const double cut2 = cutoff * cutoff;
 
-  // flatten the full list to (centre, neighbour) pairs within the model cutoff
+  // flatten the full list to (centre, neighbour) pairs within the model cutoff (none on the
+  // device path)
   pair_i.clear();
   pair_j.clear();
   for (int ii = 0; ii < inum; ++ii) {
@@ -328,12 +406,15 @@ void PairDeepComp::compute(int eflag, int vflag)
   a.x = (nlocal + nghost) ? &x[0][0] : nullptr;
   a.f = (nlocal + nghost) ? &atom->f[0][0] : nullptr;
   a.type = atom->type;
-  a.pair_i = pair_i.data();
-  a.pair_j = pair_j.data();
+  a.pair_i = needs_pairs ? pair_i.data() : nullptr;
+  a.pair_j = needs_pairs ? pair_j.data() : nullptr;
   a.eatom = eflag_atom ? eatom : nullptr;
   a.vatom = (vflag_atom && (nlocal + nghost)) ? &vatom[0][0] : nullptr;
   a.need_virial = (vflag_global && !vflag_fdotr) ? 1 : 0;
   a.ntimestep = static_cast<int64_t>(update->ntimestep);
+  static_assert(sizeof(tagint) == sizeof(int), "the bridge passes atom ids as int (LAMMPS_SMALLBIG)");
+  a.tag = (nlocal + nghost && atom->tag_enable) ? reinterpret_cast<const int *>(atom->tag) : nullptr;
+  a.natoms = static_cast<int64_t>(atom->natoms);
 
   char err[16384] = {0};
   const int rc = api->compute(model, &a, err, sizeof err);
@@ -353,6 +434,10 @@ void PairDeepComp::compute(int eflag, int vflag)
 
 void PairDeepComp::write_restart_settings(FILE *fp)
 {
+  // the restart format holds one model: a restarted run uses the first (no model deviation)
+  if (model_paths.size() > 1 && comm->me == 0)
+    error->warning(FLERR, "pair_style deepcomp: the restart file keeps only the first model {}; give "
+                          "pair_style again after read_restart for the model deviation", model_path);
   write_string(fp, model_path);
   fwrite(&has_check_frequency, sizeof(int), 1, fp);
   fwrite(&check_frequency, sizeof(int), 1, fp);
@@ -366,6 +451,8 @@ void PairDeepComp::read_restart_settings(FILE *fp)
   const int me = comm->me;
   model_file = read_string(lmp, fp, world, me);
   model_path = model_file;
+  model_files.assign(1, model_file);
+  model_paths.assign(1, model_path);
   has_check_frequency = read_int(lmp, fp, world, me);
   check_frequency = read_int(lmp, fp, world, me);
   overflow = read_string(lmp, fp, world, me);

@@ -2,7 +2,8 @@
  *
  * pair_style deepcomp: a Deep Potential (deepcomp compressed or DeePMD-kit model file)
  * evaluated in Python by deepcomp_ase, called once per step with the full neighbour list
- * flattened to a pair list. Forces on ghost atoms are written by Python and summed onto
+ * flattened to a pair list, or (GPU: the bridge's dcb_needs_pairs says 0) with positions and
+ * types only, no list being built. Forces on ghost atoms are written by Python and summed onto
  * their owners by LAMMPS's reverse communication (newton pair on).
  */
 #ifndef DEEPCOMP_PAIR_DEEPCOMP_H
@@ -39,18 +40,27 @@ class PairDeepComp : public LAMMPS_NS::Pair {
 
  private:
   // pair_style arguments
-  std::string model_file;   // as given
+  std::string model_file;   // as given (the first model: it drives the dynamics)
   std::string model_path;   // absolute, written to restart files
+  std::vector<std::string> model_files, model_paths;   // all models, for the model deviation
+  // model deviation (as pair_style deepmd): every out_freq steps, written by rank 0
+  int out_freq;
+  std::string out_file;
+  int has_relative, has_relative_v, atomic;
+  double relative, relative_v;
+  int append_out;   // continue out_file (after read_restart)
   int has_check_frequency;
   int check_frequency;
   std::string overflow;
   std::string device;
   std::string precision;
+  int gpu_id;   // -1: local rank mod GPUs
   // pair_coeff: element of each LAMMPS type (index 1..ntypes), "NULL" for none
   std::vector<std::string> type_names;
 
   void *model;   // bridge handle
   double cutoff;
+  int needs_pairs;   // 0: the bridge builds its own neighbour list (device path): LAMMPS builds none
   double energy_scale;   // LAMMPS energy unit per eV (units metal: 1, units real: kcal/mol per eV)
   std::vector<int> pair_i, pair_j;
 

@@ -53,7 +53,7 @@ def test_select_device_uses_local_rank_modulo_count():
     import cupy
 
     n = cupy.cuda.runtime.getDeviceCount()
-    assert cupy_gpu.select_device(n + 0) == 0
+    assert cupy_gpu.select_device(n + 0)[0] == 0
     assert cupy.cuda.Device().id == 0
 
 
@@ -143,3 +143,30 @@ def test_results_stay_on_device(cuau):
     want = pot.compute_atoms(coord, atype, cell, pbc)
     assert abs(float(out.energy) - want.energy) <= 1e-10 * abs(want.energy)
     np.testing.assert_allclose(out.forces.get(), want.forces, atol=1e-10 * np.abs(want.forces).max())
+
+
+@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_atten_v2", "cuau_hybrid"])
+def test_lammps_layout_device_path(compressed_model, name):
+    """LAMMPS's layout (local + ghost atoms) on the device path: neighbour list on the GPU from
+    positions only; equal to the reference on the same pair list; bytes per step as budgeted."""
+    from conftest import with_ghost_atoms
+
+    from deepcomp_ase.backends.cuda_lammps import LammpsDevicePath, expected_step_bytes
+
+    path = compressed_model(name)
+    coord, atype, cell, pbc = structure(Reference(name), "p108_0")
+    ref_pot, dev_pot = pot_of(path), pot_of(path)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, ref_pot.rcut)
+    x = np.zeros((len(atype_all), 3))
+    x[:len(coord)] = coord
+    x[neighbors] = coord[centers] + vectors  # every ghost is some local atom's neighbour
+    want = ref_pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
+    dev = LammpsDevicePath(cupy_gpu.Backend(precision="float64"), dev_pot)
+    for _ in range(2):
+        got = dev.compute(x, atype_all, len(coord), atom_energy=True, atomic_virial=True)
+    errs = {k: float(np.abs(np.asarray(getattr(got, k)) - getattr(want, k)).max() / np.abs(getattr(want, k)).max())
+            for k in ("energy", "forces", "virial", "atom_energy", "atom_virial")}
+    report(test="lammps_layout", model=name, nloc=len(coord), nall=len(x), **errs)
+    assert max(errs.values()) <= 1e-10, errs
+    assert dev.last_step_bytes == expected_step_bytes(len(coord), len(x), len(dev_pot.parts), types_changed=False,
+                                                      atom_energy=True, atomic_virial=True)

@@ -1,0 +1,153 @@
+"""Frames for ``deepcomp model-devi``: DeePMD-kit npy systems and ASE-readable trajectories.
+
+A DeePMD-kit system is a directory with ``type.raw`` (one type index per atom), optionally
+``type_map.raw`` (the element of each index), ``nopbc`` (no periodicity) and ``set.*/coord.npy``
+(n_frames x 3 natoms, A) with ``set.*/box.npy`` (n_frames x 9, rows = lattice vectors). As
+``dp model-devi`` does, a path is searched recursively for directories holding ``type.raw``
+(here in sorted order); the sets of a system are read in sorted order and their frames numbered
+on. Without ``type_map.raw`` the type indices are those of the first model's type_map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeepCompError
+
+
+@dataclass
+class Frames:
+    """Frames of one system: ``positions`` (nf, natoms, 3), ``cells`` (nf, 3, 3) or None."""
+
+    name: str  # as given / found (written in dp model-devi's header)
+    positions: np.ndarray
+    symbols: list  # natoms symbols, or one list per frame
+    cells: np.ndarray | None
+    pbc: tuple
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def find_systems(root) -> list[Path]:
+    """Directories at or below ``root`` that hold ``type.raw`` (sorted; ``root`` itself last, as dp)."""
+    root = Path(root)
+    found = sorted(d for d in root.rglob("*") if d.is_dir() and (d / "type.raw").is_file())
+    if (root / "type.raw").is_file():
+        found.append(root)
+    return found
+
+
+def _read_raw(path: Path, kind: type) -> list:
+    with open(path) as fh:
+        return [kind(tok) for tok in fh.read().split()]
+
+
+def read_npy_system(path, default_type_map) -> Frames:
+    """All frames of one DeePMD-kit npy system."""
+    path = Path(path)
+    types = np.array(_read_raw(path / "type.raw", int), dtype=np.int64)
+    if (path / "type_map.raw").is_file():
+        names = _read_raw(path / "type_map.raw", str)
+        source = f"{path / 'type_map.raw'}"
+    else:
+        names = list(default_type_map)
+        source = "the first model's type_map (the system has no type_map.raw)"
+    if types.size == 0:
+        raise DeepCompError(f"{path / 'type.raw'}: no atoms")
+    if types.min() < 0 or types.max() >= len(names):
+        raise DeepCompError(f"{path / 'type.raw'}: type index {int(types.max())} has no element in {source} "
+                            f"({names}); add the element to type_map.raw")
+    if (path / "real_atom_types.npy").exists() or any(path.glob("set.*/real_atom_type.npy")):
+        raise DeepCompError(f"{path}: mixed-type systems (real_atom_type.npy) are not supported by "
+                            "deepcomp model-devi; convert the system to a standard one (dpdata)")
+    sets = sorted(d for d in path.glob("set.*") if d.is_dir())
+    if not sets:
+        raise DeepCompError(f"{path}: no set.* directory with coord.npy")
+    natoms = len(types)
+    pbc = not (path / "nopbc").exists()
+    coords, boxes = [], []
+    for s in sets:
+        try:
+            c = np.load(s / "coord.npy")
+        except OSError as exc:
+            raise DeepCompError(f"{s / 'coord.npy'}: cannot read ({exc})") from exc
+        if c.size % (natoms * 3):
+            raise DeepCompError(f"{s / 'coord.npy'}: {c.size} numbers are not frames of {natoms} atoms x 3 "
+                                f"(type.raw has {natoms} atoms)")
+        c = c.reshape(-1, natoms, 3)
+        coords.append(c)
+        if pbc:
+            try:
+                b = np.load(s / "box.npy").reshape(-1, 3, 3)
+            except (OSError, ValueError) as exc:
+                raise DeepCompError(f"{s / 'box.npy'}: cannot read n_frames x 9 cells ({exc}); a system without "
+                                    "periodicity needs a file named 'nopbc'") from exc
+            if len(b) != len(c):
+                raise DeepCompError(f"{s / 'box.npy'}: {len(b)} cells for {len(c)} frames of coord.npy")
+            boxes.append(b)
+    positions = np.concatenate(coords).astype(np.float64)
+    cells = np.concatenate(boxes).astype(np.float64) if pbc else None
+    symbols = [names[t] for t in types]
+    return Frames(str(path), positions, symbols, cells, (pbc,) * 3)
+
+
+def read_trajectory(path, type_map=None, fmt: str | None = None) -> Frames:
+    """Every frame of a file ASE can read (extxyz, LAMMPS dumps, ...).
+
+    LAMMPS dumps hold type numbers, not elements: ``type_map`` names the element of type 1, 2, ...
+    """
+    from ase.io import read
+    from ase.io.formats import filetype
+
+    path = Path(path)
+    try:
+        fmt = fmt or filetype(str(path), guess=False)
+    except Exception:  # noqa: BLE001 - let ase.io.read report what it cannot read
+        fmt = None
+    kwargs = {}
+    if fmt and fmt.startswith("lammps-dump"):
+        if not type_map:
+            raise DeepCompError(f"{path}: a LAMMPS dump names atom types, not elements; give --type-map "
+                                "with the element of type 1, 2, ...")
+        kwargs["specorder"] = list(type_map)
+    try:
+        images = read(str(path), index=":", format=fmt, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
+        raise DeepCompError(f"{path}: ASE cannot read it as a trajectory ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(images, list):
+        images = [images]
+    if not images:
+        raise DeepCompError(f"{path}: no frames")
+    same_atoms = all(len(a) == len(images[0]) for a in images)
+    pbc = tuple(bool(p) for p in images[0].pbc)
+    if not same_atoms:
+        raise DeepCompError(f"{path}: the number of atoms changes between frames; split the trajectory")
+    positions = np.array([a.positions for a in images], dtype=np.float64)
+    symbols0 = images[0].get_chemical_symbols()
+    per_frame = any(a.get_chemical_symbols() != symbols0 for a in images[1:])
+    symbols = [a.get_chemical_symbols() for a in images] if per_frame else symbols0
+    cells = np.array([a.cell.array for a in images], dtype=np.float64) if any(pbc) else None
+    return Frames(str(path), positions, symbols, cells, pbc)
+
+
+def load_frames(source, type_map, default_type_map, fmt: str | None = None) -> list[Frames]:
+    """``source``: a directory (npy systems, searched recursively) or a trajectory file."""
+    p = Path(source)
+    if p.is_dir():
+        systems = find_systems(p)
+        if not systems:
+            raise DeepCompError(f"{p}: no DeePMD-kit system found (no directory with type.raw at or below it)")
+        # the path as dp writes it: below the directory as given
+        out = []
+        for s in systems:
+            fr = read_npy_system(s, type_map or default_type_map)
+            fr.name = str(p / s.relative_to(p)) if s != p else str(source)
+            out.append(fr)
+        return out
+    if p.is_file():
+        return [read_trajectory(p, type_map, fmt)]
+    raise DeepCompError(f"{source}: no such file or directory")
