@@ -396,7 +396,7 @@ class Backend:
     def handles(potential) -> bool:
         """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r and hybrids of them."""
         parts = getattr(potential, "parts", [potential.params.descriptor])
-        return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts)
+        return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts) or _is_se_e3(potential)
 
     def _packs(self, potential) -> list:
         """One :class:`_Packed` per descriptor part (built once per potential)."""
@@ -417,6 +417,13 @@ class Backend:
             return _numpy_backend().evaluate(potential, pair_lists, atype_all, atomic_virial)
         if not isinstance(pair_lists, (list, tuple)):
             pair_lists = [pair_lists]
+        if _is_se_e3(potential):  # se_e3 (issue 15): its own packing and kernels, see the end of this module
+            pk = self._packed.get(("se_e3", id(potential)))
+            if pk is None or pk.params is not potential.params or pk.embed is not _embedder(potential):
+                pk = _PackedSeE3(potential, self.precision)
+                self._packed = {("se_e3", id(potential)): pk}
+            return evaluate_se_e3(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64), potential.tally,
+                                  atomic_virial, self.chunk_atoms)
         return evaluate_parts(self._packs(potential), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
                               potential.tally, atomic_virial, self.chunk_atoms)
 
@@ -584,3 +591,162 @@ def thread_count() -> int:
 
 
 __all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell_list_setup", "thread_count"]
+
+
+# ============================================================================== se_e3 (issue 15)
+# Self-contained: the packing of an se_e3 model for the kernels of numba_kernels_se_e3 and its
+# evaluation driver. Reached from Backend.handles/Backend.evaluate through _is_se_e3 only.
+def _is_se_e3(potential) -> bool:
+    parts = getattr(potential, "parts", [potential.params.descriptor])
+    return len(parts) == 1 and getattr(parts[0], "kind", None) == "se_e3"
+
+
+class _PackedSeE3:
+    """An se_e3 model in the layouts of :mod:`.numba_kernels_se_e3` (built once per potential)."""
+
+    def __init__(self, potential, precision):
+        from .numba_kernels_se_e3 import ACTIVATION_CODES
+
+        d = potential.parts[0] if hasattr(potential, "parts") else potential.params.descriptor
+        embed = _embedder(potential)
+        self.params, self.embed, self.d = potential.params, embed, d
+        self.nt, self.ng = d.ntypes, d.ng
+        ngp = -(-d.ng // 8) * 8
+        self.keys = sorted(d.embeddings)
+        nk = len(self.keys)
+        self.e3key = np.full((self.nt, self.nt), -1, dtype=np.int64)
+        for n, (t1, t2) in enumerate(self.keys):
+            self.e3key[t1, t2] = self.e3key[t2, t1] = n
+        sel = np.asarray(d.sel, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            self.scale = np.where(np.outer(sel, sel) > 0, 1.0 / np.outer(sel, sel), 0.0)
+        self.davg = np.ascontiguousarray(d.davg, dtype=np.float64)
+        self.dstd = np.ascontiguousarray(d.dstd, dtype=np.float64)
+        self.env = (float(d.rcut_smth), float(d.rcut), float(d.env_protection))
+        self.compressed = bool(getattr(embed, "compressed", False))
+        # tables: _locate's rows, coefficients (rows, 6, ngp), relu-split flags and sub-pieces
+        self.tabf = np.zeros((max(nk, 1), 6))
+        self.tabi = np.zeros((max(nk, 1), 4), dtype=np.int64)
+        self.sub_off = np.zeros(nk + 1, dtype=np.int64)
+        self.tables = [embed.tables[k] for k in self.keys] if self.compressed else []
+        rows = 0
+        for n, t in enumerate(self.tables):
+            self.tabf[n] = (t.lower, t.upper, t.xmax, t.stride0, t.stride1, t.xmin)
+            self.tabi[n] = (t.first_stride, t.nspline, rows, t.n_low)
+            rows += t.nspline
+            self.sub_off[n + 1] = self.sub_off[n] + len(t.sub_start)
+        self.coeffs = np.zeros((max(rows, 1), 6, ngp))
+        self.split = np.zeros(max(rows, 1), dtype=np.bool_)
+        self.sub_start = np.zeros(max(int(self.sub_off[-1]), 1))
+        self.sub_coeffs = np.zeros((max(int(self.sub_off[-1]), 1), 6, ngp))
+        for n, t in enumerate(self.tables):
+            r0, s0, s1 = self.tabi[n, 2], self.sub_off[n], self.sub_off[n + 1]
+            self.coeffs[r0:r0 + t.nspline, :, :self.ng] = np.asarray(t.coeffs).transpose(0, 2, 1)
+            self.split[r0 + np.asarray(t.split_intervals, dtype=np.int64)] = True
+            if s1 > s0:
+                self.sub_start[s0:s1] = t.sub_start
+                self.sub_coeffs[s0:s1, :, :self.ng] = np.asarray(t.sub_coeffs).transpose(0, 2, 1)
+        # exact nets: layer rows (n_in, n_out, W, b, idt offsets, activation, shortcut), flat parameters
+        layers, flat, pos, maxw = [], [], 0, 1
+        self.net_first = np.zeros((max(nk, 1), 2), dtype=np.int64)
+        for n, key in enumerate(self.keys):
+            net = d.embeddings[key]
+            self.net_first[n] = (len(layers), len(net.layers))
+            for la in net.layers:
+                w = np.ascontiguousarray(la.w, dtype=np.float64).reshape(-1)
+                row = [la.n_in, la.n_out, pos, pos + w.size, -1, ACTIVATION_CODES[la.activation], la.shortcut]
+                flat += [w, np.asarray(la.b, dtype=np.float64).reshape(-1)]
+                pos += w.size + la.n_out
+                if la.idt is not None:
+                    row[4] = pos
+                    flat.append(np.asarray(la.idt, dtype=np.float64).reshape(-1))
+                    pos += la.n_out
+                layers.append(row)
+                maxw = max(maxw, la.n_in, la.n_out)
+        self.net_layers = np.array(layers if layers else [[0] * 7], dtype=np.int64).reshape(-1, 7)
+        self.net_params = np.concatenate(flat) if flat else np.zeros(1)
+        self.maxw = maxw
+        self.fitting = _Fitting(potential.params, precision)
+        self.block_atoms = getattr(potential, "block_atoms", None) or 16  # the numpy reference's (tally order)
+
+    def kernel_args(self):
+        """Arguments of se_e3_forward/se_e3_backward after the pair list (e3key .. ng)."""
+        return (self.e3key, self.scale, self.compressed, self.tabf, self.tabi, self.coeffs, self.split,
+                self.sub_off, self.sub_start, self.sub_coeffs, self.net_layers, self.net_first, self.net_params,
+                self.maxw, self.ng)
+
+
+def _tally_se_e3(pk: _PackedSeE3, tally, counts, worst_ex, worst_x):
+    """Add the kernels' per-atom counts to ``tally``; the worst input is the first maximum in the numpy
+    reference's order (blocks of atoms, then keys, then atoms), as repeated OverflowTally.add calls."""
+    tally.n_inputs += int(counts[:, 0].sum())
+    tally.n_coarse += int(counts[:, 1].sum())
+    tally.n_beyond += int(counts[:, 2].sum())
+    if not len(worst_ex) or not np.isfinite(worst_ex).any():
+        return
+    nloc, nk = worst_ex.shape
+    atom, key = np.meshgrid(np.arange(nloc), np.arange(nk), indexing="ij")
+    order = np.lexsort((atom.ravel(), key.ravel(), atom.ravel() // pk.block_atoms))
+    ex = worst_ex.ravel()[order]
+    best = int(np.argmax(ex))
+    if ex[best] > tally.worst_excess:
+        kk = int(key.ravel()[order[best]])
+        tally.worst_excess = float(ex[best])
+        tally.worst_x = float(worst_x.ravel()[order[best]])
+        tally.worst_key = tuple(pk.keys[kk])
+        tally.worst_upper = float(pk.tabf[kk, 1])
+
+
+def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+    """Energy, forces and virials of an se_e3 model: per chunk of centre atoms (ordered by type),
+    the fused forward, the fitting nets (BLAS), the fused backward and the force assembly."""
+    from ..evaluate import Results
+    from . import numba_kernels_se_e3 as K3
+
+    K = _kernels()
+    nloc, nall = pairs.nloc, pairs.nall
+    atype = atype_all[:nloc]
+    neighbors = np.ascontiguousarray(pairs.neighbors, dtype=np.int64)
+    vectors = np.ascontiguousarray(pairs.vectors, dtype=np.float64)
+    offsets = np.searchsorted(np.asarray(pairs.centers, dtype=np.int64), np.arange(nloc + 1)).astype(np.int64)
+    chunk = max(1, min(chunk_atoms or (CHUNK_ATOMS if pk.compressed else CHUNK_ATOMS_EXACT), max(nloc, 1)))
+    fitting = pk.fitting
+    args = (neighbors, vectors, atype_all, pk.davg, pk.dstd, *pk.env, *pk.kernel_args())
+    nk = len(pk.keys)
+    dbuf = np.empty((chunk, pk.ng), dtype=fitting.dtype)
+    counts = np.zeros((nloc, 3), dtype=np.int64)
+    worst_ex = np.full((nloc, nk), -np.inf)
+    worst_x = np.full((nloc, nk), np.nan)
+    gbuf = np.empty((0, 3))
+    order = np.argsort(atype, kind="stable")
+    atom_energy = np.zeros(nloc)
+    forces = np.zeros((nall, 3))
+    atom_virial = np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9))
+    virial = np.zeros((3, 3))
+    for c0 in range(0, nloc, chunk):
+        atoms = np.ascontiguousarray(order[c0:c0 + chunk])
+        nb = len(atoms)
+        types = atype[atoms]
+        desc = dbuf[:nb]
+        cnt = np.empty((nb, 3), dtype=np.int64)
+        wex = np.empty((nb, nk))
+        wx = np.empty((nb, nk))
+        K3.se_e3_forward(atoms, offsets, *args, desc, cnt, wex, wx)
+        counts[atoms], worst_ex[atoms], worst_x[atoms] = cnt, wex, wx
+        bounds = np.searchsorted(types, np.arange(pk.nt + 1))
+        for t in range(pk.nt):
+            a0, a1 = bounds[t], bounds[t + 1]
+            if a1 > a0:  # dE/dD overwrites the descriptor rows
+                atom_energy[atoms[a0:a1]] = fitting.energy_and_grad(t, desc[a0:a1])
+        pbase, _ = K.pair_bases(atoms, offsets)
+        if len(gbuf) < pbase[-1]:
+            gbuf = np.empty((int(pbase[-1] * 1.1) + 16, 3))
+        gvec = gbuf[:pbase[-1]]
+        K3.se_e3_backward(atoms, offsets, pbase, *args, desc, gvec)
+        virial += K.assemble_forces_virial(atoms, offsets, pbase, neighbors, vectors, gvec, forces, atom_virial,
+                                           atomic_virial)
+    if pk.compressed:
+        _tally_se_e3(pk, tally, counts, worst_ex, worst_x)
+    return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
+                   atom_virial=atom_virial if atomic_virial else None)
+# ============================================================================== end se_e3 (issue 15)
