@@ -4,8 +4,9 @@ Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.eva
 kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a, se_atten_v2
 and se_e2_r models, and hybrids of them, run compiled (se_atten_v2 through the se_e2_a kernels
 with its type-pair term; its neighbour selection, "mixed" over types, is the numpy reference's;
-a hybrid runs each part's kernels into its columns of the descriptor); se_e3 is delegated to
-the numpy reference backend.
+a hybrid runs each part's kernels into its columns of the descriptor); se_e3 models run their own
+fused kernels (:mod:`.numba_kernels_se_e3`, packing and driver at the end of this module); a hybrid
+with an se_e3 part is delegated to the numpy reference backend.
 
 Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
 rows are contiguous):
@@ -394,7 +395,7 @@ class Backend:
     # -------------------------------------------------------------- evaluation
     @staticmethod
     def handles(potential) -> bool:
-        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r and hybrids of them."""
+        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r, hybrids of them, and se_e3."""
         parts = getattr(potential, "parts", [potential.params.descriptor])
         return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts) or _is_se_e3(potential)
 
