@@ -103,6 +103,32 @@ def test_net_kernel_matches_network(act):
         assert _rel(g[:16], g_ref[n]) < REL and _rel(dg[:16], dg_ref[n]) < REL
 
 
+# ------------------------------------------------------------------------------ table location
+def test_locate_matches_table(compressed):
+    """_locate_in/_piece = numba_kernels._locate = Table.locate/evaluate on every part of the se_e3 grid
+    (low coarse, fine, high coarse, outside, nodes)."""
+    from deepcomp_ase.backends import numba_kernels as K
+
+    pot = DeepPotential.from_file(compressed, backend="numba")
+    pot.compute_atoms(np.zeros((1, 3)), [0])  # packs the model
+    pk = next(iter(pot.backend._packed.values()))
+    rng = np.random.default_rng(7)
+    for n, table in enumerate(pk.tables):
+        nodes = table.interval_starts()
+        x = np.concatenate([rng.uniform(table.xmin * 1.1, table.xmax * 1.1, 400), nodes, [table.xmax, -np.inf]])
+        grid = K3._grid(n, pk.tabf, pk.tabi, pk.sub_off)
+        idx, t_ref, region_ref = table.locate(x)
+        for k, xv in enumerate(x):
+            row, t, region = K3._locate_in(xv, *grid[:10])
+            assert (row, t, region) == K._locate(xv, pk.tabf, pk.tabi, n)
+            assert region == region_ref[k]
+            src, row2, t2, region2 = K3._piece(xv, True, grid, pk.split, pk.sub_start)
+            if row >= 0:
+                assert src == K3.SRC_TABLE and row2 - pk.tabi[n, 2] == idx[k] and t2 == t_ref[k]
+            else:
+                assert src == K3.SRC_NET
+
+
 # ------------------------------------------------------------------------------ whole model
 def test_refsuite_compressed_few(compressed, ref):
     """In distribution, stretched (coarse parts) and overflow (past the table: exact net)."""

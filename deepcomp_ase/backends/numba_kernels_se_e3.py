@@ -15,7 +15,7 @@ rule to the pair vectors. Only real pairs are visited: padding has rho = 0 and a
 
 G comes from, per input x = e_jk:
 
-* the quintic table (located with :func:`numba_kernels._locate`, the se_e3 layout with its low
+* the quintic table (located as :func:`numba_kernels._locate` does, the se_e3 layout with its low
   coarse part [xmin, lower) included) -- the ordinary case;
 * the linear sub-pieces of a relu-split interval (``split``/``sub_*``: Table.evaluate's rule);
 * the stored embedding net itself, evaluated here (``net_*``: flat layers as the CUDA kernels'
@@ -45,10 +45,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .numba_kernels import _TABLE_FASTMATH, COARSE, FINE, _env_chain, _env_pair, _locate
+from .numba_kernels import _TABLE_FASTMATH, ABOVE, BELOW, COARSE, FINE, _env_chain, _env_pair
 
 _PAR = dict(parallel=True, cache=True, fastmath=False)
 _SER = dict(cache=True, fastmath=False)
+#: per-input helpers of the pair loops: inlined into the kernels (numba IR), see _locate_in
+_INL = dict(cache=True, fastmath=False, inline="always")
 _TAB = dict(parallel=True, cache=True, fastmath=_TABLE_FASTMATH)
 
 #: activation codes of the packed nets (the CUDA kernels' DC_ACT_* numbering)
@@ -141,30 +143,65 @@ def net_value_and_derivative(x, layers, first, nlayers, params, y, dy, ny, ndy):
 
 
 # ---------------------------------------------------------------------------------- tables
+@njit(**_INL)
+def _locate_in(x, lower, upper, xmax, s0, s1, xmin, first_stride, nspline, row0, n_low):
+    """numba_kernels._locate with the table's grid passed as scalars (same arithmetic, tested equal):
+    the grid is loaded once per section pair, and with this and :func:`_piece` inlined into the pair
+    loops both kernels run 1.4-1.9x faster (500 Cu/Au atoms, 1 thread) than calling ``_locate``."""
+    if x >= lower and x < upper:
+        i0 = np.int64((x - lower) / s0)
+        idx = n_low + i0
+        t = x - (i0 * s0 + lower)
+        region = FINE
+    elif x >= upper and x < xmax:
+        i1 = np.int64((x - upper) / s1)
+        idx = n_low + first_stride + i1
+        t = x - (i1 * s1 + upper)
+        region = COARSE
+    elif x >= xmin and x < lower:
+        il = np.int64((x - xmin) / s1)
+        idx = il
+        t = x - (il * s1 + xmin)
+        region = COARSE
+    else:
+        return -1, 0.0, (BELOW if x < xmin else ABOVE)
+    if idx > nspline - 1:
+        idx = nspline - 1
+    return row0 + idx, t, region
+
+
 @njit(**_SER)
-def _piece(x, key, compressed, tabf, tabi, split, sub_off, sub_start):
+def _grid(key, tabf, tabi, sub_off):
+    """Table ``key``'s grid as scalars for :func:`_piece` (hoisted out of the pair loops)."""
+    return (tabf[key, 0], tabf[key, 1], tabf[key, 2], tabf[key, 3], tabf[key, 4], tabf[key, 5], tabi[key, 0],
+            tabi[key, 1], tabi[key, 2], tabi[key, 3], sub_off[key], sub_off[key + 1])
+
+
+@njit(**_INL)
+def _piece(x, compressed, grid, split, sub_start):
     """Where G(x) comes from: (source, coefficient row, offset t, region).
 
-    SRC_TABLE: ``coeffs[row]`` at t; SRC_SUB: ``sub_coeffs[row]`` at t (relu-split interval,
-    the last sub-piece starting at or before x); SRC_NET: the exact net (outside the table, or
-    an uncompressed model). ``region`` is FINE for an uncompressed model (nothing is counted).
+    SRC_TABLE: ``coeffs[row]`` at t; SRC_SUB: ``sub_coeffs[row]`` at t (relu-split interval: the
+    last sub-piece of the table starting at or before x, Table.evaluate's rule); SRC_NET: the
+    exact net (outside the table, or an uncompressed model). ``region`` is FINE for an
+    uncompressed model (nothing is counted). ``grid`` comes from :func:`_grid`.
     """
     if not compressed:
         return SRC_NET, -1, 0.0, FINE
-    row, t, region = _locate(x, tabf, tabi, key)
+    lower, upper, xmax, s0, s1, xmin, first_stride, nspline, row0, n_low, sub_a, sub_b = grid
+    row, t, region = _locate_in(x, lower, upper, xmax, s0, s1, xmin, first_stride, nspline, row0, n_low)
     if row < 0:
         return SRC_NET, -1, 0.0, region
-    if split[row]:
-        lo = sub_off[key]
-        hi = sub_off[key + 1]
-        a = lo
+    if sub_b > sub_a and split[row]:
+        lo = sub_a
+        hi = sub_b
         while lo < hi:  # first sub-piece starting after x
             mid = (lo + hi) // 2
             if sub_start[mid] <= x:
                 lo = mid + 1
             else:
                 hi = mid
-        j = lo - 1 if lo - 1 >= a else a
+        j = lo - 1 if lo - 1 >= sub_a else sub_a
         return SRC_SUB, j, x - sub_start[j], region
     return SRC_TABLE, row, t, region
 
@@ -230,8 +267,9 @@ def se_e3_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, rcu
                 if key < 0 or a1 == b1 or a2 == b2:
                     continue
                 same = t1 == t2
-                lower = tabf[key, 0]
-                upper = tabf[key, 1]
+                grid = _grid(key, tabf, tabi, sub_off)
+                lower = grid[0]
+                upper = grid[1]
                 wex = worst_ex[k, key]
                 wx = worst_x[k, key]
                 sacc[:] = 0.0
@@ -243,7 +281,7 @@ def se_e3_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, rcu
                         x = r0 * rho[kk, 0] + r1 * rho[kk, 1] + r2 * rho[kk, 2]
                         mult = 2 if (same and kk != j) else 1
                         xm = x * mult
-                        src, row, t, region = _piece(x, key, compressed, tabf, tabi, split, sub_off, sub_start)
+                        src, row, t, region = _piece(x, compressed, grid, split, sub_start)
                         if compressed:
                             n_in += mult
                             if region != FINE:
@@ -317,6 +355,7 @@ def se_e3_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg, d
                     continue
                 same = t1 == t2
                 f = scale[t1, t2] * (2.0 if same else 1.0)  # inside a section: both orders of the pair
+                grid = _grid(key, tabf, tabi, sub_off)
                 for j in range(a1, b1):
                     r0 = rho[j, 0]
                     r1 = rho[j, 1]
@@ -329,7 +368,7 @@ def se_e3_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg, d
                         s1 = rho[kk, 1]
                         s2 = rho[kk, 2]
                         x = r0 * s0 + r1 * s1 + r2 * s2
-                        src, row, t, region = _piece(x, key, compressed, tabf, tabi, split, sub_off, sub_start)
+                        src, row, t, region = _piece(x, compressed, grid, split, sub_start)
                         s = 0.0
                         if src == SRC_NET:
                             g, dg = net_value_and_derivative(x, net_layers, net_first[key, 0], net_first[key, 1],
