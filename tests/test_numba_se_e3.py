@@ -140,10 +140,25 @@ def test_refsuite_compressed_all(compressed, ref):
     _refsuite(*_pots(compressed), ref, ref.names)
 
 
-def test_uncompressed(ref):
-    fast, slow = _pots(MODELS / f"{NAME}.dp")
+def test_uncompressed_kernels(ref):
+    """Every e_jk through the in-kernel net. The backend leaves uncompressed se_e3 to numpy (faster
+    there), so the driver is called directly on the numba backend's pair list."""
+    fast = DeepPotential.from_file(MODELS / f"{NAME}.dp", backend="numba")
+    slow = DeepPotential.from_file(MODELS / f"{NAME}.dp", backend="numpy")
+    assert not fast.backend.handles(fast)
+    pk = numba_cpu._PackedSeE3(fast, "float64")
     for conf in ("p32_1", "cluster55"):
-        _compare(fast, slow, lambda p: evaluate(p, ref, conf), conf)
+        coord, atype, box = ref.structure(conf)
+        pbc = [box is not None] * 3
+        cell = np.zeros((3, 3)) if box is None else np.asarray(box, dtype=np.float64).reshape(3, 3)
+        i, j, vec = fast.backend.pairs_from_atoms(coord, cell, np.array(pbc), fast.rcut)
+        pairs = fast.backend.select(i, j, vec, atype, len(coord), fast.parts[0], fast.params.pair_exclude_types)
+        fast.tally.reset()
+        a = numba_cpu.evaluate_se_e3(pk, pairs, np.asarray(atype, dtype=np.int64), fast.tally, True)
+        b = evaluate(slow, ref, conf)
+        assert abs(a.energy - b.energy) <= REL * abs(b.energy), conf
+        for field in FIELDS:
+            assert _rel(getattr(a, field), getattr(b, field)) < REL, (conf, field)
         assert fast.tally.n_inputs == slow.tally.n_inputs == 0
 
 

@@ -4,9 +4,10 @@ Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.eva
 kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a, se_atten_v2
 and se_e2_r models, and hybrids of them, run compiled (se_atten_v2 through the se_e2_a kernels
 with its type-pair term; its neighbour selection, "mixed" over types, is the numpy reference's;
-a hybrid runs each part's kernels into its columns of the descriptor); se_e3 models run their own
-fused kernels (:mod:`.numba_kernels_se_e3`, packing and driver at the end of this module); a hybrid
-with an se_e3 part is delegated to the numpy reference backend.
+a hybrid runs each part's kernels into its columns of the descriptor); compressed se_e3 models
+run their own fused kernels (:mod:`.numba_kernels_se_e3`, packing and driver at the end of this
+module); uncompressed se_e3 models and hybrids with an se_e3 part are delegated to the numpy
+reference backend.
 
 Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
 rows are contiguous):
@@ -395,9 +396,10 @@ class Backend:
     # -------------------------------------------------------------- evaluation
     @staticmethod
     def handles(potential) -> bool:
-        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r, hybrids of them, and se_e3."""
+        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r, hybrids of them, and
+        compressed se_e3 models."""
         parts = getattr(potential, "parts", [potential.params.descriptor])
-        return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts) or _is_se_e3(potential)
+        return all(getattr(d, "kind", None) in COMPILED_KINDS for d in parts) or _se_e3_compiled(potential)
 
     def _packs(self, potential) -> list:
         """One :class:`_Packed` per descriptor part (built once per potential)."""
@@ -596,10 +598,18 @@ __all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell
 
 # ============================================================================== se_e3 (issue 15)
 # Self-contained: the packing of an se_e3 model for the kernels of numba_kernels_se_e3 and its
-# evaluation driver. Reached from Backend.handles/Backend.evaluate through _is_se_e3 only.
+# evaluation driver. Reached from Backend.handles/Backend.evaluate through _se_e3_compiled/_is_se_e3 only.
 def _is_se_e3(potential) -> bool:
     parts = getattr(potential, "parts", [potential.params.descriptor])
     return len(parts) == 1 and getattr(parts[0], "kind", None) == "se_e3"
+
+
+def _se_e3_compiled(potential) -> bool:
+    """Compressed se_e3 models run the kernels. Uncompressed ones stay on the numpy reference: every e_jk
+    then needs the net (28 tanh each for cuau_se_e3), which numpy's vectorised tanh does 2x faster than
+    the kernels' scalar one evaluated in both passes (922 vs 482 ms CPU, 500 atoms); evaluate_se_e3
+    runs them correctly all the same (tests/test_numba_se_e3.py)."""
+    return _is_se_e3(potential) and bool(getattr(_embedder(potential), "compressed", False))
 
 
 class _PackedSeE3:
