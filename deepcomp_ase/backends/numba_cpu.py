@@ -678,7 +678,10 @@ class _PackedSeE3:
         self.net_params = np.concatenate(flat) if flat else np.zeros(1)
         self.maxw = maxw
         self.fitting = _Fitting(potential.params, precision)
-        self.block_atoms = getattr(potential, "block_atoms", None) or 16  # the numpy reference's (tally order)
+        from ..descriptors.se_e3 import SeE3
+
+        # the numpy reference's blocks of centre atoms: the order in which it updates the worst input
+        self.block_atoms = getattr(potential, "block_atoms", None) or SeE3.block_atoms
 
     def kernel_args(self):
         """Arguments of se_e3_forward/se_e3_backward after the pair list (e3key .. ng)."""
