@@ -228,8 +228,8 @@ def main(argv=None):
     py_dp = deepmd_python(cache)
     paths = models(cache, py_dp, args.model_name)
     threads = sorted({os.cpu_count() if t == "all" else int(t) for t in args.threads})
-    header = (f"{datetime.datetime.now():%Y-%m-%d %H:%M} | {machine()} | git {git_revision()} | model {args.model_name} | "
-              f"repeats {args.repeats} (fewer for slow variants at large sizes)")
+    header = (f"{datetime.datetime.now():%Y-%m-%d %H:%M} | {machine()} | git {git_revision()} | "
+              f"model {args.model_name} | repeats {args.repeats} (fewer for slow variants at large sizes)")
     print("#", header, flush=True)
     results = []
     for n in args.sizes:
