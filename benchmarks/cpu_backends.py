@@ -3,7 +3,7 @@
 Usage: OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/cpu_backends.py [--atoms 4000] [--repeats 5]
 
 For one refsuite model per descriptor (se_e2_a, se_atten_v2 from its TensorFlow graph, se_e2_r, the
-se_e2_a + se_e2_r hybrid, and se_e3, which the compiled path delegates to numpy): compressed model,
+se_e2_a + se_e2_r hybrid, and se_e3 with its own kernels): compressed model,
 ASE calculator, median time per force call (positions nudged so every call recomputes), us/atom
 and the numba/numpy ratio.
 Compile time is kept out (one warm-up call). Prints a markdown table.

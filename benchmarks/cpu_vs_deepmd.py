@@ -1,7 +1,7 @@
 """deepcomp (numba CPU backend) against DeePMD-kit 3.2 on the refsuite Cu/Au cells, per ASE force call.
 
 Usage:
-    python benchmarks/cpu_vs_deepmd.py [--sizes 500 4000 32000] [--threads 1 all]
+    python benchmarks/cpu_vs_deepmd.py [--sizes 500 4000 32000] [--threads 1 all] [--model-name cuau_se_e3]
         [--cache-dir ~/.cache/deepcomp-bench] [--repeats 5] [--plot docs/cpu_vs_deepmd.png]
 
 Variants, each run in its own subprocess through its ASE calculator (both sides pay the same
@@ -37,7 +37,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(REPO))
 
 DEEPMD_PINS = ["deepmd-kit==3.2.0", "tensorflow-cpu==2.21.0", "ase"]
-MODEL = "cuau_se_e2_a"
+MODEL = "cuau_se_e2_a"  # default; --model-name cuau_se_e3 measures the se_e3 kernels
+MODEL_NAMES = ("cuau_se_e2_a", "cuau_se_e3")
 VARIANTS = ("deepcomp-compressed", "deepcomp-uncompressed", "deepmd-original", "deepmd-compressed")
 
 
@@ -102,19 +103,19 @@ def deepmd_python(cache: Path) -> Path:
     return py
 
 
-def models(cache: Path, py: Path) -> dict:
+def models(cache: Path, py: Path, name: str = MODEL) -> dict:
     """Paths of the four model files (compressing as needed)."""
-    src = REPO / "tests" / "data" / "models" / f"{MODEL}.pb"
+    src = REPO / "tests" / "data" / "models" / f"{name}.pb"
     mdir = cache / "models"
     mdir.mkdir(parents=True, exist_ok=True)
-    dp_comp = mdir / f"{MODEL}-compress.pb"
+    dp_comp = mdir / f"{name}-compress.pb"
     if not dp_comp.exists():
-        local = mdir / f"{MODEL}.pb"
+        local = mdir / f"{name}.pb"
         local.write_bytes(src.read_bytes())
         print("# dp --tf compress (DeePMD-kit's compressed model)", flush=True)
         subprocess.run([str(py.parent / "dp"), "--tf", "compress", "-i", local.name, "-o", dp_comp.name],
                        cwd=mdir, check=True, capture_output=True)
-    ours = mdir / f"{MODEL}.dcz"
+    ours = mdir / f"{name}.dcz"
     if not ours.exists():
         from deepcomp_ase import compress_model
 
@@ -209,6 +210,7 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--model-name", default=MODEL, choices=MODEL_NAMES, help="refsuite model (tests/data/models)")
     p.add_argument("--cache-dir", default=os.environ.get("DEEPCOMP_BENCH_CACHE", "~/.cache/deepcomp-bench"))
     p.add_argument("--plot", default=str(REPO / "docs" / "cpu_vs_deepmd.png"))
     p.add_argument("--json", default=None, help="also write the raw results here")
@@ -224,10 +226,10 @@ def main(argv=None):
     cache = Path(args.cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     py_dp = deepmd_python(cache)
-    paths = models(cache, py_dp)
+    paths = models(cache, py_dp, args.model_name)
     threads = sorted({os.cpu_count() if t == "all" else int(t) for t in args.threads})
-    header = (f"{datetime.datetime.now():%Y-%m-%d %H:%M} | {machine()} | git {git_revision()} | model {MODEL} | "
-              f"repeats {args.repeats} (fewer for slow variants at large sizes)")
+    header = (f"{datetime.datetime.now():%Y-%m-%d %H:%M} | {machine()} | git {git_revision()} | "
+              f"model {args.model_name} | repeats {args.repeats} (fewer for slow variants at large sizes)")
     print("#", header, flush=True)
     results = []
     for n in args.sizes:

@@ -68,6 +68,16 @@ class TableSpec:
         """(nspline, ng, 6) float64 (DeePMD-kit's layout)."""
         return self.table.coeffs
 
+    @property
+    def sub_start(self) -> np.ndarray:
+        """Ascending start of every linear sub-piece of the relu-split intervals."""
+        return self.table.sub_start
+
+    @property
+    def sub_coeffs(self) -> np.ndarray:
+        """(n, ng, 6) coefficients of the sub-pieces (the layout of ``coeffs``)."""
+        return self.table.sub_coeffs
+
 
 @dataclass(frozen=True)
 class TypeTerm:

@@ -371,10 +371,14 @@ def test_ghost_atoms_like_lammps(compressed_model, name):
     assert _rel(forces, want.forces) < REL and _rel(got.virial, want.virial) < REL
 
 
-def test_se_e3_delegates_to_numpy():
+def test_se_e3_compressed_compiled_uncompressed_delegates(compressed_model):
+    """Compressed se_e3 runs on its own kernels (tests/test_numba_se_e3.py); the uncompressed model and
+    se_e3 as a hybrid part (not a compiled kind) go to the numpy reference."""
+    comp = _pot(compressed_model("cuau_se_e3"), "numba")
+    assert comp.backend.handles(comp)
     path = MODELS / "cuau_se_e3.dp"
     fast, ref_pot = _pot(path, "numba"), _pot(path, "numpy")
-    assert not fast.backend.handles(fast)
+    assert not fast.backend.handles(fast) and "se_e3" not in numba_cpu.COMPILED_KERNELS
     ref = Reference("cuau_se_e3")
     a, b = evaluate(fast, ref, "p32_0"), evaluate(ref_pot, ref, "p32_0")
     assert abs(a.energy - b.energy) <= REL * abs(b.energy)

@@ -4,8 +4,10 @@ Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.eva
 kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a, se_atten_v2
 and se_e2_r models, and hybrids of them, run compiled (se_atten_v2 through the se_e2_a kernels
 with its type-pair term; its neighbour selection, "mixed" over types, is the numpy reference's;
-a hybrid runs each part's kernels into its columns of the descriptor); se_e3 is delegated to
-the numpy reference backend.
+a hybrid runs each part's kernels into its columns of the descriptor); compressed se_e3 models
+run their own fused kernels (:mod:`.numba_kernels_se_e3`, packing and driver at the end of this
+module); uncompressed se_e3 models and hybrids with an se_e3 part are delegated to the numpy
+reference backend.
 
 Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
 rows are contiguous):
@@ -158,6 +160,37 @@ class _PairCache:
 
 
 # ------------------------------------------------------------------------------ model packing
+def _pack_tables(specs, ng: int, ngp: int):
+    """plan.TableSpec records in the kernels' layout (numba_kernels._locate / _locate_in):
+    ``tabf`` (lower, upper, xmax, stride0, stride1, xmin) and ``tabi`` (first_stride, nspline, first
+    row, n_low) per table, ``coeffs`` (rows, 6, ngp) power-major with outputs innermost (zero padded
+    to ngp), ``split`` per row (relu-split interval), and the sub-pieces of the split intervals:
+    ``sub_off`` (per table, into) ``sub_start`` and ``sub_coeffs`` (n, 6, ngp). Arrays keep at least
+    one row so that the kernels' signatures do not depend on the model."""
+    nk = len(specs)
+    tabf = np.zeros((max(nk, 1), 6))
+    tabi = np.zeros((max(nk, 1), 4), dtype=np.int64)
+    sub_off = np.zeros(nk + 1, dtype=np.int64)
+    rows = 0
+    for n, t in enumerate(specs):
+        tabf[n] = (t.lower, t.upper, t.xmax, t.stride0, t.stride1, t.xmin)
+        tabi[n] = (t.first_stride, t.nspline, rows, t.n_low)
+        rows += t.nspline
+        sub_off[n + 1] = sub_off[n] + len(t.sub_start)
+    coeffs = np.zeros((max(rows, 1), 6, ngp))
+    split = np.zeros(max(rows, 1), dtype=np.bool_)
+    sub_start = np.zeros(max(int(sub_off[-1]), 1))
+    sub_coeffs = np.zeros((max(int(sub_off[-1]), 1), 6, ngp))
+    for n, t in enumerate(specs):
+        r0, s0, s1 = tabi[n, 2], sub_off[n], sub_off[n + 1]
+        coeffs[r0:r0 + t.nspline, :, :ng] = np.asarray(t.coeffs).transpose(0, 2, 1)
+        split[r0 + t.split_intervals] = True
+        if s1 > s0:
+            sub_start[s0:s1] = t.sub_start
+            sub_coeffs[s0:s1, :, :ng] = np.asarray(t.sub_coeffs).transpose(0, 2, 1)
+    return tabf, tabi, coeffs, split, sub_off, sub_start, sub_coeffs
+
+
 class _Packed:
     """One descriptor part of a plan in kernel layouts (built once). ``fitting`` is the model's
     (the same object for every part)."""
@@ -187,28 +220,8 @@ class _Packed:
         # descriptor width, its 1/N scale, selection, statistics, nets and their index per type pair
         self.ldd, self.inv_n, self.sel, self.davg, self.dstd = part.dim_out, part.scale, part.sel, part.davg, part.dstd
         self.compressed, self.keys, self.nets, self.kidx = part.compressed, part.keys, part.nets, part.net_index
-        nk = len(part.keys)
-        # table metadata in the kernels' layout (numba_kernels._locate): floats and ints
-        self.tabf = np.zeros((max(nk, 1), 6))
-        self.tabi = np.zeros((max(nk, 1), 4), dtype=np.int64)
-        if self.compressed:
-            specs = part.tables
-            rows = 0
-            for n, t in enumerate(specs):
-                self.tabf[n] = (t.lower, t.upper, t.xmax, t.stride0, t.stride1, t.xmin)
-                self.tabi[n] = (t.first_stride, t.nspline, rows, t.n_low)
-                rows += t.nspline
-            self.coeffs = np.zeros((rows, 6, self.ngp))
-            self.split = np.zeros(rows, dtype=np.bool_)
-            for n, t in enumerate(specs):
-                r0 = self.tabi[n, 2]
-                self.coeffs[r0:r0 + t.nspline, :, :self.ng] = np.asarray(t.coeffs).transpose(0, 2, 1)
-                self.split[r0 + t.split_intervals] = True
-            self.tables = [t.table for t in specs]
-        else:
-            self.coeffs = np.zeros((1, 6, self.ngp))
-            self.split = np.zeros(1, dtype=np.bool_)
-            self.tables = None
+        (self.tabf, self.tabi, self.coeffs, self.split, *_) = _pack_tables(part.tables or (), self.ng, self.ngp)
+        self.tables = [t.table for t in part.tables] if self.compressed else None
         self.padx = np.zeros((self.nt, part.nsec, self.ngp))
         self.padx[:, :, :self.ng] = part.pad_fold
         self.fitting = fitting
@@ -358,8 +371,10 @@ class Backend:
     # -------------------------------------------------------------- evaluation
     @staticmethod
     def handles(model) -> bool:
-        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r and hybrids of them."""
-        return all(p.kernel in COMPILED_KERNELS for p in model.plan.parts)
+        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r, hybrids of them, and
+        compressed se_e3 models."""
+        parts = model.plan.parts
+        return all(p.kernel in COMPILED_KERNELS for p in parts) or _se_e3_compiled(parts)
 
     def _packs(self, model) -> list:
         """One :class:`_Packed` per descriptor part (built once per plan)."""
@@ -379,6 +394,14 @@ class Backend:
             return _numpy_backend().evaluate(model, pair_lists, atype_all, atomic_virial)
         if not isinstance(pair_lists, (list, tuple)):
             pair_lists = [pair_lists]
+        if _se_e3_compiled(model.plan.parts):  # se_e3: its own packing and kernels, see the end of this module
+            plan = model.plan
+            pk = self._packed.get(("se_e3", id(plan)))
+            if pk is None or pk.plan is not plan:
+                pk = _PackedSeE3(plan, self.precision)
+                self._packed = {("se_e3", id(plan)): pk}
+            return evaluate_se_e3(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64), model.tally,
+                                  atomic_virial, self.chunk_atoms)
         return evaluate_parts(self._packs(model), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
                               model.tally, atomic_virial, self.chunk_atoms)
 
@@ -546,3 +569,142 @@ def thread_count() -> int:
 
 
 __all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell_list_setup", "thread_count"]
+
+
+# ============================================================================== se_e3 (issue 15)
+# The packing of an se_e3 plan part for the kernels of numba_kernels_se_e3 and its evaluation
+# driver. Reached from Backend.handles/Backend.evaluate through _se_e3_compiled only.
+def _se_e3_compiled(parts) -> bool:
+    """A compressed model whose only part is se_e3 runs the se_e3 kernels. Uncompressed ones stay on the
+    numpy reference: every e_jk then needs the net (28 tanh each for cuau_se_e3), which numpy's vectorised
+    tanh does 2x faster than the kernels' scalar one evaluated in both passes (922 vs 482 ms CPU, 500
+    atoms); evaluate_se_e3 runs them correctly all the same (tests/test_numba_se_e3.py)."""
+    return len(parts) == 1 and parts[0].kernel == "se_e3" and parts[0].compressed
+
+
+def _pack_nets(nets):
+    """Exact nets as flat layer rows (n_in, n_out, offsets of W, b, idt, activation, shortcut) and
+    parameters -> (layers, first layer and count per net, params, widest layer)."""
+    from .numba_kernels_se_e3 import ACTIVATION_CODES
+
+    layers, flat, pos, maxw = [], [], 0, 1
+    first = np.zeros((max(len(nets), 1), 2), dtype=np.int64)
+    for n, net in enumerate(nets):
+        first[n] = (len(layers), len(net.layers))
+        for la in net.layers:
+            w = np.ascontiguousarray(la.w, dtype=np.float64).reshape(-1)
+            row = [la.n_in, la.n_out, pos, pos + w.size, -1, ACTIVATION_CODES[la.activation], la.shortcut]
+            flat += [w, np.asarray(la.b, dtype=np.float64).reshape(-1)]
+            pos += w.size + la.n_out
+            if la.idt is not None:
+                row[4] = pos
+                flat.append(np.asarray(la.idt, dtype=np.float64).reshape(-1))
+                pos += la.n_out
+            layers.append(row)
+            maxw = max(maxw, la.n_in, la.n_out)
+    rows = np.array(layers if layers else [[0] * 7], dtype=np.int64).reshape(-1, 7)
+    return rows, first, (np.concatenate(flat) if flat else np.zeros(1)), maxw
+
+
+class _PackedSeE3:
+    """An se_e3 plan (one part) in the layouts of :mod:`.numba_kernels_se_e3` (built once per plan)."""
+
+    def __init__(self, plan, precision):
+        part = plan.parts[0]
+        self.plan = plan
+        self.nt, self.ng, self.keys = part.ntypes, part.ng, part.keys
+        self.e3key = np.ascontiguousarray(part.e3_index, dtype=np.int64)
+        sel = part.sel.astype(np.float64)
+        with np.errstate(divide="ignore"):
+            self.scale = np.where(np.outer(sel, sel) > 0, 1.0 / np.outer(sel, sel), 0.0)
+        self.davg, self.dstd = part.davg, part.dstd
+        self.env = (part.rcut_smth, part.rcut, part.env_protection)
+        self.compressed = part.compressed
+        (self.tabf, self.tabi, self.coeffs, self.split, self.sub_off, self.sub_start,
+         self.sub_coeffs) = _pack_tables(part.tables or (), part.ng, -(-part.ng // 8) * 8)
+        self.net_layers, self.net_first, self.net_params, self.maxw = _pack_nets(part.nets)
+        self.fitting = _Fitting(plan.params, precision)
+        # the numpy reference's blocks of centre atoms: the order in which it updates the worst input
+        self.block_atoms = plan.block_atoms or part.evaluator.block_atoms
+
+    def kernel_args(self):
+        """Arguments of se_e3_forward/se_e3_backward after the pair list (e3key .. ng)."""
+        return (self.e3key, self.scale, self.compressed, self.tabf, self.tabi, self.coeffs, self.split,
+                self.sub_off, self.sub_start, self.sub_coeffs, self.net_layers, self.net_first, self.net_params,
+                self.maxw, self.ng)
+
+
+def _tally_se_e3(pk: _PackedSeE3, tally, counts, worst_ex, worst_x):
+    """Add the kernels' per-atom counts to ``tally``; the worst input is the first maximum in the numpy
+    reference's order (blocks of atoms, then keys, then atoms), as repeated OverflowTally.add calls."""
+    tally.n_inputs += int(counts[:, 0].sum())
+    tally.n_coarse += int(counts[:, 1].sum())
+    tally.n_beyond += int(counts[:, 2].sum())
+    if not len(worst_ex) or not np.isfinite(worst_ex).any():
+        return
+    nloc, nk = worst_ex.shape
+    atom, key = np.meshgrid(np.arange(nloc), np.arange(nk), indexing="ij")
+    order = np.lexsort((atom.ravel(), key.ravel(), atom.ravel() // pk.block_atoms))
+    ex = worst_ex.ravel()[order]
+    best = int(np.argmax(ex))
+    if ex[best] > tally.worst_excess:
+        kk = int(key.ravel()[order[best]])
+        tally.worst_excess = float(ex[best])
+        tally.worst_x = float(worst_x.ravel()[order[best]])
+        tally.worst_key = tuple(pk.keys[kk])
+        tally.worst_upper = float(pk.tabf[kk, 1])
+
+
+def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+    """Energy, forces and virials of an se_e3 model: per chunk of centre atoms (ordered by type),
+    the fused forward, the fitting nets (BLAS), the fused backward and the force assembly."""
+    from . import numba_kernels_se_e3 as K3
+    from .base import Results
+
+    K = _kernels()
+    nloc, nall = pairs.nloc, pairs.nall
+    atype = atype_all[:nloc]
+    neighbors = np.ascontiguousarray(pairs.neighbors, dtype=np.int64)
+    vectors = np.ascontiguousarray(pairs.vectors, dtype=np.float64)
+    offsets = np.searchsorted(np.asarray(pairs.centers, dtype=np.int64), np.arange(nloc + 1)).astype(np.int64)
+    chunk = max(1, min(chunk_atoms or (CHUNK_ATOMS if pk.compressed else CHUNK_ATOMS_EXACT), max(nloc, 1)))
+    fitting = pk.fitting
+    args = (neighbors, vectors, atype_all, pk.davg, pk.dstd, *pk.env, *pk.kernel_args())
+    nk = len(pk.keys)
+    dbuf = np.empty((chunk, pk.ng), dtype=fitting.dtype)
+    counts = np.zeros((nloc, 3), dtype=np.int64)
+    worst_ex = np.full((nloc, nk), -np.inf)
+    worst_x = np.full((nloc, nk), np.nan)
+    gbuf = np.empty((0, 3))
+    order = np.argsort(atype, kind="stable")
+    atom_energy = np.zeros(nloc)
+    forces = np.zeros((nall, 3))
+    atom_virial = np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9))
+    virial = np.zeros((3, 3))
+    for c0 in range(0, nloc, chunk):
+        atoms = np.ascontiguousarray(order[c0:c0 + chunk])
+        nb = len(atoms)
+        types = atype[atoms]
+        desc = dbuf[:nb]
+        cnt = np.empty((nb, 3), dtype=np.int64)
+        wex = np.empty((nb, nk))
+        wx = np.empty((nb, nk))
+        K3.se_e3_forward(atoms, offsets, *args, desc, cnt, wex, wx)
+        counts[atoms], worst_ex[atoms], worst_x[atoms] = cnt, wex, wx
+        bounds = np.searchsorted(types, np.arange(pk.nt + 1))
+        for t in range(pk.nt):
+            a0, a1 = bounds[t], bounds[t + 1]
+            if a1 > a0:  # dE/dD overwrites the descriptor rows
+                atom_energy[atoms[a0:a1]] = fitting.energy_and_grad(t, desc[a0:a1])
+        pbase, _ = K.pair_bases(atoms, offsets)
+        if len(gbuf) < pbase[-1]:
+            gbuf = np.empty((int(pbase[-1] * 1.1) + 16, 3))
+        gvec = gbuf[:pbase[-1]]
+        K3.se_e3_backward(atoms, offsets, pbase, *args, desc, gvec)
+        virial += K.assemble_forces_virial(atoms, offsets, pbase, neighbors, vectors, gvec, forces, atom_virial,
+                                           atomic_virial)
+    if pk.compressed:
+        _tally_se_e3(pk, tally, counts, worst_ex, worst_x)
+    return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
+                   atom_virial=atom_virial if atomic_virial else None)
+# ============================================================================== end se_e3 (issue 15)

@@ -417,19 +417,12 @@ def _type_switch(rho, w, dw, rcut_smth, tf_switch):
 
 
 # ---------------------------------------------------------------------------------- tables
-@njit(**_SER)
-def _locate(x, tabf, tabi, key):
-    """Global coefficient row, offset t and region of input x in table ``key`` (Table.locate)."""
-    lower = tabf[key, 0]
-    upper = tabf[key, 1]
-    xmax = tabf[key, 2]
-    s0 = tabf[key, 3]
-    s1 = tabf[key, 4]
-    xmin = tabf[key, 5]
-    first_stride = tabi[key, 0]
-    nspline = tabi[key, 1]
-    row0 = tabi[key, 2]
-    n_low = tabi[key, 3]
+@njit(cache=True, fastmath=False, inline="always")
+def _locate_in(x, lower, upper, xmax, s0, s1, xmin, first_stride, nspline, row0, n_low):
+    """Global coefficient row, offset t and region of input x in a table given by its grid (Table.locate).
+
+    Inlined (numba IR) so that kernels which hoist one table's grid out of their pair loops
+    (numba_kernels_se_e3) pay no call per input."""
     if x >= lower and x < upper:
         i0 = np.int64((x - lower) / s0)
         idx = n_low + i0
@@ -450,6 +443,13 @@ def _locate(x, tabf, tabi, key):
     if idx > nspline - 1:
         idx = nspline - 1
     return row0 + idx, t, region
+
+
+@njit(**_SER)
+def _locate(x, tabf, tabi, key):
+    """:func:`_locate_in` of table ``key`` of the packed metadata (``tabf``/``tabi`` rows)."""
+    return _locate_in(x, tabf[key, 0], tabf[key, 1], tabf[key, 2], tabf[key, 3], tabf[key, 4], tabf[key, 5],
+                      tabi[key, 0], tabi[key, 1], tabi[key, 2], tabi[key, 3])
 
 
 @njit(inline="always")
