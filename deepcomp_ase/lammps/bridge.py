@@ -24,7 +24,8 @@ import traceback
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DeepCompError, TableOverflowError
+from ..errors import AtomsTooCloseError, BackendUnavailableError, DeepCompError, TableOverflowError
+from ..validate import check_structure, too_close_error
 from . import mpi
 
 # DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz
@@ -182,7 +183,11 @@ class LammpsModel:
         return np.concatenate([np.full(1, -1, dtype=np.int64), mapped])
 
     # ------------------------------------------------------------------ per step
-    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None):
+        """One force call; ``tag`` (optional, int per local and ghost atom): atom IDs, used to name
+        atoms in errors. Input errors (NaN positions, two atoms at one place) are raised on the
+        rank that sees them only (LAMMPS: error->one)."""
+        self._tag = tag  # borrowed for this call only
         with self._forwarding():
             try:
                 return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step)
@@ -191,6 +196,21 @@ class LammpsModel:
                 # raises it at the same step, so LAMMPS can stop with error->all
                 exc.deepcomp_collective = True
                 raise
+            finally:
+                self._tag = None
+
+    def _atom_namer(self, order, nlocal: int):
+        """How an error names the atom at index k of the arrays given to the potential: by atom ID
+        when LAMMPS passed them, else as local/ghost index of this rank."""
+        tag = None if getattr(self, "_tag", None) is None else np.frombuffer(self._tag, dtype=np.intc)
+
+        def name(k: int) -> str:
+            k = int(k if order is None else order[k])
+            if tag is not None:
+                return f"atom ID {int(tag[k])}"
+            return f"local atom {k}" if k < nlocal else f"ghost atom {k - nlocal}"
+
+        return name
 
     def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
         nall = nlocal + nghost
@@ -200,6 +220,9 @@ class LammpsModel:
         pi = np.frombuffer(pair_i, dtype=np.intc)
         pj = np.frombuffer(pair_j, dtype=np.intc)
         want_atomic = vatom is not None
+        # a NaN position drops out of LAMMPS's binning and of the pair list: refuse it by name
+        if not np.isfinite(x).all():
+            check_structure(x, names=self._atom_namer(None, nlocal))
         energy = 0.0
         virial = np.zeros((3, 3))
 
@@ -221,7 +244,14 @@ class LammpsModel:
 
         if nloc > 0:
             pos = x if order is None else x[order]
-            res = self.potential.compute_pairs(mtype, nloc, pi, pj, pos[pj] - pos[pi], atomic_virial=want_atomic)
+            try:
+                res = self.potential.compute_pairs(mtype, nloc, pi, pj, pos[pj] - pos[pi], atomic_virial=want_atomic)
+            except AtomsTooCloseError as exc:  # restated with LAMMPS atom IDs (or local/ghost indices)
+                i, j = exc.atoms
+                name = self._atom_namer(order, nlocal)
+                err = too_close_error(i, j, exc.distance, names=name)
+                raise type(err)(f"{err} (step {int(step)}, MPI rank {self.rank}, {name(i)} at {pos[i].tolist()})",
+                                atoms=err.atoms, distance=err.distance) from None
             if self.energy_scale != 1.0:
                 res = _scaled(res, self.energy_scale)
             energy = float(res.energy)

@@ -154,3 +154,25 @@ def test_exception_on_one_rank_aborts_without_hanging(model_file, tmp_path):
     assert "ERROR on proc 1: pair_style deepcomp: RuntimeError: injected failure on rank 1" in text, text[-4000:]
     assert "Traceback" in text
     assert seconds < 60, seconds
+
+
+def test_two_atoms_at_one_place_stops_two_ranks(model_file, tmp_path):
+    """Only the rank owning the pair sees it: error->one there, the run ends (no hang)."""
+    deck = f"""
+units           metal
+atom_style      atomic
+atom_modify     map array
+read_data       {DATA_500}
+variable        x1 equal x[1]
+variable        y1 equal y[1]
+variable        z1 equal z[1]
+set             atom 2 x ${{x1}} y ${{y1}} z ${{z1}}
+pair_style      deepcomp {model_file}
+pair_coeff      * * Cu Au
+run             0
+"""
+    rc, text, seconds = run_lmp(deck, tmp_path, nprocs=2, timeout=120)
+    assert rc != 0, text[-4000:]
+    assert re.search(r"ERROR on proc \d: pair_style deepcomp: AtomsTooCloseError: .* A apart", text), \
+        text[-4000:]
+    assert seconds < 60, seconds
