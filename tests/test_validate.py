@@ -6,6 +6,12 @@ check the error class, the atoms named and the distance.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -188,3 +194,25 @@ def test_lammps_bridge_names_atoms(model_file, with_tags):
 
     with pytest.raises(NonFiniteInputError, match=("atom ID 5" if with_tags else "local atom 4") + " has position"):
         bridge_compute(model_file, crystal(), with_tags, nan_atom)
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda a: a.positions.__setitem__(5, a.positions[2]), r"atom (2|5) and atom (2|5) are 0 A apart"),
+    (lambda a: a.positions.__setitem__((6, 0), np.nan), r"atom 6 has position \[nan"),
+])
+def test_md_command_refuses_bad_structures(model_file, tmp_path, edit, expected):
+    """``deepcomp md --structure`` prints one error line naming the atoms, exit status 1."""
+    from ase.io import write
+
+    atoms = crystal()
+    edit(atoms)
+    path = tmp_path / "bad.xyz"
+    write(path, atoms, format="extxyz")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "deepcomp_ase", "md", str(model_file), "--structure", str(path),
+                           "--steps", "2", "--backend", "numpy"], capture_output=True, text=True, timeout=600,
+                          check=False, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "RuntimeWarning" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(r"deepcomp md: error: " + expected, proc.stderr), proc.stderr[-2000:]

@@ -16,7 +16,7 @@ from deepcomp_ase.validate import MIN_DISTANCE
 try:
     loader.emulation_library()
     EMU_ERROR = None
-except Exception as exc:  # no compiler, or no C++20 library
+except Exception as exc:  # noqa: BLE001 - no compiler, or no C++20 library
     EMU_ERROR = str(exc)[:300]
 
 pytestmark = pytest.mark.skipif(EMU_ERROR is not None, reason=f"host emulation unavailable: {EMU_ERROR}")
