@@ -55,7 +55,14 @@ _done: set[str] = set()  # keys compiled or found compiled by this process
 def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/deepcomp/numba``, else ``~/.cache/deepcomp/numba``."""
     base = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(base) if base else Path.home() / ".cache") / "deepcomp" / "numba"
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry (some containers): a per-user temp dir
+            import tempfile
+
+            return Path(tempfile.gettempdir()) / f"deepcomp-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    return Path(base) / "deepcomp" / "numba"
 
 
 def writable(directory: Path) -> bool:
