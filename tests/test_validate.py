@@ -192,7 +192,8 @@ def test_lammps_bridge_names_atoms(model_file, with_tags):
     def nan_atom(x):
         x[4, 0] = np.inf
 
-    with pytest.raises(NonFiniteInputError, match=("atom ID 5" if with_tags else "local atom 4") + " has position"):
+    with pytest.raises(NonFiniteInputError, match=("atom ID 5" if with_tags else "local atom 4")
+                       + r" has position \[inf, .*\(step 7, MPI rank 0\)"):
         bridge_compute(model_file, crystal(), with_tags, nan_atom)
 
 

@@ -24,7 +24,8 @@ import traceback
 
 import numpy as np
 
-from ..errors import AtomsTooCloseError, BackendUnavailableError, DeepCompError, TableOverflowError
+from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError, NonFiniteInputError,
+                      TableOverflowError)
 from ..validate import check_structure, too_close_error
 from . import mpi
 
@@ -222,7 +223,10 @@ class LammpsModel:
         want_atomic = vatom is not None
         # a NaN position drops out of LAMMPS's binning and of the pair list: refuse it by name
         if not np.isfinite(x).all():
-            check_structure(x, names=self._atom_namer(None, nlocal))
+            try:
+                check_structure(x, names=self._atom_namer(None, nlocal))
+            except NonFiniteInputError as exc:
+                raise NonFiniteInputError(f"{exc} (step {int(step)}, MPI rank {self.rank})") from None
         energy = 0.0
         virial = np.zeros((3, 3))
 
