@@ -126,7 +126,7 @@ def _reload_numba_config() -> None:
 
 
 def _install_compile_listener() -> None:
-    """One INFO line when numba really compiles a deepcomp kernel (not when it loads the cache)."""
+    """One line when numba really compiles a deepcomp kernel (not when it loads the cache)."""
     if _state["listener"] is not None or "numba" not in sys.modules and not _numba_importable():
         return
     from numba.core import event
@@ -137,7 +137,9 @@ def _install_compile_listener() -> None:
             module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
             if not _state["logged"] and module.startswith("deepcomp_ase"):
                 _state["logged"] = True
-                log.info("compiling the numba kernels, once (about 20 s, minutes on a busy machine); cached in %s "
+                # a warning, so that it shows where logging is not configured (Python, LAMMPS): a silent
+                # pause of 20 s to minutes looks like a hang
+                log.warning("compiling the numba kernels, once (about 20 s, minutes on a busy machine); cached in %s "
                          "('deepcomp warmup MODEL' does it ahead of a run)", _state["dir"])
 
         def on_end(self, ev):

@@ -176,3 +176,15 @@ run             0
     assert re.search(r"ERROR on proc \d: pair_style deepcomp: AtomsTooCloseError: .* A apart", text), \
         text[-4000:]
     assert seconds < 60, seconds
+
+
+def test_cold_numba_cache_compiled_by_one_rank(model_file, tmp_path):
+    """Two ranks on an empty kernel cache: one compiles, the other waits on the lock and loads (without
+    the lock both would compile and say so)."""
+    deck = NVE_DECK.format(data=DATA_500, model=model_file).replace(
+        "pair_style      deepcomp {}".format(model_file), f"pair_style      deepcomp {model_file} device cpu")
+    deck = deck.replace("run             50", "run             2")
+    rc, text, _ = run_lmp(deck, tmp_path, nprocs=2, timeout=600, env={"DEEPCOMP_NUMBA_CACHE": str(tmp_path / "nc")})
+    assert rc == 0, text[-4000:]
+    assert text.count("compiling the numba kernels, once") == 1, text[-4000:]  # either rank may be the one
+    assert list((tmp_path / "nc" / "deepcomp-compiled").iterdir())
