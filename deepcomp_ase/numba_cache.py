@@ -78,7 +78,8 @@ def writable(directory: Path) -> bool:
 
 
 def choose_cache_dir(package_cache: Path | None = None) -> tuple[Path, str]:
-    """(directory, reason) of the numba cache, without side effects; see the module docstring."""
+    """(directory, reason) of the numba cache; see the module docstring. Exports nothing (the probe
+    of the package directory may create its ``__pycache__``, as numba would)."""
     user = os.environ.get("NUMBA_CACHE_DIR", "").strip()
     if user:
         return Path(user).expanduser(), "NUMBA_CACHE_DIR"
@@ -261,7 +262,7 @@ def first_use(key: str, directory: Path | None = None):
 # ------------------------------------------------------------------------------ warmup
 def cold_cache_hint(model) -> str:
     """A line saying how to compile ahead, when numba is installed and has compiled nothing into the
-    cache this process would use (no side effects: nothing is exported, numba is not imported)."""
+    cache this process would use (nothing is exported, numba is not imported)."""
     if not _numba_importable():
         return ""
     directory, _ = choose_cache_dir()
