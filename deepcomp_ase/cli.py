@@ -1,4 +1,4 @@
-"""Command line: ``deepcomp compress | info | md | model-devi`` (also ``python -m deepcomp_ase``).
+"""Command line: ``deepcomp compress | info | md | model-devi | warmup`` (also ``python -m deepcomp_ase``).
 
 ``compress`` takes the flags of ``dp compress``. Errors are printed as one line without a
 traceback (add ``-v DEBUG`` for one) and the exit status is non-zero.
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-t", "--training-script", default=None,
                    help="DeePMD-kit input.json whose training data give min_nbor_dist when the model lacks it")
     c.add_argument("--head", default=None, help=_HEAD_HELP)
+    c.add_argument("--warmup", action="store_true",
+                   help="then compile the numba kernels for the compressed model (as 'deepcomp warmup OUTPUT')")
     _add_logging(c, mpi_log=True)
 
     i = sub.add_parser("info", help="describe a compressed or uncompressed model")
@@ -105,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logging(m)
 
     _add_model_devi_parser(sub)
+    w = sub.add_parser("warmup", help="compile the numba kernels a model needs, ahead of a run",
+                       description="Compile (once; cached on disk) the numba kernels MODEL needs, in float64 and "
+                                   "float32, and print the cache directory. Run it before starting many processes "
+                                   "(LAMMPS ranks) or after installing into a read-only location.")
+    w.add_argument("model", nargs="+", help="compressed model(s) or DeePMD-kit model file(s)")
+    w.add_argument("--precision", choices=["float64", "float32", "both"], default="both",
+                   help="working precision(s) to compile for (default: both)")
+    _add_logging(w)
     return parser
 
 
@@ -122,6 +132,23 @@ def _run_compress(args) -> int:
     compress_model(args.input, args.output, step=args.step, extrapolate=args.extrapolate,
                    frequency=args.frequency, training_script=args.training_script,
                    max_table_mib=args.max_table_size, head=args.head)
+    if args.warmup:
+        return _run_warmup(argparse.Namespace(model=[args.output], precision="float64"))
+    from .numba_cache import cold_cache_hint
+
+    hint = cold_cache_hint(args.output)
+    if hint:
+        logging.getLogger("deepcomp_ase").info(hint)
+    return 0
+
+
+def _run_warmup(args) -> int:
+    from .numba_cache import warmup
+
+    precisions = ("float64", "float32") if args.precision == "both" else (args.precision,)
+    directory = warmup(args.model, precisions)
+    print(f"numba kernels for {', '.join(map(str, args.model))} ({', '.join(precisions)}) compiled; cached in "
+          f"{directory}")
     return 0
 
 
@@ -244,7 +271,7 @@ def main(argv=None) -> int:
               f"({exc.strerror or exc})", file=sys.stderr)
         return 1
     runner = {"compress": _run_compress, "info": _run_info, "md": _run_md,
-              "model-devi": _run_model_devi}[args.command]
+              "model-devi": _run_model_devi, "warmup": _run_warmup}[args.command]
     try:
         return runner(args)
     except DeepCompError as exc:  # anything else is a bug: keep its traceback

@@ -37,6 +37,9 @@ SETTINGS = {s.name: s for s in (
     Setting("DEEPCOMP_CACHE", str(Path(tempfile.gettempdir()) / "deepcomp_ase_emulation"),
             "directory of the compiled host emulation of the CUDA kernels (tests without a GPU)",
             "kernels/loader.py"),
+    Setting("DEEPCOMP_NUMBA_CACHE", "", "directory of the compiled numba kernels when NUMBA_CACHE_DIR is unset "
+            "(exported as NUMBA_CACHE_DIR and logged); unset: numba's default next to the package when writable, "
+            "else $XDG_CACHE_HOME/deepcomp/numba (~/.cache/deepcomp/numba)", "numba_cache.py"),
     Setting("DEEPCOMP_PLUGIN_DIR", "", "directory searched first for deepcompplugin.so", "lammps/__init__.py"),
     Setting("DEEPCOMP_NO_MPI_PRELOAD", "", "'1': do not preload the mpich wheel's libmpi.so.12",
             "lammps/__init__.py"),

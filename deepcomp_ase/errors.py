@@ -39,6 +39,23 @@ class InputError(DeepCompError, ValueError):
     """An argument or input structure has an invalid value (a ValueError too, as before)."""
 
 
+class NonFiniteInputError(InputError):
+    """A position, pair vector or cell holds NaN or inf (a diverged simulation, a broken file)."""
+
+
+class AtomsTooCloseError(InputError):
+    """Two atoms (or an atom and a periodic image of another) closer than validate.MIN_DISTANCE.
+
+    ``atoms`` holds the two indices as the caller numbered them and ``distance`` their distance
+    in Angstrom, so that front ends (the LAMMPS bridge) can restate the error in their terms.
+    """
+
+    def __init__(self, message: str, atoms: tuple[int, int] = (-1, -1), distance: float = float("nan")):
+        super().__init__(message)
+        self.atoms = atoms
+        self.distance = distance
+
+
 class BuildError(DeepCompError, RuntimeError):
     """Compiling a runtime component (the kernels' host emulation) failed."""
 

@@ -19,6 +19,7 @@ from .io import read_model_tree
 from .model.params import ModelParams, parse_model
 from .overflow import OverflowTally, check_and_report
 from .plan import build_plan
+from .validate import check_pair_vectors, check_structure
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class DeepPotential:
                       atomic_virial: bool = False, shared_selection: dict | None = None) -> Results:
         """Evaluate on a raw pair list (any order; pairs beyond rcut are ignored).
 
+        Non-finite vectors and pairs closer than :data:`validate.MIN_DISTANCE` raise
+        :class:`~deepcomp_ase.errors.NonFiniteInputError` / :class:`~deepcomp_ase.errors.AtomsTooCloseError`.
+
         ``atype_all`` holds model types of all atoms (local first); ``centers < nloc``,
         ``neighbors < len(atype_all)``; ``vectors = r_neighbor - r_center``.
         ``shared_selection``: a dict shared by several models on the same pairs (model deviation):
@@ -121,15 +125,21 @@ class DeepPotential:
         centers = np.asarray(centers, dtype=np.int64)
         neighbors = np.asarray(neighbors, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, 3)
+        check_pair_vectors(centers, neighbors, vectors)  # NaN/inf, two atoms at one place: a named error
         pair_lists = select_parts(self.backend, self.plan, centers, neighbors, vectors, atype_all, nloc, self.tally,
                                   shared_selection)
         return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial)
 
     def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,
                       atomic_virial: bool = False) -> Results:
-        """Evaluate a structure (ASE conventions: cell rows are lattice vectors)."""
+        """Evaluate a structure (ASE conventions: cell rows are lattice vectors).
+
+        NaN or inf in positions or cell raise :class:`~deepcomp_ase.errors.NonFiniteInputError`
+        naming the atom (or cell vector); two atoms at one place :class:`~deepcomp_ase.errors.AtomsTooCloseError`.
+        """
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        check_structure(positions, cell)  # a NaN position would drop out of the neighbour search
         if self.backend.builds_neighbors:  # e.g. the GPU backend: neighbour list on the device
             return self.backend.compute_atoms(self, positions, np.asarray(atype), cell, np.asarray(pbc, dtype=bool),
                                               atomic_virial=atomic_virial)

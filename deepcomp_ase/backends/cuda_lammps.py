@@ -296,6 +296,9 @@ class LammpsDeviceModels:
         # 2. device only, model after model
         outs = [p._launch(ws, pos, grids, atomic_virial and k == 0) for k, (p, (ws, grids)) in
                 enumerate(zip(paths, staged))]
+        # two atoms at one place: one reduction over the first model's lists, read after every
+        # model ran (a NaN result is never used: the error comes first)
+        first.backend._check_distances(staged[0][0])
         # 3. device -> host
         results = [p._fetch(out, atom_energy and k == 0, atomic_virial and k == 0) for k, (p, out) in
                    enumerate(zip(paths, outs))]

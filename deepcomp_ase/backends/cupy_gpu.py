@@ -38,6 +38,7 @@ import numpy as np
 from .. import config
 from ..errors import BackendUnavailableError, InputError
 from ..neighbors import rank_in_group
+from ..validate import MIN_DISTANCE, check_pair_vectors, too_close_error
 from .base import Results, select_parts
 from .cuda_state import DeviceModel, Workspace, _rows
 
@@ -366,9 +367,27 @@ class Backend:
             log.info("cell %s with pbc %s: device cell list not applicable, using ASE's neighbour list",
                      cell.tolist(), pbc.tolist())
             return self._reference_atoms(potential, positions, atype, cell, pbc, atomic_virial)
+        self._check_distances(ws)
         out = self._evaluate_padded(st, ws, atomic_virial)
         self._count_call(potential, st)
         return out
+
+    def _check_distances(self, ws: Workspace) -> None:
+        """AtomsTooCloseError when a listed pair is closer than validate.MIN_DISTANCE (one reduction
+        over the device neighbour lists and one scalar read; the message is built on the host)."""
+        xp = self.xp
+        lowest = None
+        for pws in ws.parts:
+            r2 = xp.where(pws.nlist >= 0, (pws.rij * pws.rij).sum(axis=-1), xp.inf)
+            lowest = r2.min() if lowest is None else xp.minimum(lowest, r2.min())
+        if lowest is None or float(lowest) >= MIN_DISTANCE * MIN_DISTANCE:
+            return
+        for pws in ws.parts:
+            r2 = _host(xp, xp.where(pws.nlist >= 0, (pws.rij * pws.rij).sum(axis=-1), xp.inf))
+            i, slot = np.unravel_index(int(np.argmin(r2)), r2.shape)
+            if r2[i, slot] < MIN_DISTANCE * MIN_DISTANCE:
+                j = int(_host(xp, pws.nlist)[i, slot])
+                raise too_close_error(int(i), j, float(np.sqrt(r2[i, slot])))
 
     def neighbor_list(self, potential, positions, atype, cell=None, pbc=(False, False, False), part: int = 0):
         """Device neighbour list of descriptor part ``part`` of a structure: (nlist, rij, nnbr) arrays
@@ -557,6 +576,7 @@ class Backend:
         pos = np.asarray(positions if isinstance(positions, np.ndarray) else self.ctx.to_host(positions),
                          dtype=np.float64)
         i, j, vec = self.pairs_from_atoms(pos, cell, pbc, potential.plan.rcut)
+        check_pair_vectors(i, j, vec)
         pair_lists = select_parts(self, potential.plan, i, j, vec, atype, len(pos), potential.tally)
         return self.evaluate(potential, pair_lists, atype, atomic_virial)
 

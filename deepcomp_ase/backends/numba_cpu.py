@@ -39,7 +39,7 @@ import os
 
 import numpy as np
 
-from .. import config
+from .. import config, numba_cache
 from ..errors import BackendUnavailableError, InputError
 from ..neighbors import PairList
 
@@ -76,6 +76,7 @@ def _apply_thread_env() -> None:
 
 
 def _kernels():
+    numba_cache.configure()  # NUMBA_CACHE_DIR must be set before the kernels are defined
     from . import numba_kernels
 
     return numba_kernels
@@ -347,8 +348,9 @@ class Backend:
             return c.pi, c.pj, vec
         reach = rcut + self.skin
         used, inv, pbc_b, nbins, nsearch, fmin, fspan = cell_list_setup(positions, cell, pbc, reach)
-        pi, pj, shifts, vec = K.neighbor_pairs(positions, np.ascontiguousarray(used), np.ascontiguousarray(inv),
-                                               pbc_b, float(reach), nbins, nsearch, fmin, fspan)
+        with numba_cache.first_use("neighbors"):  # one process compiles, the others wait and load
+            pi, pj, shifts, vec = K.neighbor_pairs(positions, np.ascontiguousarray(used), np.ascontiguousarray(inv),
+                                                   pbc_b, float(reach), nbins, nsearch, fmin, fspan)
         self.n_builds += 1
         if self.skin > 0:
             self._cache = _PairCache(positions, cell, pbc, rcut, self.skin, pi, pj, shifts, np.ascontiguousarray(used))
@@ -361,10 +363,11 @@ class Backend:
             return _numpy_backend().select(part, centers, neighbors, vectors, atype_all, nloc)
         atype_all = np.ascontiguousarray(atype_all, dtype=np.int64)
         K = _kernels()
-        c, n, v, slots, n_dropped, max_per_type, _ = K.select_pairs(
-            np.ascontiguousarray(centers, dtype=np.int64), np.ascontiguousarray(neighbors, dtype=np.int64),
-            np.ascontiguousarray(vectors, dtype=np.float64).reshape(-1, 3), atype_all, int(nloc), part.sel,
-            part.rcut, part.select_exclude_mask, part.slot_exclude_mask)
+        with numba_cache.first_use("select"):
+            c, n, v, slots, n_dropped, max_per_type, _ = K.select_pairs(
+                np.ascontiguousarray(centers, dtype=np.int64), np.ascontiguousarray(neighbors, dtype=np.int64),
+                np.ascontiguousarray(vectors, dtype=np.float64).reshape(-1, 3), atype_all, int(nloc), part.sel,
+                part.rcut, part.select_exclude_mask, part.slot_exclude_mask)
         return PairList(centers=c, neighbors=n, vectors=v, slots_used=slots, nloc=int(nloc), nall=len(atype_all),
                         n_dropped=int(n_dropped), max_per_type=max_per_type)
 
@@ -394,16 +397,18 @@ class Backend:
             return _numpy_backend().evaluate(model, pair_lists, atype_all, atomic_virial)
         if not isinstance(pair_lists, (list, tuple)):
             pair_lists = [pair_lists]
-        if _se_e3_compiled(model.plan.parts):  # se_e3: its own packing and kernels, see the end of this module
-            plan = model.plan
-            pk = self._packed.get(("se_e3", id(plan)))
-            if pk is None or pk.plan is not plan:
-                pk = _PackedSeE3(plan, self.precision)
-                self._packed = {("se_e3", id(plan)): pk}
-            return evaluate_se_e3(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64), model.tally,
-                                  atomic_virial, self.chunk_atoms)
-        return evaluate_parts(self._packs(model), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
-                              model.tally, atomic_virial, self.chunk_atoms)
+        plan = model.plan
+        key = f"evaluate-{self.precision}-{'+'.join(sorted({p.kernel for p in plan.parts}))}-{plan.compressed}"
+        with numba_cache.first_use(key):
+            if _se_e3_compiled(plan.parts):  # se_e3: its own packing and kernels, see the end of this module
+                pk = self._packed.get(("se_e3", id(plan)))
+                if pk is None or pk.plan is not plan:
+                    pk = _PackedSeE3(plan, self.precision)
+                    self._packed = {("se_e3", id(plan)): pk}
+                return evaluate_se_e3(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64),
+                                      model.tally, atomic_virial, self.chunk_atoms)
+            return evaluate_parts(self._packs(model), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
+                                  model.tally, atomic_virial, self.chunk_atoms)
 
 
 # ------------------------------------------------------------------------------ evaluation

@@ -41,6 +41,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import numba_cache
+
+numba_cache.configure()  # the cache directory must be known before the kernels below are defined
+
 _PAR = dict(parallel=True, cache=True, fastmath=False)
 _SER = dict(cache=True, fastmath=False)
 #: flags of tabulate_backward (see the module docstring); no nnan/ninf/arcp/afn

@@ -26,7 +26,9 @@ import traceback
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, DeepCompError, TableOverflowError
+from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError, NonFiniteInputError,
+                      TableOverflowError)
+from ..validate import check_structure, too_close_error
 from . import mpi
 
 # DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz
@@ -200,6 +202,10 @@ class LammpsModel:
     # ------------------------------------------------------------------ per step
     def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
                 natoms=0):
+        """One force call; ``tag`` (int per local and ghost atom): atom IDs, used for model
+        deviation and to name atoms in errors. Input errors (NaN positions, two atoms at one
+        place) are raised on the rank that sees them only (LAMMPS: error->one)."""
+        self._tag = tag  # borrowed for this call only
         if not self._devices_logged:
             # collective, hence here (every rank computes every step) and not in __init__, where
             # a rank that failed to load would leave the others waiting
@@ -216,6 +222,21 @@ class LammpsModel:
                 # raises it at the same step, so LAMMPS can stop with error->all
                 exc.deepcomp_collective = True
                 raise
+            finally:
+                self._tag = None
+
+    def _atom_namer(self, order, nlocal: int):
+        """How an error names the atom at index k of the arrays given to the potential: by atom ID
+        when LAMMPS passed them, else as local/ghost index of this rank."""
+        tag = None if getattr(self, "_tag", None) is None else np.frombuffer(self._tag, dtype=np.intc)
+
+        def name(k: int) -> str:
+            k = int(k if order is None else order[k])
+            if tag is not None:
+                return f"atom ID {int(tag[k])}"
+            return f"local atom {k}" if k < nlocal else f"ghost atom {k - nlocal}"
+
+        return name
 
     def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
                  natoms=0):
@@ -226,6 +247,12 @@ class LammpsModel:
         mtype = self.typemap[ltype]
         devi_step = self.devi.due(step)
         want_atomic = vatom is not None
+        # a NaN position drops out of LAMMPS's binning and of the pair list: refuse it by name
+        if not np.isfinite(x).all():
+            try:
+                check_structure(x, names=self._atom_namer(None, nlocal))
+            except NonFiniteInputError as exc:
+                raise NonFiniteInputError(f"{exc} (step {int(step)}, MPI rank {self.rank})") from None
         energy = 0.0
         virial = np.zeros((3, 3))
 
@@ -249,10 +276,18 @@ class LammpsModel:
             # model types of the atoms handed to each model (each maps through its own type_map)
             mtypes = [mtype] + ([self.typemaps[k][ltype] if order is None else self.typemaps[k][ltype][order]
                                  for k in range(1, len(self.potentials))] if devi_step else [])
-            if self.device_models is not None:
-                results = self._evaluate_device(x, order, mtypes, nloc, eatom is not None, want_atomic)
-            else:
-                results = self._evaluate_pairs(x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic)
+            try:
+                if self.device_models is not None:
+                    results = self._evaluate_device(x, order, mtypes, nloc, eatom is not None, want_atomic)
+                else:
+                    results = self._evaluate_pairs(x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic)
+            except AtomsTooCloseError as exc:  # restated with LAMMPS atom IDs (or local/ghost indices)
+                i, j = exc.atoms
+                name = self._atom_namer(order, nlocal)
+                err = too_close_error(i, j, exc.distance, names=name)
+                pos_i = x[int(i if order is None else order[i])].tolist()
+                raise type(err)(f"{err} (step {int(step)}, MPI rank {self.rank}, {name(i)} at {pos_i})",
+                                atoms=err.atoms, distance=err.distance) from None
             res = results[0]
             if devi_step:
                 idx = slice(None) if order is None else order

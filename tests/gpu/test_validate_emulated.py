@@ -1,0 +1,61 @@
+"""The CUDA backend (kernels compiled for the CPU) refuses two atoms at one place like the others:
+the device neighbour list is checked on the device, the message built on the host (issue 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from deepcomp_ase.backends.cupy_gpu import Backend
+from deepcomp_ase.errors import AtomsTooCloseError, NonFiniteInputError
+from deepcomp_ase.kernels import loader
+from deepcomp_ase.potential import DeepPotential
+from deepcomp_ase.validate import MIN_DISTANCE
+
+try:
+    loader.emulation_library()
+    EMU_ERROR = None
+except Exception as exc:  # noqa: BLE001 - no compiler, or no C++20 library
+    EMU_ERROR = str(exc)[:300]
+
+pytestmark = pytest.mark.skipif(EMU_ERROR is not None, reason=f"host emulation unavailable: {EMU_ERROR}")
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def device_pot(request, compressed_model):
+    p = DeepPotential.from_file(compressed_model("cuau_se_e2_a"), backend="numpy", overflow="ignore")
+    p.backend = Backend(precision=request.param, emulate=True)
+    assert p.backend.builds_neighbors
+    return p
+
+
+def structure(p):
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2)
+    atoms.symbols[::3] = "Au"
+    atoms.rattle(0.05, seed=1)
+    return atoms.positions.copy(), p.types_of(atoms.get_chemical_symbols()), atoms.cell.array, atoms.pbc
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-9, 5e-4])
+def test_two_atoms_at_one_place(device_pot, offset):
+    pos, types, cell, pbc = structure(device_pot)
+    pos[7] = pos[3] + [offset, 0.0, 0.0]
+    with pytest.raises(AtomsTooCloseError) as info:
+        device_pot.compute_atoms(pos, types, cell, pbc)
+    assert set(info.value.atoms) == {3, 7}
+    assert info.value.distance == pytest.approx(offset, abs=1e-7)
+    assert "same position" in str(info.value)
+
+
+def test_just_above_the_limit_evaluates(device_pot):
+    pos, types, cell, pbc = structure(device_pot)
+    pos[7] = pos[3] + [2 * MIN_DISTANCE, 0.0, 0.0]
+    assert np.isfinite(device_pot.compute_atoms(pos, types, cell, pbc).energy)
+
+
+def test_nan_position(device_pot):
+    pos, types, cell, pbc = structure(device_pot)
+    pos[5, 0] = np.nan
+    with pytest.raises(NonFiniteInputError, match="atom 5 has position"):
+        device_pot.compute_atoms(pos, types, cell, pbc)
