@@ -24,6 +24,7 @@ import traceback
 
 import numpy as np
 
+from ..backends.numba_cpu import pair_vectors
 from ..errors import BackendUnavailableError, DeepCompError, TableOverflowError
 from . import mpi
 
@@ -221,7 +222,8 @@ class LammpsModel:
 
         if nloc > 0:
             pos = x if order is None else x[order]
-            res = self.potential.compute_pairs(mtype, nloc, pi, pj, pos[pj] - pos[pi], atomic_virial=want_atomic)
+            vec = pair_vectors(pos, pi, pj)
+            res = self.potential.compute_pairs(mtype, nloc, pi, pj, vec, atomic_virial=want_atomic)
             if self.energy_scale != 1.0:
                 res = _scaled(res, self.energy_scale)
             energy = float(res.energy)
