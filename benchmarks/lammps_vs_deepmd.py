@@ -2,10 +2,13 @@
 
 Usage:
     python benchmarks/lammps_vs_deepmd.py [--nsteps 30] [--ranks 1 2] [--repeats 3]
-        [--our-venv VENV] [--source] [--cache-dir ~/.cache/deepcomp-bench] [--max-load 1.5] [--json out.json]
+        [--our-venv VENV] [--source] [--blas-auto] [--cache-dir ~/.cache/deepcomp-bench] [--max-load 1.5]
+        [--json out.json]
 
 (``--our-venv``: a virtual environment with ``pip install '.[test]'`` of this repository; default: the one
-running this script; ``--source``: its plugin, but this checkout's Python sources.) One run of this script measures, on the refsuite speed-anchor deck
+running this script; ``--source``: its plugin, but this checkout's Python sources; ``--blas-auto``: no
+OPENBLAS_CORETYPE for the deepcomp side, which some machines set to force OpenBLAS's kernels.)
+One run of this script measures, on the refsuite speed-anchor deck
 (benchmarks/lammps_bench/in.bench = the reference suite's lammps/in.md with the pair style as a variable:
 4000-atom Cu/Au, NVE from 600 K,
 neighbor 1.0 bin every 10, 5 warm-up steps then ``--nsteps`` timed steps):
@@ -322,6 +325,8 @@ def main(argv=None):
     p.add_argument("--source", action="store_true",
                    help="the deepcomp side imports this repository's Python sources (PYTHONPATH), not the package "
                         "installed in --our-venv (the plugin itself stays the installed one)")
+    p.add_argument("--blas-auto", action="store_true",
+                   help="remove OPENBLAS_CORETYPE from the deepcomp side's environment (OpenBLAS picks its kernels)")
     p.add_argument("--max-load", type=float, default=1.5)
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for the load to drop")
     p.add_argument("--standalone-repeats", type=int, default=20)
@@ -342,11 +347,14 @@ def main(argv=None):
     ours = setup_ours(Path(args.our_venv).expanduser(), work)
     if args.source:
         ours["env"]["PYTHONPATH"] = str(REPO)
+    if args.blas_auto:
+        ours["env"].pop("OPENBLAS_CORETYPE", None)
     theirs = setup_deepmd(cache)
     sides = {"deepcomp": ours, "deepmd": theirs}
 
     header = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {machine()} | "
-              f"git {git_revision()} | {NATOMS} atoms, {args.nsteps} timed steps, repeats {args.repeats}")
+              f"git {git_revision()} | {NATOMS} atoms, {args.nsteps} timed steps, repeats {args.repeats} | "
+              f"deepcomp side OPENBLAS_CORETYPE={ours['env'].get('OPENBLAS_CORETYPE', '(unset)')}")
     print("#", header)
     print("# command:", command, flush=True)
     load = wait_for_quiet(args.max_load, args.wait)

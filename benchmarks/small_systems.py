@@ -6,9 +6,10 @@ Usage:
 
 Cells: ``common.cuau_cell`` (fcc Cu/Au, 4 k^3 atoms below 500, the refsuite cell at 500). Each variant runs
 in its own subprocess through its ASE calculator (``DeepCompCalculator`` / ``deepmd.calculator.DP``), and
-the variants alternate for ``--rounds`` rounds, so that a busy machine slows both alike. Per call: one atom
-moved by 1e-6 A, then ``get_forces()`` and ``get_stress()`` (one calculation). Reported per variant and
-size: the median over rounds of the median wall time per call, the process CPU time per call
+the variants alternate for ``--rounds`` rounds, so that a busy machine slows all alike (``deepcomp-blas-auto``:
+deepcomp with OPENBLAS_CORETYPE removed from the environment, i.e. OpenBLAS's own choice of kernels). Per
+call: one atom moved by 1e-6 A, then ``get_forces()`` and ``get_stress()`` (one calculation). Reported per
+variant and size: the median over rounds of the median wall time per call, the process CPU time per call
 (``time.process_time``, which other processes' load inflates much less), and the DeePMD/deepcomp ratios of
 both. ``fixed`` is the intercept of a least-squares line through the CPU times against the atom count.
 
@@ -32,7 +33,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(REPO))
 
-VARIANTS = ("deepcomp-compressed", "deepmd-compressed")
+VARIANTS = ("deepcomp-compressed", "deepcomp-blas-auto", "deepmd-compressed")
+#: variables removed from the environment of a variant: deepcomp-blas-auto = OpenBLAS picks its own kernels
+UNSET_ENV = {"deepcomp-blas-auto": ("OPENBLAS_CORETYPE",)}
 
 
 def worker(variant: str, model: str, natoms: int, calls: int, warmup: int) -> dict:
@@ -96,17 +99,20 @@ def main(argv=None):
     cache = Path(args.cache_dir).expanduser()
     py_dp = deepmd_python(cache)
     paths = models(cache, py_dp)
-    pys = {"deepcomp-compressed": sys.executable, "deepmd-compressed": py_dp}
+    pys = {"deepcomp-compressed": sys.executable, "deepcomp-blas-auto": sys.executable, "deepmd-compressed": py_dp}
+    paths["deepcomp-blas-auto"] = paths["deepcomp-compressed"]
     env = thread_env(args.threads)
     load = os.getloadavg()
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {machine()} | git {git_revision()} | "
-          f"{args.threads} thread(s) | load average {load[0]:.1f} at start", flush=True)
+          f"{args.threads} thread(s) | OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} | "
+          f"load average {load[0]:.1f} at start", flush=True)
     res = {}
     for n in args.sizes:
         for _ in range(args.rounds):
             for v in args.variants:
                 calls = max(5, min(args.calls, int(args.calls * 108 / n)))
-                res.setdefault((v, n), []).append(run(pys[v], v, paths[v], n, calls, args.warmup, env))
+                venv = {k: x for k, x in env.items() if k not in UNSET_ENV.get(v, ())}
+                res.setdefault((v, n), []).append(run(pys[v], v, paths[v], n, calls, args.warmup, venv))
     print(f"# load average {os.getloadavg()[0]:.1f} at end")
     print("| atoms | variant | ms/call (wall) | ms/call (CPU) | DeePMD/deepcomp wall | DeePMD/deepcomp CPU |")
     print("|---|---|---|---|---|---|")
