@@ -113,14 +113,15 @@ class _ThreadGovernor:
 
     Every parallel kernel ends at a barrier: on a core shared with a busy process a thread is
     descheduled for whole time slices and the others wait for it, so two threads on a busy
-    2-core machine were 2-4x slower than one. Before a call (re-sampled at most every
-    ``INTERVAL`` s) the cores the other processes keep busy are estimated as the busy time of
-    this process's CPUs (/proc/stat) minus this process's own CPU time, over the time since the
-    last sample, and the call runs with ``min(pool, round(cores - others))`` threads (at least
-    one). The same cap applies to numpy's OpenBLAS during the fitting net (:meth:`blas`; its
-    count is restored afterwards, so the host's own BLAS calls keep theirs): its threads spin
-    while they wait and took 4x the CPU time of one thread on the busy machine. Only thread
-    counts change: results do not depend on them.
+    2-core machine were 4-6x slower than one (benchmarks/threads_contention.py). Before a call
+    (re-sampled at most every ``INTERVAL`` s) the cores the other processes keep busy are
+    estimated as the busy time of this process's CPUs (/proc/stat) minus this process's own CPU
+    time, over the time since the last sample, and the call runs with
+    ``min(pool, round(cores - others))`` threads (at least one). The same cap applies to numpy's
+    OpenBLAS during the fitting net (:meth:`blas`; its count is restored afterwards, so the
+    host's own BLAS calls keep theirs): its threads spin while they wait and took 4x the CPU
+    time of one thread on the busy machine. Only thread counts change: results do not depend
+    on them.
     """
 
     INTERVAL = 0.2  # s between samples
