@@ -1,7 +1,7 @@
 """Default thread count on a busy machine: the numba backend's force call with other processes running.
 
 Usage:
-    python benchmarks/threads_contention.py [--atoms 500] [--busy 2] [--rounds 3] [--calls 30]
+    python benchmarks/threads_contention.py [--atoms 500] [--busy 2] [--rounds 3] [--calls 30] [--attribution]
 
 For each load (no extra process, then ``--busy`` busy-loop processes, one per core by default) and each
 variant, a subprocess times ``--calls`` ASE force calls (compressed cuau_se_e2_a, numba backend; one atom
@@ -11,7 +11,9 @@ moved by 1e-6 A per call) after two warm-up calls; variants alternate for ``--ro
 * ``1 thread``: OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=NUMBA_NUM_THREADS=1;
 * ``default``: no thread variable set (what a fresh user gets);
 * ``default, adapt off``: no thread variable, DEEPCOMP_ADAPT_THREADS=0 (a fixed pool of all cores: the
-  behaviour before the adaptive default).
+  behaviour before the adaptive default);
+* with ``--attribution`` also the fixed pool with numba's workqueue threading layer, and with OpenBLAS on one
+  thread.
 
 Reported: median wall ms per call (median over rounds), the process CPU time per call, the threads the
 last call used, and each variant's time relative to ``1 thread`` under the same load. The machine's own
@@ -41,6 +43,11 @@ VARIANTS = {
     "default": {},
     "default, adapt off": {"DEEPCOMP_ADAPT_THREADS": "0"},
 }
+#: --attribution: where the fixed pool loses (numba's workqueue layer instead of OpenMP; BLAS on one thread)
+ATTRIBUTION = {
+    "adapt off, workqueue layer": {"DEEPCOMP_ADAPT_THREADS": "0", "NUMBA_THREADING_LAYER": "workqueue"},
+    "adapt off, OPENBLAS_NUM_THREADS=1": {"DEEPCOMP_ADAPT_THREADS": "0", "OPENBLAS_NUM_THREADS": "1"},
+}
 BUSY_LOOP = "while True:\n    pass\n"
 
 
@@ -66,7 +73,8 @@ def worker(model: str, natoms: int, calls: int) -> dict:
 
 
 def run(variant: str, model: Path, natoms: int, calls: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS and k != "DEEPCOMP_ADAPT_THREADS"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in THREAD_VARS and k not in ("DEEPCOMP_ADAPT_THREADS", "NUMBA_THREADING_LAYER")}
     env.update(VARIANTS[variant])
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(model), "--atoms", str(natoms),
@@ -84,6 +92,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calls", type=int, default=30)
     p.add_argument("--cache-dir", default=os.environ.get("DEEPCOMP_BENCH_CACHE", "~/.cache/deepcomp-bench"))
+    p.add_argument("--attribution", action="store_true", help="also the variants of ATTRIBUTION")
     p.add_argument("--worker", default=None)
     args = p.parse_args(argv)
     if args.worker:
@@ -99,6 +108,8 @@ def main(argv=None):
         compress_model(MODELS / "cuau_se_e2_a.pb", model, step=0.01, extrapolate=5)
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {machine()} | git {git_revision()} "
           f"| {args.atoms} atoms | load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    if args.attribution:
+        VARIANTS.update(ATTRIBUTION)
     rows = []
     for busy in (0, args.busy):
         loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(busy)]
