@@ -18,9 +18,24 @@ MODELS = REPO / "tests" / "data" / "models"
 
 
 def cuau_cell(natoms: int):
-    """The refsuite's random 50/50 Cu/Au fcc cells (500 or 4000 atoms), or a repeat of the 4000 one."""
+    """The refsuite's random 50/50 Cu/Au fcc cells (500 or 4000 atoms), a repeat of the 4000 one, or, below
+    500 atoms, a cubic fcc cell of 4 k^3 atoms (a = 3.85 A, as the refsuite cells) with random 50/50 types
+    and positions rattled by 0.05 A (fixed seed)."""
     from ase.io import read
 
+    if natoms < 500:
+        from ase.build import bulk
+
+        k = round((natoms / 4) ** (1 / 3))
+        if 4 * k ** 3 != natoms:
+            raise ValueError(f"small cells have 4 k^3 atoms (4, 32, 108, 256), not {natoms}")
+        atoms = bulk("Cu", "fcc", a=3.85, cubic=True).repeat(k)
+        rng = np.random.default_rng(natoms)
+        symbols = np.array(atoms.get_chemical_symbols())
+        symbols[rng.permutation(natoms)[: natoms // 2]] = "Au"
+        atoms.set_chemical_symbols(symbols)
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        return atoms
     if natoms in (500, 4000):
         atoms = read(HERE / "data" / f"cuau_{natoms}.lmp", format="lammps-data", atom_style="atomic")
     else:

@@ -2,10 +2,13 @@
 
 Usage:
     python benchmarks/lammps_vs_deepmd.py [--nsteps 30] [--ranks 1 2] [--repeats 3]
-        [--our-venv VENV] [--cache-dir ~/.cache/deepcomp-bench] [--max-load 1.5] [--json out.json]
+        [--our-venv VENV] [--source] [--blas-auto] [--cache-dir ~/.cache/deepcomp-bench] [--max-load 1.5]
+        [--json out.json]
 
 (``--our-venv``: a virtual environment with ``pip install '.[test]'`` of this repository; default: the one
-running this script.) One run of this script measures, on the refsuite speed-anchor deck
+running this script; ``--source``: its plugin, but this checkout's Python sources; ``--blas-auto``: no
+OPENBLAS_CORETYPE for the deepcomp side, which some machines set to force OpenBLAS's kernels.)
+One run of this script measures, on the refsuite speed-anchor deck
 (benchmarks/lammps_bench/in.bench = the reference suite's lammps/in.md with the pair style as a variable:
 4000-atom Cu/Au, NVE from 600 K,
 neighbor 1.0 bin every 10, 5 warm-up steps then ``--nsteps`` timed steps):
@@ -18,7 +21,9 @@ neighbor 1.0 bin every 10, 5 warm-up steps then ``--nsteps`` timed steps):
   against; the .4.0 wheel fails with "All pair coeffs are not set"), installed by this script into
   ``<cache>/lmp-deepmd``; model ``cuau_se_e2_a-compress.pb`` (``dp --tf compress``, default -s 0.01 -e 5).
 
-Time = "Loop time" of the second ``run`` / nsteps (median over ``--repeats`` interleaved runs); peak RSS =
+Time = "Loop time" of the second ``run`` / nsteps (median over ``--repeats`` interleaved runs), and the CPU
+time of the process over that loop (loop time x LAMMPS's "% CPU use"; other users' load inflates it far less
+than the wall time); peak RSS =
 "Maximum resident set size" of ``/usr/bin/time -v`` (the largest single process: with 2 ranks, one rank),
 or the ``RUSAGE_CHILDREN`` peak of a wrapper process when /usr/bin/time is missing. 1 thread per rank
 (OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS, TF_/DP_INTRA_OP and INTER_OP_PARALLELISM_THREADS = 1).
@@ -208,6 +213,7 @@ def parse_log(text: str) -> dict:
     thermo = re.findall(r"^\s+(\d+)" + num * 5 + r"\s*$", text, re.M)
     plugins = re.findall(r"^Loaded (\d+) plugins from (.*)$", text, re.M)
     version = re.search(r"^LAMMPS \((.*)\)", text, re.M)
+    cpu_use = re.findall(r"^([0-9.]+)% CPU use with", text, re.M)
     if len(loops) < 2 or len(pairs) < 2:
         raise RuntimeError("no second 'Loop time' / 'Pair |' line in the log")
     loop, procs, steps, atoms = loops[1]
@@ -215,7 +221,8 @@ def parse_log(text: str) -> dict:
     return {"loop_s": float(loop), "procs": int(procs), "steps": int(steps), "atoms": int(atoms),
             "pair_avg_s": float(pairs[1][1]), "pair_max_s": float(pairs[1][2]),
             "final": {"step": int(last[0]), "pe": float(last[2]), "etotal": float(last[4])},
-            "plugins": plugins, "lammps": version.group(1) if version else "?"}
+            "plugins": plugins, "lammps": version.group(1) if version else "?",
+            "cpu_use": float(cpu_use[1]) / 100 if len(cpu_use) > 1 else float("nan")}
 
 
 def run_lammps(side: dict, pstyle: str, ranks: int, nsteps: int, work: Path, tag: str, extra_env=None,
@@ -249,6 +256,8 @@ def run_lammps(side: dict, pstyle: str, ranks: int, nsteps: int, work: Path, tag
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     out["peak_rss_mb"] = int(m.group(1)) / 1024 if m else float("nan")
     out["ms_per_step"] = out["loop_s"] / out["steps"] * 1e3
+    # LAMMPS's "% CPU use" of the loop: process CPU time / loop time (less sensitive to other users' load)
+    out["cpu_ms_per_step"] = out["ms_per_step"] * out["cpu_use"]
     return out
 
 
@@ -271,20 +280,22 @@ def summarize(runs: list[dict]) -> dict:
     for key, rs in out.items():
         ms = [r["ms_per_step"] for r in rs]
         summary[key] = {"ms": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms),
+                        "cpu_ms": statistics.median(r["cpu_ms_per_step"] for r in rs),
                         "rss": max(r["peak_rss_mb"] for r in rs), "final": rs[-1]["final"]}
     return summary
 
 
 def table(summary: dict) -> str:
-    lines = ["| variant | ranks | ms/step | us/step/atom | peak RSS MB | deepmd / deepcomp |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| variant | ranks | ms/step | us/step/atom | peak RSS MB | deepmd / deepcomp | CPU ms/step | "
+             "deepmd / deepcomp (CPU) |", "|---|---|---|---|---|---|---|---|"]
     for (variant, ranks), s in sorted(summary.items(), key=lambda kv: (kv[0][1], VARIANTS.index(kv[0][0]))):
         dp = summary.get(("deepmd", ranks))
         ratio = f"{dp['ms'] / s['ms']:.2f}x" if dp else "-"
+        cpu_ratio = f"{dp['cpu_ms'] / s['cpu_ms']:.2f}x" if dp else "-"
         spread = f" ({s['min']:.1f}-{s['max']:.1f})" if s["n"] > 1 else ""
         name = "pair_style deepcomp (.dcz, numba)" if variant == "deepcomp" else "pair_style deepmd (-compress.pb, TF)"
         lines.append(f"| {name} | {ranks} | {s['ms']:.1f}{spread} | {s['ms'] * 1e3 / NATOMS:.1f} | {s['rss']:.0f} | "
-                     f"{ratio} |")
+                     f"{ratio} | {s['cpu_ms']:.1f} | {cpu_ratio} |")
     return "\n".join(lines)
 
 
@@ -311,6 +322,11 @@ def main(argv=None):
     p.add_argument("--our-venv", default=os.environ.get("DEEPCOMP_VENV", sys.prefix),
                    help="venv with deepcomp-ase[test] installed (its bin/lmp and bin/deepcomp)")
     p.add_argument("--cache-dir", default=os.environ.get("DEEPCOMP_BENCH_CACHE", "~/.cache/deepcomp-bench"))
+    p.add_argument("--source", action="store_true",
+                   help="the deepcomp side imports this repository's Python sources (PYTHONPATH), not the package "
+                        "installed in --our-venv (the plugin itself stays the installed one)")
+    p.add_argument("--blas-auto", action="store_true",
+                   help="remove OPENBLAS_CORETYPE from the deepcomp side's environment (OpenBLAS picks its kernels)")
     p.add_argument("--max-load", type=float, default=1.5)
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for the load to drop")
     p.add_argument("--standalone-repeats", type=int, default=20)
@@ -329,11 +345,16 @@ def main(argv=None):
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lammps_vs_deepmd_"))
     ours = setup_ours(Path(args.our_venv).expanduser(), work)
+    if args.source:
+        ours["env"]["PYTHONPATH"] = str(REPO)
+    if args.blas_auto:
+        ours["env"].pop("OPENBLAS_CORETYPE", None)
     theirs = setup_deepmd(cache)
     sides = {"deepcomp": ours, "deepmd": theirs}
 
     header = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {machine()} | "
-              f"git {git_revision()} | {NATOMS} atoms, {args.nsteps} timed steps, repeats {args.repeats}")
+              f"git {git_revision()} | {NATOMS} atoms, {args.nsteps} timed steps, repeats {args.repeats} | "
+              f"deepcomp side OPENBLAS_CORETYPE={ours['env'].get('OPENBLAS_CORETYPE', '(unset)')}")
     print("#", header)
     print("# command:", command, flush=True)
     load = wait_for_quiet(args.max_load, args.wait)
@@ -347,14 +368,16 @@ def main(argv=None):
                 if "error" in r:
                     print(f"# {v} {ranks} rank(s) FAILED:\n{r['error']}", flush=True)
                 else:
-                    print(f"# {v:8s} {ranks} rank(s) rep {rep}: {r['ms_per_step']:8.1f} ms/step, "
+                    print(f"# {v:8s} {ranks} rank(s) rep {rep}: {r['ms_per_step']:8.1f} ms/step "
+                          f"({r['cpu_ms_per_step']:.1f} CPU), "
                           f"{r['peak_rss_mb']:6.0f} MB, etotal(step {r['final']['step']}) {r['final']['etotal']}, "
                           f"load {r['load_before']:.2f} -> {r['load_after']:.2f}", flush=True)
 
     ov = sa = None
     if not args.no_overhead:
         tfile, dump = work / "timing.json", work / "pairs.npz"
-        env = {"PYTHONPATH": str(HOOK), "DEEPCOMP_BENCH_TIMING": str(tfile), "DEEPCOMP_BENCH_DUMP": str(dump)}
+        env = {"PYTHONPATH": os.pathsep.join([str(HOOK)] + ([str(REPO)] if args.source else [])),
+               "DEEPCOMP_BENCH_TIMING": str(tfile), "DEEPCOMP_BENCH_DUMP": str(dump)}
         r = run_lammps(ours, "deepcomp", 1, args.nsteps, work, "deepcomp_n1_timed", extra_env=env)
         runs.append(r)
         if "error" in r or not tfile.exists():

@@ -137,10 +137,32 @@ class DeepCompCalculator(Calculator):
         """Apply the overflow policy to the counts now (as the periodic check does)."""
         return self.potential.check_overflow()
 
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's check, with a fast answer when nothing it compares changed at all.
+
+        ASE compares cell, pbc and the per-atom arrays element-wise with a tolerance (tens of us per
+        call, twice per step for forces + stress); exact equality implies its answer ([]), anything
+        else is left to ASE, so the result is ASE's in every case."""
+        old = self.atoms
+        if (old is not None and self.use_cache and len(old) == len(atoms) and old.arrays.keys() == atoms.arrays.keys()
+                and np.array_equal(old.cell.array, atoms.cell.array) and np.array_equal(old.pbc, atoms.pbc)
+                and all(np.array_equal(v, atoms.arrays[k]) for k, v in old.arrays.items())):
+            return []
+        return super().check_state(atoms, tol)
+
+    def _types(self, atoms) -> np.ndarray:
+        """Model types of the atoms, recomputed only when the atomic numbers change."""
+        numbers = atoms.numbers
+        cached = getattr(self, "_types_cache", None)
+        if cached is None or not np.array_equal(cached[0], numbers):
+            cached = (numbers.copy(), self.potential.types_of(atoms.get_chemical_symbols()))
+            self._types_cache = cached
+        return cached[1]
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        types = self.potential.types_of(atoms.get_chemical_symbols())
+        types = self._types(atoms)
         want_atomic = "stresses" in properties
         pbc = atoms.pbc
         res = self.potential.compute_atoms(atoms.positions, types, atoms.cell.array, pbc,

@@ -34,6 +34,11 @@ SETTINGS = {s.name: s for s in (
             "OMP_WAIT_POLICY the numba backend exports when it is created and OMP_WAIT_POLICY is unset "
             "(idle OpenMP workers otherwise spin and slow down the BLAS calls of the fitting net); "
             "empty: leave OMP_WAIT_POLICY alone", "backends/numba_cpu.py"),
+    Setting("DEEPCOMP_ADAPT_THREADS", "1",
+            "'1': before a force call (sampled at most every 0.2 s) the numba backend uses only as many of its "
+            "threads as the other processes leave cores idle (Linux: /proc/stat and this process's CPU time), "
+            "since on a busy machine every parallel kernel waits for its slowest thread; '0': always the whole "
+            "pool (NUMBA_NUM_THREADS / OMP_NUM_THREADS)", "backends/numba_cpu.py"),
     Setting("DEEPCOMP_CACHE", str(Path(tempfile.gettempdir()) / "deepcomp_ase_emulation"),
             "directory of the compiled host emulation of the CUDA kernels (tests without a GPU)",
             "kernels/loader.py"),

@@ -29,13 +29,17 @@ atom moved more than skin/2 and cell, pbc and the atom count are unchanged (vect
 recomputed from the current positions, then ``select`` cuts at rcut, so results equal a fresh
 build). ``skin=0`` disables the reuse.
 
-Threads: numba's pool follows NUMBA_NUM_THREADS, or OMP_NUM_THREADS when only that is set;
-BLAS (fitting net) follows OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. See docs/performance.md.
+Threads: numba's pool follows NUMBA_NUM_THREADS, or OMP_NUM_THREADS when only that is set; each
+call uses fewer while other processes keep cores busy (:class:`_ThreadGovernor`,
+DEEPCOMP_ADAPT_THREADS). BLAS (fitting net) follows OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. See
+docs/performance.md.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import numpy as np
 
@@ -50,6 +54,8 @@ try:  # numba is optional (the "fast" extra)
 except ImportError as exc:  # pragma: no cover - exercised only without numba
     numba = None
     _IMPORT_ERROR = exc
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SKIN = 1.0  # Angstrom
 #: kernel families (plan.PartPlan.kernel) the compiled kernels evaluate (alone or as parts of a hybrid)
@@ -73,6 +79,123 @@ def _apply_thread_env() -> None:
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) > 0:
         numba.set_num_threads(min(int(omp), numba.config.NUMBA_NUM_THREADS))
+
+
+def _openblas_threads():
+    """(get, set) of the thread count of the OpenBLAS numpy uses (Linux, found among the loaded
+    libraries), or None: the fitting net's BLAS threads are then left alone."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split(None, 5)[5].strip() for line in fh if "openblas" in line.lower() and ".so" in line
+                     and len(line.split(None, 5)) == 6}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"),
+                               ("openblas_", "")):
+            get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype = ctypes.c_int
+                put.argtypes = [ctypes.c_int]
+                return get, put
+    return None
+
+
+class _ThreadGovernor:
+    """Threads per force call from the load of the other processes (DEEPCOMP_ADAPT_THREADS).
+
+    Every parallel kernel ends at a barrier: on a core shared with a busy process a thread is
+    descheduled for whole time slices and the others wait for it, so two threads on a busy
+    2-core machine were 4-6x slower than one (benchmarks/threads_contention.py). Before a call
+    (re-sampled at most every ``INTERVAL`` s) the cores the other processes keep busy are
+    estimated as the busy time of this process's CPUs (/proc/stat) minus this process's own CPU
+    time, over the time since the last sample, and the call runs with
+    ``min(pool, round(cores - others))`` threads (at least one). The same cap applies to numpy's
+    OpenBLAS during the fitting net (:meth:`blas`; its count is restored afterwards, so the
+    host's own BLAS calls keep theirs): its threads spin while they wait and took 4x the CPU
+    time of one thread on the busy machine. Only thread counts change: results do not depend
+    on them.
+    """
+
+    INTERVAL = 0.2  # s between samples
+
+    def __init__(self, pool: int):
+        self.pool = pool
+        self.threads = pool
+        self.enabled = pool > 1 and config.get("DEEPCOMP_ADAPT_THREADS").strip() not in ("0", "")
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._sample() if self.enabled else None
+        if self.last is None:
+            self.enabled = False
+        else:
+            log.info("numba backend: up to %d threads, fewer while other processes keep cores busy "
+                     "(DEEPCOMP_ADAPT_THREADS=0: always %d)", pool, pool)
+        self._blas = _openblas_threads() if self.enabled else None
+
+    def _sample(self):
+        """(monotonic time, busy seconds of our CPUs, this process's CPU seconds), None if unreadable."""
+        try:
+            with open("/proc/stat", "rb") as fh:
+                text = fh.read()
+        except OSError:
+            return None
+        want = {f"cpu{c}".encode() for c in self.cpus}
+        busy = 0
+        for line in text.splitlines():
+            fields = line.split()
+            if fields and fields[0] in want:
+                ticks = [int(v) for v in fields[1:8]]  # user nice system idle iowait irq softirq
+                busy += sum(ticks) - ticks[3] - ticks[4]
+        return time.monotonic(), busy / self.hz, time.process_time()
+
+    def apply(self) -> int:
+        """Set numba's thread count for this call; returns it."""
+        if not self.enabled:
+            return self.pool
+        now = time.monotonic()
+        if now - self.last[0] >= self.INTERVAL:
+            sample = self._sample()
+            if sample is not None:
+                dt = sample[0] - self.last[0]
+                others = max(0.0, (sample[1] - self.last[1]) - (sample[2] - self.last[2])) / dt
+                threads = max(1, min(self.pool, int(len(self.cpus) - others + 0.5)))
+                if threads != self.threads:
+                    log.debug("numba backend: %d threads (other processes busy on %.1f cores)", threads, others)
+                self.threads = threads
+                self.last = sample
+        numba.set_num_threads(self.threads)
+        return self.threads
+
+    def blas(self):
+        """Context of the fitting net: OpenBLAS capped at this call's thread count, then restored."""
+        return _BlasCap(self._blas, self.threads if self.enabled else 0)
+
+
+class _BlasCap:
+    def __init__(self, blas, cap: int):
+        self.blas, self.cap, self.before = blas, cap, 0
+
+    def __enter__(self):
+        if self.blas is not None and self.cap > 0:
+            self.before = self.blas[0]()
+            if self.before > self.cap:
+                self.blas[1](self.cap)
+            else:
+                self.before = 0
+        return self
+
+    def __exit__(self, *exc):
+        if self.before:
+            self.blas[1](self.before)
+        return False
 
 
 def _kernels():
@@ -136,6 +259,18 @@ def neighbor_pairs(positions, cell, pbc, rcut):
     K = _kernels()
     return K.neighbor_pairs(positions, np.ascontiguousarray(used), np.ascontiguousarray(inv), pbc_b, float(rcut),
                             nbins, nsearch, fmin, fspan)
+
+
+def pair_vectors(positions, centers, neighbors) -> np.ndarray:
+    """``positions[neighbors] - positions[centers]`` (any integer index arrays); compiled when numba is
+    installed (the LAMMPS bridge: one pass instead of numpy's three temporaries: 0.4 instead of 5.2 ms CPU for
+    the 4000-atom deck's full list), numpy otherwise. Equal results either way."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
+    if numba is None:
+        return positions[neighbors] - positions[centers]
+    kernels = _kernels()
+    with numba_cache.first_use("pair_vectors"):  # N LAMMPS ranks on a cold cache: one compiles
+        return kernels.pair_vectors(positions, centers, neighbors)
 
 
 class _PairCache:
@@ -231,7 +366,9 @@ class _Packed:
 class _Layer:
     def __init__(self, layer, dtype):
         self.w = np.ascontiguousarray(layer.w, dtype=dtype)
-        self.wt = np.ascontiguousarray(layer.w.T, dtype=dtype)
+        # the backward GEMM reads W transposed in place (BLAS 'T'): one copy of the weights in cache,
+        # not two -- for small systems reading the weights is most of the fitting net's time
+        self.wt = self.w.T
         self.b = np.asarray(layer.b, dtype=dtype)
         self.idt = None if layer.idt is None else np.asarray(layer.idt, dtype=dtype)
         self.activation = layer.activation
@@ -328,6 +465,7 @@ class Backend:
         # calls of the fitting net; exported (and logged) here, before the first parallel kernel
         config.apply_omp_wait_policy()
         _apply_thread_env()
+        self._threads = _ThreadGovernor(numba.get_num_threads())
         self.precision = precision
         self.skin = DEFAULT_SKIN if skin is None else float(skin)
         self.chunk_atoms = chunk_atoms
@@ -338,6 +476,7 @@ class Backend:
     # -------------------------------------------------------------- neighbour lists
     def pairs_from_atoms(self, positions, cell, pbc, rcut):
         """(centers, neighbors, vectors) of all pairs within rcut (+ skin when reused)."""
+        self._threads.apply()
         positions = np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3)
         cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
         pbc = np.asarray(pbc, dtype=bool).reshape(3)
@@ -359,6 +498,7 @@ class Backend:
     def select(self, part, centers, neighbors, vectors, atype_all, nloc):
         """DeePMD-kit's selection of one descriptor part (plan.PartPlan); mixed-type selections
         are the numpy reference's."""
+        self._threads.apply()  # LAMMPS starts here (no pairs_from_atoms)
         if part.mixed_types:
             return _numpy_backend().select(part, centers, neighbors, vectors, atype_all, nloc)
         atype_all = np.ascontiguousarray(atype_all, dtype=np.int64)
@@ -397,6 +537,10 @@ class Backend:
             return _numpy_backend().evaluate(model, pair_lists, atype_all, atomic_virial)
         if not isinstance(pair_lists, (list, tuple)):
             pair_lists = [pair_lists]
+        with self._threads.blas():
+            return self._evaluate(model, pair_lists, atype_all, atomic_virial)
+
+    def _evaluate(self, model, pair_lists, atype_all, atomic_virial):
         plan = model.plan
         key = f"evaluate-{self.precision}-{'+'.join(sorted({p.kernel for p in plan.parts}))}-{plan.compressed}"
         with numba_cache.first_use(key):
@@ -573,7 +717,8 @@ def thread_count() -> int:
     return numba.get_num_threads() if numba is not None else 1
 
 
-__all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell_list_setup", "thread_count"]
+__all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell_list_setup", "thread_count",
+           "pair_vectors"]
 
 
 # ============================================================================== se_e3 (issue 15)

@@ -5,6 +5,7 @@ kernel                      numpy twin
 ==========================  ==========================================================
 neighbor_pairs              neighbors.neighbor_pairs_ase (O(N) cell list, any cell)
 shifted_vectors             the vectors of a cached pair list at new positions
+pair_vectors                pos[j] - pos[i] of a pair list (the LAMMPS bridge)
 select_pairs                neighbors.select_neighbors (sort by type/distance, sel)
 env_mat                     envmat.env_rows + envmat.rows_to_vector_gradient
 embedding_inputs            s_ij = R_ij[0] normalised, Table.locate's region codes
@@ -217,6 +218,20 @@ def shifted_vectors(pos, cell, pi, pj, shifts):
         s2 = shifts[p, 2]
         for k in range(3):
             out[p, k] = (pos[j, k] - pos[i, k]) + (s0 * cell[0, k] + s1 * cell[1, k] + s2 * cell[2, k])
+    return out
+
+
+@njit(**_PAR)
+def pair_vectors(pos, centers, neighbors):
+    """pos[neighbors] - pos[centers] in one pass (numpy's fancy indexing makes three temporaries)."""
+    n = centers.shape[0]
+    out = np.empty((n, 3))
+    for p in prange(n):
+        i = centers[p]
+        j = neighbors[p]
+        out[p, 0] = pos[j, 0] - pos[i, 0]
+        out[p, 1] = pos[j, 1] - pos[i, 1]
+        out[p, 2] = pos[j, 2] - pos[i, 2]
     return out
 
 

@@ -26,6 +26,7 @@ import traceback
 
 import numpy as np
 
+from ..backends.numba_cpu import pair_vectors
 from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError, NonFiniteInputError,
                       TableOverflowError)
 from ..validate import check_structure, too_close_error
@@ -341,7 +342,7 @@ class LammpsModel:
             keep = (pi >= 0) & (pj >= 0)
             pi, pj = pi[keep], pj[keep]
             pos = x[order]
-        vectors = pos[pj] - pos[pi]
+        vectors = pair_vectors(pos, pi, pj)
         within = {}  # the pairs within each distinct smaller cutoff, cut once per step
         selected = {}  # each distinct (rcut, sel, selection kind, exclusions) selected once per step
         out = []
