@@ -637,6 +637,12 @@ class _PartInputs:
             self.g_ext = self.dg_ext = None
 
 
+def _result_buffers(atype, nloc: int, nall: int, atomic_virial: bool):
+    """Atoms in type order (the fitting nets run per type) and zeroed outputs of one evaluation."""
+    return (np.argsort(atype, kind="stable"), np.zeros(nloc), np.zeros((nall, 3)),
+            np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9)), np.zeros((3, 3)))
+
+
 def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
     """Energy, forces and virials of a model whose descriptor parts are all compiled kinds.
 
@@ -661,11 +667,7 @@ def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial:
     part_dbuf = [dbuf if single else np.empty((chunk, pk.ldd), dtype=dtype) for pk in pks]
     tbufs = [np.empty((chunk, 4, pk.ngp)) for pk in pks]
     gbufs = [np.empty((0, 3)) for _ in pks]
-    order = np.argsort(atype, kind="stable")
-    atom_energy = np.zeros(nloc)
-    forces = np.zeros((nall, 3))
-    atom_virial = np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9))
-    virial = np.zeros((3, 3))
+    order, atom_energy, forces, atom_virial, virial = _result_buffers(atype, nloc, nall, atomic_virial)
     for c0 in range(0, nloc, chunk):
         atoms = np.ascontiguousarray(order[c0:c0 + chunk])
         nb = len(atoms)
@@ -826,11 +828,7 @@ def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_vi
     worst_ex = np.full((nloc, nk), -np.inf)
     worst_x = np.full((nloc, nk), np.nan)
     gbuf = np.empty((0, 3))
-    order = np.argsort(atype, kind="stable")
-    atom_energy = np.zeros(nloc)
-    forces = np.zeros((nall, 3))
-    atom_virial = np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9))
-    virial = np.zeros((3, 3))
+    order, atom_energy, forces, atom_virial, virial = _result_buffers(atype, nloc, nall, atomic_virial)
     for c0 in range(0, nloc, chunk):
         atoms = np.ascontiguousarray(order[c0:c0 + chunk])
         nb = len(atoms)
