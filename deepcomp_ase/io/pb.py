@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from .refusals import compressed_model_error
+from .tree import embedding_net_record
 from .tree import layer_record as _layer
 from .protobuf_wire import DT_DOUBLE, NodeDef, WireError, parse_graph_def
 
@@ -245,17 +246,7 @@ def _embedding_net(graph: _Graph, names, *, in_dim: int, neuron: list[int], acti
         idt = graph.array(names("idt", l)) if _wants_timestep(resnet_dt, n_in, n_out) else None
         layers.append(_layer(w, b, idt, activation=activation, resnet=True, precision=precision))
         n_in = n_out
-    return {
-        "@class": "EmbeddingNetwork",
-        "@version": 2,
-        "in_dim": in_dim,
-        "neuron": list(neuron),
-        "activation_function": activation,
-        "resnet_dt": resnet_dt,
-        "bias": bias,
-        "precision": precision,
-        "layers": layers,
-    }
+    return embedding_net_record(in_dim, neuron, activation, resnet_dt, bias, precision, layers)
 
 
 def _zero_embedding_net(in_dim: int, neuron: list[int], activation: str, resnet_dt: bool,
@@ -269,9 +260,7 @@ def _zero_embedding_net(in_dim: int, neuron: list[int], activation: str, resnet_
         layers.append(_layer(np.zeros((n_in, n_out), dtype), np.zeros(n_out, dtype), idt,
                              activation=activation, resnet=True, precision=precision))
         n_in = n_out
-    return {"@class": "EmbeddingNetwork", "@version": 2, "in_dim": in_dim, "neuron": list(neuron),
-            "activation_function": activation, "resnet_dt": resnet_dt, "bias": True,
-            "precision": precision, "layers": layers}
+    return embedding_net_record(in_dim, neuron, activation, resnet_dt, True, precision, layers)
 
 
 def _collection(ndim: int, ntypes: int, network_type: str, networks: dict[tuple, dict]) -> dict:
@@ -502,17 +491,8 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
         "use_econf_tebd": d.get("use_econf_tebd", False),
         "use_tebd_bias": use_tebd_bias,
         "type_map": type_map,
-        "embedding": {
-            "@class": "EmbeddingNetwork",
-            "@version": 2,
-            "in_dim": ntypes,
-            "neuron": [tebd_dim],
-            "activation_function": "Linear",
-            "resnet_dt": False,
-            "bias": use_tebd_bias,
-            "precision": precision,
-            "layers": [tebd_layer],
-        },
+        "embedding": embedding_net_record(ntypes, [tebd_dim], "Linear", False, use_tebd_bias, precision,
+                                          [tebd_layer]),
     }
     radial = _embedding_net(graph, lambda k, l: f"filter_type_all/{k}_{l}", in_dim=1, neuron=neuron,
                             activation=act, resnet_dt=resnet_dt, precision=precision)

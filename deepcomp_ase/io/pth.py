@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from .refusals import compressed_model_error
-from .tree import layer_record
+from .tree import embedding_net_record, layer_record
 from .torch_pickle import ScriptObject, TorchArchive, flatten_script_module
 
 TREE_SOFTWARE = "deepmd-kit"
@@ -293,17 +293,8 @@ def _embedding_net(st: _State, name: str, *, neuron: list[int], activation: str,
         )
     layers = [_layer(st, f"{name}.layers.{l}", activation=activation, resnet=True, precision=precision,
                      trainable=trainable) for l in range(n)]
-    return {
-        "@class": "EmbeddingNetwork",
-        "@version": 2,
-        "in_dim": int(layers[0]["@variables"]["w"].shape[0]),
-        "neuron": list(neuron),
-        "activation_function": activation,
-        "resnet_dt": resnet_dt,
-        "bias": bias,
-        "precision": precision,
-        "layers": layers,
-    }
+    return embedding_net_record(layers[0]["@variables"]["w"].shape[0], neuron, activation, resnet_dt, bias,
+                                precision, layers)
 
 
 def _collection(st: _State, name: str, ndim: int, ntypes: int, network_type: str, build) -> dict:

@@ -91,3 +91,19 @@ def layer_record(w: np.ndarray, b: np.ndarray | None, idt: np.ndarray | None, *,
         "trainable": trainable,
         "@variables": {"w": w, "b": b, "idt": None if idt is None else idt.ravel()},
     }
+
+
+def embedding_net_record(in_dim: int, neuron, activation: str, resnet_dt: bool, bias: bool, precision: str,
+                         layers: list[dict]) -> dict:
+    """An embedding network (``@class: EmbeddingNetwork``, version 2) from its :func:`layer_record` layers."""
+    return {
+        "@class": "EmbeddingNetwork",
+        "@version": 2,
+        "in_dim": int(in_dim),
+        "neuron": list(neuron),
+        "activation_function": activation,
+        "resnet_dt": resnet_dt,
+        "bias": bias,
+        "precision": precision,
+        "layers": layers,
+    }
