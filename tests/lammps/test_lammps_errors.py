@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from lammps_helpers import DATA_500, compressed_model, new_lammps
+from lammps_helpers import DATA_500, compressed_model, lammps_error, new_lammps
 
 pytestmark = pytest.mark.lammps
 
@@ -13,18 +13,6 @@ pytestmark = pytest.mark.lammps
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory):
     return compressed_model(tmp_path_factory)
-
-
-def lammps_error(commands: str, units: str = "metal") -> str:
-    lmp = new_lammps()
-    try:
-        lmp.command(f"units {units}")
-        lmp.commands_string(f"atom_style atomic\nread_data {DATA_500}")
-        with pytest.raises(Exception) as info:
-            lmp.commands_string(commands + "\nrun 0")
-        return str(info.value)
-    finally:
-        lmp.close()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lammps_helpers import DATA_500, REPO, new_lammps, run_lmp, thermo_table
+from lammps_helpers import DATA_500, REPO, lammps_error, new_lammps, run_lmp, thermo_table
 
 pytestmark = pytest.mark.lammps
 
@@ -76,17 +76,6 @@ def test_model_devi_equals_pair_style_deepmd(tmp_path, compressed, case, nprocs)
     _, ours = thermo_table(out)
     _, ref = thermo_table((REFS / f"{case}.thermo").read_text() + "Loop time\n")
     np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-6)
-
-
-def lammps_error(commands: str) -> str:
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(f"units metal\natom_style atomic\nread_data {DATA_500}")
-        with pytest.raises(Exception) as info:
-            lmp.commands_string(commands + "\nrun 0")
-        return str(info.value)
-    finally:
-        lmp.close()
 
 
 def error_cases(compressed: dict, tmp: Path) -> list[tuple[str, str]]:
