@@ -39,6 +39,10 @@ SETTINGS = {s.name: s for s in (
             "threads as the other processes leave cores idle (Linux: /proc/stat and this process's CPU time), "
             "since on a busy machine every parallel kernel waits for its slowest thread; '0': always the whole "
             "pool (NUMBA_NUM_THREADS / OMP_NUM_THREADS)", "backends/numba_cpu.py"),
+    Setting("DEEPCOMP_FITTING_GEMM", "auto",
+            "who multiplies the fitting net's matrices in the numba backend (float64): 'numba' (kernels compiled for "
+            "this CPU, backends/numba_gemm.py), 'blas' (numpy's BLAS) or 'auto' (numba when the CPU has AVX-512, "
+            "where it was measured faster than OpenBLAS, else BLAS)", "backends/numba_gemm.py"),
     Setting("DEEPCOMP_CACHE", str(Path(tempfile.gettempdir()) / "deepcomp_ase_emulation"),
             "directory of the compiled host emulation of the CUDA kernels (tests without a GPU)",
             "kernels/loader.py"),

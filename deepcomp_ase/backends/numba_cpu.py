@@ -205,6 +205,12 @@ def _kernels():
     return numba_kernels
 
 
+def _gemm():
+    from . import numba_gemm  # compiled on first use, like the kernels
+
+    return numba_gemm
+
+
 def _numpy_backend():
     from .numpy_ref import Backend
 
@@ -364,11 +370,17 @@ class _Packed:
 
 
 class _Layer:
-    def __init__(self, layer, dtype):
+    def __init__(self, layer, dtype, own_gemm: bool):
         self.w = np.ascontiguousarray(layer.w, dtype=dtype)
         # the backward GEMM reads W transposed in place (BLAS 'T'): one copy of the weights in cache,
         # not two -- for small systems reading the weights is most of the fitting net's time
         self.wt = self.w.T
+        # float64 products of real matrices (not the 1-wide output layer) in numba_gemm's kernels:
+        # weights packed once, forward (W) and backward (W^T)
+        k, n = self.w.shape
+        own = own_gemm and dtype == np.float64 and min(k, n) >= _gemm().LANES
+        self.fwd = _gemm().PackedWeights(self.w) if own else None
+        self.bwd = _gemm().PackedWeights(self.wt) if own else None
         self.b = np.asarray(layer.b, dtype=dtype)
         self.idt = None if layer.idt is None else np.asarray(layer.idt, dtype=dtype)
         self.activation = layer.activation
@@ -385,7 +397,8 @@ class _Fitting:
         self.dtype = np.dtype(precision)
         fit = params.fitting
         nets = fit.nets if fit.shared is None else [fit.shared] * len(params.out_bias)  # mixed_types: one net
-        self.nets = [None if net is None else [_Layer(la, self.dtype) for la in net.layers] for net in nets]
+        own_gemm = self.dtype == np.float64 and _gemm().use_for_fitting()
+        self.nets = [None if net is None else [_Layer(la, self.dtype, own_gemm) for la in net.layers] for net in nets]
         self.bias = np.asarray(fit.bias_atom_e, dtype=np.float64)
         self.fit_excluded = frozenset(fit.exclude_types)
         self.out_bias = np.asarray(params.out_bias, dtype=np.float64)
@@ -402,7 +415,7 @@ class _Fitting:
         h = x
         slopes = []
         for la in layers:
-            pre = h @ la.w
+            pre = h @ la.w if la.fwd is None else la.fwd.matmul(h)
             pre += la.b
             if la.activation == "tanh":
                 y = np.tanh(pre, out=pre)
@@ -427,7 +440,10 @@ class _Fitting:
             la = layers[k]
             g_pre = slopes[k]
             g_pre *= grad
-            g_in = np.matmul(g_pre, la.wt, out=x) if k == 0 else g_pre @ la.wt
+            if la.bwd is not None:
+                g_in = la.bwd.matmul(g_pre, out=x if k == 0 else None)
+            else:
+                g_in = np.matmul(g_pre, la.wt, out=x) if k == 0 else g_pre @ la.wt
             if la.shortcut == 1:
                 g_in += grad
             elif la.shortcut == 2:

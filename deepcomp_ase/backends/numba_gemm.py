@@ -1,0 +1,228 @@
+"""The fitting net's matrix products, compiled by numba for this machine's CPU.
+
+Why not numpy's ``@`` (BLAS): the two largest products of an MD step are the fitting net's first
+layer, descriptor (n x M1*M2) times weights (M1*M2 x width), and its transpose in the backward
+pass; together they are about 40% of a compressed se_e2_a step. How fast BLAS runs them depends
+on the kernels it picked at load time, which the environment can pin below what the CPU does:
+with ``OPENBLAS_CORETYPE=Haswell`` on an AVX-512 machine (AMD Zen 5) OpenBLAS runs these shapes
+at 52 GFLOPS, its own choice at 75-88, and this module at 91-93 (benchmarks/fitting_gemm.py,
+docs/benchmarks.md). numba (LLVM) compiles for the host CPU whatever BLAS does.
+
+The kernel is the classic register tile: ``MR`` rows of C by ``LANES`` = 8 columns, each row's
+8 values held in one vector register (two on AVX2) through a loop over K that loads 8 weights,
+broadcasts one element of each of the MR rows of A and issues MR fused multiply-adds. The
+weights are packed once per layer into panels of 8 columns (zero-padded at the right edge); A
+and C are read and written in place (unit column stride, any row stride). Loop nest: threads
+over blocks of ``MC`` rows, then blocks of ``KC`` of K (A's block stays in L2), then panels.
+
+Each element of C is the sum over K in order, block by block, whatever the thread count: the
+result does not depend on threads (it differs from BLAS's in the last bits, ~1e-16 relative).
+:func:`use_for_fitting` says when the fitting net uses it (DEEPCOMP_FITTING_GEMM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import config, numba_cache
+
+numba_cache.configure()  # NUMBA_CACHE_DIR must be known before the kernels below are defined
+
+LANES = 8  # float64 columns per vector of the tile (one zmm, two ymm)
+KC = 384  # K per block: MR rows of A (12 x 384 x 8 B = 36 kB) stay in L1/L2 across the panels
+MC = 96  # rows per thread block (8 tiles of 12)
+
+
+def host_has_avx512() -> bool:
+    """True when LLVM sees AVX-512F on this CPU (32 vector registers of 8 doubles)."""
+    import llvmlite.binding as llvm
+
+    try:
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # features unknown (exotic platform): assume the smaller register file
+        return False
+
+
+#: rows per register tile: 12 accumulators of 8 doubles fit AVX-512's 32 registers with room for
+#: the weights and a broadcast; AVX2 (16 registers of 4) holds 6 rows x 2 registers
+MR = 12 if host_has_avx512() else 6
+
+
+def use_for_fitting() -> bool:
+    """Whether the fitting net's products run here rather than in BLAS (DEEPCOMP_FITTING_GEMM).
+
+    'auto' (default): here when the CPU has AVX-512 -- measured faster than OpenBLAS whichever kernels it
+    loaded (docs/benchmarks.md); on other CPUs BLAS, where no measurement says otherwise. 'numba': here;
+    'blas': numpy's BLAS.
+    """
+    choice = config.get("DEEPCOMP_FITTING_GEMM").strip().lower()
+    if choice not in ("auto", "numba", "blas"):
+        from ..errors import InputError
+
+        raise InputError(f"DEEPCOMP_FITTING_GEMM={choice!r}: use 'auto', 'numba' or 'blas'")
+    if choice == "auto":
+        return host_has_avx512()
+    return choice == "numba"
+
+
+def _tile_intrinsic(accumulate: bool):
+    """C[crow:crow+MR, ccol:ccol+8] (+)= A[arow:arow+MR, acol:acol+kc] @ B[0:kc, 0:8], as LLVM vector code.
+
+    A and C: 2-D float64 arrays with unit column stride; B: a packed panel (kc, 8), contiguous.
+    ``accumulate`` False stores the tile, True adds it to C.
+    """
+
+    @intrinsic
+    def tile(typingctx, a, arow, acol, b, kc, c, crow, ccol):
+        if not all(isinstance(x, types.Array) and x.dtype == types.float64 and x.ndim == 2 for x in (a, b, c)):
+            return None
+        sig = types.void(a, arow, acol, b, kc, c, crow, ccol)
+
+        def codegen(context, builder, signature, args):
+            a_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            b_arr = context.make_array(signature.args[3])(context, builder, args[3])
+            c_arr = context.make_array(signature.args[5])(context, builder, args[5])
+            arow_v, acol_v, kc_v, crow_v, ccol_v = (context.cast(builder, args[k], signature.args[k], types.int64)
+                                                    for k in (1, 2, 4, 6, 7))
+            i64, f64 = ir.IntType(64), ir.DoubleType()
+            vec = ir.VectorType(f64, LANES)
+            byte_ptr = ir.IntType(8).as_pointer()
+            eight = ir.Constant(i64, 8)
+
+            def row_ptr(arr, row, col):  # address of arr[row, col] (strides are in bytes)
+                offset = builder.add(builder.mul(row, builder.extract_value(arr.strides, 0)), builder.mul(col, eight))
+                return builder.gep(builder.bitcast(arr.data, byte_ptr), [offset])
+
+            a_rows = [builder.bitcast(row_ptr(a_arr, builder.add(arow_v, ir.Constant(i64, r)), acol_v), f64.as_pointer())
+                      for r in range(MR)]
+            b_base = builder.bitcast(b_arr.data, byte_ptr)
+            b_stride = builder.extract_value(b_arr.strides, 0)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                                 f"llvm.fma.v{LANES}f64")
+            zero = ir.Constant(vec, [0.0] * LANES)
+            undef = ir.Constant(vec, None)
+            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+            entry = builder.block
+            loop = builder.append_basic_block("tile_k")
+            done = builder.append_basic_block("tile_done")
+            builder.cbranch(builder.icmp_signed(">", kc_v, ir.Constant(i64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            acc = [builder.phi(vec) for _ in range(MR)]
+            bv = builder.load(builder.bitcast(builder.gep(b_base, [builder.mul(k, b_stride)]), vec.as_pointer()),
+                              align=8)
+            new = []
+            for r in range(MR):
+                ar = builder.load(builder.gep(a_rows[r], [k]), align=8)
+                splat = builder.shuffle_vector(builder.insert_element(undef, ar, ir.Constant(ir.IntType(32), 0)),
+                                               undef, splat_mask)
+                new.append(builder.call(fma, [splat, bv, acc[r]]))
+            k_next = builder.add(k, ir.Constant(i64, 1))
+            tail = builder.block
+            k.add_incoming(ir.Constant(i64, 0), entry)
+            k.add_incoming(k_next, tail)
+            for r in range(MR):
+                acc[r].add_incoming(zero, entry)
+                acc[r].add_incoming(new[r], tail)
+            builder.cbranch(builder.icmp_signed("<", k_next, kc_v), loop, done)
+
+            builder.position_at_end(done)
+            sums = []
+            for r in range(MR):  # phi nodes first: LLVM requires them at the top of the block
+                s = builder.phi(vec)
+                s.add_incoming(zero, entry)
+                s.add_incoming(new[r], tail)
+                sums.append(s)
+            for r in range(MR):
+                cp = builder.bitcast(row_ptr(c_arr, builder.add(crow_v, ir.Constant(i64, r)), ccol_v), vec.as_pointer())
+                out = builder.fadd(builder.load(cp, align=8), sums[r]) if accumulate else sums[r]
+                builder.store(out, cp, align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile_store = _tile_intrinsic(accumulate=False)
+_tile_add = _tile_intrinsic(accumulate=True)
+
+
+def pack_panels(w: np.ndarray) -> np.ndarray:
+    """Weights (K, N) as panels (ceil(N/8), K, 8) of 8 columns, zero-padded at the right edge."""
+    k, n = w.shape
+    npan = -(-n // LANES)
+    padded = np.zeros((k, npan * LANES))
+    padded[:, :n] = w
+    return np.ascontiguousarray(padded.reshape(k, npan, LANES).transpose(1, 0, 2))
+
+
+@njit(inline="always")
+def _rows_times_panels(a, r0, r1, panels, c, c_row0):
+    """C[c_row0 + (r - r0)] = A[r] @ W for rows r0..r1 of A (r1 - r0 a multiple of MR)."""
+    k_total = a.shape[1]
+    for k0 in range(0, k_total, KC):
+        kc = min(k_total - k0, KC)
+        for p in range(panels.shape[0]):
+            panel = panels[p, k0:k0 + kc]
+            for i0 in range(r0, r1, MR):
+                if k0 == 0:
+                    _tile_store(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES)
+                else:
+                    _tile_add(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES)
+
+
+@njit(parallel=True, cache=True)
+def matmul_packed(a, panels, c):
+    """c[:, :8*npan] = a @ W for W packed by :func:`pack_panels`.
+
+    ``a`` (n, K) and ``c`` (n, >= 8 * npan) float64 with unit column stride (row strides free);
+    the padded columns of c receive zeros. Rows past the last whole tile go through a zero-padded
+    copy, so every row of c is computed in the same order.
+    """
+    n = a.shape[0]
+    full = n // MR * MR
+    nblocks = -(-full // MC)
+    for ib in prange(nblocks):
+        r0 = ib * MC
+        _rows_times_panels(a, r0, min(full, r0 + MC), panels, c, r0)
+    if full < n:
+        rest = n - full
+        a_tail = np.zeros((MR, a.shape[1]))
+        a_tail[:rest] = a[full:]
+        c_tail = np.empty((MR, panels.shape[0] * LANES))
+        _rows_times_panels(a_tail, 0, MR, panels, c_tail, 0)
+        c[full:, :c_tail.shape[1]] = c_tail[:rest]
+
+
+class PackedWeights:
+    """One layer's weights (K, N) packed for :func:`matmul_packed`; :meth:`matmul` returns ``a @ w``."""
+
+    def __init__(self, w: np.ndarray):
+        self.k, self.n = w.shape
+        self.panels = pack_panels(np.asarray(w, dtype=np.float64))
+        self.width = self.panels.shape[0] * LANES  # padded width of the output rows
+
+    def matmul(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``a @ w`` (float64); into ``out`` (n, N) when given (written in place when its rows hold the
+        padded width, else through a scratch buffer)."""
+        if a.dtype != np.float64 or a.ndim != 2 or a.shape[1] != self.k:
+            raise ValueError(f"expected float64 rows of {self.k} values, got {a.dtype} {a.shape}")
+        if a.strides[1] != 8:
+            a = np.ascontiguousarray(a)
+        n = a.shape[0]
+        if out is not None and self.width == self.n and out.strides[1] == 8 and out.shape == (n, self.n):
+            matmul_packed(a, self.panels, out)
+            return out
+        c = np.empty((n, self.width))
+        matmul_packed(a, self.panels, c)
+        if out is None:
+            return c[:, :self.n]
+        out[...] = c[:, :self.n]
+        return out

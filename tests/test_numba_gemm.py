@@ -1,0 +1,82 @@
+"""The fitting net's compiled matrix products (backends/numba_gemm.py) against numpy's BLAS."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from deepcomp_ase.backends import numba_gemm as G  # noqa: E402
+from deepcomp_ase.errors import InputError  # noqa: E402
+
+# shapes of real fitting nets (1600 -> 240/120, 120 -> 120, their transposes) and awkward edges:
+# rows and columns not multiples of the tile, K across several KC blocks, one row, one column
+SHAPES = [(1, 5, 8), (1, 1600, 120), (13, 1600, 120), (100, 120, 1600), (107, 120, 120), (25, 240, 240),
+          (5, 7, 9), (50, 1000, 121), (37, 2 * G.KC + 3, 17), (G.MR * 9 + 1, 64, 8), (G.MC + G.MR + 2, 33, 40)]
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_matmul_equals_blas(m, k, n):
+    rng = np.random.default_rng(m * 10007 + k * 101 + n)
+    a = rng.standard_normal((m, k))
+    w = rng.standard_normal((k, n))
+    packed = G.PackedWeights(w)
+    ref = a @ w
+    got = packed.matmul(a)
+    assert got.shape == (m, n)
+    # one rounding per product, summed in order: the usual GEMM bound, far below 1e-12 here
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    out = np.full((m, n), np.nan)
+    assert packed.matmul(a, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+def test_strided_operands_and_in_place_output():
+    """Row slices of wider buffers (the descriptor buffer of a chunk) are read and written in place."""
+    rng = np.random.default_rng(7)
+    buf_a = rng.standard_normal((30, 200))
+    a = buf_a[3:29, :160]  # row stride 200, unit column stride
+    w = rng.standard_normal((160, 24))
+    buf_c = np.full((30, 40), np.nan)
+    out = buf_c[2:28, 8:32]
+    packed = G.PackedWeights(w)
+    packed.matmul(a, out=out)
+    np.testing.assert_allclose(out, a @ w, rtol=0, atol=1e-12 * np.abs(a @ w).max())
+    assert np.isnan(buf_c[:2]).all() and np.isnan(buf_c[28:]).all()  # nothing written outside
+    assert np.isnan(buf_c[:, :8]).all() and np.isnan(buf_c[:, 32:]).all()
+
+
+def test_result_does_not_depend_on_threads():
+    numba = pytest.importorskip("numba")
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((G.MC * 3 + 5, 300))
+    packed = G.PackedWeights(rng.standard_normal((300, 40)))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = packed.matmul(a)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = packed.matmul(a)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, many)
+
+
+def test_rejects_wrong_operands():
+    packed = G.PackedWeights(np.ones((4, 8)))
+    with pytest.raises(ValueError, match="float64 rows of 4"):
+        packed.matmul(np.ones((3, 5)))
+    with pytest.raises(ValueError, match="float64 rows of 4"):
+        packed.matmul(np.ones((3, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("value,expected", [("numba", True), ("blas", False), ("BLAS ", False),
+                                            ("auto", G.host_has_avx512())])
+def test_choice_from_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("DEEPCOMP_FITTING_GEMM", value)
+    assert G.use_for_fitting() is expected
+
+
+def test_bad_choice_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DEEPCOMP_FITTING_GEMM", "mkl")
+    with pytest.raises(InputError, match="DEEPCOMP_FITTING_GEMM='mkl'"):
+        G.use_for_fitting()
