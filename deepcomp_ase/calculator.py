@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, all_changes, compare_atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .errors import DeepCompError
@@ -138,17 +138,19 @@ class DeepCompCalculator(Calculator):
         return self.potential.check_overflow()
 
     def check_state(self, atoms, tol=1e-15):
-        """ASE's check, with a fast answer when nothing it compares changed at all.
+        """ASE's check, comparing with ASE's tolerance only what is not bit-for-bit unchanged.
 
-        ASE compares cell, pbc and the per-atom arrays element-wise with a tolerance (tens of us per
-        call, twice per step for forces + stress); exact equality implies its answer ([]), anything
-        else is left to ASE, so the result is ASE's in every case."""
+        ASE compares cell, pbc and every per-atom array element-wise with a tolerance (about 12 us each,
+        four per check, two checks per step for forces + stress); an exactly equal one is unchanged for
+        ASE too, so it is left out of ASE's comparison, which then sees only the others (the positions,
+        in MD): the result is ASE's in every case."""
         old = self.atoms
-        if (old is not None and self.use_cache and len(old) == len(atoms) and old.arrays.keys() == atoms.arrays.keys()
-                and np.array_equal(old.cell.array, atoms.cell.array) and np.array_equal(old.pbc, atoms.pbc)
-                and all(np.array_equal(v, atoms.arrays[k]) for k, v in old.arrays.items())):
-            return []
-        return super().check_state(atoms, tol)
+        if old is None:
+            return super().check_state(atoms, tol)
+        same = {name for name, a, b in (("cell", old.cell.array, atoms.cell.array), ("pbc", old.pbc, atoms.pbc))
+                if _identical(a, b)}
+        same.update(name for name, a in old.arrays.items() if name in atoms.arrays and _identical(a, atoms.arrays[name]))
+        return compare_atoms(old, atoms, tol=tol, excluded_properties=set(getattr(self, "ignored_changes", ())) | same)
 
     def _types(self, atoms) -> np.ndarray:
         """Model types of the atoms, recomputed only when the atomic numbers change."""
@@ -185,3 +187,8 @@ class DeepCompCalculator(Calculator):
 
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         self.potential.step_done()
+
+
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape and equal elements (NaN is never equal: ASE's comparison decides then)."""
+    return a.shape == b.shape and bool((a == b).all())

@@ -96,10 +96,21 @@ def test_check_state_agrees_with_ase(compressed_model):
     for change in (lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
                    lambda a: a.set_chemical_symbols(["Au"] + a.get_chemical_symbols()[1:]),
                    lambda a: a.set_cell(a.cell * 1.01), lambda a: a.set_pbc([True, True, False]),
-                   lambda a: a.set_initial_charges(np.ones(len(a)))):
+                   lambda a: a.set_initial_charges(np.ones(len(a))),
+                   # one ulp: not bit-for-bit equal, yet within ASE's tolerance (unchanged for ASE)
+                   lambda a: a.positions.__setitem__((0, 0), np.nextafter(a.positions[0, 0], np.inf)),
+                   lambda a: a.set_pbc(a.pbc)):  # a fresh pbc array, same values
         other = atoms.copy()
         change(other)
         assert sorted(calc.check_state(other)) == sorted(compare_atoms(calc.atoms, other))
+    ulp = atoms.copy()
+    ulp.positions[0, 0] = np.nextafter(ulp.positions[0, 0], np.inf)
+    assert calc.check_state(ulp) == []
+    calc.ignored_changes = {"initial_charges"}  # ASE's attribute: properties not to compare
+    other = atoms.copy()
+    other.set_initial_charges(np.ones(len(other)))
+    other.positions[1, 1] += 1e-3
+    assert calc.check_state(other) == ["positions"]
 
 
 def test_new_elements_give_new_types(compressed_model):
