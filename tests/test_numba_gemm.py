@@ -80,3 +80,38 @@ def test_bad_choice_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DEEPCOMP_FITTING_GEMM", "mkl")
     with pytest.raises(InputError, match="DEEPCOMP_FITTING_GEMM='mkl'"):
         G.use_for_fitting()
+
+
+@pytest.mark.parametrize("m,k,n", [(3, 1600, 120), (40, 2 * G.KC + 1, 13), (G.MR * 4, 120, 120)])
+def test_bias_is_added(m, k, n):
+    rng = np.random.default_rng(11)
+    a, w, b = rng.standard_normal((m, k)), rng.standard_normal((k, n)), rng.standard_normal(n)
+    got = G.PackedWeights(w, b).matmul(a)
+    ref = a @ w + b
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("shortcut", [0, 1, 2])
+@pytest.mark.parametrize("timestep", [False, True])
+def test_tanh_layer_tail_is_numpys_arithmetic(shortcut, timestep):
+    """The fused pass after a tanh layer gives numpy's values bit for bit (same operations, same order)."""
+    from deepcomp_ase.backends.numba_fitting import tanh_layer_tail
+
+    rng = np.random.default_rng(shortcut * 2 + timestep)
+    m = 24
+    h = rng.standard_normal((17, m // 2 if shortcut == 2 else m))
+    y = np.tanh(rng.standard_normal((17, m)))
+    idt = rng.uniform(0.05, 0.2, m) if timestep else None
+    want_slope = 1.0 - y * y
+    want_y = y.copy()
+    if idt is not None:
+        want_y *= idt
+        want_slope *= idt
+    if shortcut == 1:
+        want_y += h
+    elif shortcut == 2:
+        want_y += np.concatenate([h, h], axis=1)
+    slope = np.empty_like(y)
+    tanh_layer_tail(y, h, np.ones(m) if idt is None else idt, shortcut, slope)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(slope, want_slope)

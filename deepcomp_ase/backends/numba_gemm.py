@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -73,14 +73,17 @@ def _tile_intrinsic(accumulate: bool):
     """C[crow:crow+MR, ccol:ccol+8] (+)= A[arow:arow+MR, acol:acol+kc] @ B[0:kc, 0:8], as LLVM vector code.
 
     A and C: 2-D float64 arrays with unit column stride; B: a packed panel (kc, 8), contiguous.
-    ``accumulate`` False stores the tile, True adds it to C.
+    ``accumulate`` False stores the tile plus ``bias[ccol:ccol+8]`` (the layer's bias, padded like
+    the panels), True adds the tile to C (bias unused).
     """
 
     @intrinsic
-    def tile(typingctx, a, arow, acol, b, kc, c, crow, ccol):
+    def tile(typingctx, a, arow, acol, b, kc, c, crow, ccol, bias):
         if not all(isinstance(x, types.Array) and x.dtype == types.float64 and x.ndim == 2 for x in (a, b, c)):
             return None
-        sig = types.void(a, arow, acol, b, kc, c, crow, ccol)
+        if not (isinstance(bias, types.Array) and bias.dtype == types.float64 and bias.ndim == 1):
+            return None
+        sig = types.void(a, arow, acol, b, kc, c, crow, ccol, bias)
 
         def codegen(context, builder, signature, args):
             a_arr = context.make_array(signature.args[0])(context, builder, args[0])
@@ -139,9 +142,13 @@ def _tile_intrinsic(accumulate: bool):
                 s.add_incoming(zero, entry)
                 s.add_incoming(new[r], tail)
                 sums.append(s)
+            if not accumulate:
+                bias_arr = context.make_array(signature.args[8])(context, builder, args[8])
+                bias_ptr = builder.gep(builder.bitcast(bias_arr.data, byte_ptr), [builder.mul(ccol_v, eight)])
+                bias_v = builder.load(builder.bitcast(bias_ptr, vec.as_pointer()), align=8)
             for r in range(MR):
                 cp = builder.bitcast(row_ptr(c_arr, builder.add(crow_v, ir.Constant(i64, r)), ccol_v), vec.as_pointer())
-                out = builder.fadd(builder.load(cp, align=8), sums[r]) if accumulate else sums[r]
+                out = builder.fadd(builder.load(cp, align=8), sums[r]) if accumulate else builder.fadd(sums[r], bias_v)
                 builder.store(out, cp, align=8)
             return context.get_dummy_value()
 
@@ -164,8 +171,8 @@ def pack_panels(w: np.ndarray) -> np.ndarray:
 
 
 @njit(inline="always")
-def _rows_times_panels(a, r0, r1, panels, c, c_row0):
-    """C[c_row0 + (r - r0)] = A[r] @ W for rows r0..r1 of A (r1 - r0 a multiple of MR)."""
+def _rows_times_panels(a, r0, r1, panels, bias, c, c_row0):
+    """C[c_row0 + (r - r0)] = A[r] @ W + bias for rows r0..r1 of A (r1 - r0 a multiple of MR)."""
     k_total = a.shape[1]
     for k0 in range(0, k_total, KC):
         kc = min(k_total - k0, KC)
@@ -173,55 +180,65 @@ def _rows_times_panels(a, r0, r1, panels, c, c_row0):
             panel = panels[p, k0:k0 + kc]
             for i0 in range(r0, r1, MR):
                 if k0 == 0:
-                    _tile_store(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES)
+                    _tile_store(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES, bias)
                 else:
-                    _tile_add(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES)
+                    _tile_add(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES, bias)
 
 
 @njit(parallel=True, cache=True)
-def matmul_packed(a, panels, c):
-    """c[:, :8*npan] = a @ W for W packed by :func:`pack_panels`.
+def matmul_packed(a, panels, bias, c, threads):
+    """c[:, :8*npan] = a @ W + bias for W packed by :func:`pack_panels` (bias: 8*npan values);
+    ``threads``: numba's current thread count (an argument: reading it here would stop the caching).
 
     ``a`` (n, K) and ``c`` (n, >= 8 * npan) float64 with unit column stride (row strides free);
     the padded columns of c receive zeros. Rows past the last whole tile go through a zero-padded
     copy, so every row of c is computed in the same order.
     """
     n = a.shape[0]
-    full = n // MR * MR
-    nblocks = -(-full // MC)
+    tiles = n // MR
+    full = tiles * MR
+    # blocks of about MC rows, as many as a multiple of the threads, so that each thread gets the same work
+    nblocks = -(-(-(-full // MC)) // threads) * threads if tiles else 0
+    per_block = -(-tiles // nblocks) if tiles else 0  # tiles
     for ib in prange(nblocks):
-        r0 = ib * MC
-        _rows_times_panels(a, r0, min(full, r0 + MC), panels, c, r0)
+        r0 = min(full, ib * per_block * MR)
+        r1 = min(full, r0 + per_block * MR)
+        if r1 > r0:
+            _rows_times_panels(a, r0, r1, panels, bias, c, r0)
     if full < n:
         rest = n - full
         a_tail = np.zeros((MR, a.shape[1]))
         a_tail[:rest] = a[full:]
         c_tail = np.empty((MR, panels.shape[0] * LANES))
-        _rows_times_panels(a_tail, 0, MR, panels, c_tail, 0)
+        _rows_times_panels(a_tail, 0, MR, panels, bias, c_tail, 0)
         c[full:, :c_tail.shape[1]] = c_tail[:rest]
 
 
 class PackedWeights:
-    """One layer's weights (K, N) packed for :func:`matmul_packed`; :meth:`matmul` returns ``a @ w``."""
+    """One layer's weights (K, N), and optionally its bias (N,), packed for :func:`matmul_packed`;
+    :meth:`matmul` returns ``a @ w (+ bias)``."""
 
-    def __init__(self, w: np.ndarray):
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None = None):
         self.k, self.n = w.shape
         self.panels = pack_panels(np.asarray(w, dtype=np.float64))
         self.width = self.panels.shape[0] * LANES  # padded width of the output rows
+        self.bias = np.zeros(self.width)
+        if bias is not None:
+            self.bias[:self.n] = bias
 
     def matmul(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``a @ w`` (float64); into ``out`` (n, N) when given (written in place when its rows hold the
-        padded width, else through a scratch buffer)."""
+        """``a @ w + bias`` (float64); into ``out`` (n, N) when given (written in place when its rows hold
+        the padded width, else through a scratch buffer)."""
         if a.dtype != np.float64 or a.ndim != 2 or a.shape[1] != self.k:
             raise ValueError(f"expected float64 rows of {self.k} values, got {a.dtype} {a.shape}")
         if a.strides[1] != 8:
             a = np.ascontiguousarray(a)
         n = a.shape[0]
         if out is not None and self.width == self.n and out.strides[1] == 8 and out.shape == (n, self.n):
-            matmul_packed(a, self.panels, out)
+            matmul_packed(a, self.panels, self.bias, out, get_num_threads())
             return out
         c = np.empty((n, self.width))
-        matmul_packed(a, self.panels, c)
+        matmul_packed(a, self.panels, self.bias, c, get_num_threads())
         if out is None:
             return c[:, :self.n]
         out[...] = c[:, :self.n]
