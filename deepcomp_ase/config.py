@@ -43,6 +43,11 @@ SETTINGS = {s.name: s for s in (
             "who multiplies the fitting net's matrices in the numba backend (float64): 'numba' (kernels compiled for "
             "this CPU, backends/numba_gemm.py), 'blas' (numpy's BLAS) or 'auto' (numba when the CPU has AVX-512, "
             "where it was measured faster than OpenBLAS, else BLAS)", "backends/numba_gemm.py"),
+    Setting("DEEPCOMP_LAMMPS_MALLOC", "keep",
+            "'keep': the LAMMPS plugin asks glibc's allocator (mallopt) to serve blocks up to 32 MiB from its heap "
+            "and to keep up to 1 GiB of freed heap, so the arrays of each step reuse the pages of the last one instead "
+            "of faulting in fresh ones (4000-atom deck: 143 -> 128 ms/step, 188k -> 46k page faults; peak memory "
+            "unchanged); empty: leave the allocator alone", "lammps/bridge.py"),
     Setting("DEEPCOMP_CACHE", str(Path(tempfile.gettempdir()) / "deepcomp_ase_emulation"),
             "directory of the compiled host emulation of the CUDA kernels (tests without a GPU)",
             "kernels/loader.py"),
@@ -87,6 +92,36 @@ def apply_omp_wait_policy() -> None:
     os.environ["OMP_WAIT_POLICY"] = want
     log.info("numba backend: set OMP_WAIT_POLICY=%s for this process (idle OpenMP threads sleep instead of "
              "spinning); set OMP_WAIT_POLICY yourself, or DEEPCOMP_OMP_WAIT_POLICY= (empty) to leave it alone", want)
+
+
+#: glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: the largest M_MMAP_THRESHOLD glibc accepts on 64-bit systems (4 * 1024 * 1024 * sizeof(long))
+_MMAP_THRESHOLD_MAX = 32 << 20
+
+
+def apply_lammps_malloc_policy() -> bool:
+    """In a LAMMPS process: keep freed memory in glibc's heap for the next step (DEEPCOMP_LAMMPS_MALLOC).
+
+    Without it, blocks of 128 kB-32 MB (pair lists, descriptor and force buffers) are mmap'ed and
+    unmapped every step there, and each step faults their pages in again (glibc's adaptive threshold
+    does not take over in the LAMMPS process). Affects the whole process, so it is logged; returns
+    True when applied. Not glibc (musl, macOS): nothing to do.
+    """
+    if get("DEEPCOMP_LAMMPS_MALLOC").strip().lower() != "keep":
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    if ok:
+        log.info("LAMMPS: glibc malloc keeps freed memory for the next step (M_MMAP_THRESHOLD 32 MiB, "
+                 "M_TRIM_THRESHOLD 1 GiB); DEEPCOMP_LAMMPS_MALLOC= (empty) leaves the allocator alone")
+    return ok
 
 
 def describe() -> str:

@@ -64,3 +64,15 @@ def test_importing_backends_leaves_environment_alone():
             "print(dict(os.environ) == before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_lammps_malloc_policy(monkeypatch):
+    """'keep' asks glibc to keep freed memory (applied where glibc is the allocator); empty leaves it alone."""
+    import ctypes
+    import platform
+
+    monkeypatch.setenv("DEEPCOMP_LAMMPS_MALLOC", "")
+    assert config.apply_lammps_malloc_policy() is False
+    monkeypatch.setenv("DEEPCOMP_LAMMPS_MALLOC", "keep")
+    glibc = platform.libc_ver()[0] == "glibc" and hasattr(ctypes.CDLL(None), "mallopt")
+    assert config.apply_lammps_malloc_policy() is glibc

@@ -30,6 +30,7 @@ from ..backends.numba_cpu import pair_vectors
 from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError, NonFiniteInputError,
                       TableOverflowError)
 from ..validate import check_structure, too_close_error
+from .. import config
 from . import mpi
 
 # DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz
@@ -131,6 +132,7 @@ class LammpsModel:
         self._handler = _LammpsLogHandler(log_sink, self.rank) if log_sink is not None else None
         self._log_sink = log_sink
         with self._forwarding():
+            config.apply_lammps_malloc_policy()  # logged through the forwarding to LAMMPS's log
             device = options.get("device", "auto")
             kwargs, gpu = _backend_options(device, options.get("precision", "double"), comm,
                                            int(options.get("gpu_id", -1)))
