@@ -62,9 +62,9 @@ DEFAULT_SKIN = 1.0  # Angstrom
 COMPILED_KERNELS = ("se_a", "se_atten", "se_r")
 CHUNK_ATOMS = 1024  # compressed: centre atoms per chunk (bounds the descriptor buffers)
 CHUNK_ATOMS_EXACT = 256  # uncompressed: G and G' of every pair of a chunk are held in memory
-#: fitting-net rows evaluated together: 256 x 120 doubles per activation stay in L2 (2000 rows at
+#: fitting-net rows evaluated together: 240 x 120 doubles per activation stay in L2 (2000 rows at
 #: once: ~8% slower at 4000 atoms, 1 thread)
-ROWS_PER_FIT_BLOCK = 256
+ROWS_PER_FIT_BLOCK = 240  # a multiple of numba_gemm.MR (12 or 6): no padded tail rows
 
 
 def is_available() -> bool:
