@@ -34,7 +34,7 @@ numba_cache.configure()  # NUMBA_CACHE_DIR must be known before the kernels belo
 
 LANES = 8  # float64 columns per vector of the tile (one zmm, two ymm)
 KC = 384  # K per block: MR rows of A (12 x 384 x 8 B = 36 kB) stay in L1/L2 across the panels
-MC = 96  # rows per thread block (8 tiles of 12)
+MC = 240  # rows per block at most: 240 x 384 x 8 B = 720 kB of A in L2; the weights are read once per block
 
 
 def host_has_avx512() -> bool:
@@ -171,8 +171,10 @@ def pack_panels(w: np.ndarray) -> np.ndarray:
 
 
 @njit(inline="always")
-def _rows_times_panels(a, r0, r1, panels, bias, c, c_row0):
-    """C[c_row0 + (r - r0)] = A[r] @ W + bias for rows r0..r1 of A (r1 - r0 a multiple of MR)."""
+def _rows_times_panels(a, r0, r1, a_tail, c_tail, with_tail, panels, bias, c):
+    """C[r] = A[r] @ W + bias for rows r0..r1 of A (r1 - r0 a multiple of MR), and the same for the MR
+    rows of ``a_tail`` into ``c_tail`` when ``with_tail``: in the same pass over the weights, which for
+    a few rows are read from memory and dominate the time."""
     k_total = a.shape[1]
     for k0 in range(0, k_total, KC):
         kc = min(k_total - k0, KC)
@@ -180,9 +182,14 @@ def _rows_times_panels(a, r0, r1, panels, bias, c, c_row0):
             panel = panels[p, k0:k0 + kc]
             for i0 in range(r0, r1, MR):
                 if k0 == 0:
-                    _tile_store(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES, bias)
+                    _tile_store(a, i0, k0, panel, kc, c, i0, p * LANES, bias)
                 else:
-                    _tile_add(a, i0, k0, panel, kc, c, c_row0 + i0 - r0, p * LANES, bias)
+                    _tile_add(a, i0, k0, panel, kc, c, i0, p * LANES, bias)
+            if with_tail:
+                if k0 == 0:
+                    _tile_store(a_tail, 0, k0, panel, kc, c_tail, 0, p * LANES, bias)
+                else:
+                    _tile_add(a_tail, 0, k0, panel, kc, c_tail, 0, p * LANES, bias)
 
 
 @njit(parallel=True, cache=True)
@@ -192,26 +199,27 @@ def matmul_packed(a, panels, bias, c, threads):
 
     ``a`` (n, K) and ``c`` (n, >= 8 * npan) float64 with unit column stride (row strides free);
     the padded columns of c receive zeros. Rows past the last whole tile go through a zero-padded
-    copy, so every row of c is computed in the same order.
+    copy (in the last block's pass), so every row of c is computed in the same order.
     """
-    n = a.shape[0]
+    n, k_total = a.shape
+    width = panels.shape[0] * LANES
     tiles = n // MR
     full = tiles * MR
-    # blocks of about MC rows, as many as a multiple of the threads, so that each thread gets the same work
-    nblocks = -(-(-(-full // MC)) // threads) * threads if tiles else 0
-    per_block = -(-tiles // nblocks) if tiles else 0  # tiles
+    rest = n - full
+    a_tail = np.zeros((MR if rest else 0, k_total))
+    c_tail = np.empty((MR if rest else 0, width))
+    if rest:
+        a_tail[:rest] = a[full:]
+    # blocks of at most MC rows (one block's A stays in L2 while the weights stream past it once), as many
+    # as a multiple of the threads so that each thread gets the same work
+    nblocks = max(1, -(-(-(-full // MC)) // threads) * threads)
+    per_block = -(-tiles // nblocks)  # tiles
     for ib in prange(nblocks):
         r0 = min(full, ib * per_block * MR)
         r1 = min(full, r0 + per_block * MR)
-        if r1 > r0:
-            _rows_times_panels(a, r0, r1, panels, bias, c, r0)
-    if full < n:
-        rest = n - full
-        a_tail = np.zeros((MR, a.shape[1]))
-        a_tail[:rest] = a[full:]
-        c_tail = np.empty((MR, panels.shape[0] * LANES))
-        _rows_times_panels(a_tail, 0, MR, panels, bias, c_tail, 0)
-        c[full:, :c_tail.shape[1]] = c_tail[:rest]
+        _rows_times_panels(a, r0, r1, a_tail, c_tail, rest > 0 and ib == nblocks - 1, panels, bias, c)
+    if rest:
+        c[full:, :width] = c_tail[:rest]
 
 
 class PackedWeights:
