@@ -115,3 +115,24 @@ def test_tanh_layer_tail_is_numpys_arithmetic(shortcut, timestep):
     tanh_layer_tail(y, h, np.ones(m) if idt is None else idt, shortcut, slope)
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(slope, want_slope)
+
+
+@pytest.mark.slow
+def test_avx2_tile_in_a_subprocess(tmp_path):
+    """The 6-row tile (CPUs without AVX-512, DEEPCOMP_FITTING_GEMM=numba) computes the same products."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from deepcomp_ase.backends import numba_gemm as G; assert G.MR == 6, G.MR; "
+            "r = np.random.default_rng(5); bad = 0\n"
+            "for m, k, n in [(1, 1600, 120), (13, 1600, 120), (100, 120, 1600), (G.MC + 7, 2 * G.KC + 5, 17)]:\n"
+            "    a, w, b = r.standard_normal((m, k)), r.standard_normal((k, n)), r.standard_normal(n)\n"
+            "    ref = a @ w + b; got = G.PackedWeights(w, b).matmul(a)\n"
+            "    bad += np.abs(got - ref).max() > 1e-12 * np.abs(ref).max()\n"
+            "print('bad', bad)")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+sse4.2,+popcnt",
+               NUMBA_CACHE_DIR=str(tmp_path), DEEPCOMP_NUMBA_CACHE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bad 0" in proc.stdout

@@ -38,7 +38,14 @@ MC = 240  # rows per block at most: 240 x 384 x 8 B = 720 kB of A in L2; the wei
 
 
 def host_has_avx512() -> bool:
-    """True when LLVM sees AVX-512F on this CPU (32 vector registers of 8 doubles)."""
+    """True when numba compiles for a CPU with AVX-512F (32 vector registers of 8 doubles): this machine's,
+    or the target NUMBA_CPU_FEATURES names; a named NUMBA_CPU_NAME target without features counts as not."""
+    from numba.core import config as numba_config
+
+    if numba_config.CPU_FEATURES:
+        return "+avx512f" in numba_config.CPU_FEATURES.replace(" ", "").split(",")
+    if numba_config.CPU_NAME and numba_config.CPU_NAME != "host":
+        return False  # e.g. 'generic' for portable caches: assume nothing
     import llvmlite.binding as llvm
 
     try:
