@@ -22,6 +22,7 @@ result does not depend on threads (it differs from BLAS's in the last bits, ~1e-
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import get_num_threads, njit, prange, types
@@ -34,6 +35,12 @@ numba_cache.configure()  # NUMBA_CACHE_DIR must be known before the kernels belo
 
 LANES = 8  # float64 columns per vector of the tile (one zmm, two ymm)
 KC = 384  # K per block: MR rows of A (12 x 384 x 8 B = 36 kB) stay in L1/L2 across the panels
+#: weight rows (64 B each) prefetched ahead of the tile loop: with few rows of A the weights stream from
+#: memory and the hardware prefetcher alone leaves the loop waiting (54 rows, cold cache: 1.9 -> 1.4-1.6 ms
+#: for two nets; 256 and more evict what is still needed)
+PREFETCH = 128
+# the intrinsic's name carries the pointer type until LLVM 15 (opaque pointers)
+_PREFETCH_INTRINSIC = "llvm.prefetch.p0" if llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
 MC = 240  # rows per block at most: 240 x 384 x 8 B = 720 kB of A in L2; the weights are read once per block
 
 
@@ -46,8 +53,6 @@ def host_has_avx512() -> bool:
         return "+avx512f" in numba_config.CPU_FEATURES.replace(" ", "").split(",")
     if numba_config.CPU_NAME and numba_config.CPU_NAME != "host":
         return False  # e.g. 'generic' for portable caches: assume nothing
-    import llvmlite.binding as llvm
-
     try:
         return bool(llvm.get_host_cpu_features().get("avx512f", False))
     except RuntimeError:  # features unknown (exotic platform): assume the smaller register file
@@ -127,6 +132,13 @@ def _tile_intrinsic(accumulate: bool):
             acc = [builder.phi(vec) for _ in range(MR)]
             bv = builder.load(builder.bitcast(builder.gep(b_base, [builder.mul(k, b_stride)]), vec.as_pointer()),
                               align=8)
+            if PREFETCH:  # a hint: never faults, also past the end of the panels
+                ahead = builder.gep(b_base, [builder.mul(builder.add(k, ir.Constant(i64, PREFETCH)), b_stride)])
+                prefetch = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, ir.IntType(32), ir.IntType(32),
+                                                                    ir.IntType(32)]), _PREFETCH_INTRINSIC)
+                builder.call(prefetch, [ahead, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                                        ir.Constant(ir.IntType(32), 1)])
             new = []
             for r in range(MR):
                 ar = builder.load(builder.gep(a_rows[r], [k]), align=8)
