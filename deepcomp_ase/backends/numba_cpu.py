@@ -1,4 +1,4 @@
-"""The compiled CPU backend (numba): O(N) cell lists, fused table kernels, BLAS fitting net.
+"""The compiled CPU backend (numba): O(N) cell lists, fused table kernels, compiled fitting-net products.
 
 Physics and conventions are those of the numpy reference (:mod:`deepcomp_ase.evaluate`); the
 kernels live in :mod:`.numba_kernels`, each tested against its numpy twin. se_e2_a, se_atten_v2
@@ -17,7 +17,9 @@ rows are contiguous):
    the exact embedding net (numpy) -- as are inputs in relu-split intervals; the kernels then
    take G for those few pairs from that side array instead of the table.
 2. ``tabulate_forward``: T and D per atom, G evaluated on the fly, padding folded in.
-3. fitting net with numpy matmul (BLAS) per type, float64 or float32.
+3. fitting net per type, float64 or float32, in blocks of rows: float64 products in
+   :mod:`.numba_gemm` (CPUs with AVX-512; else numpy's BLAS, as float32), one compiled pass
+   after each tanh (:mod:`.numba_fitting`).
 4. ``tabulate_backward``: dE/dx per pair, G and G' re-evaluated from the table.
 5. ``assemble_forces_virial``: forces, virial, per-atom virial.
 
@@ -31,7 +33,8 @@ build). ``skin=0`` disables the reuse.
 
 Threads: numba's pool follows NUMBA_NUM_THREADS, or OMP_NUM_THREADS when only that is set; each
 call uses fewer while other processes keep cores busy (:class:`_ThreadGovernor`,
-DEEPCOMP_ADAPT_THREADS). BLAS (fitting net) follows OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. See
+DEEPCOMP_ADAPT_THREADS). BLAS (fitting net where it is used) follows OMP_NUM_THREADS /
+OPENBLAS_NUM_THREADS. See
 docs/performance.md.
 """
 
@@ -400,7 +403,7 @@ class _Layer:
 
 
 class _Fitting:
-    """Per-type fitting nets in the working precision; value and input gradient by BLAS."""
+    """Per-type fitting nets in the working precision; value and input gradient (numba_gemm or BLAS)."""
 
     def __init__(self, params, precision):
         from ..model.activations import activation_with_derivatives
