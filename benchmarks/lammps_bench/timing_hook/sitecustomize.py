@@ -49,10 +49,11 @@ def _patch(bridge):
 
     orig_compute = bridge.LammpsModel.compute
 
-    def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step):
+    def compute(self, *args, **kwargs):  # LammpsModel.compute's arguments, whatever the bridge ABI adds
         model_time[0] = 0.0
         t = time.perf_counter()
-        out = orig_compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step)
+        out = orig_compute(self, *args, **kwargs)
+        step = args[10] if len(args) > 10 else kwargs["step"]
         records.append((int(step), time.perf_counter() - t, model_time[0]))
         return out
 
