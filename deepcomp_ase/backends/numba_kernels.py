@@ -51,6 +51,12 @@ _SER = dict(cache=True, fastmath=False)
 #: flags of tabulate_backward (see the module docstring); no nnan/ninf/arcp/afn
 _TABLE_FASTMATH = {"reassoc", "contract"}
 _TAB = dict(parallel=True, cache=True, fastmath=_TABLE_FASTMATH)
+#: flags of tabulate_forward: FMA contraction only (its loops have no reductions to re-associate)
+_FWD_FASTMATH = {"contract"}
+_FWD = dict(parallel=True, cache=True, fastmath=_FWD_FASTMATH)
+_FWD_SER = dict(cache=True, fastmath=_FWD_FASTMATH)
+#: pairs whose G are added to T together (tabulate_forward)
+_BATCH = 4
 
 # region codes (as compress.tables) and the flag of inputs in relu-split intervals
 FINE, COARSE, BELOW, ABOVE, SPLIT = 0, 1, 2, 3, 4
@@ -519,7 +525,7 @@ def embedding_inputs(centers, neighbors, vectors, atype_all, davg, dstd, rcut_sm
     return xs, code
 
 
-@njit(**_SER)
+@njit(**_FWD_SER)
 def _accumulate(tk, g, h0, h1, h2, h3):
     """T[c, :] += G h_c, one row at a time (one store stream per loop)."""
     n = g.shape[0]
@@ -537,15 +543,39 @@ def _accumulate(tk, g, h0, h1, h2, h3):
         r[m] += g[m] * h3
 
 
-@njit(**_PAR)
+@njit(**_FWD_SER)
+def _accumulate_batch(tk, gb, hb, nb):
+    """T[c, :] += sum_u G_u h_uc over the ``nb`` pairs of a batch, in pair order (the same operations
+    as ``nb`` calls of :func:`_accumulate`, with a quarter of the loads and stores of T)."""
+    if nb < _BATCH:
+        for u in range(nb):
+            _accumulate(tk, gb[u], hb[u, 0], hb[u, 1], hb[u, 2], hb[u, 3])
+        return
+    n = gb.shape[1]
+    g0 = gb[0]
+    g1 = gb[1]
+    g2 = gb[2]
+    g3 = gb[3]
+    for cc in range(4):
+        r = tk[cc]
+        x0 = hb[0, cc]
+        x1 = hb[1, cc]
+        x2 = hb[2, cc]
+        x3 = hb[3, cc]
+        for m in range(n):
+            r[m] = r[m] + g0[m] * x0 + g1[m] * x1 + g2[m] * x2 + g3[m] * x3
+
+
+@njit(**_FWD)
 def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut, protection,
                      kidx, tabf, tabi, coeffs, ext_row, g_ext, n_pad, padx, inv_n, ng, m2, tterm, term_row,
                      tf_switch, T, desc):
     """Per centre atom: T = (1/N)(sum_j G(s_ij) (x) R^_ij + n_pad G(s_pad) s_pad e_0), D = T T<^T.
 
-    G is never stored: each pair's table interval is located and the quintic evaluated straight
-    into the (4, ngp) accumulator. Pairs with ``ext_row[p] >= 0`` take G from ``g_ext`` instead
-    (exact net outside the tables, relu-split intervals, or every pair of an uncompressed model).
+    G is never stored: each pair's table interval is located (scalar pass), then the quintic is
+    evaluated and added to the (4, ngp) accumulator, ``_BATCH`` pairs at a time (vector pass).
+    Pairs with ``ext_row[p] >= 0`` take G from ``g_ext`` instead (exact net outside the tables,
+    relu-split intervals, or every pair of an uncompressed model).
     ``T`` (len(atoms), 4, ngp) and the first ng*m2 columns of ``desc`` (float64 or float32) are
     written. A non-empty ``tterm`` scales G by se_atten_v2's type-pair term (module docstring).
     """
@@ -558,38 +588,68 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
         ti = atype_all[i]
         tk = T[k]
         tk[:, :] = 0.0
-        gb = np.empty(ngp)
-        for p in range(offsets[i], offsets[i + 1]):
+        # scalar pass first (env row, normalisation and table location of every pair: chains of
+        # divisions that overlap when not interleaved with the vector loops), then the vector pass
+        p0 = offsets[i]
+        npr = offsets[i + 1] - p0
+        prow = np.empty(npr, dtype=np.int64)  # coefficient row, or -2 - ext_row
+        pidx = np.empty(npr, dtype=np.int64)
+        ph = np.empty((npr, 6))  # t, h0..h3, type-term switch
+        nu = 0
+        for p in range(p0, p0 + npr):
             key = kidx[ti, atype_all[neighbors[p]]]
             if key < 0:
                 continue
             r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth,
                                                   rcut, protection)
             h0 = (a - davg[ti, 0]) / dstd[ti, 0]
-            h1 = (b - davg[ti, 1]) / dstd[ti, 1]
-            h2 = (c - davg[ti, 2]) / dstd[ti, 2]
-            h3 = (d - davg[ti, 3]) / dstd[ti, 3]
             er = ext_row[p] if have_ext else -1
+            t = 0.0
             if er >= 0:
-                if not have_term:
-                    _accumulate(tk, g_ext[er], h0, h1, h2, h3)
-                    continue
-                gb[:] = g_ext[er]
+                row = -2 - er
             else:
                 row, t, region = _locate(h0, tabf, tabi, key)
                 if row < 0:
                     continue  # outside the tables without an exact value: never happens via numba_cpu
+            prow[nu] = row
+            pidx[nu] = p
+            ph[nu, 0] = t
+            ph[nu, 1] = h0
+            ph[nu, 2] = (b - davg[ti, 1]) / dstd[ti, 1]
+            ph[nu, 3] = (c - davg[ti, 2]) / dstd[ti, 2]
+            ph[nu, 4] = (d - davg[ti, 3]) / dstd[ti, 3]
+            if have_term:
+                ph[nu, 5] = _type_switch(rho, w, dw, rcut_smth, tf_switch)[0]
+            nu += 1
+        gb = np.empty((_BATCH, ngp))  # G of the pending pairs, added to T in one pass per batch
+        hb = np.empty((_BATCH, 4))
+        nb = 0
+        for u in range(nu):
+            row = prow[u]
+            g = gb[nb]
+            if row < 0:
+                g[:] = g_ext[-2 - row]
+            else:
+                t = ph[u, 0]
                 t2, t3, t4, t5 = _powers(t)
                 cf = coeffs[row]
                 # G into a small buffer first: loops with one store stream vectorise (no alias checks)
                 for m in range(ngp):
-                    gb[m] = _quintic(cf, m, t, t2, t3, t4, t5)
+                    g[m] = _quintic(cf, m, t, t2, t3, t4, t5)
             if have_term:
-                sw, dsw = _type_switch(rho, w, dw, rcut_smth, tf_switch)
-                trow = tterm[term_row[ti, atype_all[neighbors[p]]]]
+                sw = ph[u, 5]
+                trow = tterm[term_row[ti, atype_all[neighbors[pidx[u]]]]]
                 for m in range(ngp):
-                    gb[m] *= 1.0 + trow[m] * sw
-            _accumulate(tk, gb, h0, h1, h2, h3)
+                    g[m] *= 1.0 + trow[m] * sw
+            hb[nb, 0] = ph[u, 1]
+            hb[nb, 1] = ph[u, 2]
+            hb[nb, 2] = ph[u, 3]
+            hb[nb, 3] = ph[u, 4]
+            nb += 1
+            if nb == _BATCH:
+                _accumulate_batch(tk, gb, hb, nb)
+                nb = 0
+        _accumulate_batch(tk, gb, hb, nb)
         for tn in range(nt):
             npad = n_pad[i, tn]
             if npad != 0:
@@ -668,18 +728,28 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
         gd = gdesc[k]
         gt = np.zeros((4, ngp))
         # gT[c, a] = sum_b gD[a, b] T[c, b]  (b < m2) ; gT[c, a<m2] += sum_b gD[b, a] T[c, b]
+        # through gD^T (m2, ng): both then run along rows of length ng (loops of length m2 cost
+        # more in set-up than in arithmetic)
+        gdt = np.empty((m2, ng))
+        for a_ in range(ng):
+            for b_ in range(m2):
+                gdt[b_, a_] = gd[a_ * m2 + b_]
         for cc in range(4):
-            for a_ in range(ng):
+            row = gt[cc]
+            tc = tk[cc]
+            for b_ in range(m2):
+                tb = tc[b_]
+                gr = gdt[b_]
+                for a_ in range(ng):
+                    row[a_] += gr[a_] * tb
+            for a_ in range(m2):
+                gr = gdt[a_]
                 s = 0.0
-                for b_ in range(m2):
-                    s += gd[a_ * m2 + b_] * tk[cc, b_]
-                gt[cc, a_] = s
-            for b_ in range(ng):
-                tb = tk[cc, b_]
-                for a_ in range(m2):
-                    gt[cc, a_] += gd[b_ * m2 + a_] * tb
+                for b_ in range(ng):
+                    s += gr[b_] * tc[b_]
+                row[a_] += s
             for a_ in range(ngp):
-                gt[cc, a_] *= inv_n
+                row[a_] *= inv_n
         for p in range(offsets[i], offsets[i + 1]):
             q = pbase[k] + p - offsets[i]
             key = kidx[ti, atype_all[neighbors[p]]]
