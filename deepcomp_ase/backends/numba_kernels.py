@@ -728,44 +728,66 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
         gd = gdesc[k]
         gt = np.zeros((4, ngp))
         # gT[c, a] = sum_b gD[a, b] T[c, b]  (b < m2) ; gT[c, a<m2] += sum_b gD[b, a] T[c, b]
-        # through gD^T (m2, ng): both then run along rows of length ng (loops of length m2 cost
-        # more in set-up than in arithmetic)
-        gdt = np.empty((m2, ng))
-        for a_ in range(ng):
-            for b_ in range(m2):
-                gdt[b_, a_] = gd[a_ * m2 + b_]
         for cc in range(4):
-            row = gt[cc]
-            tc = tk[cc]
-            for b_ in range(m2):
-                tb = tc[b_]
-                gr = gdt[b_]
-                for a_ in range(ng):
-                    row[a_] += gr[a_] * tb
-            for a_ in range(m2):
-                gr = gdt[a_]
+            for a_ in range(ng):
                 s = 0.0
-                for b_ in range(ng):
-                    s += gr[b_] * tc[b_]
-                row[a_] += s
+                for b_ in range(m2):
+                    s += gd[a_ * m2 + b_] * tk[cc, b_]
+                gt[cc, a_] = s
+            for b_ in range(ng):
+                tb = tk[cc, b_]
+                for a_ in range(m2):
+                    gt[cc, a_] += gd[b_ * m2 + a_] * tb
             for a_ in range(ngp):
-                row[a_] *= inv_n
-        for p in range(offsets[i], offsets[i + 1]):
-            q = pbase[k] + p - offsets[i]
+                gt[cc, a_] *= inv_n
+        # three passes per atom, as in tabulate_forward: scalar (env row, location), vector (the
+        # sums over the embedding outputs), scalar (chain rule to the pair vector)
+        p0 = offsets[i]
+        npr = offsets[i + 1] - p0
+        prow = np.empty(npr, dtype=np.int64)  # coefficient row, or -2 - ext_row
+        pidx = np.empty(npr, dtype=np.int64)
+        pkey = np.empty(npr, dtype=np.int64)
+        ph = np.empty((npr, 9))  # t, h0..h3, r, rho, w, dw
+        nu = 0
+        for p in range(p0, p0 + npr):
+            q = pbase[k] + p - p0
+            gvec[q, 0] = 0.0  # pairs without a table value (excluded types) get no force
+            gvec[q, 1] = 0.0
+            gvec[q, 2] = 0.0
             key = kidx[ti, atype_all[neighbors[p]]]
-            v0 = vectors[p, 0]
-            v1 = vectors[p, 1]
-            v2 = vectors[p, 2]
             if key < 0:
-                gvec[q, 0] = 0.0
-                gvec[q, 1] = 0.0
-                gvec[q, 2] = 0.0
                 continue
-            r, rho, w, dw, a, b, c, d = _env_pair(v0, v1, v2, rcut_smth, rcut, protection)
+            r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth, rcut,
+                                                  protection)
             h0 = (a - davg[ti, 0]) / dstd[ti, 0]
-            h1 = (b - davg[ti, 1]) / dstd[ti, 1]
-            h2 = (c - davg[ti, 2]) / dstd[ti, 2]
-            h3 = (d - davg[ti, 3]) / dstd[ti, 3]
+            er = ext_row[p] if have_ext else -1
+            t = 0.0
+            if er >= 0:
+                row = -2 - er
+            else:
+                row, t, region = _locate(h0, tabf, tabi, key)
+                if row < 0:
+                    continue  # outside the tables without an exact value: never happens via numba_cpu
+            prow[nu] = row
+            pidx[nu] = p
+            pkey[nu] = key
+            ph[nu, 0] = t
+            ph[nu, 1] = h0
+            ph[nu, 2] = (b - davg[ti, 1]) / dstd[ti, 1]
+            ph[nu, 3] = (c - davg[ti, 2]) / dstd[ti, 2]
+            ph[nu, 4] = (d - davg[ti, 3]) / dstd[ti, 3]
+            ph[nu, 5] = r
+            ph[nu, 6] = rho
+            ph[nu, 7] = w
+            ph[nu, 8] = dw
+            nu += 1
+        ps = np.empty((nu, 6))  # dE/dR^ (4), and with a type term dE/dsw and dsw/dr
+        for u in range(nu):
+            row = prow[u]
+            h0 = ph[u, 1]
+            h1 = ph[u, 2]
+            h2 = ph[u, 3]
+            h3 = ph[u, 4]
             a0 = 0.0
             a1 = 0.0
             a2 = 0.0
@@ -774,13 +796,14 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
             e1 = 0.0
             e2 = 0.0
             e3 = 0.0
-            er = ext_row[p] if have_ext else -1
+            er = -2 - row if row < 0 else -1
             gw = 0.0
             dsw = 0.0
             if have_term:
                 a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw = _atten_pair_sums(
-                    coeffs, tabf, tabi, key, h0, h1, h2, h3, er, g_ext, dg_ext, gt, tterm[term_row[ti, atype_all[
-                        neighbors[p]]]], rho, w, dw, rcut_smth, tf_switch)
+                    coeffs, tabf, tabi, pkey[u], h0, h1, h2, h3, er, g_ext, dg_ext, gt,
+                    tterm[term_row[ti, atype_all[neighbors[pidx[u]]]]], ph[u, 6], ph[u, 7], ph[u, 8], rcut_smth,
+                    tf_switch)
             elif er >= 0:
                 for m in range(ngp):
                     g = g_ext[er, m]
@@ -794,26 +817,37 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
                     e2 += dg * gt[2, m]
                     e3 += dg * gt[3, m]
             else:
-                row, t, region = _locate(h0, tabf, tabi, key)
-                if row >= 0:
-                    t2, t3, t4, t5 = _powers(t)
-                    cf = coeffs[row]
-                    for m in range(ngp):
-                        g = _quintic(cf, m, t, t2, t3, t4, t5)
-                        dg = _quintic_slope(cf, m, t, t2, t3, t4)
-                        a0 += g * gt[0, m]
-                        a1 += g * gt[1, m]
-                        a2 += g * gt[2, m]
-                        a3 += g * gt[3, m]
-                        e0 += dg * gt[0, m]
-                        e1 += dg * gt[1, m]
-                        e2 += dg * gt[2, m]
-                        e3 += dg * gt[3, m]
-            a0 += h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3
-            x, y, z = _env_chain(a0 / dstd[ti, 0], a1 / dstd[ti, 1], a2 / dstd[ti, 2], a3 / dstd[ti, 3],
-                                 v0, v1, v2, r, rho, w, dw)
+                t = ph[u, 0]
+                t2, t3, t4, t5 = _powers(t)
+                cf = coeffs[row]
+                for m in range(ngp):
+                    g = _quintic(cf, m, t, t2, t3, t4, t5)
+                    dg = _quintic_slope(cf, m, t, t2, t3, t4)
+                    a0 += g * gt[0, m]
+                    a1 += g * gt[1, m]
+                    a2 += g * gt[2, m]
+                    a3 += g * gt[3, m]
+                    e0 += dg * gt[0, m]
+                    e1 += dg * gt[1, m]
+                    e2 += dg * gt[2, m]
+                    e3 += dg * gt[3, m]
+            ps[u, 0] = a0 + (h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3)
+            ps[u, 1] = a1
+            ps[u, 2] = a2
+            ps[u, 3] = a3
+            ps[u, 4] = gw
+            ps[u, 5] = dsw
+        for u in range(nu):
+            p = pidx[u]
+            q = pbase[k] + p - p0
+            v0 = vectors[p, 0]
+            v1 = vectors[p, 1]
+            v2 = vectors[p, 2]
+            r = ph[u, 5]
+            x, y, z = _env_chain(ps[u, 0] / dstd[ti, 0], ps[u, 1] / dstd[ti, 1], ps[u, 2] / dstd[ti, 2],
+                                 ps[u, 3] / dstd[ti, 3], v0, v1, v2, r, ph[u, 6], ph[u, 7], ph[u, 8])
             if have_term:  # the switch of the type term also moves with the bond length
-                f = gw * dsw / r
+                f = ps[u, 4] * ps[u, 5] / r
                 x += f * v0
                 y += f * v1
                 z += f * v2
