@@ -7,8 +7,8 @@ One force+virial call of the ASE calculator (numba backend) on benchmarks/common
 the arguments of every call of embedding_inputs, tabulate_forward(_r), tabulate_backward(_r) and
 assemble_forces_virial; each kernel is then re-run on those arguments and timed (sum over the chunks of
 one call, median of the repeats). With --baseline (e.g. ``git show REV:deepcomp_ase/backends/numba_kernels.py
-> old.py``) the same arguments go through the old kernels too, interleaved with the new ones so both see
-the same machine load; the table gives both times, the ratio and the largest relative difference of
+> old.py``) the same arguments go through the old kernels too, interleaved with the new ones (alternating which
+runs first) so both see the same machine load; the table gives both times, the ratio and the largest relative difference of
 the outputs (the kernels must agree to ~1e-15). Compile time is kept out (one warm-up run each).
 """
 
@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     for rep in range(args.repeats + 1):  # the first round compiles and is not timed
         for n in names:
             outs = {}
-            for v, mod in versions.items():
+            order = list(versions.items())
+            for v, mod in (order if rep % 2 else order[::-1]):  # alternate which version runs first
                 total = 0.0
                 outs[v] = []
                 for name, a in calls:
