@@ -675,19 +675,13 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
 
 
 @njit(**{**_TAB, "parallel": False})
-def _atten_pair_sums(coeffs, tabf, tabi, key, h0, h1, h2, h3, er, g_ext, dg_ext, gt, trow, rho, w, dw, rcut_smth,
-                     tf_switch):
-    """One se_atten_v2 pair of tabulate_backward: sums of G f gT and G' f gT (f = 1 + tt sw), and
+def _atten_pair_sums(coeffs, row, t, h0, h1, h2, h3, er, g_ext, dg_ext, gt, trow, rho, w, dw, rcut_smth, tf_switch):
+    """One se_atten_v2 pair of tabulate_backward (table row and offset t located by the caller, or
+    ``er >= 0``: G from the side arrays): sums of G f gT and G' f gT (f = 1 + tt sw), and
     gw = sum_m G_m tt_m (R^ . gT)_m with dsw/dr."""
     ngp = coeffs.shape[2]
     sw, dsw = _type_switch(rho, w, dw, rcut_smth, tf_switch)
     a0 = a1 = a2 = a3 = e0 = e1 = e2 = e3 = gw = 0.0
-    t = 0.0
-    row = -1
-    if er < 0:
-        row, t, region = _locate(h0, tabf, tabi, key)
-        if row < 0:
-            return a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw
     t2, t3, t4, t5 = _powers(t)
     for m in range(ngp):
         if er >= 0:
@@ -752,7 +746,6 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
         npr = offsets[i + 1] - p0
         prow = np.empty(npr, dtype=np.int64)  # coefficient row, or -2 - ext_row
         pidx = np.empty(npr, dtype=np.int64)
-        pkey = np.empty(npr, dtype=np.int64)
         ph = np.empty((npr, 9))  # t, h0..h3, r, rho, w, dw
         nu = 0
         for p in range(p0, p0 + npr):
@@ -776,7 +769,6 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
                     continue  # outside the tables without an exact value: never happens via numba_cpu
             prow[nu] = row
             pidx[nu] = p
-            pkey[nu] = key
             ph[nu, 0] = t
             ph[nu, 1] = h0
             ph[nu, 2] = (b - davg[ti, 1]) / dstd[ti, 1]
@@ -807,7 +799,7 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
             dsw = 0.0
             if have_term:
                 a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw = _atten_pair_sums(
-                    coeffs, tabf, tabi, pkey[u], h0, h1, h2, h3, er, g_ext, dg_ext, gt,
+                    coeffs, row, ph[u, 0], h0, h1, h2, h3, er, g_ext, dg_ext, gt,
                     tterm[term_row[ti, atype_all[neighbors[pidx[u]]]]], ph[u, 6], ph[u, 7], ph[u, 8], rcut_smth,
                     tf_switch)
             elif er >= 0:
