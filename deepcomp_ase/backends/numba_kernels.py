@@ -30,11 +30,12 @@ and writes only rows it owns; scatters to neighbour atoms are serial.
 The table kernels run per centre atom in passes: a scalar pass (env row, normalisation, table
 location of every pair, stored in small per-atom arrays), then the vector pass over the embedding
 outputs (and in the backward kernel a scalar chain-rule pass). Interleaved per pair, the division
-chains of the scalar part did not overlap with each other; split, the forward kernel takes 24 ms
-instead of 30 and the backward kernel 31.5 instead of 34.6 (4000 Cu/Au atoms, 1 thread, AMD Zen 5;
-se_e2_r: 8.1 instead of 12.6 and 9.9 instead of 10.5), with the same operations in the same order
-(bitwise equal results). The forward kernel also adds
-four pairs' G to T per pass over T (``_accumulate_batch``), in pair order.
+chains of the scalar part did not overlap with each other. The forward kernel adds four pairs' G
+to T per pass over T (``_accumulate_batch``, in pair order); the backward kernel's dE/dT
+(``_grad_t``) runs its short loops over m2 for four rows of dE/dD at a time. Together: forward 24
+instead of 31 ms, backward 30 instead of 35.5 (4000 Cu/Au atoms, 1 thread, AMD Zen 5; se_e2_r: 8.0
+instead of 12.2 and 9.0 instead of 9.5), with the same operations in the same order (results
+bitwise equal to before on the models measured, benchmarks/table_kernels.py).
 
 All kernels use ``fastmath=False`` (IEEE semantics: no NaN/Inf assumptions, no approximate
 reciprocals) except ``tabulate_backward``: its inner loops are dot products over the embedding
@@ -707,6 +708,59 @@ def _atten_pair_sums(coeffs, row, t, h0, h1, h2, h3, er, g_ext, dg_ext, gt, trow
     return a0, a1, a2, a3, e0, e1, e2, e3, gw, dsw
 
 
+@njit(**{**_TAB, "parallel": False})
+def _grad_t(tk, gd, ng, m2, inv_n, gt):
+    """gT[c, a] = (1/N)(sum_b gD[a, b] T[c, b] (b < m2) + [a < m2] sum_b gD[b, a] T[c, b]).
+
+    The loops over m2 are short: each runs for four rows of gD at once (four sums, or four terms
+    added in row order, the operations of four single-row loops), a quarter of the loop set-ups."""
+    ng4 = ng - ng % 4
+    for cc in range(4):
+        tc = tk[cc]
+        row = gt[cc]
+        for a_ in range(0, ng4, 4):
+            o0 = a_ * m2
+            o1 = o0 + m2
+            o2 = o1 + m2
+            o3 = o2 + m2
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for b_ in range(m2):
+                x = tc[b_]
+                s0 += gd[o0 + b_] * x
+                s1 += gd[o1 + b_] * x
+                s2 += gd[o2 + b_] * x
+                s3 += gd[o3 + b_] * x
+            row[a_] = s0
+            row[a_ + 1] = s1
+            row[a_ + 2] = s2
+            row[a_ + 3] = s3
+        for a_ in range(ng4, ng):
+            s = 0.0
+            for b_ in range(m2):
+                s += gd[a_ * m2 + b_] * tc[b_]
+            row[a_] = s
+        for b_ in range(0, ng4, 4):
+            o0 = b_ * m2
+            o1 = o0 + m2
+            o2 = o1 + m2
+            o3 = o2 + m2
+            x0 = tc[b_]
+            x1 = tc[b_ + 1]
+            x2 = tc[b_ + 2]
+            x3 = tc[b_ + 3]
+            for a_ in range(m2):
+                row[a_] = row[a_] + gd[o0 + a_] * x0 + gd[o1 + a_] * x1 + gd[o2 + a_] * x2 + gd[o3 + a_] * x3
+        for b_ in range(ng4, ng):
+            tb = tc[b_]
+            for a_ in range(m2):
+                row[a_] += gd[b_ * m2 + a_] * tb
+        for a_ in range(row.shape[0]):
+            row[a_] *= inv_n
+
+
 @njit(**_TAB)
 def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut,
                       protection, kidx, tabf, tabi, coeffs, ext_row, g_ext, dg_ext, T, gdesc, inv_n, ng, m2,
@@ -727,19 +781,7 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
         tk = T[k]
         gd = gdesc[k]
         gt = np.zeros((4, ngp))
-        # gT[c, a] = sum_b gD[a, b] T[c, b]  (b < m2) ; gT[c, a<m2] += sum_b gD[b, a] T[c, b]
-        for cc in range(4):
-            for a_ in range(ng):
-                s = 0.0
-                for b_ in range(m2):
-                    s += gd[a_ * m2 + b_] * tk[cc, b_]
-                gt[cc, a_] = s
-            for b_ in range(ng):
-                tb = tk[cc, b_]
-                for a_ in range(m2):
-                    gt[cc, a_] += gd[b_ * m2 + a_] * tb
-            for a_ in range(ngp):
-                gt[cc, a_] *= inv_n
+        _grad_t(tk, gd, ng, m2, inv_n, gt)
         # three passes per atom, as in tabulate_forward: scalar (env row, location), vector (the
         # sums over the embedding outputs), scalar (chain rule to the pair vector)
         p0 = offsets[i]
