@@ -86,7 +86,7 @@ class ModelEnsemble:
         pairs = self._pairs(positions, cell, pbc)
         within: dict = {}
         shared: dict = {}
-        for k, pot in enumerate(self.potentials):
+        for k, (pot, source) in enumerate(zip(self.potentials, self.sources)):
             types = pot.types_of(symbols)
             if pairs is None:
                 res = pot.compute_atoms(positions, types, cell, pbc)
@@ -95,7 +95,7 @@ class ModelEnsemble:
             energies[k] = res.energy
             forces[k] = np.asarray(res.forces)[:n]
             virials[k] = np.asarray(res.virial).reshape(3, 3)
-            pot.step_done()
+            pot.step_done(model=source)  # an overflow warning or error names the model
         return EnsembleResults(energies, forces, virials)
 
     def _pairs(self, positions, cell, pbc):

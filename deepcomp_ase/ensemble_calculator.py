@@ -77,7 +77,7 @@ class DeepCompEnsembleCalculator(Calculator):
         else:
             pot = self.ensemble.first
             r = pot.compute_atoms(atoms.positions, pot.types_of(symbols), cell, pbc)
-            pot.step_done()
+            pot.step_done(model=self.ensemble.sources[0])
             energy, forces, virial = r.energy, np.asarray(r.forces)[: len(atoms)], np.asarray(r.virial)
         self.results["energy"] = float(energy)
         self.results["free_energy"] = float(energy)

@@ -324,3 +324,25 @@ def test_ensemble_searches_pairs_once_and_shares_selections(monkeypatch):
         assert res.energies[k] == pytest.approx(a.energy, rel=1e-13)
         np.testing.assert_allclose(res.forces[k], a.forces, rtol=0, atol=1e-12)
         np.testing.assert_allclose(res.virials[k], a.virial, rtol=0, atol=1e-11)
+
+
+def test_ensemble_calculator_overflow_names_the_model(compressed_model, caplog):
+    """An overflow seen by one model of the ensemble is reported with that model's file."""
+    import logging
+
+    from ase import Atoms
+    from conftest import Reference
+
+    from deepcomp_ase.ensemble_calculator import DeepCompEnsembleCalculator
+
+    ref = Reference("cuau_se_e2_a")
+    coord, atype, box = ref.structure("overflow_0.30A")
+    symbols = [ref.z["type_map"][t] for t in atype]
+    compressed = compressed_model("cuau_se_e2_a")
+    exact = DATA / "models" / "cuau_se_e2_r.dp"  # uncompressed: no tables, never overflows
+    atoms = Atoms(symbols, positions=coord, cell=box, pbc=box is not None)
+    atoms.calc = DeepCompEnsembleCalculator([exact, compressed], backend="numpy", check_frequency=1)
+    with caplog.at_level(logging.WARNING, logger="deepcomp_ase"):
+        atoms.get_forces()
+    messages = [r.getMessage() for r in caplog.records if "overflow" in r.getMessage()]
+    assert len(messages) == 1 and str(compressed) in messages[0] and "beyond it" in messages[0]
