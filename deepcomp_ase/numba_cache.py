@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 #: numba's default (in-tree) cache of the kernels module
 PACKAGE_CACHE = Path(__file__).resolve().parent / "backends" / "__pycache__"
-KERNEL_SOURCES = tuple(Path(__file__).resolve().parent / "backends" / name for name in ("numba_kernels.py",))
+KERNEL_SOURCES = tuple(Path(__file__).resolve().parent / "backends" / name for name in (
+    "numba_kernels.py", "numba_kernels_se_e3.py", "numba_gemm.py", "numba_fitting.py"))
 LOCK_NAME = "deepcomp-compile.lock"
 MARKERS = "deepcomp-compiled"
 
