@@ -136,3 +136,35 @@ def test_avx2_tile_in_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bad 0" in proc.stdout
+
+
+@pytest.mark.parametrize("rows", [7, 300])
+def test_fitting_net_with_odd_widths_equals_the_reference(monkeypatch, rows):
+    """numba_cpu's fitting net on the compiled products (widths that are not multiples of 8, a doubling and an
+    identity shortcut, timestep weights, a gelu layer, rows across blocks) equals model.nets' numpy reference."""
+    from types import SimpleNamespace
+
+    from deepcomp_ase.backends import numba_cpu
+    from deepcomp_ase.model.nets import Layer, Network
+
+    monkeypatch.setenv("DEEPCOMP_FITTING_GEMM", "numba")
+    rng = np.random.default_rng(rows)
+
+    def layer(n_in, n_out, act, resnet=False, idt=False):
+        return Layer(rng.standard_normal((n_in, n_out)) / np.sqrt(n_in), rng.standard_normal(n_out) * 0.1,
+                     rng.uniform(0.05, 0.2, n_out) if idt else None, act, resnet)
+
+    net = Network((layer(1000, 50, "tanh"), layer(50, 100, "tanh", resnet=True, idt=True),
+                   layer(100, 100, "tanh", resnet=True, idt=True), layer(100, 100, "gelu", resnet=True),
+                   layer(100, 1, "none")))
+    params = SimpleNamespace(fitting=SimpleNamespace(nets=(net,), shared=None, bias_atom_e=np.array([0.25]),
+                                                     exclude_types=frozenset()),
+                             out_bias=np.array([-1.5]), atom_exclude_types=frozenset())
+    fitting = numba_cpu._Fitting(params, "float64")
+    assert all(la.fwd is not None for la in fitting.nets[0][:-1])  # every product but the 1-wide one is ours
+    x = rng.standard_normal((rows, 1000)) * 0.3
+    want_e, want_g = net.value_and_gradient(x)
+    got_g = x.copy()
+    got_e = fitting.energy_and_grad(0, got_g)
+    np.testing.assert_allclose(got_e, want_e[:, 0] + 0.25 - 1.5, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(got_g, want_g, rtol=0, atol=1e-12 * np.abs(want_g).max())
