@@ -40,7 +40,7 @@ SETTINGS = {s.name: s for s in (
             "since on a busy machine every parallel kernel waits for its slowest thread; '0': always the whole "
             "pool (NUMBA_NUM_THREADS / OMP_NUM_THREADS)", "backends/numba_cpu.py"),
     Setting("DEEPCOMP_FITTING_GEMM", "auto",
-            "who multiplies the fitting net's matrices in the numba backend (float64): 'numba' (kernels compiled for "
+            "who multiplies the fitting net's matrices in the numba backend: 'numba' (kernels compiled for "
             "this CPU, backends/numba_gemm.py), 'blas' (numpy's BLAS) or 'auto' (numba when the CPU has AVX-512, "
             "where it was measured faster than OpenBLAS, else BLAS)", "backends/numba_gemm.py"),
     Setting("DEEPCOMP_LAMMPS_MALLOC", "keep",

@@ -14,18 +14,19 @@ SHAPES = [(1, 5, 8), (1, 1600, 120), (13, 1600, 120), (100, 120, 1600), (107, 12
           (5, 7, 9), (50, 1000, 121), (37, 2 * G.KC + 3, 17), (G.MR * 9 + 1, 64, 8), (G.MC + G.MR + 2, 33, 40)]
 
 
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("m,k,n", SHAPES)
-def test_matmul_equals_blas(m, k, n):
+def test_matmul_equals_blas(m, k, n, dtype, tol):
     rng = np.random.default_rng(m * 10007 + k * 101 + n)
-    a = rng.standard_normal((m, k))
+    a = rng.standard_normal((m, k)).astype(dtype)
     w = rng.standard_normal((k, n))
-    packed = G.PackedWeights(w)
-    ref = a @ w
+    packed = G.PackedWeights(w, dtype=dtype)
+    ref = a.astype(np.float64) @ w.astype(dtype).astype(np.float64)
     got = packed.matmul(a)
-    assert got.shape == (m, n)
-    # one rounding per product, summed in order: the usual GEMM bound, far below 1e-12 here
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
-    out = np.full((m, n), np.nan)
+    assert got.shape == (m, n) and got.dtype == dtype
+    # one rounding per product, summed in order: the usual GEMM bound (~sqrt(K) eps), far below tol here
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
+    out = np.full((m, n), np.nan, dtype=dtype)
     assert packed.matmul(a, out=out) is out
     np.testing.assert_array_equal(out, got)
 
@@ -67,6 +68,8 @@ def test_rejects_wrong_operands():
         packed.matmul(np.ones((3, 5)))
     with pytest.raises(ValueError, match="float64 rows of 4"):
         packed.matmul(np.ones((3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="float32 rows of 4"):
+        G.PackedWeights(np.ones((4, 8)), dtype=np.float32).matmul(np.ones((3, 4)))
 
 
 @pytest.mark.parametrize("value,expected", [("numba", True), ("blas", False), ("BLAS ", False),
@@ -119,7 +122,8 @@ def test_tanh_layer_tail_is_numpys_arithmetic(shortcut, timestep):
 
 @pytest.mark.slow
 def test_avx2_tile_in_a_subprocess(tmp_path):
-    """The 6-row tile (CPUs without AVX-512, DEEPCOMP_FITTING_GEMM=numba) computes the same products."""
+    """The 6-row tile (CPUs without AVX-512, DEEPCOMP_FITTING_GEMM=numba) computes the same products, float64
+    and float32."""
     import os
     import subprocess
     import sys
@@ -127,9 +131,10 @@ def test_avx2_tile_in_a_subprocess(tmp_path):
     code = ("import numpy as np; from deepcomp_ase.backends import numba_gemm as G; assert G.MR == 6, G.MR; "
             "r = np.random.default_rng(5); bad = 0\n"
             "for m, k, n in [(1, 1600, 120), (13, 1600, 120), (100, 120, 1600), (G.MC + 7, 2 * G.KC + 5, 17)]:\n"
-            "    a, w, b = r.standard_normal((m, k)), r.standard_normal((k, n)), r.standard_normal(n)\n"
-            "    ref = a @ w + b; got = G.PackedWeights(w, b).matmul(a)\n"
-            "    bad += np.abs(got - ref).max() > 1e-12 * np.abs(ref).max()\n"
+            "    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):\n"
+            "        a, w, b = (r.standard_normal(s).astype(dt) for s in ((m, k), (k, n), (n,)))\n"
+            "        ref = a.astype(float) @ w.astype(float) + b; got = G.PackedWeights(w, b, dt).matmul(a)\n"
+            "        bad += np.abs(got - ref).max() > tol * np.abs(ref).max()\n"
             "print('bad', bad)")
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+sse4.2,+popcnt",
                NUMBA_CACHE_DIR=str(tmp_path), DEEPCOMP_NUMBA_CACHE=str(tmp_path))
@@ -138,8 +143,9 @@ def test_avx2_tile_in_a_subprocess(tmp_path):
     assert "bad 0" in proc.stdout
 
 
+@pytest.mark.parametrize("precision,tol", [("float64", 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("rows", [7, 300])
-def test_fitting_net_with_odd_widths_equals_the_reference(monkeypatch, rows):
+def test_fitting_net_with_odd_widths_equals_the_reference(monkeypatch, rows, precision, tol):
     """numba_cpu's fitting net on the compiled products (widths that are not multiples of 8, a doubling and an
     identity shortcut, timestep weights, a gelu layer, rows across blocks) equals model.nets' numpy reference."""
     from types import SimpleNamespace
@@ -160,11 +166,11 @@ def test_fitting_net_with_odd_widths_equals_the_reference(monkeypatch, rows):
     params = SimpleNamespace(fitting=SimpleNamespace(nets=(net,), shared=None, bias_atom_e=np.array([0.25]),
                                                      exclude_types=frozenset()),
                              out_bias=np.array([-1.5]), atom_exclude_types=frozenset())
-    fitting = numba_cpu._Fitting(params, "float64")
+    fitting = numba_cpu._Fitting(params, precision)
     assert all(la.fwd is not None for la in fitting.nets[0][:-1])  # every product but the 1-wide one is ours
     x = rng.standard_normal((rows, 1000)) * 0.3
     want_e, want_g = net.value_and_gradient(x)
-    got_g = x.copy()
+    got_g = x.astype(precision)
     got_e = fitting.energy_and_grad(0, got_g)
-    np.testing.assert_allclose(got_e, want_e[:, 0] + 0.25 - 1.5, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(got_g, want_g, rtol=0, atol=1e-12 * np.abs(want_g).max())
+    np.testing.assert_allclose(got_e, want_e[:, 0] + 0.25 - 1.5, rtol=tol, atol=0)
+    np.testing.assert_allclose(got_g, want_g, rtol=0, atol=tol * np.abs(want_g).max())

@@ -17,8 +17,8 @@ rows are contiguous):
    the exact embedding net (numpy) -- as are inputs in relu-split intervals; the kernels then
    take G for those few pairs from that side array instead of the table.
 2. ``tabulate_forward``: T and D per atom, G evaluated on the fly, padding folded in.
-3. fitting net per type, float64 or float32, in blocks of rows: float64 products in
-   :mod:`.numba_gemm` (CPUs with AVX-512; else numpy's BLAS, as float32), one compiled pass
+3. fitting net per type, float64 or float32, in blocks of rows: the products in
+   :mod:`.numba_gemm` (CPUs with AVX-512; else numpy's BLAS), in float64 one compiled pass
    after each tanh (:mod:`.numba_fitting`).
 4. ``tabulate_backward``: dE/dx per pair, G and G' re-evaluated from the table.
 5. ``assemble_forces_virial``: forces, virial, per-atom virial.
@@ -391,14 +391,15 @@ class _Layer:
         self.idt = None if layer.idt is None else np.asarray(layer.idt, dtype=dtype)
         self.activation = layer.activation
         self.shortcut = layer.shortcut
-        # float64 products of real matrices (not the 1-wide output layer) in numba_gemm's kernels:
-        # weights packed once, forward (W) and backward (W^T)
+        # products of real matrices (not the 1-wide output layer) in numba_gemm's kernels, in the
+        # working precision: weights packed once, forward (W) and backward (W^T)
         k, n = self.w.shape
-        own = own_gemm and dtype == np.float64 and min(k, n) >= _gemm().LANES
-        self.fwd = _gemm().PackedWeights(self.w, self.b) if own else None  # x W + b
-        self.bwd = _gemm().PackedWeights(self.wt) if own else None
-        # tanh layers on that path: one compiled pass for slope, timestep and shortcut
-        self.fused_tail = own and self.activation == "tanh"
+        own = own_gemm and min(k, n) >= _gemm().MIN_WIDTH
+        self.fwd = _gemm().PackedWeights(self.w, self.b, dtype) if own else None  # x W + b
+        self.bwd = _gemm().PackedWeights(self.wt, None, dtype) if own else None
+        # float64 tanh layers on that path: one compiled pass for slope, timestep and shortcut (numpy's
+        # operations, bit for bit; in float32 numpy's own passes keep float32 rounding)
+        self.fused_tail = own and self.activation == "tanh" and dtype == np.float64
         self.idt_or_ones = np.ones(n) if self.idt is None else self.idt
 
 
@@ -412,7 +413,7 @@ class _Fitting:
         self.dtype = np.dtype(precision)
         fit = params.fitting
         nets = fit.nets if fit.shared is None else [fit.shared] * len(params.out_bias)  # mixed_types: one net
-        own_gemm = self.dtype == np.float64 and _gemm().use_for_fitting()
+        own_gemm = _gemm().use_for_fitting()
         self.nets = [None if net is None else [_Layer(la, self.dtype, own_gemm) for la in net.layers] for net in nets]
         self.bias = np.asarray(fit.bias_atom_e, dtype=np.float64)
         self.fit_excluded = frozenset(fit.exclude_types)
@@ -445,8 +446,11 @@ class _Fitting:
                 slopes.append(f1)
                 h = y
                 continue
-            pre = h @ la.w
-            pre += la.b
+            if la.fwd is not None:
+                pre = la.fwd.matmul(h)  # x W + b
+            else:
+                pre = h @ la.w
+                pre += la.b
             if la.activation == "tanh":
                 y = np.tanh(pre, out=pre)
                 f1 = y * y
