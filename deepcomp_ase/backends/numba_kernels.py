@@ -573,6 +573,31 @@ def _accumulate_batch(tk, gb, hb, nb):
             r[m] = r[m] + g0[m] * x0 + g1[m] * x1 + g2[m] * x2 + g3[m] * x3
 
 
+@njit(inline="always")
+def _scalar_pair(p, ti, key, er, vectors, davg, dstd, rcut_smth, rcut, protection, tabf, tabi, nu, prow, pidx, ph):
+    """The scalar pass of the se_a table kernels for pair p: env row, normalised h0..h3 and the table row
+    (or ``-2 - er`` for an exact value from the side array) into row ``nu`` of prow, pidx and ph[:, :5]
+    (t, h0..h3). Returns (stored, r, rho, w, dw); not stored: outside the tables without an exact value."""
+    r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth, rcut,
+                                          protection)
+    h0 = (a - davg[ti, 0]) / dstd[ti, 0]
+    t = 0.0
+    if er >= 0:
+        row = -2 - er
+    else:
+        row, t, region = _locate(h0, tabf, tabi, key)
+        if row < 0:
+            return False, r, rho, w, dw
+    prow[nu] = row
+    pidx[nu] = p
+    ph[nu, 0] = t
+    ph[nu, 1] = h0
+    ph[nu, 2] = (b - davg[ti, 1]) / dstd[ti, 1]
+    ph[nu, 3] = (c - davg[ti, 2]) / dstd[ti, 2]
+    ph[nu, 4] = (d - davg[ti, 3]) / dstd[ti, 3]
+    return True, r, rho, w, dw
+
+
 @njit(**_PAR)
 def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, rcut_smth, rcut, protection,
                      kidx, tabf, tabi, coeffs, ext_row, g_ext, n_pad, padx, inv_n, ng, m2, tterm, term_row,
@@ -607,24 +632,10 @@ def tabulate_forward(atoms, offsets, neighbors, vectors, atype_all, davg, dstd, 
             key = kidx[ti, atype_all[neighbors[p]]]
             if key < 0:
                 continue
-            r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth,
-                                                  rcut, protection)
-            h0 = (a - davg[ti, 0]) / dstd[ti, 0]
-            er = ext_row[p] if have_ext else -1
-            t = 0.0
-            if er >= 0:
-                row = -2 - er
-            else:
-                row, t, region = _locate(h0, tabf, tabi, key)
-                if row < 0:
-                    continue  # outside the tables without an exact value: never happens via numba_cpu
-            prow[nu] = row
-            pidx[nu] = p
-            ph[nu, 0] = t
-            ph[nu, 1] = h0
-            ph[nu, 2] = (b - davg[ti, 1]) / dstd[ti, 1]
-            ph[nu, 3] = (c - davg[ti, 2]) / dstd[ti, 2]
-            ph[nu, 4] = (d - davg[ti, 3]) / dstd[ti, 3]
+            ok, r, rho, w, dw = _scalar_pair(p, ti, key, ext_row[p] if have_ext else -1, vectors, davg, dstd,
+                                             rcut_smth, rcut, protection, tabf, tabi, nu, prow, pidx, ph)
+            if not ok:
+                continue  # outside the tables without an exact value: never happens via numba_cpu
             if have_term:
                 ph[nu, 5] = _type_switch(rho, w, dw, rcut_smth, tf_switch)[0]
             nu += 1
@@ -798,24 +809,10 @@ def tabulate_backward(atoms, offsets, pbase, neighbors, vectors, atype_all, davg
             key = kidx[ti, atype_all[neighbors[p]]]
             if key < 0:
                 continue
-            r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth, rcut,
-                                                  protection)
-            h0 = (a - davg[ti, 0]) / dstd[ti, 0]
-            er = ext_row[p] if have_ext else -1
-            t = 0.0
-            if er >= 0:
-                row = -2 - er
-            else:
-                row, t, region = _locate(h0, tabf, tabi, key)
-                if row < 0:
-                    continue  # outside the tables without an exact value: never happens via numba_cpu
-            prow[nu] = row
-            pidx[nu] = p
-            ph[nu, 0] = t
-            ph[nu, 1] = h0
-            ph[nu, 2] = (b - davg[ti, 1]) / dstd[ti, 1]
-            ph[nu, 3] = (c - davg[ti, 2]) / dstd[ti, 2]
-            ph[nu, 4] = (d - davg[ti, 3]) / dstd[ti, 3]
+            ok, r, rho, w, dw = _scalar_pair(p, ti, key, ext_row[p] if have_ext else -1, vectors, davg, dstd,
+                                             rcut_smth, rcut, protection, tabf, tabi, nu, prow, pidx, ph)
+            if not ok:
+                continue  # outside the tables without an exact value: never happens via numba_cpu
             ph[nu, 5] = r
             ph[nu, 6] = rho
             ph[nu, 7] = w
