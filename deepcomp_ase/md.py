@@ -31,7 +31,7 @@ def default_structure(type_map, repeat: int = 4, seed: int = 1):
 def run_md(model, *, structure=None, repeat=4, steps=100, timestep=1.0, temperature=600.0, log_every=10,
            seed=1, check_frequency=None, backend="auto"):
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
 
     from .calculator import DeepCompCalculator
@@ -43,7 +43,7 @@ def run_md(model, *, structure=None, repeat=4, steps=100, timestep=1.0, temperat
         atoms = default_structure(calc.type_map, repeat, seed)
     calc.potential.types_of(atoms.get_chemical_symbols())  # unknown elements: a clear error before the run
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize(atoms, temperature, np.random.default_rng(seed))
     Stationary(atoms)
     dyn = VelocityVerlet(atoms, timestep * units.fs)
     e0 = atoms.get_total_energy()
@@ -90,3 +90,14 @@ def read_structure(path):
     if len(atoms) == 0:
         raise DeepCompError(f"{path}: the structure has no atoms")
     return atoms
+
+
+def thermalize(atoms, temperature_K: float, rng) -> None:
+    """Maxwell-Boltzmann momenta: ASE's ``thermalize_momenta`` (3.29+, where ``MaxwellBoltzmannDistribution``
+    is deprecated), else ``MaxwellBoltzmannDistribution`` (ASE 3.23-3.28); the same draws either way."""
+    from ase.md import velocitydistribution as vd
+
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)

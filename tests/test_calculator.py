@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.md.verlet import VelocityVerlet
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.optimize import BFGS
 from conftest import MODELS, Reference
 
 from deepcomp_ase import DeepCompCalculator
 from deepcomp_ase.errors import TableOverflowError, TypeMapError
+from deepcomp_ase.md import thermalize
 
 
 def atoms_of(ref: Reference, conf: str) -> Atoms:
@@ -62,7 +62,7 @@ def test_nve_energy_is_conserved(compressed_model):
     ref = Reference("cu_se_e2_a_tanh")
     atoms = atoms_of(ref, "p32_1")
     atoms.calc = DeepCompCalculator(compressed_model("cu_se_e2_a_tanh"))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(3))
+    thermalize(atoms, 300, np.random.default_rng(3))
     dyn = VelocityVerlet(atoms, 1.0 * units.fs)
     e0 = atoms.get_total_energy()
     energies = []
