@@ -85,3 +85,20 @@ def git_revision() -> str:
                               cwd=REPO, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def last_json(stdout: str):
+    """The result a worker subprocess printed: the JSON of its last output line that starts with '{' or '['
+    (libraries may print before it)."""
+    import json
+
+    return json.loads([ln for ln in stdout.splitlines() if ln.startswith(("{", "["))][-1])
+
+
+def run_worker(cmd, env, what: str, timeout: float = 1800):
+    """Run one worker subprocess of a benchmark script and return its :func:`last_json`; a failure raises
+    RuntimeError with ``what`` and the end of its stderr."""
+    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what}: {proc.stderr[-2000:]}")
+    return last_json(proc.stdout)

@@ -143,8 +143,9 @@ def run_variant(py, variant, model, natoms, threads, repeats, warmup, timeout) -
     proc = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         return {"variant": variant, "natoms": natoms, "threads": threads, "error": proc.stderr[-2000:]}
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
-    out = json.loads(line)
+    from common import last_json
+
+    out = last_json(proc.stdout)
     out.update(threads=threads, wall_s=time.perf_counter() - t)
     return out
 

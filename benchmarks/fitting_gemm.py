@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,7 +99,7 @@ def main(argv=None):
     if args.worker:
         print(json.dumps(worker(args.model, args.rows)))
         return
-    from common import git_revision, machine
+    from common import git_revision, machine, run_worker
     from cpu_vs_deepmd import thread_env
 
     env = thread_env(args.threads)
@@ -114,10 +113,7 @@ def main(argv=None):
         for v, (choice, unset) in VARIANTS.items():
             venv = {k: x for k, x in env.items() if k not in unset}
             venv["DEEPCOMP_FITTING_GEMM"] = choice
-            proc = subprocess.run(cmd, env=venv, capture_output=True, text=True, timeout=1800)
-            if proc.returncode != 0:
-                raise SystemExit(f"{v}: {proc.stderr[-2000:]}")
-            for r in json.loads(proc.stdout.splitlines()[-1]):
+            for r in run_worker(cmd, venv, v):
                 res.setdefault((r["rows"], r["what"]), {}).setdefault(v, []).append(r)
     print(f"# load average {os.getloadavg()[0]:.1f} at end")
     print("| rows | product | numba ms (GFLOPS) | blas ms (GFLOPS) | blas-auto ms (GFLOPS) | blas / numba | "

@@ -389,7 +389,9 @@ def main(argv=None):
                                    "--model", str(ours["model"]), "--standalone-repeats", str(args.standalone_repeats)],
                                   env=ours["env"], capture_output=True, text=True, cwd=work)
             if proc.returncode == 0:
-                sa = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+                from common import last_json
+
+                sa = last_json(proc.stdout)
                 sa["handoff_ms"] = ov["pair_ms"] - sa["median_s"] * 1e3
                 sa["fraction_of_step"] = sa["handoff_ms"] / ov["loop_ms"]
             else:

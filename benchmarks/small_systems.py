@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,10 +69,9 @@ def worker(variant: str, model: str, natoms: int, calls: int, warmup: int) -> di
 def run(py, variant, model, natoms, calls, warmup, env) -> dict:
     cmd = [str(py), str(Path(__file__).resolve()), "--worker", variant, "--model", str(model), "--sizes",
            str(natoms), "--calls", str(calls), "--warmup", str(warmup)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant} {natoms}: {proc.stderr[-2000:]}")
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    from common import run_worker
+
+    return run_worker(cmd, env, f"{variant} {natoms}")
 
 
 def main(argv=None):

@@ -79,10 +79,9 @@ def run(variant: str, model: Path, natoms: int, calls: int) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(model), "--atoms", str(natoms),
            "--calls", str(calls)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant}: {proc.stderr[-2000:]}")
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    from common import run_worker
+
+    return run_worker(cmd, env, variant)
 
 
 def main(argv=None):
