@@ -73,7 +73,7 @@ def test_rejects_wrong_operands():
 
 
 @pytest.mark.parametrize("value,expected", [("numba", True), ("blas", False), ("BLAS ", False),
-                                            ("auto", G.host_has_avx512())])
+                                            ("auto", G.TARGET_AVX512)])
 def test_choice_from_environment(monkeypatch, value, expected):
     monkeypatch.setenv("DEEPCOMP_FITTING_GEMM", value)
     assert G.use_for_fitting() is expected

@@ -47,7 +47,7 @@ _PREFETCH_INTRINSIC = "llvm.prefetch.p0" if llvm.llvm_version_info >= (15,) else
 MC = 240  # rows per block at most: 240 x 384 x 8 B = 720 kB of A in L2; the weights are read once per block
 
 
-def host_has_avx512() -> bool:
+def _numba_target_has_avx512() -> bool:
     """True when numba compiles for a CPU with AVX-512F (32 vector registers of 8 doubles): this machine's,
     or the target NUMBA_CPU_FEATURES names; a named NUMBA_CPU_NAME target without features counts as not."""
     from numba.core import config as numba_config
@@ -62,9 +62,11 @@ def host_has_avx512() -> bool:
         return False
 
 
+#: numba's target CPU has AVX-512 (read once: it decides the tile and the 'auto' choice)
+TARGET_AVX512 = _numba_target_has_avx512()
 #: rows per register tile: 12 accumulators of 8 doubles fit AVX-512's 32 registers with room for
 #: the weights and a broadcast; AVX2 (16 registers of 4) holds 6 rows x 2 registers
-MR = 12 if host_has_avx512() else 6
+MR = 12 if TARGET_AVX512 else 6
 
 
 def use_for_fitting() -> bool:
@@ -80,7 +82,7 @@ def use_for_fitting() -> bool:
 
         raise InputError(f"DEEPCOMP_FITTING_GEMM={choice!r}: use 'auto', 'numba' or 'blas'")
     if choice == "auto":
-        return host_has_avx512()
+        return TARGET_AVX512
     return choice == "numba"
 
 
@@ -117,10 +119,10 @@ def _tile_intrinsic(accumulate: bool):
                                                     for k in (1, 2, 4, 6, 7))
             i64 = ir.IntType(64)
             elem = ir.FloatType() if single else ir.DoubleType()
-            lanes = VECTOR_BYTES // (4 if single else 8)
+            lanes = _lanes(np.float32 if single else np.float64)
             vec = ir.VectorType(elem, lanes)
             byte_ptr = ir.IntType(8).as_pointer()
-            itemsize = ir.Constant(i64, 4 if single else 8)
+            itemsize = ir.Constant(i64, VECTOR_BYTES // lanes)
 
             def row_ptr(arr, row, col):  # address of arr[row, col] (strides are in bytes)
                 offset = builder.add(builder.mul(row, builder.extract_value(arr.strides, 0)),

@@ -26,11 +26,11 @@ import traceback
 
 import numpy as np
 
+from .. import config
 from ..backends.numba_cpu import pair_vectors
 from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError, NonFiniteInputError,
                       TableOverflowError)
 from ..validate import check_structure, too_close_error
-from .. import config
 from . import mpi
 
 # DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz
