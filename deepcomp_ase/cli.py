@@ -170,7 +170,8 @@ def _run_md(args) -> int:
 
 # ---------------------------------------------------------------------------- model-devi
 def _add_model_devi_parser(sub) -> None:
-    """``deepcomp model-devi``: the flags of ``dp model-devi`` (-m -s -o -f --relative --relative-v --atomic)."""
+    """``deepcomp model-devi``: the flags of ``dp model-devi`` (-m -s -o -f --relative --relative-v --atomic
+    --real-error)."""
     d = sub.add_parser(
         "model-devi", help="model deviation of several models on frames (like dp model-devi)",
         description="Evaluate every frame with every model and write the model deviation in the format of "
@@ -185,10 +186,13 @@ def _add_model_devi_parser(sub) -> None:
                    help="steps between frames: the step column is frame index x FREQ (default: 1)")
     d.add_argument("--relative", type=float, default=None,
                    help="relative force deviation: eps_f divided by (|<F>| + RELATIVE)")
-    d.add_argument("--relative-v", type=float, default=None,
+    d.add_argument("--relative-v", "--relative_v", dest="relative_v", type=float, default=None,
                    help="relative virial deviation: eps_v divided by (|<W>|/N + RELATIVE_V), |.| the norm of "
                         "the 9 components as dp model-devi")
     d.add_argument("--atomic", action="store_true", help="also write the force deviation of every atom")
+    d.add_argument("--real-error", "--real_error", dest="real_error", action="store_true",
+                   help="write the RMS error of the models against the systems' labels (set.*/energy.npy, "
+                        "force.npy, virial.npy) instead of their deviation, in the same columns")
     d.add_argument("--type-map", nargs="+", default=None,
                    help="element of LAMMPS type 1, 2, ... (LAMMPS dumps); for npy systems without "
                         "type_map.raw, the element of type index 0, 1, ... (default: the first model's)")
@@ -213,10 +217,11 @@ def _run_model_devi(args) -> int:
     log = logging.getLogger("deepcomp_ase.model_devi")
     if args.frequency < 0:
         raise DeepCompError(f"-f/--frequency must be >= 0, got {args.frequency}")
-    if len(args.models) < 2:
+    if len(args.models) < 2 and not args.real_error:
         log.warning("model-devi with one model: every deviation is zero")
     ens = ModelEnsemble(args.models, backend=args.backend, check_frequency=-1)
-    systems = [fr for src in args.system for fr in load_frames(src, args.type_map, ens.first.type_map, args.format)]
+    systems = [fr for src in args.system
+               for fr in load_frames(src, args.type_map, ens.first.type_map, args.format, labels=args.real_error)]
     total = sum(len(fr) for fr in systems)
     done, t0, last = 0, time.monotonic(), time.monotonic()
     blocks = []
@@ -229,7 +234,8 @@ def _run_model_devi(args) -> int:
             sym = fr.symbols[k] if isinstance(fr.symbols[0], list) else fr.symbols
             cell = None if fr.cells is None else fr.cells[k]
             res = ens.compute(fr.positions[k], sym, cell, fr.pbc)
-            devis.append(res.deviation(relative=args.relative, relative_v=args.relative_v, magnitude="tensor"))
+            devis.append(res.deviation(relative=args.relative, relative_v=args.relative_v, magnitude="tensor",
+                                       labels=fr.frame_labels(k) if args.real_error else None))
             done += 1
             # a progress line on long inputs (first after 2 s, then every 10 s)
             now = time.monotonic()

@@ -29,9 +29,10 @@ class EnsembleResults:
     virials: np.ndarray
 
     def deviation(self, *, relative: float | None = None, relative_v: float | None = None,
-                  magnitude: str = "component") -> Deviation:
+                  magnitude: str = "component", labels: dict | None = None) -> Deviation:
+        """The model deviation, or with ``labels`` (the frame's energy, force, virial) the real error."""
         return model_deviation(self.forces, self.virials, self.forces.shape[1], self.energies, relative=relative,
-                               relative_v=relative_v, magnitude=magnitude)
+                               relative_v=relative_v, magnitude=magnitude, labels=labels)
 
 
 class ModelEnsemble:
