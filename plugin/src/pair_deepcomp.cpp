@@ -360,6 +360,13 @@ void PairDeepComp::init_style()
   check_units();
   if (force->newton_pair == 0) error->all(FLERR, "pair_style deepcomp requires newton pair on");
   if (!model) error->all(FLERR, "pair_style deepcomp: no model loaded; give 'pair_coeff * * E1 E2 ...'");
+  // LAMMPS's default skin is 2 A in metal/real but 1 mm in si: ghost atoms would fill that
+  // skin (minutes, then a binning error), so say what to set instead
+  if (neighbor->skin > 100.0 * cutoff)
+    error->all(FLERR,
+               "pair_style deepcomp: the neighbor skin {:g} is {:.3g} times the model cutoff {:g} (units {}); "
+               "set a skin of about 2 Angstrom, e.g. 'neighbor {:g} bin'",
+               neighbor->skin, neighbor->skin / cutoff, cutoff, update->unit_style, 2.0 * length_scale);
   // the device path builds its own list from x; ghosts still reach cutoff + skin, since
   // LAMMPS sizes them from the pair cutoff (init_one), not from list requests
   if (needs_pairs) neighbor->add_request(this, NeighConst::REQ_FULL);
