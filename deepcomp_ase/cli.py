@@ -1,7 +1,8 @@
 """Command line: ``deepcomp compress | info | md | model-devi | warmup`` (also ``python -m deepcomp_ase``).
 
 ``compress`` takes the flags of ``dp compress``. Errors are printed as one line without a
-traceback (add ``-v DEBUG`` for one) and the exit status is non-zero.
+traceback (add ``-v DEBUG`` for one) and the exit status is non-zero; anything else (a bug) as
+one ``internal error:`` line.
 """
 
 from __future__ import annotations
@@ -204,17 +205,17 @@ def _add_model_devi_parser(sub) -> None:
 
 
 def _run_model_devi(args) -> int:
-    import os
-    import tempfile
     import time
 
     import numpy as np
 
     from .ensemble import ModelEnsemble
     from .model_devi import dp_block
+    from .output import check_output_path, write_atomic
     from .systems import load_frames
 
     log = logging.getLogger("deepcomp_ase.model_devi")
+    check_output_path(args.output, inputs=[*args.models, *args.system])  # before hours of evaluation
     if args.frequency < 0:
         raise DeepCompError(f"-f/--frequency must be >= 0, got {args.frequency}")
     if len(args.models) < 2 and not args.real_error:
@@ -246,23 +247,11 @@ def _run_model_devi(args) -> int:
                          f"{rate:.2g} frames/s, about {(total - done) / rate:.0f} s left")
         blocks.append(dp_block(fr.name, np.arange(len(fr)) * args.frequency, devis, atomic=args.atomic))
     # written at once: an interrupted run leaves no partial file behind
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".model_devi.", dir=out_dir)
-    except OSError as exc:
-        raise DeepCompError(f"-o {args.output}: cannot write the output file ({exc.strerror or exc}); "
-                            "give a path in an existing, writable directory") from exc
-    try:
-        with os.fdopen(fd, "w") as fh:
+    def write(tmp):
+        with open(tmp, "w") as fh:
             fh.write("".join(blocks))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
-        os.replace(tmp, args.output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomic(args.output, write, inputs=[*args.models, *args.system])
     log.info(f"model-devi: {total} frames of {len(systems)} system(s), {len(ens)} models -> {args.output}")
     return 0
 
@@ -293,6 +282,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("deepcomp: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line, the traceback with -v DEBUG
+        if args.log_level in ("DEBUG", "3"):
+            raise
+        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} (a bug in deepcomp; run again "
+              "with -v DEBUG for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

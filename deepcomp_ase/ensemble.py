@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import DeepCompError, TypeMapError
 from .model_devi import Deviation, model_deviation
+from .validate import check_cell
 
 
 @dataclass
@@ -104,6 +105,7 @@ class ModelEnsemble:
         if any(pot.backend.builds_neighbors for pot in self.potentials):
             return None
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        check_cell(positions, cell, pbc, self.rcut)  # a nearly flat cell: images without end
         i, j, vec = self.first.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
         # int64 once: compute_pairs keeps these very arrays, on which the models share selections
         return (np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64),

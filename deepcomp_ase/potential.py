@@ -19,7 +19,7 @@ from .io import read_model_tree
 from .model.params import ModelParams, parse_model
 from .overflow import OverflowTally, check_and_report
 from .plan import build_plan
-from .validate import check_pair_vectors, check_structure
+from .validate import check_cell, check_pair_vectors, check_structure
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ class DeepPotential:
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
         check_structure(positions, cell)  # a NaN position would drop out of the neighbour search
+        check_cell(positions, cell, pbc, self.rcut)  # a nearly flat cell: images without end
         if self.backend.builds_neighbors:  # e.g. the GPU backend: neighbour list on the device
             return self.backend.compute_atoms(self, positions, np.asarray(atype), cell, np.asarray(pbc, dtype=bool),
                                               atomic_virial=atomic_virial)

@@ -126,7 +126,7 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
 
     source = Path(source)
     check_step(step, extrapolate)
-    check_output_path(output)
+    check_output_path(output, inputs=[source] + ([training_script] if training_script else []))
     if training_script is not None and not Path(training_script).is_file():
         what = "is not a file" if Path(training_script).exists() else "not found"
         raise DeepCompError(f"{training_script}: training script (-t) {what}")

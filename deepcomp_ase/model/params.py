@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ModelFormatError, UnsupportedModelError
 from .activations import TABULATABLE, check_activation
 from .nets import Layer, Network
+from .ranges import check_model_ranges
 
 #: descriptor types this build evaluates and compresses
 SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "hybrid")
@@ -557,7 +558,7 @@ def parse_model(tree: dict, source: str = "<model>") -> ModelParams:
     mnd = None if mnd is None else float(np.asarray(mnd))
     if mnd is not None and mnd <= 0:
         mnd = None  # DeePMD-kit writes -1 for "unknown"
-    return ModelParams(
+    params = ModelParams(
         type_map=type_map,
         descriptor=descriptor,
         fitting=fitting,
@@ -567,3 +568,5 @@ def parse_model(tree: dict, source: str = "<model>") -> ModelParams:
         min_nbor_dist=mnd,
         source=ctx.source,
     )
+    check_model_ranges(params, tree, ctx.source)  # physical ranges, finite weights (model/ranges.py)
+    return params
