@@ -32,7 +32,8 @@ from .compress.tables import Table
 from .errors import DeepCompError, TableFormatError
 from .io.tree import parse_json_attr, read_h5_tree, write_h5_tree
 from .output import check_output_path, write_atomic  # noqa: F401 - re-exported
-from .io.untrusted import check_finite, check_regular_file, check_tree_finite, h5_get, h5_read
+from .io.untrusted import (check_finite, check_regular_file, check_tree_finite, h5_get, h5_read,
+                               one_line_errors)
 
 FORMAT_NAME = "deepcomp-compressed-model"
 FORMAT_VERSION = 2  # 2: xmin (low coarse part) and relu-split intervals
@@ -101,6 +102,7 @@ def _format_version(value, path) -> int:
     return int(value)
 
 
+@one_line_errors()
 def load_compressed(path) -> CompressedFile:
     import h5py
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from .tree import read_h5_tree, yaml_arrays_to_numpy
-from .untrusted import (MAX_RATIO, MAX_TEXT_BYTES, SMALL_BYTES, NodeBudget, check_regular_file, read_capped,
-                        safe_yaml_load)
+from .untrusted import (MAX_RATIO, MAX_TEXT_BYTES, SMALL_BYTES, NodeBudget, check_regular_file,
+                        one_line_errors, read_capped, safe_yaml_load)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -92,6 +92,7 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+@one_line_errors()
 def read_model_tree(path: str | os.PathLike, head: str | None = None) -> dict:
     """Return the DeePMD-kit serialization tree (arrays as numpy) of a model file.
 

@@ -265,3 +265,38 @@ def safe_yaml_load(text: str, source: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+# ----------------------------------------------------------------------------- last line of defence
+#: what reading a wrongly typed value raises (int("a"), list(1e9), tree["missing"], ...)
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError)
+
+
+def one_line_errors(source_arg: int = 0, source_kw: str = "source"):
+    """Decorator: what a malformed value makes a reader raise becomes a :class:`ModelFormatError`.
+
+    The readers check the fields they know with messages naming them; this catches what slips
+    through (a string where a number belongs, a list nested too deep) so that a damaged file
+    still gives one line naming the file (positional argument ``source_arg`` or keyword
+    ``source_kw`` of the call), not a traceback.
+    """
+    import functools
+
+    from ..errors import DeepCompError
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except _MALFORMED as exc:
+                if isinstance(exc, DeepCompError):  # InputError is a ValueError too
+                    raise
+                source = kwargs.get(source_kw, args[source_arg] if len(args) > source_arg else "<model>")
+                what = ("nested too deep (or refers to itself)" if isinstance(exc, RecursionError)
+                        else f"{type(exc).__name__}: {str(exc)[:200]}")
+                raise ModelFormatError(
+                    f"{source}: a field of the model has a value of the wrong type, shape or size ({what}); the file "
+                    "is damaged or not a DeePMD-kit model") from None
+        return wrapper
+    return decorate

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ModelFormatError, UnsupportedModelError
 from .activations import TABULATABLE, check_activation
 from .nets import Layer, Network
+from ..io.untrusted import one_line_errors
 from .ranges import check_model_ranges
 
 #: descriptor types this build evaluates and compresses
@@ -534,6 +535,7 @@ def _fitting(ctx: _Ctx, tree: dict, ntypes: int, dim_descrpt: int) -> FittingPar
         int(t) for t in tree.get("exclude_types") or []))
 
 
+@one_line_errors(source_arg=1)
 def parse_model(tree: dict, source: str = "<model>") -> ModelParams:
     """Validate a DeePMD-kit serialization tree and return :class:`ModelParams`."""
     ctx = _Ctx(str(source))
