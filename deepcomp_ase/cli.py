@@ -1,8 +1,8 @@
 """Command line: ``deepcomp compress | info | md | model-devi | warmup`` (also ``python -m deepcomp_ase``).
 
 ``compress`` takes the flags of ``dp compress``. Errors are printed as one line without a
-traceback (add ``-v DEBUG`` for one) and the exit status is non-zero; anything else (a bug) as
-one ``internal error:`` line.
+traceback (add ``-v DEBUG`` for one) and the exit status is non-zero; anything else (a bug) keeps
+its traceback, followed by one ``internal error:`` line.
 """
 
 from __future__ import annotations
@@ -282,11 +282,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("deepcomp: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: one line, the traceback with -v DEBUG
+    except Exception as exc:  # a bug, not a user error: its traceback, then the promised last line
         if args.log_level in ("DEBUG", "3"):
             raise
-        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} (a bug in deepcomp; run again "
-              "with -v DEBUG for the traceback and report it)", file=sys.stderr)
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} (a bug in deepcomp; please "
+              "report it with the traceback above)", file=sys.stderr)
         return 1
 
 

@@ -61,7 +61,7 @@ def is_compressed_file(path) -> bool:
                 return False
         with h5py.File(path, "r") as f:
             return f.attrs.get("format") == FORMAT_NAME
-    except OSError:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError):  # damaged HDF5: the readers say why
         return False
 
 

@@ -239,12 +239,29 @@ def check_tree_finite(tree: Any, source: str) -> None:
 
 # ----------------------------------------------------------------------------- YAML
 def safe_yaml_load(text: str, source: str) -> Any:
-    """``yaml.safe_load`` with a nesting limit (a one-line error instead of a RecursionError).
+    """``yaml.safe_load`` with a nesting limit (a one-line error, never a RecursionError or a crash).
 
-    Aliases are kept shared here; what they expand to is counted by the tree conversion
-    (:func:`~deepcomp_ase.io.tree.yaml_arrays_to_numpy`).
+    With libyaml, the events are streamed once to check the nesting (its composer recurses in C,
+    where no recursion limit applies), then the document is loaded by the C loader (several
+    times faster than the Python one). Aliases are kept shared here; what they expand to is
+    counted by the tree conversion (:func:`~deepcomp_ase.io.tree.yaml_arrays_to_numpy`).
     """
     import yaml
+
+    def too_deep(line: int):
+        return ModelFormatError(f"{source}: YAML nested more than {MAX_DEPTH} levels deep (line {line}); the file "
+                                "is damaged or hostile")
+
+    if getattr(yaml, "__with_libyaml__", False):
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise too_deep(event.start_mark.line + 1)
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+        return yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 - the safe loader
 
     class _Loader(yaml.SafeLoader):
         depth = 0
@@ -252,9 +269,7 @@ def safe_yaml_load(text: str, source: str) -> Any:
         def compose_node(self, parent, index):
             self.depth += 1
             if self.depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
-                raise ModelFormatError(f"{source}: YAML nested more than {MAX_DEPTH} levels deep (line "
-                                       f"{mark.line + 1}); the file is damaged or hostile")
+                raise too_deep(self.peek_event().start_mark.line + 1)
             try:
                 return super().compose_node(parent, index)
             finally:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..errors import ModelFormatError
 from ..io.untrusted import check_tree_finite
 
@@ -54,6 +56,10 @@ def check_descriptor(d, source: str, where: str) -> None:
     neuron = tuple(getattr(d, "neuron", ()) or ())
     if any(not 1 <= n <= MAX_WIDTH for n in neuron):
         raise _fail(source, f"{where}.neuron", list(neuron), f"layer widths must be in [1, {MAX_WIDTH}]")
+    dstd = getattr(d, "dstd", None)
+    if dstd is not None and np.any(np.asarray(dstd) == 0):
+        raise _fail(source, f"{where}.@variables.dstd", "0 in places",
+                    "the environment statistics divide by it; DeePMD-kit never stores a zero")
     axis = getattr(d, "axis_neuron", None)
     if axis is not None and neuron and not 1 <= axis <= neuron[-1]:
         raise _fail(source, f"{where}.axis_neuron", axis, f"must be in [1, {neuron[-1]}] (the last neuron width)")
