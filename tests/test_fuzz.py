@@ -15,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from conftest import MODELS
+from conftest import MODELS, write_dp
 
 from deepcomp_ase.io import read_model_tree
-from deepcomp_ase.io.tree import write_h5_tree
 
 HERE = Path(__file__).parent
 LIMIT_MIB = 300  # address space a mutant may take above the interpreter's own
@@ -108,11 +106,6 @@ def _yaml_ready(tree):
     if isinstance(tree, float) and not np.isfinite(tree):
         return str(tree)  # JSON has no NaN: a string where a number belongs
     return tree
-
-
-def write_dp(tree, path):
-    with h5py.File(path, "w") as f:
-        write_h5_tree(f, tree)
 
 
 def write_yaml(tree, path):

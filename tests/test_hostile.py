@@ -8,7 +8,6 @@ allocate gigabytes without the limits are loaded in a subprocess under an addres
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import os
@@ -22,14 +21,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import MODELS
+from conftest import MODELS, edited, write_dp
 
 from deepcomp_ase.cli import main as cli_main
 from deepcomp_ase.errors import DeepCompError, InputError, ModelFormatError, TableFormatError
 from deepcomp_ase.fileformat import load_compressed, save_compressed
 from deepcomp_ase.io import read_model_tree
 from deepcomp_ase.io import torch_pickle
-from deepcomp_ase.io.tree import write_h5_tree
 from deepcomp_ase.model.params import parse_model
 from deepcomp_ase.output import check_output_path
 from deepcomp_ase.potential import DeepPotential
@@ -43,18 +41,6 @@ LIMIT_MIB = 300
 @pytest.fixture(scope="module")
 def tree():
     return read_model_tree(MODELS / "cuau_se_e2_a.dp")
-
-
-def write_dp(tree, path):
-    with h5py.File(path, "w") as f:
-        write_h5_tree(f, tree)
-    return path
-
-
-def edited(tree, edit):
-    t = copy.deepcopy(tree)
-    edit(t)
-    return t
 
 
 def _s(text: str) -> bytes:  # BINUNICODE
@@ -249,6 +235,16 @@ def _descriptor(**fields):
     return lambda t: t["model"]["descriptor"].update(fields)
 
 
+def test_protobuf_repeated_values_are_bounded():
+    # TF repeats the last listed value to fill the shape: 8 bytes must not become 8 GB
+    from deepcomp_ase.io.protobuf_wire import DT_DOUBLE, WireError, encode_tensor_raw, parse_tensor
+
+    small = parse_tensor(encode_tensor_raw(DT_DOUBLE, (1000,), [1.5], packed_values=True)).to_numpy()
+    assert small.shape == (1000,) and (small == 1.5).all()
+    with pytest.raises(WireError, match="above the limit"):
+        parse_tensor(encode_tensor_raw(DT_DOUBLE, (10**9,), [1.5], packed_values=True)).to_numpy()
+
+
 RANGES = {
     "rcut huge": (_descriptor(rcut=1e4), "model.descriptor.rcut"),
     "rcut zero": (_descriptor(rcut=0.0), "model.descriptor.rcut"),
@@ -345,7 +341,8 @@ ONE_LINE = {
     "pickle nesting": (lambda p: write_pth(p / "deep.pth", b"\x80\x02" + b"]" * 5000 + b"a" * 4999 + b"."),
                        "nested more than"),
     "pickle cycle": (lambda p: write_pth(p / "cycle.pth", b"\x80\x02]q\x00h\x00a."), "nested more than"),
-    "YAML nesting": (lambda p: _yaml(p, "model: " + "[" * 5000 + "]" * 5000), "nested more than"),
+    "YAML nesting": (lambda p: _yaml(p, "model: " + "[" * 500 + "]" * 500), "nested more than"),
+    "YAML nesting beyond libyaml": (lambda p: _yaml(p, "model: " + "[" * 5000 + "]" * 5000), "nesting depth"),
     "JSON nesting": (lambda p: _dp_with_json(p, "[" * 100000 + "]" * 100000), "nested too deep"),
     "JSON malformed": (lambda p: _dp_with_json(p, '{"model": '), "not valid JSON"),
     "YAML string coefficients": (lambda p: _yaml(p, "model: {'@class': np.ndarray, value: [a, b]}"),
@@ -385,3 +382,12 @@ def test_cli_prints_internal_error_for_a_bug(monkeypatch, capsys):
     assert cli_main(["info", "whatever.dp"]) == 1
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("deepcomp info: internal error: ZeroDivisionError: a bug")
+
+
+def test_yaml_depth_limit_without_libyaml(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)  # the pure-Python loader's own check
+    path = _yaml(tmp_path, "model: " + "[" * 500 + "]" * 500)
+    with pytest.raises(ModelFormatError, match="nested more than 100 levels"):
+        read_model_tree(path)

@@ -60,7 +60,8 @@ def read_yaml(path: Path, compressed: bool | None = None) -> dict:
             raw = read_capped(fh, limit, str(path), what)
         tree = safe_yaml_load(raw.decode("utf-8"), str(path))
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        raise ModelFormatError(f"{path}: cannot be parsed as {what} ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(str(exc).split())  # YAML errors span lines: one line
+        raise ModelFormatError(f"{path}: cannot be parsed as {what} ({type(exc).__name__}: {detail})") from None
     if not isinstance(tree, dict) or "model" not in tree:
         raise ModelFormatError(f"{path}: YAML has no top-level 'model' key; not a DeePMD-kit model")
     return yaml_arrays_to_numpy(tree, str(path), NodeBudget(str(path), len(raw)))

@@ -26,6 +26,11 @@ WIRE_BYTES = 2
 WIRE_FIXED32 = 5
 
 
+#: the most elements a tensor may get by TF's "repeat the last value" rule (real graphs use it for
+#: small constants only)
+MAX_REPEATED_ELEMENTS = 1 << 20
+
+
 class WireError(ValueError):
     """The byte string is not a well-formed protobuf message of the expected kind."""
 
@@ -167,7 +172,9 @@ class TensorProto:
     def to_numpy(self) -> np.ndarray:
         """Return the tensor as a numpy array (``object`` array of ``bytes`` for strings)."""
         shape = self.shape if self.shape is not None else ()
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if any(d < 0 for d in shape):
+            raise WireError(f"tensor shape {shape} has a negative (unknown) dimension")
+        count = int(np.prod(shape, dtype=np.float64)) if shape else 1
         if self.dtype == DT_STRING:
             values = list(self.string_val)
             return _broadcast(np.array(values, dtype=object), shape, count, "string_val")
@@ -199,6 +206,9 @@ def _broadcast(values: np.ndarray, shape: tuple, count: int, name: str) -> np.nd
         return values.reshape(shape)
     if n > count:
         raise WireError(f"{name} holds {n} values but the shape {shape} has {count} elements")
+    if count > MAX_REPEATED_ELEMENTS:  # a few bytes must not make gigabytes (docs/security.md)
+        raise WireError(f"{name} holds {n} values repeated to the shape {shape} of {count:,} elements, above the "
+                        f"limit of {MAX_REPEATED_ELEMENTS:,} for repeated values")
     if n == 0:
         fill = b"" if values.dtype == object else 0
         out = np.empty(count, dtype=values.dtype)

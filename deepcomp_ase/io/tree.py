@@ -8,6 +8,7 @@ container inside our compressed files, so this module both reads and writes it.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,17 @@ def read_h5_tree(group, attr: str = "json", source: str | None = None) -> dict:
     if not isinstance(tree, dict):
         raise ModelFormatError(f"{source}: attribute '{attr}' holds a JSON {type(tree).__name__}, expected an object")
 
+    # a variable named over and over would be read over and over: the bytes read are bounded by
+    # what the file holds (plus a margin for small files)
+    budget = [os.path.getsize(group.file.filename) + (16 << 20)]
+
     def fetch(path: str):
-        return h5_read(group, path, source)
+        arr = h5_read(group, path, source)
+        budget[0] -= arr.nbytes
+        if budget[0] < 0:
+            raise ModelFormatError(f"{source}: the model tree names its variables (the last '{path}') more often "
+                                   "than the file can hold; the file is damaged or hostile")
+        return arr
 
     return resolve_variables(tree, fetch, NodeBudget(source, len(group.attrs[attr])))
 
