@@ -95,6 +95,31 @@ def save_compressed(path, content: CompressedFile) -> None:
     write_atomic(path, write)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check_options(options, path) -> None:
+    """The ``options`` attribute: numbers where numbers are read (``info``, the overflow check)."""
+    def bad(field: str, value) -> TableFormatError:
+        return TableFormatError(f"{path}: field 'options.{field}' is {value!r:.80}; the file is damaged or was not "
+                                "written by deepcomp, compress the original model again")
+
+    if not isinstance(options, dict):
+        raise bad("", options)
+    frequency = options.get("frequency", -1)
+    if not isinstance(frequency, int) or isinstance(frequency, bool):
+        raise bad("frequency", frequency)
+    for key in ("step", "extrapolate", "min_nbor_dist"):
+        if key in options and not _is_number(options[key]):
+            raise bad(key, options[key])
+    extended = options.get("extended_ranges") or {}
+    if not isinstance(extended, dict) or not all(
+            isinstance(moved, dict) and all(isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))
+                                            for pair in moved.values()) for moved in extended.values()):
+        raise bad("extended_ranges", extended)
+
+
 def _format_version(value, path) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TableFormatError(f"{path}: attribute 'format_version' is {value!r:.80}, expected an integer; the file "
@@ -126,8 +151,7 @@ def load_compressed(path) -> CompressedFile:
                     value = value.decode()
                 if key == "options":
                     value = parse_json_attr(value, source, "options")
-                    if not isinstance(value, dict):
-                        raise TableFormatError(f"{path}: attribute 'options' is not a JSON object")
+                    _check_options(value, path)
                 meta[key] = value.item() if isinstance(value, np.generic) else value
             tree = read_h5_tree(h5_get(f, "model", source), source=source)
             group = h5_get(f, "tables", source)

@@ -27,7 +27,7 @@ SECONDS_PER_MUTANT = 20
 TOTAL_SECONDS = 900
 #: mutants per format (YAML loads take seconds: fewer of them)
 N_BYTEWISE = {"dp": 24, "dcz": 24, "pth": 24, "yaml": 8}
-N_SEMANTIC = {"dp": 40, "yaml": 12}
+N_SEMANTIC = {"dp": 40, "yaml": 12, "dcz": 24}
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +96,30 @@ def semantic(tree: dict, rng: np.random.Generator) -> dict:
     return t
 
 
+def semantic_dcz(seed: Path, path: Path, rng: np.random.Generator) -> None:
+    """Copy a compressed file and damage one table: an attribute, a coefficient or a dataset's shape."""
+    import h5py
+
+    path.write_bytes(seed.read_bytes())
+    with h5py.File(path, "a") as f:
+        tables = sorted(f["tables"])
+        g = f["tables"][tables[int(rng.integers(len(tables)))]]
+        kind = int(rng.integers(4))
+        if kind == 0:
+            attr = ["lower", "upper", "xmax", "stride0", "stride1", "xmin"][int(rng.integers(6))]
+            g.attrs[attr] = [np.nan, np.inf, -1.0, 0.0, 1e9, 1e-300][int(rng.integers(6))]
+        elif kind == 1:
+            coeffs = g["coeffs"][()]
+            coeffs.flat[int(rng.integers(coeffs.size))] = [np.nan, np.inf, 1e300][int(rng.integers(3))]
+            g["coeffs"][...] = coeffs
+        elif kind == 2:
+            coeffs = g["coeffs"][()]
+            del g["coeffs"]
+            g.create_dataset("coeffs", data=coeffs[: max(1, len(coeffs) // 3)])
+        else:
+            f.attrs["options"] = json.dumps({"frequency": int(rng.integers(-5, 5)), "step": float(rng.random())})
+
+
 def _yaml_ready(tree):
     if isinstance(tree, np.ndarray):
         return {"@class": "np.ndarray", "@is_variable": True, "dtype": str(tree.dtype), "value": tree.tolist()}
@@ -117,11 +141,9 @@ def write_yaml(tree, path):
 @pytest.fixture(scope="module")
 def mutants(tmp_path_factory, compressed_model):
     out = tmp_path_factory.mktemp("fuzz")
-    seeds = {
-        "dp": (MODELS / "cuau_se_e2_r.dp").read_bytes(),
-        "dcz": compressed_model("cuau_se_e2_r", step=0.1).read_bytes(),
-        "pth": (MODELS / "pt_cuau_se_e2_r.pth").read_bytes(),
-    }
+    seeds_paths = {"dp": MODELS / "cuau_se_e2_r.dp", "dcz": compressed_model("cuau_se_e2_r", step=0.1),
+                   "pth": MODELS / "pt_cuau_se_e2_r.pth"}
+    seeds = {ext: p.read_bytes() for ext, p in seeds_paths.items()}
     tree = read_model_tree(MODELS / "cuau_se_e2_r.dp")
     write_yaml(tree, out / "seed.yaml")
     seeds["yaml"] = (out / "seed.yaml").read_bytes()
@@ -132,12 +154,17 @@ def mutants(tmp_path_factory, compressed_model):
             path = out / f"byte_{ext}_{m}.{ext}"
             path.write_bytes(bytewise(data, rng))
             paths.append(path)
-    for k, (ext, writer) in enumerate([("dp", write_dp), ("yaml", write_yaml)]):
+    for k, (ext, writer) in enumerate([("dp", write_dp), ("yaml", write_yaml)]):  # the model tree
         rng = np.random.default_rng(2000 + k)
         for m in range(N_SEMANTIC[ext]):
             path = out / f"tree_{ext}_{m}.{ext}"
             writer(semantic(tree, rng), path)
             paths.append(path)
+    rng = np.random.default_rng(3000)
+    for m in range(N_SEMANTIC["dcz"]):
+        path = out / f"tables_dcz_{m}.dcz"
+        semantic_dcz(seeds_paths["dcz"], path, rng)
+        paths.append(path)
     return paths
 
 

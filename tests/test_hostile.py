@@ -372,6 +372,17 @@ def test_bogus_format_version(compressed_model, tmp_path):
         load_compressed(path)
 
 
+@pytest.mark.parametrize("options", ['{"frequency": "often"}', '{"step": "fine"}', '[1, 2]',
+                                     '{"frequency": 1, "extended_ranges": {"t": {"lower": "x"}}}'])
+def test_bogus_options_attribute(compressed_model, tmp_path, options):
+    path = tmp_path / "o.dcz"
+    path.write_bytes(compressed_model("cu_se_e2_a_tanh").read_bytes())
+    with h5py.File(path, "a") as f:
+        f.attrs["options"] = options
+    with pytest.raises(TableFormatError, match=r"field 'options\.\w*' is"):
+        load_compressed(path)
+
+
 def test_cli_prints_internal_error_for_a_bug(monkeypatch, capsys):
     import deepcomp_ase.info
 

@@ -156,7 +156,8 @@ def check_h5_dataset(ds, source: str, name: str) -> None:
     if ds.dtype.kind not in "biuf":
         raise ModelFormatError(f"{source}: dataset '{name}' has dtype {ds.dtype}, expected numbers")
     declared = _declared_bytes(ds)
-    stored = int(ds.id.get_storage_size())
+    # what the file records as stored, never more than the file itself holds
+    stored = min(int(ds.id.get_storage_size()), os.path.getsize(ds.file.filename))
     filtered = plist.get_nfilters() > 0
     allowed = max(SMALL_BYTES, MAX_RATIO * stored) if filtered else stored
     if declared > allowed:
