@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeepCompError
+from .io.untrusted import check_regular_file
 
 
 @dataclass
@@ -60,6 +61,7 @@ def _read_labels(sets: list[Path], counts: list[int], natoms: int) -> tuple[dict
     """energy, force and virial of every frame; (labels, the sets without virial.npy)."""
     def load(path: Path, per_frame: int, nframes: int):
         try:
+            check_regular_file(path, "label file")
             a = np.load(path)
         except OSError as exc:
             raise DeepCompError(f"{path}: cannot read ({exc}); the real error needs the labels of every set "
@@ -108,6 +110,7 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
     coords, boxes = [], []
     for s in sets:
         try:
+            check_regular_file(s / "coord.npy", "coord.npy file")
             c = np.load(s / "coord.npy")
         except OSError as exc:
             raise DeepCompError(f"{s / 'coord.npy'}: cannot read ({exc})") from exc
@@ -118,6 +121,7 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
         coords.append(c)
         if pbc:
             try:
+                check_regular_file(s / "box.npy", "box.npy file")
                 b = np.load(s / "box.npy").reshape(-1, 3, 3)
             except (OSError, ValueError) as exc:
                 raise DeepCompError(f"{s / 'box.npy'}: cannot read n_frames x 9 cells ({exc}); a system without "
@@ -194,7 +198,8 @@ def load_frames(source, type_map, default_type_map, fmt: str | None = None, labe
             fr.name = str(p / s.relative_to(p)) if s != p else str(source)
             out.append(fr)
         return out
-    if p.is_file():
+    if p.exists():
+        check_regular_file(p, "trajectory file")  # a FIFO or a device would block ASE's reader
         if labels:
             raise DeepCompError(f"{source}: the real error reads its labels from DeePMD-kit npy systems "
                                 "(set.*/energy.npy, force.npy, virial.npy), as dp model-devi does; convert the "

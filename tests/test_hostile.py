@@ -402,3 +402,12 @@ def test_yaml_depth_limit_without_libyaml(tmp_path, monkeypatch):
     path = _yaml(tmp_path, "model: " + "[" * 500 + "]" * 500)
     with pytest.raises(ModelFormatError, match="nested more than 100 levels"):
         read_model_tree(path)
+
+
+def test_fifo_as_trajectory_is_refused(tmp_path):
+    from deepcomp_ase.systems import load_frames
+
+    fifo = tmp_path / "traj.xyz"
+    os.mkfifo(fifo)
+    with pytest.raises(DeepCompError, match="traj.xyz: is a FIFO"):
+        load_frames(fifo, None, ["Cu"])
