@@ -411,3 +411,24 @@ def test_fifo_as_trajectory_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DeepCompError, match="traj.xyz: is a FIFO"):
         load_frames(fifo, None, ["Cu"])
+
+
+def test_lammps_model_devi_out_file_uses_the_check(tmp_path):
+    from deepcomp_ase.lammps.bridge import _DeviationOutput
+
+    class OneRank:
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 1
+
+    fifo = tmp_path / "md.out"
+    os.mkfifo(fifo)
+    with pytest.raises(DeepCompError, match="out_file .*md.out.*not a regular file"):
+        _DeviationOutput(OneRank(), {"out_file": str(fifo), "out_freq": 1}, 2, 1.0)
+    model = tmp_path / "m.dcz"
+    model.write_bytes(b"model")
+    with pytest.raises(DeepCompError, match="is the input file"):
+        _DeviationOutput(OneRank(), {"out_file": str(model), "out_freq": 1, "model_files": [str(model)]}, 2, 1.0)
+    assert model.read_bytes() == b"model"

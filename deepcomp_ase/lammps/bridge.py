@@ -164,8 +164,8 @@ class LammpsModel:
         self.model_cutoff = max(float(p.rcut) for p in self.potentials)  # A
         self.cutoff = self.model_cutoff * self.length_scale  # LAMMPS length units (read by the plugin)
         self.reduce = mpi.make_reducer(comm)
-        self.devi = _DeviationOutput(comm, options.get("model_devi") or {}, len(self.potentials), self.energy_scale,
-                                     self.force_scale)
+        self.devi = _DeviationOutput(comm, {**(options.get("model_devi") or {}), "model_files": files},
+                                     len(self.potentials), self.energy_scale, self.force_scale)
         backend = self.potential.backend.name
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
         # CUDA backend with device kernels for this model: LAMMPS hands over x, type, nlocal and
@@ -478,10 +478,16 @@ class _DeviationOutput:
         why = ""
         if self.rank == 0:
             try:
+                from ..output import check_output_path
+
+                # the check every writer makes: no directory, device, FIFO or model file replaced
+                check_output_path(self.out_file, inputs=list(options.get("model_files") or ()))
                 self.fh = open(self.out_file, "a" if options.get("append") else "w")  # noqa: SIM115 - kept open
                 if not options.get("append"):
                     self.fh.write(lammps_header(self.atomic))
                     self.fh.flush()
+            except DeepCompError as exc:
+                why = str(exc)
             except OSError as exc:
                 why = f"{type(exc).__name__}: {exc}"
         if self.nprocs > 1:
