@@ -52,6 +52,14 @@ def find_systems(root) -> list[Path]:
     return found
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """``np.load``, refusing a FIFO or device (which would block it) before opening; a missing file
+    raises the OSError the callers report."""
+    if path.exists():
+        check_regular_file(path, "numpy file")
+    return np.load(path)
+
+
 def _read_raw(path: Path, kind: type) -> list:
     with open(path) as fh:
         return [kind(tok) for tok in fh.read().split()]
@@ -61,8 +69,7 @@ def _read_labels(sets: list[Path], counts: list[int], natoms: int) -> tuple[dict
     """energy, force and virial of every frame; (labels, the sets without virial.npy)."""
     def load(path: Path, per_frame: int, nframes: int):
         try:
-            check_regular_file(path, "label file")
-            a = np.load(path)
+            a = _load_npy(path)
         except OSError as exc:
             raise DeepCompError(f"{path}: cannot read ({exc}); the real error needs the labels of every set "
                                 "(energy.npy, force.npy; virial.npy where known)") from exc
@@ -110,8 +117,7 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
     coords, boxes = [], []
     for s in sets:
         try:
-            check_regular_file(s / "coord.npy", "coord.npy file")
-            c = np.load(s / "coord.npy")
+            c = _load_npy(s / "coord.npy")
         except OSError as exc:
             raise DeepCompError(f"{s / 'coord.npy'}: cannot read ({exc})") from exc
         if c.size % (natoms * 3):
@@ -121,8 +127,7 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
         coords.append(c)
         if pbc:
             try:
-                check_regular_file(s / "box.npy", "box.npy file")
-                b = np.load(s / "box.npy").reshape(-1, 3, 3)
+                b = _load_npy(s / "box.npy").reshape(-1, 3, 3)
             except (OSError, ValueError) as exc:
                 raise DeepCompError(f"{s / 'box.npy'}: cannot read n_frames x 9 cells ({exc}); a system without "
                                     "periodicity needs a file named 'nopbc'") from exc

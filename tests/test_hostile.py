@@ -411,6 +411,12 @@ def test_fifo_as_trajectory_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DeepCompError, match="traj.xyz: is a FIFO"):
         load_frames(fifo, None, ["Cu"])
+    system = tmp_path / "system"
+    (system / "set.000").mkdir(parents=True)
+    (system / "type.raw").write_text("0\n0\n")
+    os.mkfifo(system / "set.000" / "coord.npy")
+    with pytest.raises(DeepCompError, match="coord.npy: is a FIFO"):
+        load_frames(system, None, ["Cu"])
 
 
 def test_lammps_model_devi_out_file_uses_the_check(tmp_path):

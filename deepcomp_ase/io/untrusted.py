@@ -42,21 +42,15 @@ def check_regular_file(path: str | os.PathLike, what: str = "model file") -> int
     """Refuse anything but a regular file (after symlinks) before a reader opens it; its size.
 
     A FIFO would block the reader forever, /dev/urandom never ends, a directory is not a model.
-    The file is opened non-blocking and checked with fstat, so a FIFO is never waited on.
+    Checked with stat, without opening: opening some devices has effects of its own.
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        st = os.stat(path)
     except FileNotFoundError:
         raise ModelFormatError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise ModelFormatError(f"{path}: is a directory, expected a {what}") from None
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
     if stat.S_ISDIR(st.st_mode):
         raise ModelFormatError(f"{path}: is a directory, expected a {what}")
     if not stat.S_ISREG(st.st_mode):
@@ -65,7 +59,7 @@ def check_regular_file(path: str | os.PathLike, what: str = "model file") -> int
                 "a block device" if stat.S_ISBLK(st.st_mode) else
                 "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
         raise ModelFormatError(f"{path}: is {kind}, not a regular file; a {what} must be a regular file "
-                               "(copy the model to a file and pass that)")
+                               "(copy it to a regular file and pass that)")
     return st.st_size
 
 
@@ -135,6 +129,9 @@ def h5_get(group, path: str, source: str | None = None):
                 node = node.file
             parts = target + parts
             continue
+        if not isinstance(link, h5py.HardLink):  # a user-defined link type: nothing a model needs
+            raise ModelFormatError(f"{source}: HDF5 object '{path}' is reached through a {type(link).__name__}; "
+                                   "only links inside the file are followed")
         node = node[name]
     return node
 
