@@ -46,7 +46,8 @@ def read_yaml(path: Path, compressed: bool | None = None) -> dict:
     opener = gzip.open if compressed else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
-            tree = yaml.safe_load(fh)
+            # libyaml's safe loader when PyYAML was built with it (same safe constructors, ~10x faster)
+            tree = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, yaml.YAMLError) as exc:
         what = "gzip-compressed YAML/JSON" if compressed else "YAML/JSON"
         raise ModelFormatError(f"{path}: cannot be parsed as {what} ({type(exc).__name__}: {exc})") from None

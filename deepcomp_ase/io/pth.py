@@ -91,7 +91,7 @@ class _State:
         * ``compress_data.K``, ``compress_info.K``, ``type_embd_data``: the tables of `dp compress`,
           empty in an uncompressed model (a non-empty one is refused).
         """
-        for key in sorted(self.arrays):
+        for key in sorted(self.arrays, key=lambda k: ("._networks." in k, k)):  # name the primary first
             if not key.startswith(self.prefix) or key in self.used:
                 continue
             value = self.arrays[key]

@@ -65,7 +65,12 @@ class Tracked(dict):
 
 
 def track(tree: Any) -> Any:
-    """A copy of ``tree`` whose dicts are :class:`Tracked` (arrays and scalars are shared)."""
+    """A copy of ``tree`` whose dicts are :class:`Tracked` (arrays and scalars are shared).
+
+    A tree that is tracked already is returned as it is, so a caller can inspect the reads.
+    """
+    if isinstance(tree, Tracked):
+        return tree
     if isinstance(tree, dict):
         return Tracked((k, track(v)) for k, v in tree.items())
     if isinstance(tree, (list, tuple)):
