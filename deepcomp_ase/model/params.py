@@ -396,11 +396,11 @@ def _net_common(ctx: _Ctx, tree: dict, where: str, layers: list[Layer], hidden: 
     if not resnet_dt and any(l.idt is not None for l in layers):
         raise ctx.fail(where + ".resnet_dt", resnet_dt, "but a layer holds an idt array; the file contradicts itself",
                        ModelFormatError)
-    prec = _precision(ctx, tree, where)
-    layer_precs = {tree["layers"][k].get("precision") for k in range(len(layers))}
-    if prec != _PRECISION_DTYPES["default"] and not {p for lp in layer_precs for p in _PRECISION_DTYPES[lp]} <= set(prec):
-        raise ctx.fail(where + ".precision", tree.get("precision"), f"its layers are {sorted(layer_precs)}",
-                       ModelFormatError)
+    dtypes = set(_precision(ctx, tree, where))  # "default" admits either
+    for k, layer_tree in enumerate(tree["layers"]):
+        if not set(_PRECISION_DTYPES[layer_tree["precision"]]) <= dtypes:
+            raise ctx.fail(where + ".precision", tree["precision"], f"its layer {k} is {layer_tree['precision']!r}; "
+                           "the file contradicts itself", ModelFormatError)
 
 
 def _network(ctx: _Ctx, tree: dict, where: str, allow_idt: bool, tabulated: bool) -> Network:
