@@ -236,7 +236,7 @@ def test_pt_renamed_tensor_is_refused(tmp_path, ckpt_state):
 
 def test_every_committed_model_is_fully_accounted_for():
     for name in ("cuau_se_e2_a.dp", "cuau_se_e3.dp", "cuau_hybrid.dp", "cuau_se_atten_v2_jax.dp",
-                 "pt_cuau_se_atten_v2.dp", "pt_cuau_se_e2_r.pth", "deeppot_sea.yaml"):
+                 "pt_cuau_se_atten_v2.dp", "pt_cuau_se_e2_r.pth", "pt_cuau_se_e2_a_excl.pth", "deeppot_sea.yaml"):
         tree = tree_check.track(read_model_tree(MODELS / name))
         parse_model(tree, name)
         assert tree_check.unread(tree) == []
@@ -325,20 +325,20 @@ def test_type_embedding_bias_must_match_use_tebd_bias():
         parse_model(tree, "x.dp")
 
 
-def test_nets_never_evaluated_are_accepted_unread(tf_tree):
+def test_se_e3_nets_never_evaluated_are_accepted_unread():
     # se_e3 stores ntypes**2 nets and evaluates those with t1 <= t2
     tree = read_model_tree(MODELS / "cuau_se_e3.dp")
     tree["model"]["descriptor"]["embeddings"]["networks"][1]["layers"][0]["@variables"]["w"] = np.full((1, 4), 9.0)
     assert set(parse_model(tree, "e3.dp").descriptor.embeddings) == {(0, 0), (0, 1), (1, 1)}
 
-    # an excluded type pair's net (TensorFlow writes an empty one)
-    def exclude(t):
-        t["model"]["descriptor"]["exclude_types"] = [[0, 1]]
-        for flat in (1, 2):
-            t["model"]["descriptor"]["embeddings"]["networks"][flat]["layers"][0]["@variables"]["w"] = np.zeros(3)
 
-    params = parsed(tf_tree, exclude)
-    assert set(params.descriptor.embeddings) == {(0, 0), (1, 1)}
+def test_excluded_pair_padding_follows_the_backend(tf_tree):
+    # TensorFlow zeroes an excluded pair's whole block; PyTorch masks only its real neighbours, so its
+    # padding slots still go through the pair's net (tests/test_pth_reader.py checks the numbers)
+    tf = parsed(tf_tree, lambda t: t["model"]["descriptor"].update(exclude_types=[[0, 1]]))
+    assert tf.descriptor.exclude_types == {(0, 1), (1, 0)} and not tf.descriptor.pad_excluded
+    pt = load(MODELS / "pt_cuau_se_e2_a_excl.pth")
+    assert pt.descriptor.pad_excluded and {(0, 1), (1, 0)} <= set(pt.descriptor.embeddings)
 
 
 # --------------------------------------------------------------------------- type_one_side (item 3)

@@ -97,6 +97,9 @@ class SeE2AParams:
     embeddings: dict  # (centre, neighbour) or (neighbour,) -> Network
     neuron: tuple[int, ...]
     activation: str
+    #: padding slots of an excluded type pair still go through the pair's net (PyTorch, dpmodel, JAX
+    #: mask only real neighbours); TensorFlow zeroes the whole block
+    pad_excluded: bool = False
     kind: str = field(default="se_e2_a")
 
     # descriptor properties (DeePMD-kit's descriptor interface: mixed_types(), get_dim_out()):
@@ -147,6 +150,9 @@ class SeE2RParams:
     embeddings: dict
     neuron: tuple[int, ...]
     activation: str
+    #: padding slots of an excluded type pair still go through the pair's net (PyTorch, dpmodel, JAX
+    #: mask only real neighbours); TensorFlow zeroes the whole block
+    pad_excluded: bool = False
     kind: str = field(default="se_e2_r")
 
     mixed_types = False  # descriptor properties: see SeE2AParams
@@ -570,39 +576,43 @@ def _check_nets_match(ctx: _Ctx, emb: dict, where: str, geo: dict) -> None:
                 f"{net.layers[0].activation!r}; the descriptor says {geo['neuron']} and {geo['activation']!r}")
 
 
-def _se_two_body(ctx: _Ctx, tree: dict, where: str, ntypes: int):
-    """Embeddings, exclusions and type_one_side of se_e2_a / se_e2_r."""
+def _se_two_body(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str):
+    """Embeddings, exclusions and type_one_side of se_e2_a / se_e2_r.
+
+    An excluded pair's real neighbours contribute nothing, but in PyTorch/dpmodel/JAX its padding
+    slots still go through the pair's net (the exclusion mask only covers real neighbours), so the
+    net is read; TensorFlow zeroes the whole block (its trees hold empty nets there).
+    """
     excl = _pairs(ctx.get(tree, "exclude_types", where))
     emb_tree = ctx.get(tree, "embeddings", where)
     tos = _type_one_side(ctx, tree, where, int(ctx.get(emb_tree, "ndim", where + ".embeddings")))
-    # an excluded pair's net is never evaluated (TF stores an empty one, PyTorch its untrained one)
-    wanted = None if tos else (lambda k: (k[0], k[1]) not in excl)
-    emb = _embeddings(ctx, tree, where, ntypes, wanted)
+    pad_excluded = bool(excl) and backend.lower() != "tensorflow"
+    emb = _embeddings(ctx, tree, where, ntypes, None)
     needed = [(t,) for t in range(ntypes)] if tos else [
-        (a, b) for a in range(ntypes) for b in range(ntypes) if (a, b) not in excl]
+        (a, b) for a in range(ntypes) for b in range(ntypes) if pad_excluded or (a, b) not in excl]
     _need_nets(ctx, emb, where, needed)
-    return tos, excl, emb
+    return tos, excl, emb, pad_excluded
 
 
-def _se_e2_a(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> SeE2AParams:
-    tos, excl, emb = _se_two_body(ctx, tree, where, ntypes)
+def _se_e2_a(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str) -> SeE2AParams:
+    tos, excl, emb, pad_excluded = _se_two_body(ctx, tree, where, ntypes, backend)
     geo = _geometry(ctx, tree, where, 4)
     _check_nets_match(ctx, emb, where, geo)
     return SeE2AParams(
         sel=_sel(ctx, tree, where, ntypes), axis_neuron=int(ctx.get(tree, "axis_neuron", where)),
-        type_one_side=tos, exclude_types=excl, embeddings=emb, **geo,
+        type_one_side=tos, exclude_types=excl, embeddings=emb, pad_excluded=pad_excluded, **geo,
     )
 
 
-def _se_e2_r(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> SeE2RParams:
-    tos, excl, emb = _se_two_body(ctx, tree, where, ntypes)
+def _se_e2_r(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str) -> SeE2RParams:
+    tos, excl, emb, pad_excluded = _se_two_body(ctx, tree, where, ntypes, backend)
     geo = _geometry(ctx, tree, where, 1)
     _check_nets_match(ctx, emb, where, geo)
     return SeE2RParams(sel=_sel(ctx, tree, where, ntypes), type_one_side=tos, exclude_types=excl, embeddings=emb,
-                       **geo)
+                       pad_excluded=pad_excluded, **geo)
 
 
-def _se_e3(ctx: _Ctx, tree: dict, where: str, ntypes: int) -> SeE3Params:
+def _se_e3(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str) -> SeE3Params:
     excl = _pairs(ctx.get(tree, "exclude_types", where))
     # DeePMD-kit evaluates only the t1 <= t2 nets of its ntypes x ntypes collection
     emb = _embeddings(ctx, tree, where, ntypes, lambda k: k[0] <= k[1])
@@ -736,7 +746,7 @@ def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.desc
     _common_checks(ctx, tree, where, type_map)
     if canon == "se_atten_v2":
         return _se_atten_v2(ctx, tree, where, ntypes, type_map, backend)
-    return _PARSERS[canon](ctx, tree, where, ntypes)
+    return _PARSERS[canon](ctx, tree, where, ntypes, backend)
 
 
 def _fitting_inputs(ctx: _Ctx, tree: dict, where: str) -> None:
