@@ -5,7 +5,7 @@ hand-edited file would differ: one extra unknown weight, one used key removed or
 must be refused with the path of the field. Settings that decide the arithmetic must agree with
 the arrays the file holds; the backend-dependent type_one_side is read from the networks.
 DeePMD-kit's own deeppot_sea.pth (no type_one_side key: PyTorch's default, true) is checked
-against DeePMD-kit's expected values (tests/data/make_deeppot_sea_refs.py).
+against DeePMD-kit's expected values (tests/data/make_deepmd_kit_refs.py), as is its deeppot-r.yaml.
 """
 
 from __future__ import annotations
@@ -351,22 +351,24 @@ def test_deepmd_kit_deeppot_sea_pth_has_no_type_one_side_key():
     assert tree["model"]["descriptor"]["embeddings"]["ndim"] == 1
 
 
-@pytest.fixture(scope="module")
-def testcase():
-    return json.loads((DATA / "refs" / "deeppot_sea_testcase.json").read_text())
+def _testcase(name):
+    return json.loads((DATA / "refs" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["deeppot_sea.pth", "deeppot_sea.yaml"])
-def test_deeppot_sea_matches_deepmd_kit(name, testcase):
+@pytest.mark.parametrize("name,testcase", [("deeppot_sea.pth", "deeppot-testcase.json"),
+                                           ("deeppot_sea.yaml", "deeppot-testcase.json"),
+                                           ("deeppot-r.yaml", "deeppot-r-testcase.json")])
+def test_deepmd_kit_test_models_match_its_expected_values(name, testcase):
+    case = _testcase(testcase)
+    assert name in case["models"]
     pot = DeepPotential.from_file(MODELS / name, backend="numpy")
-    assert pot.type_map == tuple(testcase["type_map"])
-    for case in testcase["results"]:
-        coord = np.array(case["coord"], dtype=float).reshape(-1, 3)
-        box = None if case["box"] is None else np.array(case["box"], dtype=float).reshape(3, 3)
-        res = pot.compute_atoms(coord, np.array(case["atype"]), box, [box is not None] * 3, atomic_virial=True)
-        natoms = len(coord)
-        want_e = np.array(case["atomic_energy"])
-        assert abs(res.energy - want_e.sum()) / natoms <= 1e-10
+    assert pot.type_map == tuple(case["type_map"])
+    for conf in case["results"]:
+        coord = np.reshape(conf["coord"], (-1, 3))
+        box = None if conf["box"] is None else np.reshape(conf["box"], (3, 3))
+        res = pot.compute_atoms(coord, np.array(conf["atype"]), box, [box is not None] * 3, atomic_virial=True)
+        want_e = np.array(conf["atomic_energy"])
+        assert abs(res.energy - want_e.sum()) / len(coord) <= 1e-10
         assert np.abs(res.atom_energy - want_e).max() <= 1e-10
-        assert np.abs(res.forces - np.reshape(case["force"], (-1, 3))).max() <= 1e-9
-        assert np.abs(res.atom_virial.reshape(-1, 9) - np.reshape(case["atomic_virial"], (-1, 9))).max() <= 1e-9
+        assert np.abs(res.forces - np.reshape(conf["force"], (-1, 3))).max() <= 1e-9
+        assert np.abs(res.atom_virial.reshape(-1, 9) - np.reshape(conf["atomic_virial"], (-1, 9))).max() <= 1e-9

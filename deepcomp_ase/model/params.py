@@ -795,9 +795,10 @@ def _fitting(ctx: _Ctx, tree: dict, type_map: tuple, dim_descrpt: int) -> Fittin
     nets = _collection(ctx, ctx.get(tree, "nets", where), where + ".nets", ntypes, "fitting_network", True, False)
     ctx.expect(tree, "mixed_types", where, tree["nets"]["ndim"] == 0, f"'{where}.nets.ndim'")
     ctx.expect(tree, "dim_descrpt", where, dim_descrpt, "the descriptor's output width")
-    ref = next(iter(tree["nets"]["networks"]), None) or {}
-    for key in ("neuron", "resnet_dt", "activation_function"):
-        ctx.expect(tree, key, where, ref.get(key), f"'{where}.nets.networks[0].{key}'")
+    for k, net_tree in enumerate(tree["nets"]["networks"]):
+        for key in ("neuron", "resnet_dt", "activation_function"):
+            if net_tree is not None:
+                ctx.expect(tree, key, where, net_tree.get(key), f"'{where}.nets.networks[{k}].{key}'")
     shared = nets.get(())
     if shared is not None and shared.n_in != dim_descrpt:
         raise ModelFormatError(
