@@ -308,6 +308,11 @@ def _model(path: Path, m: dict, st: _State) -> dict:
     mixed = descriptor["type"] == "se_atten_v2" or (
         descriptor["type"] == "hybrid" and any(c["type"] == "se_atten_v2" for c in descriptor["list"]))
     fitting = _fitting(path, f, ntypes, mixed, type_map, st, m.get("atom_exclude_types", []))
+    # the atomic model's own exclusion masks (present only when it excludes something)
+    st.check_mask("atomic_model.atom_excl.type_mask", _atom_mask(ntypes, m.get("atom_exclude_types")),
+                  "model.atom_exclude_types")
+    st.check_mask("atomic_model.pair_excl.type_mask", _pair_mask(ntypes, m.get("pair_exclude_types")),
+                  "model.pair_exclude_types")
     return {
         "type_map": type_map,
         "atom_exclude_types": m.get("atom_exclude_types", []),
