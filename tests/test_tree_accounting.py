@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import Reference, deviations, evaluate
 
 from deepcomp_ase.errors import DeepCompError, ModelFormatError, UnsupportedModelError
 from deepcomp_ase.io import read_model_tree
@@ -339,6 +340,20 @@ def test_excluded_pair_padding_follows_the_backend(tf_tree):
     assert tf.descriptor.exclude_types == {(0, 1), (1, 0)} and not tf.descriptor.pad_excluded
     pt = load(MODELS / "pt_cuau_se_e2_a_excl.pth")
     assert pt.descriptor.pad_excluded and {(0, 1), (1, 0)} <= set(pt.descriptor.embeddings)
+
+
+@pytest.mark.parametrize("ext", [".pb", ".dp"])
+def test_tensorflow_excluded_pair_matches_deepmd_kit(ext):
+    # softplus embedding nets: putting the excluded pair's padding slots through a (zero) net would
+    # add softplus(0) terms that TensorFlow does not have (tests/data/make_tf_models.py)
+    name = "tf_cuau_se_e2_a_excl"
+    pot = DeepPotential.from_file(MODELS / f"{name}{ext}", backend="numpy")
+    assert pot.params.descriptor.exclude_types and not pot.params.descriptor.pad_excluded
+    ref = Reference(name)
+    for conf in ref.confs("in_dist") + ref.confs("stretched"):
+        res = evaluate(pot, ref, conf)
+        dev = deviations(res, ref.output(conf, "pb"), len(res.atom_energy))
+        assert dev["e_per_atom"] <= 1e-10 and dev["force"] <= 1e-9 and dev["virial_per_atom"] <= 1e-9, (conf, dev)
 
 
 # --------------------------------------------------------------------------- type_one_side (item 3)
