@@ -31,7 +31,8 @@ from deepcomp_ase.potential import DeepPotential
 
 MODELS = Path(__file__).parent / "data" / "models"
 # refsuite3 (300 training steps) and tiny models made by tests/data/make_pt_models.py
-NAMES = ("pt_cuau_se_e2_a", "pt_cuau_se_atten_v2", "pt_cuau_se_e2_r", "pt_cuau_se_e3", "pt_cuau_hybrid")
+NAMES = ("pt_cuau_se_e2_a", "pt_cuau_se_atten_v2", "pt_cuau_se_e2_r", "pt_cuau_se_e3", "pt_cuau_hybrid",
+         "pt_cuau_se_e2_a_tos", "pt_cuau_se_e2_a_excl")
 SOURCES = [(n, ".pth") for n in NAMES] + [("pt_cuau_se_atten_v2", ".ckpt.pt")]
 IGNORED = {"time", "pt_version"}
 

@@ -1,4 +1,4 @@
-"""Regenerate the small PyTorch-backend test models tests/data/models/pt_*_{se_e2_r,se_e3,hybrid}.
+"""Regenerate the small PyTorch-backend test models tests/data/models/pt_*_{se_e2_r,se_e3,se_e2_a_tos,se_e2_a_excl,hybrid}.
 
 Needs a Python environment with DeePMD-kit and torch (not the test environment, which has no torch):
 
@@ -54,6 +54,13 @@ MODELS = {
                                "neuron": [4, 8, 16], "activation_function": "gelu", "seed": 4}, FIT),
     "pt_cuau_se_e3": _input({"type": "se_e3", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5,
                              "neuron": [4, 8, 16], "activation_function": "tanh", "seed": 5}, FIT),
+    # type_one_side true (one net per neighbour type) and, without it, an excluded type pair
+    "pt_cuau_se_e2_a_tos": _input({"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5,
+                                   "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": True,
+                                   "activation_function": "tanh", "seed": 8}, FIT),
+    "pt_cuau_se_e2_a_excl": _input({"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5,
+                                    "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": False,
+                                    "exclude_types": [[0, 1]], "activation_function": "tanh", "seed": 9}, FIT),
     "pt_cuau_hybrid": _input({"type": "hybrid", "list": [
         {"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8, 16],
          "axis_neuron": 4, "activation_function": "tanh", "seed": 6},
