@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
+from ..compress.dp_tables import type_embd_table, with_table_networks
 from .activations import TABULATABLE, check_activation
 from .nets import Layer, Network
 
@@ -445,8 +446,10 @@ def _se_atten_v2(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str = 
     emb = _collection(ctx, ctx.get(tree, "embeddings", where), where + ".embeddings", False, True)
     if () not in emb or emb[()].n_in != 1:
         raise ModelFormatError(f"{ctx.source}: {where}.embeddings must hold one scalar-input network")
-    strip = _collection(ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", False, False)
-    if () not in strip:
+    dp_type_table = type_embd_table(tree)  # DeePMD-kit's tabulated strip net (dp compress)
+    strip = {} if dp_type_table is not None else _collection(
+        ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", False, False)
+    if dp_type_table is None and () not in strip:
         raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
     te_tree = ctx.get(tree, "type_embedding", where)
     te_net = _network(ctx, ctx.get(te_tree, "embedding", where + ".type_embedding"), where + ".type_embedding.embedding",
@@ -460,7 +463,13 @@ def _se_atten_v2(ctx: _Ctx, tree: dict, where: str, ntypes: int, backend: str = 
     else:
         raise ctx.fail(where + ".type_embedding.padding", False, "a padded type embedding is expected")
     tos = bool(tree.get("type_one_side", False))
-    if tos:
+    if dp_type_table is not None:
+        table = dp_type_table
+        rows = ntypes + 1 if tos else (ntypes + 1) ** 2
+        if table.shape != (rows, geo["neuron"][-1]):
+            raise ModelFormatError(f"{ctx.source}: {where}.compress.type_embd_data has shape {table.shape}, "
+                                   f"expected {(rows, geo['neuron'][-1])}")
+    elif tos:
         table = strip[()](te)
     else:
         nt1 = ntypes + 1
@@ -497,6 +506,8 @@ def _descriptor(ctx: _Ctx, tree: dict, ntypes: int, where: str = "model.descript
                 raise ctx.fail(f"{where}.list[{k}].type", "hybrid", "nested hybrid descriptors are not supported")
             out.append(_descriptor(ctx, sub, ntypes, f"{where}.list[{k}]", backend))
         return HybridParams(parts=tuple(out))
+    # a model compressed by DeePMD-kit: its tables stand in for the nets a TensorFlow graph lost
+    tree = with_table_networks(tree, ctx.source, where)
     _common_checks(ctx, tree, where)
     if canon == "se_atten_v2":
         return _se_atten_v2(ctx, tree, where, ntypes, backend)

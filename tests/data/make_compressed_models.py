@@ -1,0 +1,140 @@
+"""Regenerate the small DeePMD-kit-compressed test models tests/data/models/*-dpcompress.{pb,pth}.
+
+Needs DeePMD-kit environments (not the test environment): 3.2.0 with TensorFlow and torch for the
+``tf32_*`` and ``pt32_*`` models, 2.2.x (TensorFlow) for the ``tf22_*`` ones:
+
+    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py tf32 pt32
+    cd tests/data && /path/to/dp22/bin/python make_compressed_models.py tf22
+
+For each model: train a few steps on tests/data/training/cuau, freeze, compress with
+``dp compress -s 0.05 -e 2`` (coarse steps keep the files small; a short extrapolated range lets
+the overflow configuration leave the tables), and evaluate the *compressed* file with DeePMD-kit's
+DeepPot on five held-out configurations of refs/cuau_se_e2_a.npz (variant ``compress``), among them
+``overflow_0.30A``, whose closest pair lies beyond the tables. The models are tiny and barely
+trained: they exist to check that deepcomp reads DeePMD-kit's tables and evaluates them as
+DeePMD-kit does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STEPS = 10
+CONFS = ["p32_0", "p108_0", "cluster55", "stretched_1.08A", "overflow_0.30A"]
+STEP, EXTRAPOLATE = "0.05", "2"
+
+FIT = {"neuron": [16, 16], "resnet_dt": True, "activation_function": "tanh", "seed": 7}
+SE_A = {"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8], "axis_neuron": 4,
+        "activation_function": "tanh", "seed": 3}
+SE_R = {"type": "se_e2_r", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8],
+        "activation_function": "tanh", "seed": 4}
+SE_T = {"type": "se_e3", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8],
+        "activation_function": "tanh", "seed": 5}
+ATTN = {"type": "se_atten_v2", "sel": 76, "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8], "axis_neuron": 4,
+        "tebd_dim": 4, "attn_layer": 0, "activation_function": "tanh", "seed": 6}
+DESCRIPTORS = {
+    "se_e2_a": SE_A,
+    "se_e2_a_tos_excl": dict(SE_A, type_one_side=True, exclude_types=[[0, 1]], seed=8),
+    "se_e2_r": SE_R,
+    "se_e3": SE_T,
+    "se_atten_v2": ATTN,
+    "hybrid": {"type": "hybrid", "list": [SE_A, dict(SE_R, rcut=4.0, rcut_smth=2.0)]},
+}
+SETS = {
+    "tf32": ("tf", ["se_e2_a", "se_e2_a_tos_excl", "se_e2_r", "se_e3", "se_atten_v2", "hybrid"]),
+    "pt32": ("pt", ["se_e2_a", "se_e3", "se_atten_v2"]),
+    "tf22": ("tf", ["se_e2_a", "se_e2_r"]),
+}
+
+
+def _input(descriptor: dict) -> dict:
+    d = copy.deepcopy(json.loads((HERE / "training" / "input.json").read_text()))
+    d["model"]["descriptor"] = copy.deepcopy(descriptor)
+    d["model"]["fitting_net"] = dict(FIT)
+    if descriptor["type"] == "se_atten_v2":
+        d["model"]["fitting_net"]["neuron"] = [16, 16]
+    d["training"].update(numb_steps=STEPS, save_freq=STEPS, disp_freq=STEPS)
+    d["training"]["training_data"]["systems"] = [
+        str(HERE / "training" / s) for s in d["training"]["training_data"]["systems"]][4:]
+    d["training"]["training_data"]["batch_size"] = 1
+    d["learning_rate"]["decay_steps"] = 5
+    return d
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+
+
+def _strip_debug(src: Path, dst: Path) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            if not item.filename.endswith(".debug_pkl"):
+                zout.writestr(item, zin.read(item))
+
+
+def _refs(name: str, model: Path) -> None:
+    from deepmd.infer import DeepPot
+
+    held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
+    out = {"names": np.array(CONFS), "type_map": held["type_map"], "variants": np.array(["compress"])}
+    dp = DeepPot(str(model))
+    out["model_type_map"] = np.array(dp.get_type_map())
+    for c in CONFS:
+        for k in ("coord", "box", "atype", "min_dist"):
+            if f"{c}/{k}" in held.files:
+                out[f"{c}/{k}"] = held[f"{c}/{k}"]
+        coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
+        box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
+        e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
+        out[f"{c}/compress/energy"] = np.float64(e.ravel()[0])
+        out[f"{c}/compress/force"] = f.reshape(-1, 3)
+        out[f"{c}/compress/virial"] = v.reshape(3, 3)
+        out[f"{c}/compress/atom_energy"] = ae.ravel()
+        out[f"{c}/compress/atom_virial"] = av.reshape(-1, 9)
+    np.savez(HERE / "refs" / f"{name}.npz", **out)
+
+
+def make(tag: str, desc: str, dp: str) -> None:
+    backend = SETS[tag][0]
+    ext = "pb" if backend == "tf" else "pth"
+    name = f"{tag}_cuau_{desc}-dpcompress"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "input.json").write_text(json.dumps(_input(DESCRIPTORS[desc]), indent=1))
+        flag = [] if tag == "tf22" else [f"--{backend}"]
+        _run([dp, *flag, "train", "input.json"], work)
+        _run([dp, *flag, "freeze", "-o", f"frozen.{ext}"], work)
+        _run([dp, *flag, "compress", "-i", f"frozen.{ext}", "-o", f"compressed.{ext}", "-s", STEP,
+              "-e", EXTRAPOLATE], work)
+        target = HERE / "models" / f"{name}.{ext}"
+        if ext == "pth":
+            _strip_debug(work / "compressed.pth", target)
+        else:
+            shutil.copyfile(work / "compressed.pb", target)
+        _refs(name, target)
+    print(name, "done", target.stat().st_size, flush=True)
+
+
+def main(args: list[str]) -> None:
+    dp = shutil.which("dp", path=os.path.dirname(sys.executable)) or "dp"
+    for arg in args:
+        tag, _, only = arg.partition(":")
+        for desc in ([only] if only else SETS[tag][1]):
+            make(tag, desc, dp)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
