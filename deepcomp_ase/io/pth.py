@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
-from .refusals import compressed_model_error
 from .tree import embedding_net_record, layer_record
 from .torch_pickle import ScriptObject, TorchArchive, flatten_script_module
 
@@ -116,9 +115,14 @@ def _from_script_module(path: Path, root: Any, head: str | None) -> dict:
         model_def = json.loads(script)
     except json.JSONDecodeError as exc:
         raise ModelFormatError(f"{path}: 'model_def_script' is not valid JSON ({exc})") from None
-    _check_not_compressed(path, root)
+    flag = _compressed_flag(root)
     arrays = flatten_script_module(root)
-    return _tree(path, model_def, _State(path, arrays, ""))
+    tree = _tree(path, model_def, _State(path, arrays, ""))
+    if flag:  # `dp --pt compress` output: the nets stay, DeePMD-kit's tables join them
+        from .pth_compressed import add_dp_tables
+
+        add_dp_tables(tree, arrays, path, flag)
+    return tree
 
 
 def read_pt(path, head: str | None = None) -> dict:
@@ -190,8 +194,9 @@ def _resolve_shared(path: Path, model_def: Any, shared: dict) -> Any:
     return out
 
 
-def _check_not_compressed(path: Path, root: ScriptObject) -> None:
-    """``dp --pt compress`` flags the descriptor (``compress``/``geo_compress``/``tebd_compress``)."""
+def _compressed_flag(root: ScriptObject) -> str | None:
+    """``dp --pt compress`` flags the descriptor (``compress``/``geo_compress``/``tebd_compress``):
+    the first flag set, or None."""
     stack, seen = [("model", root)], set()
     while stack:
         where, node = stack.pop()
@@ -200,9 +205,10 @@ def _check_not_compressed(path: Path, root: ScriptObject) -> None:
         seen.add(id(node))
         for key, value in node.attrs.items():
             if key in ("compress", "geo_compress", "tebd_compress") and value is True:
-                raise compressed_model_error(path, f"module attribute '{where}.{key}' is True", ".pth")
+                return f"{where}.{key}"
             if isinstance(value, ScriptObject):
                 stack.append((f"{where}.{key}", value))
+    return None
 
 
 # --------------------------------------------------------------------------- the tree
