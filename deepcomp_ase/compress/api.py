@@ -100,6 +100,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _meta(source: Path, options: dict, **extra) -> dict:
+    """The root attributes of a .dcz: provenance and options."""
+    return {
+        "software": "deepcomp",
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_file": str(source.name),
+        "source_sha256": _sha256(source),
+        "options": options,
+        **extra,
+    }
+
+
 def _check_table_size(source, model, mnd, step, extrapolate, max_table_mib) -> int:
     """Refuse options whose tables would not fit, before building any (``-e``/``-s`` extremes)."""
     nbytes = estimate_table_bytes(model, mnd, step, extrapolate)
@@ -175,15 +188,7 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
     }
     if extended:
         options["extended_ranges"] = extended
-    meta = {
-        "software": "deepcomp",
-        "version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source_file": str(source.name),
-        "source_sha256": _sha256(source),
-        "options": options,
-    }
-    content = CompressedFile(tree=tree, tables=tables, meta=meta)
+    content = CompressedFile(tree=tree, tables=tables, meta=_meta(source, options))
     save_compressed(output, content)
     log.info("wrote %s (%d tables, %.1f MB of coefficients)", output, len(tables),
              sum(t.coeffs.nbytes + t.sub_coeffs.nbytes for t in tables.values()) / 1e6)
@@ -218,16 +223,7 @@ def convert_dp_compressed(source: Path, output, tree: dict, *, step: float, extr
         "frequency": frequency, "min_nbor_dist": model.min_nbor_dist,
         "min_nbor_dist_origin": "model file", "range_rule": f"as stored by {origin}",
     }
-    meta = {
-        "software": "deepcomp",
-        "version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source_file": str(source.name),
-        "source_sha256": _sha256(source),
-        "options": options,
-        "tables_from": origin,
-        "beyond_tables": BEYOND_EXTRAPOLATED,
-    }
+    meta = _meta(source, options, tables_from=origin, beyond_tables=BEYOND_EXTRAPOLATED)
     content = CompressedFile(tree=materialized(tree, str(source)), tables=tables, meta=meta)
     save_compressed(output, content)
     log.info("wrote %s (%d tables from %s)", output, len(tables), origin)

@@ -137,6 +137,9 @@ def _const_input(graph, node, k: int, what: str) -> str:
     if len(node.inputs) <= k:
         raise ModelFormatError(f"{graph.path}: op '{node.name}' has no input {k} ({what})")
     name = node.inputs[k].lstrip("^").split(":")[0]
+    # a float32 descriptor casts DeePMD-kit's table on the way in
+    while name in graph.nodes and graph.nodes[name].op in ("Cast", "Identity") and graph.nodes[name].inputs:
+        name = graph.nodes[name].inputs[0].lstrip("^").split(":")[0]
     if not graph.has(name):
         raise ModelFormatError(f"{graph.path}: input {k} ({what}) of op '{node.name}' is '{name}', not a constant")
     return name

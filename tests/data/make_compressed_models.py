@@ -22,13 +22,12 @@ import copy
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
+from make_pt_models import _refs as _deepmd_refs
+from make_pt_models import _run, _strip_debug
 
 HERE = Path(__file__).resolve().parent
 STEPS = 10
@@ -71,39 +70,8 @@ def _input(descriptor: dict) -> dict:
     return d
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-
-
-def _strip_debug(src: Path, dst: Path) -> None:
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
-        for item in zin.infolist():
-            if not item.filename.endswith(".debug_pkl"):
-                zout.writestr(item, zin.read(item))
-
-
 def _refs(name: str, model: Path) -> None:
-    from deepmd.infer import DeepPot
-
-    held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
-    out = {"names": np.array(CONFS), "type_map": held["type_map"], "variants": np.array(["compress"])}
-    dp = DeepPot(str(model))
-    out["model_type_map"] = np.array(dp.get_type_map())
-    for c in CONFS:
-        for k in ("coord", "box", "atype", "min_dist"):
-            if f"{c}/{k}" in held.files:
-                out[f"{c}/{k}"] = held[f"{c}/{k}"]
-        coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
-        box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
-        e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
-        out[f"{c}/compress/energy"] = np.float64(e.ravel()[0])
-        out[f"{c}/compress/force"] = f.reshape(-1, 3)
-        out[f"{c}/compress/virial"] = v.reshape(3, 3)
-        out[f"{c}/compress/atom_energy"] = ae.ravel()
-        out[f"{c}/compress/atom_virial"] = av.reshape(-1, 9)
-    np.savez(HERE / "refs" / f"{name}.npz", **out)
+    _deepmd_refs(name, model, "compress", CONFS)
 
 
 def make(tag: str, desc: str, dp: str) -> None:
