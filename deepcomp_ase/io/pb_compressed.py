@@ -24,8 +24,9 @@ op                                               net
 ``filter_type_all/TabulateFusionSeAtten``         se_atten_v2's one geometric net
 ===============================================  =============================================
 
-Every floating-point constant of the graph is accounted for: read into the tree, a table, or on
-:data:`IRRELEVANT` (graph arithmetic that carries no weight).
+Every floating-point constant of the graph is accounted for: read into the tree, a table, the
+exclusion mask a ``type_one_side`` descriptor derives from ``exclude_types`` (checked against it),
+or on :data:`IRRELEVANT` (graph arithmetic that carries no weight).
 """
 
 from __future__ import annotations
@@ -233,8 +234,30 @@ def read_compressed_graph(graph, reason: str, build_tree) -> dict:
         if part.get("type") == "se_atten_v2":
             strip = part["embeddings_strip"]
             strip["networks"] = [None] * len(strip["networks"])
+    used |= _exclusion_masks(graph, model_def, ntypes, used)
     _check_all_used(graph, used)
     return tree
+
+
+def _exclusion_masks(graph, model_def: dict, ntypes: int, used: set) -> set:
+    """The (ntypes, ntypes) keep-masks a type_one_side descriptor with exclude_types builds from its
+    training script (1 = pair kept); accounted for when equal to what exclude_types implies."""
+    masks = []
+    for _, d in _descriptor_parts(model_def):
+        if d.get("type_one_side", False) and d.get("exclude_types"):
+            keep = np.ones((ntypes, ntypes))
+            for a, b in _excluded(d):
+                keep[a, b] = 0.0
+            masks.append(keep)
+    found = set()
+    for name, node in graph.nodes.items():
+        if not masks or node.op != "Const" or name in used or not re.fullmatch(r"Const(_\d+)?", name):
+            continue
+        value = node.tensor().to_numpy() if node.tensor() is not None else None
+        if value is not None and value.dtype.kind == "f" and any(
+                value.shape == m.shape and np.array_equal(value, m) for m in masks):
+            found.add(name)
+    return found
 
 
 def _check_all_used(graph, used: set) -> None:
