@@ -2,7 +2,8 @@
 
 References: DeePMD-kit's DeepPot on the compressed file itself (variant ``compress``), from
 refsuite (cu_se_e2_a_tanh-compress.pb) and from tests/data/make_compressed_models.py (the
-``*-dpcompress`` models: DeePMD-kit 3.2 TensorFlow and PyTorch, 2.2 TensorFlow).
+``*-dpcompress`` models: DeePMD-kit 3.2 TensorFlow and backend-neutral .dp, 2.2 TensorFlow), and
+pt_cuau_se_e2_r-compress.pth (``dp --pt compress``, tests/data/make_pt_models.py).
 """
 
 import logging
@@ -25,7 +26,7 @@ from deepcomp_ase.model.params import parse_model
 from deepcomp_ase.potential import DeepPotential
 
 TF_SMALL = sorted(p.name for p in MODELS.glob("tf*-dpcompress.pb"))
-PT_SMALL = sorted(p.name for p in MODELS.glob("pt*-dpcompress.pth"))
+DP_SMALL = sorted(p.name for p in MODELS.glob("dp*-dpcompress.dp"))
 #: refsuite's DeePMD-kit 3.2 compressed graph (default -s 0.01 -e 5) and its references
 REFSUITE = ("cu_se_e2_a_tanh-compress.pb", "cu_se_e2_a_tanh")
 
@@ -61,21 +62,40 @@ def test_tf_graph_equals_deepmd_on_its_compressed_file(model):
     pot.tally.reset()
 
 
-@pytest.mark.parametrize("model", PT_SMALL)
-def test_pth_equals_deepmd_inside_its_tables(model):
-    """A compressed .pth keeps its nets: inside the tables DeePMD-kit's tables are used as they are;
-    beyond them deepcomp evaluates the stored net exactly (DeePMD-kit extrapolates), so the
-    overflow configuration is only counted here."""
+@pytest.mark.parametrize("model", DP_SMALL)
+def test_dp_file_equals_deepmd_inside_its_tables(model):
+    """``dp --dp compress`` output (.dp, the layout PyTorch shares; the nets stay): DeePMD-kit's NumPy
+    DeepPot gives energies only. Beyond the tables deepcomp evaluates the stored net exactly (DeePMD-kit
+    extrapolates), so the overflow configuration is only counted."""
     ref = Reference(_ref_name(model))
     pot = _pot(model)
     assert pot.compressed and "stored in the file" in pot.meta["beyond_tables"]
     for conf in ref.names:
         pot.tally.reset()
+        res = evaluate(pot, ref, conf, atomic_virial=False)
         if conf.startswith("overflow"):
-            evaluate(pot, ref, conf, atomic_virial=False)
             assert pot.tally.n_beyond > 0
             continue
-        _check(pot, ref, conf)
+        out = ref.output(conf, "compress")
+        assert abs(res.energy - out["energy"]) / len(res.atom_energy) <= 1e-10, conf
+        assert np.abs(res.atom_energy - out["atom_energy"]).max() <= 1e-10, conf
+
+
+def test_pth_compressed_by_deepmd_uses_its_tables():
+    """pt_cuau_se_e2_r-compress.pth (dp --pt compress -s 0.1 -e 2): DeePMD-kit's tables as they are (node
+    values within 5e-8 of the net: PyTorch's tabulation), against DeePMD-kit's uncompressed outputs to
+    within the table error."""
+    ref = Reference("pt_cuau_se_e2_r")
+    pot = _pot("pt_cuau_se_e2_r-compress.pth")
+    tree = read_model_tree(MODELS / "pt_cuau_se_e2_r-compress.pth")
+    stored = tree["model"]["descriptor"]["compress"]["@variables"]["compress_data"]
+    for t, key in enumerate(pot.plan.parts[0].keys):
+        np.testing.assert_array_equal(pot.plan.parts[0].tables[t].coeffs.reshape(len(stored[key[0]]), -1),
+                                      stored[key[0]])
+    for conf in ("p32_0", "cluster55", "stretched_1.08A"):
+        n = len(ref.structure(conf)[1])
+        dev = deviations(evaluate(pot, ref, conf, atomic_virial=False), ref.output(conf, "pth"), n)
+        assert dev["e_per_atom"] <= 1e-8 and dev["force"] <= 1e-9, (conf, dev)
 
 
 def test_refsuite_graph_equals_deepmd_in_and_beyond_its_tables():

@@ -37,6 +37,10 @@ THREE_BODY = ("se_e3", "se_at", "se_a_3be", "se_t")
 BEYOND_EXTRAPOLATED = "continued linearly from the table's ends as DeePMD-kit 3.2 does: the file holds no net"
 
 
+#: tables whose misalignment was already reported (once per table and process)
+_MISALIGNED_SAID: set = set()
+
+
 def has_dp_tables(tree: dict) -> bool:
     """True when some descriptor of the tree carries DeePMD-kit's tables."""
     return any("compress" in d for _, d in _descriptor_trees(tree))
@@ -86,20 +90,31 @@ def table_from_dp(data, info, three_body: bool, where: str) -> Table:
     xmin = -xmax if three_body else lower
     if not (xmin <= lower < upper <= xmax) or s0 <= 0 or s1 <= 0:
         raise bad(f"table info {info[:5].tolist()} is not ordered lower < upper <= max with positive strides")
-    # DeePMD-kit locates inputs with truncated interval counts; deepcomp's Table rounds them. They
-    # agree for DeePMD-kit's integer bounds and usual steps; refuse a table where they would not.
-    counts = {"fine": ((upper - lower) / s0, 0), "coarse": ((xmax - upper) / s1, 0)}
-    if three_body:
-        counts["low"] = ((lower - xmin) / s1, 0)
-    for part, (ratio, _) in counts.items():
-        if int(ratio) != int(round(ratio)):
-            raise bad(f"its {part} range is not a whole number of intervals ({ratio!r})")
-    expected = sum(int(round(r)) for r, _ in counts.values())
+    # DeePMD-kit locates inputs with truncated interval counts (tabulate.cc): kept as they are, so that a
+    # range that is not a whole number of intervals is evaluated as DeePMD-kit does, misaligned or not
+    n_low = int((lower - xmin) / s1) if three_body else 0
+    first = int((upper - lower) / s0)
+    coarse = (xmax - upper) / s1
+    expected = int((upper - lower) / s0 + (2 if three_body else 1) * coarse)  # DeePMD-kit's nspline
     if data.shape[0] != expected:
         raise bad(f"table has {data.shape[0]} intervals, its info implies {expected}")
+    last = n_low + first + int((np.nextafter(xmax, lower) - upper) / s1)  # DeePMD-kit's index for x >= max
+    if first < 1 or last != data.shape[0] - 1:
+        raise bad(f"the last interval DeePMD-kit uses ({last}) is not the table's last ({data.shape[0] - 1})")
+    exact = all(abs(r - round(r)) <= 1e-9 * max(1.0, abs(r)) for r in
+                ((upper - lower) / s0, coarse) + (((lower - xmin) / s1,) if three_body else ()))
+    if not exact and where not in _MISALIGNED_SAID:
+        import logging
+
+        _MISALIGNED_SAID.add(where)
+        logging.getLogger("deepcomp_ase").warning(
+            "%s: its step does not divide its range, so DeePMD-kit's table is misaligned (DeePMD-kit evaluates "
+            "some inputs with the polynomial of a neighbouring interval); deepcomp evaluates it the same way to "
+            "match DeePMD-kit. Compress the original model for correct tables", where)
     ng = data.shape[1] // 6
     coeffs = np.ascontiguousarray(data.reshape(data.shape[0], ng, 6))
-    return Table(lower=lower, upper=upper, xmax=xmax, stride0=s0, stride1=s1, coeffs=coeffs, xmin=xmin)
+    return Table(lower=lower, upper=upper, xmax=xmax, stride0=s0, stride1=s1, coeffs=coeffs, xmin=xmin,
+                 index_counts=(n_low, first))
 
 
 def descriptor_tables(d: dict, prefix: str, source: str) -> dict:

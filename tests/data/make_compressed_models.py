@@ -1,11 +1,17 @@
 """Regenerate the small DeePMD-kit-compressed test models tests/data/models/*-dpcompress.{pb,pth}.
 
-Needs DeePMD-kit environments (not the test environment): 3.2.0 with TensorFlow and torch for the
-``tf32_*`` and ``pt32_*`` models, 2.2.x (TensorFlow) for the ``tf22_*`` ones:
+Needs DeePMD-kit environments (not the test environment): 3.2.0 for the ``tf32_*`` models (TensorFlow)
+and ``dp32_*`` (``dp --dp compress`` of a committed PyTorch model's .dp), 2.2.x (TensorFlow) for the
+``tf22_*`` ones:
 
-    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py tf32 pt32
+    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py tf32
     cd tests/data && /path/to/dp22/bin/python make_compressed_models.py tf22
+    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py dp32:pt_cuau_se_e2_r
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py refs:pt_cuau_se_e2_r-compress.pth
+
+(``refs:*.pth`` needs DeePMD-kit's PyTorch ops, i.e. the torch version the deepmd-kit wheel was built
+with; they did not load where these files were made, so the compressed .pth of the tests is
+pt_cuau_se_e2_r-compress.pth from make_pt_models.py, checked against DeePMD-kit's uncompressed outputs.)
 
 For each model: train a few steps on tests/data/training/cuau, freeze, compress with
 ``dp compress -s 0.1 -e 2`` (coarse steps keep the files small; a short extrapolated range lets
@@ -42,7 +48,7 @@ SE_R = {"type": "se_e2_r", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neur
 SE_T = {"type": "se_e3", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8],
         "activation_function": "tanh", "seed": 5}
 ATTN = {"type": "se_atten_v2", "sel": 76, "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8], "axis_neuron": 4,
-        "tebd_dim": 4, "attn_layer": 0, "activation_function": "tanh", "seed": 6}
+        "attn_layer": 0, "activation_function": "tanh", "seed": 6}
 DESCRIPTORS = {
     "se_e2_a": SE_A,
     "se_e2_a_tos_excl": dict(SE_A, type_one_side=True, exclude_types=[[0, 1]], seed=8),
@@ -53,7 +59,6 @@ DESCRIPTORS = {
 }
 SETS = {
     "tf32": ("tf", ["se_e2_a", "se_e2_a_tos_excl", "se_e2_r", "se_e3", "se_atten_v2", "hybrid"]),
-    "pt32": ("pt", ["se_e2_a", "se_e3", "se_atten_v2"]),
     "tf22": ("tf", ["se_e2_a", "se_e2_r"]),
 }
 
@@ -95,10 +100,31 @@ def make(tag: str, desc: str, dp: str) -> None:
     print(name, "done", target.stat().st_size, flush=True)
 
 
+def make_dp(src: str, dp: str) -> None:
+    """``dp --dp compress`` of a committed .dp (the backend-neutral layout PyTorch shares): DeePMD-kit's
+    NumPy DeepPot gives energies only (its forces are NaN)."""
+    from deepmd.dpmodel.utils.serialization import load_dp_model, save_dp_model
+
+    name = f"dp32_{src.split('_', 1)[1]}-dpcompress"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        d = load_dp_model(str(HERE / "models" / f"{src}.dp"))
+        # dp --dp compress reads min_nbor_dist from the top level only, a converted .dp has it in @variables
+        d["min_nbor_dist"] = float(d["@variables"]["min_nbor_dist"])
+        save_dp_model(str(work / "in.dp"), d)
+        target = HERE / "models" / f"{name}.dp"
+        _run([dp, "--dp", "compress", "-i", "in.dp", "-o", str(target), "-s", STEP, "-e", EXTRAPOLATE], work)
+        _refs(name, target)
+    print(name, "done", target.stat().st_size, flush=True)
+
+
 def main(args: list[str]) -> None:
     dp = shutil.which("dp", path=os.path.dirname(sys.executable)) or "dp"
     for arg in args:
         tag, _, only = arg.partition(":")
+        if tag == "dp32":  # dp32:pt_cuau_se_e2_r compresses models/pt_cuau_se_e2_r.dp
+            make_dp(only, dp)
+            continue
         if tag == "refs":  # references only, for a compressed model already in models/ (e.g. made by make_pt_models.py)
             _refs(Path(only).stem, HERE / "models" / only)
             continue
