@@ -86,6 +86,8 @@ def table_from_dp(data, info, three_body: bool, where: str) -> Table:
         raise bad(f"table info {info.tolist()} is not 6 finite numbers")
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 6 or data.shape[1] % 6:
         raise bad(f"table has shape {data.shape}, expected (intervals, 6 x outputs)")
+    if not np.all(np.isfinite(data)):
+        raise bad("table holds non-finite coefficients")
     lower, upper, xmax, s0, s1 = (float(v) for v in info[:5])
     xmin = -xmax if three_body else lower
     if not (xmin <= lower < upper <= xmax) or s0 <= 0 or s1 <= 0:
