@@ -45,7 +45,7 @@ _OPS = {"se_e2_a": "TabulateFusionSeA", "se_a": "TabulateFusionSeA", "se_e2_r": 
 #: floating-point constants that are graph arithmetic, not weights (scalars only): operands of
 #: element-wise ops (``mul/y``, ``truediv/y`` = sum(sel), ``clip_by_value/y``), the gradient seed,
 #: one-hot values, unnamed scalars
-IRRELEVANT = re.compile(r"^(?:.*/[xy]|gradients/.*|one_hot/(?:on|off)_value|Const(?:_\d+)?)$")
+IRRELEVANT = re.compile(r"^(?:.*/[xy]|gradients(?:_\d+)?/.*|one_hot/(?:on|off)_value|Const(?:_\d+)?)$")
 #: and the zero row DeePMD-kit appends to the type embedding (checked to be zero)
 ZERO_ROW = "zeros"
 
