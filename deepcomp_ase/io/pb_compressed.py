@@ -153,38 +153,30 @@ def _part_tables(graph, d: dict, s: str, ntypes: int, used: set) -> dict:
     if op is None:
         raise UnsupportedModelError(f"{graph.path}: descriptor type {kind!r} compressed by dp compress is not "
                                     "supported (se_e2_a, se_e2_r, se_e3, se_atten_v2 with attn_layer 0, hybrid)")
-    # the ops of this part by scope, in creation order
-    if op in ("TabulateFusionSeT", "TabulateFusionSeAtten") or d.get("type_one_side", False):
-        scopes = {f"filter_type_all{s}": None}
-    else:
-        scopes = {f"filter_type_{ti}{s}": ti for ti in range(ntypes)}
-    found: dict[str, list] = {scope: [] for scope in scopes}
-    for node in graph.nodes.values():
-        if node.op != op:
-            continue
-        for scope in scopes:
-            n = _op_index(node.name, scope, op)
-            if n is not None:
-                found[scope].append((n, node))
+    # the nets of each scope, in the order DeePMD-kit creates their ops
     if kind == "se_atten_v2":
-        keys_of = {"filter_type_all": [()]}
-        ndim = 0
+        keys_of, ndim = {"filter_type_all": [()]}, 0
     elif op == "TabulateFusionSeT":
-        keys_of = {f"filter_type_all{s}": [(ti, tj) for ti in range(ntypes) for tj in range(ti, ntypes)]}
-        ndim = 2
+        keys_of, ndim = {f"filter_type_all{s}": [(ti, tj) for ti in range(ntypes) for tj in range(ti, ntypes)]}, 2
     elif d.get("type_one_side", False):
-        keys_of = {f"filter_type_all{s}": [(tj,) for tj in range(ntypes)]}
-        ndim = 1
+        keys_of, ndim = {f"filter_type_all{s}": [(tj,) for tj in range(ntypes)]}, 1
     else:
         excluded = _excluded(d)
         keys_of = {f"filter_type_{ti}{s}": [(ti, tj) for tj in range(ntypes) if (ti, tj) not in excluded]
                    for ti in range(ntypes)}
         ndim = 2
+    found: dict[str, list] = {scope: [] for scope in keys_of}
+    for node in graph.nodes.values():
+        if node.op == op:
+            for scope in keys_of:
+                n = _op_index(node.name, scope, op)
+                if n is not None:
+                    found[scope].append((n, node))
     nflat = ntypes**ndim
     data: list = [np.zeros(0)] * nflat
     info: list = [np.zeros(0)] * nflat
     for scope, keys in keys_of.items():
-        ops = [node for _, node in sorted(found.get(scope, []), key=lambda t: t[0])]
+        ops = [node for _, node in sorted(found[scope], key=lambda t: t[0])]
         if len(ops) != len(keys):
             raise ModelFormatError(
                 f"{graph.path}: scope '{scope}' has {len(ops)} {op} ops, the training script implies {len(keys)} "
