@@ -6,6 +6,8 @@ and ``dp32_*`` (``dp --dp compress`` of a committed PyTorch model's .dp), 2.2.x 
 
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py tf32
     cd tests/data && /path/to/dp22/bin/python make_compressed_models.py tf22
+    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py refs32:tf22_cuau_se_e2_a-dpcompress.pb \
+        refs32:tf22_cuau_se_e2_r-dpcompress.pb
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py dp32:pt_cuau_se_e2_r
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py refs:pt_cuau_se_e2_r-compress.pth
 
@@ -32,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from make_pt_models import _refs as _deepmd_refs
 from make_pt_models import _run, _strip_debug
 
@@ -100,6 +103,24 @@ def make(tag: str, desc: str, dp: str) -> None:
     print(name, "done", target.stat().st_size, flush=True)
 
 
+def add_refs(model: str, variant: str) -> None:
+    """Add DeePMD-kit's outputs of models/MODEL, evaluated by *this* DeePMD-kit, to refs/MODEL-stem.npz as
+    ``variant`` (a 2.2 graph evaluated by 3.2, which continues the tables past their ends where 2.2 clamps)."""
+    from deepmd.infer import DeepPot
+
+    path = HERE / "refs" / f"{Path(model).stem}.npz"
+    out = dict(np.load(path))
+    dp = DeepPot(str(HERE / "models" / model))
+    for c in CONFS:
+        box = out[f"{c}/box"].reshape(1, 9) if f"{c}/box" in out else None
+        e, f, v, ae, av = dp.eval(out[f"{c}/coord"].reshape(1, -1), box, out[f"{c}/atype"], atomic=True)
+        out.update({f"{c}/{variant}/energy": np.float64(e.ravel()[0]), f"{c}/{variant}/force": f.reshape(-1, 3),
+                    f"{c}/{variant}/virial": v.reshape(3, 3), f"{c}/{variant}/atom_energy": ae.ravel(),
+                    f"{c}/{variant}/atom_virial": av.reshape(-1, 9)})
+    out["variants"] = np.array(sorted(set(out["variants"].tolist()) | {variant}))
+    np.savez(path, **out)
+
+
 def make_dp(src: str, dp: str) -> None:
     """``dp --dp compress`` of a committed .dp (the backend-neutral layout PyTorch shares): DeePMD-kit's
     NumPy DeepPot gives energies only (its forces are NaN)."""
@@ -124,6 +145,9 @@ def main(args: list[str]) -> None:
         tag, _, only = arg.partition(":")
         if tag == "dp32":  # dp32:pt_cuau_se_e2_r compresses models/pt_cuau_se_e2_r.dp
             make_dp(only, dp)
+            continue
+        if tag == "refs32":  # refs32:tf22_cuau_se_e2_a-dpcompress.pb, run with DeePMD-kit 3.2
+            add_refs(only, "compress_dp32")
             continue
         if tag == "refs":  # references only, for a compressed model already in models/ (e.g. made by make_pt_models.py)
             _refs(Path(only).stem, HERE / "models" / only)
