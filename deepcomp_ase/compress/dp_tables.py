@@ -216,15 +216,19 @@ def with_table_networks(d: dict, source: str, where: str) -> dict:
     nets = _networks(d)
     if "compress" not in d or all(n is not None for n in nets):
         return d
-    tables = descriptor_tables(d, "t", source)
-    emb = d["embeddings"]
-    ndim, ntypes = int(emb.get("ndim", 0)), int(emb.get("ntypes", 1))
+    import re
+
     from ..model.parts import table_name
 
+    # the table names of model/parts.py: "model.descriptor.list[1]" -> "descriptor.1"
+    prefix = re.sub(r"\.list\[(\d+)\]$", r".\1", where.removeprefix("model."))
+    tables = descriptor_tables(d, prefix, source)
+    emb = d["embeddings"]
+    ndim, ntypes = int(emb.get("ndim", 0)), int(emb.get("ntypes", 1))
     filled = []
     for flat, net in enumerate(nets):
         key = tuple((flat // ntypes**k) % ntypes for k in range(ndim))
-        table = tables.get(table_name("t", key))
+        table = tables.get(table_name(prefix, key))
         filled.append(net if net is not None or table is None else extrapolation_network(table))
     return {**d, "embeddings": {**emb, "networks": filled}}
 
