@@ -59,6 +59,9 @@ def add_dp_tables(tree: dict, arrays: dict, path: Path, flag: str) -> dict:
             info.append(np.asarray(arrays[inf]))
             used.update((tab, inf))
         if not any(a.size for a in data):
+            empty = f"{block}type_embd_data"
+            if empty in arrays and np.asarray(arrays[empty]).size == 0:
+                used.add(empty)
             continue  # not compressed: an uncompressed model's entries are empty
         if len(data) != n:
             raise ModelFormatError(f"{path}: '{block}compress_data' holds {len(data)} tables, the descriptor has "
