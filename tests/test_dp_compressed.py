@@ -270,3 +270,26 @@ def test_compressed_graph_tree_has_no_nets_but_tables():
     params = parse_model(tree, "x")
     net = params.descriptor.embeddings[(0, 0)]
     assert [la.activation for la in net.layers] == ["relu", "none"]  # the continuation past the table
+
+
+@pytest.mark.slow  # the CUDA kernels compiled for the CPU: minutes of emulation
+@pytest.mark.parametrize("model", ["tf32_cuau_se_e2_a-dpcompress.pb", "tf32_cuau_se_e3-dpcompress.pb"])
+def test_cuda_kernels_emulated_equal_deepmd(model):
+    """The GPU backend's kernels (host emulation): DeePMD-kit's tables and the extrapolation nets on the
+    device's exact-net path, against DeePMD-kit's outputs (an input beyond the tables in overflow_0.30A)."""
+    from deepcomp_ase.backends.cupy_gpu import Backend
+    from deepcomp_ase.kernels import loader
+
+    try:
+        loader.emulation_library()
+    except Exception as exc:  # no C++20 compiler
+        pytest.skip(f"host emulation unavailable: {str(exc)[:200]}")
+    backend = Backend(precision="float64", emulate=True)
+    ref = Reference(_ref_name(model))
+    pot = DeepPotential.from_file(MODELS / model, backend="numpy")
+    for conf in ("p32_0", "overflow_0.30A"):
+        coord, atype, box = ref.structure(conf)
+        got = backend.compute_atoms(pot, coord, atype, box, np.array([box is not None] * 3), atomic_virial=False)
+        n = len(atype)
+        dev = deviations(got, ref.output(conf, "compress"), n)
+        assert dev["e_per_atom"] <= 1e-10 and dev["force"] <= 1e-9 and dev["virial_per_atom"] <= 1e-9, (conf, dev)
