@@ -102,7 +102,10 @@ def table_from_dp(data, info, three_body: bool, where: str) -> Table:
         raise bad(f"table has {data.shape[0]} intervals, its info implies {expected}")
     last = n_low + first + int((np.nextafter(xmax, lower) - upper) / s1)  # DeePMD-kit's index for x >= max
     if first < 1 or last != data.shape[0] - 1:
-        raise bad(f"the last interval DeePMD-kit uses ({last}) is not the table's last ({data.shape[0] - 1})")
+        raise TableFormatError(
+            f"{where}: for inputs past its end DeePMD-kit would use interval {last} of this table, whose last is "
+            f"{data.shape[0] - 1} (its step does not fit its range); deepcomp cannot reproduce that, pass the "
+            "original, uncompressed model")
     exact = all(abs(r - round(r)) <= 1e-9 * max(1.0, abs(r)) for r in
                 ((upper - lower) / s0, coarse) + (((lower - xmin) / s1,) if three_body else ()))
     if not exact and where not in _MISALIGNED_SAID:
