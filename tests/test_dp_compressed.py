@@ -293,3 +293,22 @@ def test_cuda_kernels_emulated_equal_deepmd(model):
         n = len(atype)
         dev = deviations(got, ref.output(conf, "compress"), n)
         assert dev["e_per_atom"] <= 1e-10 and dev["force"] <= 1e-9 and dev["virial_per_atom"] <= 1e-9, (conf, dev)
+
+
+def test_table_from_dp_checks_the_info_and_keeps_deepmds_counts():
+    from deepcomp_ase.compress.dp_tables import table_from_dp
+    from deepcomp_ase.errors import TableFormatError
+
+    info = np.array([-1.0, 7.0, 14.0, 0.1, 1.0, -1.0])  # 80 fine + 7 coarse intervals
+    t = table_from_dp(np.zeros((87, 12)), info, False, "t")
+    assert (t.n_low, t.first_stride, t.nspline, t.ng) == (0, 80, 87, 2)
+    for bad_data, bad_info, what in ((np.zeros((86, 12)), info, "86 intervals, its info implies 87"),
+                                     (np.zeros((87, 13)), info, "6 x outputs"),
+                                     (np.full((87, 12), np.nan), info, "non-finite"),
+                                     (np.zeros((87, 12)), info[:5], "6 finite numbers")):
+        with pytest.raises(TableFormatError, match=what):
+            table_from_dp(bad_data, bad_info, False, "t")
+    # se_e3 with a range of 14.6 coarse intervals: DeePMD-kit truncates (14) and so does the table
+    info = np.array([-146.0, 146.0, 292.0, 1.0, 10.0, -1.0])
+    t = table_from_dp(np.zeros((int(292 + 2 * 14.6), 6)), info, True, "se_e3 t")
+    assert (t.xmin, t.n_low, t.first_stride) == (-292.0, 14, 292)
