@@ -217,8 +217,8 @@ def with_table_networks(d: dict, source: str, where: str) -> dict:
     """``d`` with every missing embedding net that has a DeePMD-kit table replaced by that table's
     :func:`extrapolation_network` (``d`` itself when nothing is missing)."""
     nets = _networks(d)
-    if "compress" not in d or all(n is not None for n in nets):
-        return d
+    if "compress_data" not in ((d.get("compress") or {}).get("@variables") or {}) or all(n is not None for n in nets):
+        return d  # no tables here (a .dcz keeps them apart), or nothing missing
     import re
 
     from ..model.parts import table_name
