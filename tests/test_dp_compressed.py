@@ -2,7 +2,7 @@
 
 References: DeePMD-kit's DeepPot on the compressed file itself (variant ``compress``), from
 refsuite (cu_se_e2_a_tanh-compress.pb) and from tests/data/make_compressed_models.py (the
-``*-dpcompress`` models: DeePMD-kit 3.2 TensorFlow and backend-neutral .dp, 2.2 TensorFlow), and
+``*-compress`` models: DeePMD-kit 3.2 TensorFlow and backend-neutral .dp, 2.2 TensorFlow), and
 pt_cuau_se_e2_r-compress.pth (``dp --pt compress``, tests/data/make_pt_models.py).
 """
 
@@ -25,8 +25,8 @@ from deepcomp_ase.io.pb import read_pb
 from deepcomp_ase.model.params import parse_model
 from deepcomp_ase.potential import DeepPotential
 
-TF_SMALL = sorted(p.name for p in MODELS.glob("tf*-dpcompress.pb"))
-DP_SMALL = sorted(p.name for p in MODELS.glob("dp*-dpcompress.dp"))
+TF_SMALL = sorted(p.name for p in MODELS.glob("tf*-compress.pb"))
+DP_SMALL = sorted(p.name for p in MODELS.glob("dp*-compress.dp"))
 #: refsuite's DeePMD-kit 3.2 compressed graph (default -s 0.01 -e 5) and its references
 REFSUITE = ("cu_se_e2_a_tanh-compress.pb", "cu_se_e2_a_tanh")
 
@@ -180,7 +180,7 @@ def test_extrapolation_network_is_deepmds_linear_continuation():
 # --------------------------------------------------------------------------- deepcomp compress / info
 
 
-@pytest.mark.parametrize("model, name", [REFSUITE, ("tf32_cuau_se_e3-dpcompress.pb", "tf32_cuau_se_e3-dpcompress")])
+@pytest.mark.parametrize("model, name", [REFSUITE, ("tf32_cuau_se_e3-compress.pb", "tf32_cuau_se_e3-compress")])
 def test_compress_stores_deepmds_tables_as_they_are(tmp_path, capsys, model, name):
     out = tmp_path / "x.dcz"
     assert main(["compress", "-i", str(MODELS / model), "-o", str(out), "-v", "WARNING"]) == 0
@@ -273,7 +273,7 @@ def test_compressed_graph_tree_has_no_nets_but_tables():
 
 
 @pytest.mark.slow  # the CUDA kernels compiled for the CPU: minutes of emulation
-@pytest.mark.parametrize("model", ["tf32_cuau_se_e2_a-dpcompress.pb", "tf32_cuau_se_e3-dpcompress.pb"])
+@pytest.mark.parametrize("model", ["tf32_cuau_se_e2_a-compress.pb", "tf32_cuau_se_e3-compress.pb"])
 def test_cuda_kernels_emulated_equal_deepmd(model):
     """The GPU backend's kernels (host emulation): DeePMD-kit's tables and the extrapolation nets on the
     device's exact-net path, against DeePMD-kit's outputs (an input beyond the tables in overflow_0.30A)."""

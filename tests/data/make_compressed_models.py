@@ -1,4 +1,4 @@
-"""Regenerate the small DeePMD-kit-compressed test models tests/data/models/*-dpcompress.{pb,pth}.
+"""Regenerate the small DeePMD-kit-compressed test models tests/data/models/*-compress.{pb,pth}.
 
 Needs DeePMD-kit environments (not the test environment): 3.2.0 for the ``tf32_*`` models (TensorFlow)
 and ``dp32_*`` (``dp --dp compress`` of a committed PyTorch model's .dp), 2.2.x (TensorFlow) for the
@@ -6,8 +6,8 @@ and ``dp32_*`` (``dp --dp compress`` of a committed PyTorch model's .dp), 2.2.x 
 
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py tf32
     cd tests/data && /path/to/dp22/bin/python make_compressed_models.py tf22
-    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py refs32:tf22_cuau_se_e2_a-dpcompress.pb \
-        refs32:tf22_cuau_se_e2_r-dpcompress.pb
+    cd tests/data && /path/to/dp32/bin/python make_compressed_models.py refs32:tf22_cuau_se_e2_a-compress.pb \
+        refs32:tf22_cuau_se_e2_r-compress.pb
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py dp32:pt_cuau_se_e2_r
     cd tests/data && /path/to/dp32/bin/python make_compressed_models.py refs:pt_cuau_se_e2_r-compress.pth
 
@@ -85,7 +85,7 @@ def _refs(name: str, model: Path) -> None:
 def make(tag: str, desc: str, dp: str) -> None:
     backend = SETS[tag][0]
     ext = "pb" if backend == "tf" else "pth"
-    name = f"{tag}_cuau_{desc}-dpcompress"
+    name = f"{tag}_cuau_{desc}-compress"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "input.json").write_text(json.dumps(_input(DESCRIPTORS[desc]), indent=1))
@@ -126,7 +126,7 @@ def make_dp(src: str, dp: str) -> None:
     NumPy DeepPot gives energies only (its forces are NaN)."""
     from deepmd.dpmodel.utils.serialization import load_dp_model, save_dp_model
 
-    name = f"dp32_{src.split('_', 1)[1]}-dpcompress"
+    name = f"dp32_{src.split('_', 1)[1]}-compress"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         d = load_dp_model(str(HERE / "models" / f"{src}.dp"))
@@ -146,7 +146,7 @@ def main(args: list[str]) -> None:
         if tag == "dp32":  # dp32:pt_cuau_se_e2_r compresses models/pt_cuau_se_e2_r.dp
             make_dp(only, dp)
             continue
-        if tag == "refs32":  # refs32:tf22_cuau_se_e2_a-dpcompress.pb, run with DeePMD-kit 3.2
+        if tag == "refs32":  # refs32:tf22_cuau_se_e2_a-compress.pb, run with DeePMD-kit 3.2
             add_refs(only, "compress_dp32")
             continue
         if tag == "refs":  # references only, for a compressed model already in models/ (e.g. made by make_pt_models.py)
