@@ -1,4 +1,4 @@
-"""Regenerate the small DeePMD-kit-compressed test models tests/data/models/*-compress.{pb,pth}.
+"""Regenerate the small DeePMD-kit-compressed test models tests/data/models/{tf32,tf22,dp32}_*-compress.{pb,dp}.
 
 Needs DeePMD-kit environments (not the test environment): 3.2.0 for the ``tf32_*`` models (TensorFlow)
 and ``dp32_*`` (``dp --dp compress`` of a committed PyTorch model's .dp), 2.2.x (TensorFlow) for the
