@@ -87,6 +87,8 @@ def save_compressed(path, content: CompressedFile) -> None:
                 g.create_dataset("coeffs", data=table.coeffs)
                 for attr in ("lower", "upper", "xmax", "stride0", "stride1", "xmin"):
                     g.attrs[attr] = getattr(table, attr)
+                if table.index_counts is not None:  # DeePMD-kit's truncated interval counts
+                    g.attrs["n_low"], g.attrs["first_stride"] = (int(v) for v in table.index_counts)
                 if len(table.split_intervals):
                     g.create_dataset("split_intervals", data=table.split_intervals)
                     g.create_dataset("sub_start", data=table.sub_start)
@@ -207,6 +209,11 @@ def read_table(g, where: str, version: int = FORMAT_VERSION) -> Table:
         if sub_coeffs.shape != (len(sub_start), coeffs.shape[1], 6):
             raise bad(f"sub_coeffs has shape {sub_coeffs.shape}, expected ({len(sub_start)}, {coeffs.shape[1]}, 6)")
         extra = {"split_intervals": split.astype(np.int64), "sub_start": sub_start, "sub_coeffs": sub_coeffs}
+    if "n_low" in g.attrs or "first_stride" in g.attrs:  # DeePMD-kit's own table (tables_from)
+        counts = (int(g.attrs.get("n_low", 0)), int(g.attrs.get("first_stride", 0)))
+        if min(counts) < 0 or sum(counts) >= coeffs.shape[0]:
+            raise bad(f"interval counts {counts} do not fit {coeffs.shape[0]} intervals")
+        extra["index_counts"] = counts
     table = Table(coeffs=coeffs, **attrs, **extra)
     n_high = int(round((table.xmax - table.upper) / table.stride1))
     expected = table.n_low + table.first_stride + n_high

@@ -132,32 +132,8 @@ def test_se_atten_v2_structure():
 # --------------------------------------------------------------------------- refusals
 
 
-def test_compressed_graph_refused():
-    path = MODELS / "cu_se_e2_a_tanh-compress.pb"
-    with pytest.raises(UnsupportedModelError) as err:
-        read_pb(path)
-    msg = str(err.value)
-    assert str(path) in msg and "dp compress" in msg and "uncompressed" in msg
-
-
 def _const(name, value):
     return pw.encode_const_node(name, np.array(value, dtype=object) if isinstance(value, (str, bytes)) else value)
-
-
-def test_synthetic_compressed_graph_refused(tmp_path):
-    nodes = [
-        _const("model_attr/model_version", "1.1"),
-        _const("filter_type_0/TabulateFusionSeA/table_info", np.array([0.0, 0.1, 1.0, 2.0, 0.01, 1.0])),
-        pw.encode_node("filter_type_0/TabulateFusionSeA", "TabulateFusionSeA"),
-    ]
-    path = tmp_path / "tiny-compress.pb"
-    path.write_bytes(pw.encode_graph_def(nodes))
-    with pytest.raises(UnsupportedModelError, match="TabulateFusionSeA"):
-        read_pb(path)
-    nodes.insert(0, _const("model_type", "compressed_model"))
-    path.write_bytes(pw.encode_graph_def(nodes))
-    with pytest.raises(UnsupportedModelError, match="compressed_model"):
-        read_pb(path)
 
 
 def test_pre_v2_graph_refused(tmp_path):

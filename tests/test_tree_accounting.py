@@ -345,9 +345,9 @@ def test_excluded_pair_padding_follows_the_backend(tf_tree):
 @pytest.mark.parametrize("ext", [".pb", ".dp"])
 def test_tensorflow_excluded_pair_matches_deepmd_kit(ext):
     # softplus embedding nets: putting the excluded pair's padding slots through a (zero) net would
-    # add softplus(0) terms that TensorFlow does not have (tests/data/make_tf_models.py)
+    # add softplus(0) terms that TensorFlow does not have (tests/data/make_tf_excl_model.py)
     name = "tf_cuau_se_e2_a_excl"
-    pot = DeepPotential.from_file(MODELS / f"{name}{ext}", backend="numpy")
+    pot = DeepPotential.from_file(MODELS / "tf_graphs" / f"{name}{ext}", backend="numpy")
     assert pot.params.descriptor.exclude_types and not pot.params.descriptor.pad_excluded
     ref = Reference(name)
     for conf in ref.confs("in_dist") + ref.confs("stretched"):

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
-from .refusals import compressed_model_error
 from .tree import embedding_net_record
 from .tree import layer_record as _layer
 from .protobuf_wire import DT_DOUBLE, NodeDef, WireError, parse_graph_def
@@ -117,7 +116,16 @@ def read_pb(path) -> dict:
             "`dp freeze` (a .pb file), or pass a DeePMD-kit .dp/.yaml model instead"
         ) from None
     graph = _Graph(path, nodes)
-    _check_not_compressed(graph)
+    reason = _compressed_reason(graph)
+    if reason:  # `dp compress` output: DeePMD-kit's tables in place of the embedding nets
+        from .pb_compressed import read_compressed_graph
+
+        return read_compressed_graph(graph, reason, _tree_from_graph)
+    return _tree_from_graph(graph)
+
+
+def _tree_from_graph(graph: _Graph) -> dict:
+    """The serialization tree of a parsed graph (every weight read through ``graph.array``)."""
     _check_version(graph)
     script = _training_script(graph)
     model_def = script["model"]
@@ -139,7 +147,8 @@ def read_pb(path) -> dict:
 # --------------------------------------------------------------------------- refusals
 
 
-def _check_not_compressed(graph: _Graph) -> None:
+def _compressed_reason(graph: _Graph) -> str | None:
+    """Why the graph counts as compressed by `dp compress` (None when it does not)."""
     reason = None
     if graph.has("model_type") and graph.string("model_type") == "compressed_model":
         reason = "node 'model_type' is 'compressed_model'"
@@ -151,8 +160,7 @@ def _check_not_compressed(graph: _Graph) -> None:
             info = [n for n in graph.nodes if n.endswith("table_info")]
             if info:
                 reason = f"it contains table constants ('{info[0]}')"
-    if reason:
-        raise compressed_model_error(graph.path, reason, ".pb")
+    return reason
 
 
 def _old_version_hint(graph: _Graph) -> str:

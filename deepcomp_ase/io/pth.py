@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
-from .refusals import compressed_model_error
 from .tree import embedding_net_record, layer_record
 from .torch_pickle import ScriptObject, TorchArchive, flatten_script_module
 
@@ -50,6 +49,7 @@ class _State:
         self.arrays = arrays
         self.prefix = prefix
         self.used: set[str] = set()
+        self.dp_tables = False  # table entries accounted for by io/pth_compressed (a compressed model)
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -89,7 +89,8 @@ class _State:
         * ``X._networks.K...``: TorchScript's second name for ``X.networks.K...`` (a NetworkCollection
           registers its module list under both); accepted when equal to the tensor that was read;
         * ``compress_data.K``, ``compress_info.K``, ``type_embd_data``: the tables of `dp compress`,
-          empty in an uncompressed model (a non-empty one is refused).
+          empty in an uncompressed model (a non-empty one is refused), accounted for by
+          io/pth_compressed.add_dp_tables in a model flagged compressed (``dp_tables``).
         """
         for key in sorted(self.arrays, key=lambda k: ("._networks." in k, k)):  # name the primary first
             if not key.startswith(self.prefix) or key in self.used:
@@ -104,7 +105,8 @@ class _State:
                 raise ModelFormatError(f"{self.path}: tensors '{key}' and '{alias}' (two names of one network) "
                                        "differ; the file contradicts itself")
             name = key.rsplit(".", 2)
-            if value.size == 0 and (name[-1] == "type_embd_data" or name[-2] in ("compress_data", "compress_info")):
+            if (value.size == 0 or self.dp_tables) and (name[-1] == "type_embd_data"
+                                                        or name[-2] in ("compress_data", "compress_info")):
                 continue
             raise UnsupportedModelError(
                 f"{self.path}: tensor '{key}' (shape {tuple(value.shape)}) is not used by any part of the model "
@@ -175,9 +177,16 @@ def _from_script_module(path: Path, root: Any, head: str | None) -> dict:
         model_def = json.loads(script)
     except json.JSONDecodeError as exc:
         raise ModelFormatError(f"{path}: 'model_def_script' is not valid JSON ({exc})") from None
-    _check_not_compressed(path, root)
+    flag = _compressed_flag(root)
     arrays = flatten_script_module(root)
-    return _tree(path, model_def, _State(path, arrays, ""))
+    state = _State(path, arrays, "")
+    state.dp_tables = bool(flag)  # add_dp_tables below accounts for the table entries
+    tree = _tree(path, model_def, state)
+    if flag:  # `dp --pt compress` output: the nets stay, DeePMD-kit's tables join them
+        from .pth_compressed import add_dp_tables
+
+        add_dp_tables(tree, arrays, path, flag)
+    return tree
 
 
 def read_pt(path, head: str | None = None) -> dict:
@@ -249,8 +258,9 @@ def _resolve_shared(path: Path, model_def: Any, shared: dict) -> Any:
     return out
 
 
-def _check_not_compressed(path: Path, root: ScriptObject) -> None:
-    """``dp --pt compress`` flags the descriptor (``compress``/``geo_compress``/``tebd_compress``)."""
+def _compressed_flag(root: ScriptObject) -> str | None:
+    """``dp --pt compress`` flags the descriptor (``compress``/``geo_compress``/``tebd_compress``):
+    the first flag set, or None."""
     stack, seen = [("model", root)], set()
     while stack:
         where, node = stack.pop()
@@ -259,9 +269,10 @@ def _check_not_compressed(path: Path, root: ScriptObject) -> None:
         seen.add(id(node))
         for key, value in node.attrs.items():
             if key in ("compress", "geo_compress", "tebd_compress") and value is True:
-                raise compressed_model_error(path, f"module attribute '{where}.{key}' is True", ".pth")
+                return f"{where}.{key}"
             if isinstance(value, ScriptObject):
                 stack.append((f"{where}.{key}", value))
+    return None
 
 
 # --------------------------------------------------------------------------- the tree

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
+from ..compress.dp_tables import (EXTRAPOLATION_FLAG, descriptor_tables, table_prefix, type_embd_table,
+                                  with_table_networks)
 from .activations import TABULATABLE, check_activation
 from .nets import Layer, Network
 from ..io.untrusted import one_line_errors
@@ -411,6 +413,21 @@ def _net_common(ctx: _Ctx, tree: dict, where: str, layers: list[Layer], hidden: 
                            "the file contradicts itself", ModelFormatError)
 
 
+def _extrapolation_network(ctx: _Ctx, tree: dict, where: str, layers: list[Layer]) -> Network:
+    """DeePMD-kit's linear continuation of a table whose net a compressed graph lost
+    (compress/dp_tables.extrapolation_network): one relu layer and a linear output, no shortcut."""
+    kinds = [(l.activation, l.resnet, l.idt is None) for l in layers]
+    if kinds != [("relu", False, True), ("none", False, True)] or layers[0].n_in != 1:
+        raise ModelFormatError(f"{ctx.source}: {where} is flagged '{EXTRAPOLATION_FLAG}' but is not one relu layer on a "
+                               "scalar input followed by a linear output; the file was edited or damaged")
+    ctx.version(tree, where)
+    ctx.expect(tree, "in_dim", where, 1, "the first layer's input width")
+    ctx.expect(tree, "neuron", where, [l.n_out for l in layers], "the layers' widths")
+    for key in ("activation_function", "resnet_dt", "bias", "precision"):
+        ctx.get(tree, key, where)  # written by deepcomp with fixed values; the layers decide the arithmetic
+    return Network(tuple(layers))
+
+
 def _network(ctx: _Ctx, tree: dict, where: str, allow_idt: bool, tabulated: bool) -> Network:
     """An EmbeddingNetwork (all layers resnet, one ``bias`` flag) or a FittingNetwork (plus a linear output)."""
     ctx.cls(tree, where, "EmbeddingNetwork", "FittingNetwork")
@@ -419,6 +436,8 @@ def _network(ctx: _Ctx, tree: dict, where: str, allow_idt: bool, tabulated: bool
     if not isinstance(layer_trees, list) or not layer_trees:
         raise ctx.fail(where + ".layers", layer_trees, "expected a non-empty list of layers", ModelFormatError)
     layers = [_layer(ctx, lt, f"{where}.layers[{i}]", allow_idt) for i, lt in enumerate(layer_trees)]
+    if not fitting and tree.get(EXTRAPOLATION_FLAG):
+        return _extrapolation_network(ctx, tree, where, layers)
     hidden = len(layers) - 1 if fitting else len(layers)
     _net_common(ctx, tree, where, layers, hidden)
     if fitting:
@@ -572,6 +591,11 @@ def _geometry(ctx: _Ctx, tree: dict, where: str, ncomp: int) -> dict:
 def _check_nets_match(ctx: _Ctx, emb: dict, where: str, geo: dict) -> None:
     for key, net in emb.items():
         widths = tuple(l.n_out for l in net.layers)
+        if net.layers[-1].activation == "none":  # an _extrapolation_network: only its output width is fixed
+            if widths[-1] != geo["neuron"][-1]:
+                raise ModelFormatError(f"{ctx.source}: {where}.embeddings: the table continuation for type key {key} "
+                                       f"has {widths[-1]} outputs; the descriptor says {geo['neuron'][-1]}")
+            continue
         if widths != geo["neuron"] or net.layers[0].activation != geo["activation"]:
             raise ModelFormatError(
                 f"{ctx.source}: {where}.embeddings: the net for type key {key} has widths {widths} and activation "
@@ -691,21 +715,42 @@ def _se_atten_v2(ctx: _Ctx, tree: dict, where: str, ntypes: int, type_map: tuple
     if () not in emb or emb[()].n_in != 1:
         raise ModelFormatError(f"{ctx.source}: {where}.embeddings must hold one scalar-input network")
     _check_nets_match(ctx, emb, where, geo)
-    strip = _collection(ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", ntypes,
-                        "embedding_network", False, False)
-    if () not in strip:
-        raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
     te = _type_embedding(ctx, tree, where, ntypes, type_map)
     tebd_dim = te.shape[1]
     ctx.expect(tree, "tebd_dim", where, tebd_dim, "the type embedding's width")
-    # the strip net reads the neighbour's embedding (type_one_side) or [neighbour, centre]
-    if strip[()].n_in not in (tebd_dim, 2 * tebd_dim):
-        raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip takes {strip[()].n_in} inputs; expected "
-                               f"{tebd_dim} or {2 * tebd_dim} (type embedding width {tebd_dim})")
-    tos = strip[()].n_in == tebd_dim
-    if "type_one_side" in tree:
-        ctx.expect(tree, "type_one_side", where, tos, f"the strip net's input width {strip[()].n_in}")
-    if tos:
+    dp_type_table = type_embd_table(tree)  # DeePMD-kit's tabulated strip net (dp compress)
+    strip_tree = ctx.get(tree, "embeddings_strip", where)
+    strip_nets = [n for n in strip_tree.get("networks") or [] if n is not None] if dp_type_table is not None else [1]
+    strip = {} if not strip_nets else _collection(ctx, strip_tree, where + ".embeddings_strip", ntypes,
+                                                  "embedding_network", False, False)
+    if strip_nets and () not in strip:
+        raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
+    if strip:
+        # the strip net reads the neighbour's embedding (type_one_side) or [neighbour, centre]
+        if strip[()].n_in not in (tebd_dim, 2 * tebd_dim):
+            raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip takes {strip[()].n_in} inputs; expected "
+                                   f"{tebd_dim} or {2 * tebd_dim} (type embedding width {tebd_dim})")
+        tos = strip[()].n_in == tebd_dim
+        if "type_one_side" in tree:
+            ctx.expect(tree, "type_one_side", where, tos, f"the strip net's input width {strip[()].n_in}")
+    else:  # a graph compressed by DeePMD-kit lost the strip net: its table's rows tell
+        for key in ("@class", "@version", "ndim", "ntypes", "network_type", "networks"):
+            strip_tree.get(key)  # an empty collection (every network null), as dp convert-backend writes it
+        rows = dp_type_table.shape[0]
+        if rows not in (ntypes + 1, (ntypes + 1) ** 2):
+            raise ModelFormatError(f"{ctx.source}: {where}.compress.@variables.type_embd_data has {rows} rows, expected "
+                                   f"{ntypes + 1} or {(ntypes + 1) ** 2} (one per type or type pair, padding included)")
+        tos = rows == ntypes + 1
+        if "type_one_side" in tree:
+            ctx.expect(tree, "type_one_side", where, tos, f"the rows of '{where}.compress.@variables.type_embd_data'")
+    if dp_type_table is not None:
+        # DeePMD-kit evaluates its stored table, not the net: use it as it is
+        table = dp_type_table
+        rows = ntypes + 1 if tos else (ntypes + 1) ** 2
+        if table.shape != (rows, geo["neuron"][-1]):
+            raise ModelFormatError(f"{ctx.source}: {where}.compress.@variables.type_embd_data has shape {table.shape}, "
+                                   f"expected {(rows, geo['neuron'][-1])}")
+    elif tos:
         table = strip[()](te)
     else:
         nt1 = ntypes + 1
@@ -722,6 +767,16 @@ def _se_atten_v2(ctx: _Ctx, tree: dict, where: str, ntypes: int, type_map: tuple
 
 
 _PARSERS = {"se_e2_a": _se_e2_a, "se_e2_r": _se_e2_r, "se_e3": _se_e3}
+
+
+def _dp_tables_block(ctx: _Ctx, tree: dict, where: str) -> None:
+    """DeePMD-kit's tables (``dp compress``): checked here against the nets, then used as they are
+    by the potential (compress/dp_tables.py); se_atten_v2's ``type_embd_data`` is read by its parser."""
+    block = ctx.get(tree, "compress", where)
+    if "compress_data" in (block.get("@variables") or {}):  # a .dcz keeps the tables in its own section
+        descriptor_tables(tree, table_prefix(where), ctx.source)  # reads and checks compress_data, compress_info
+    block.get("origin")  # where the tables came from (written by deepcomp's readers)
+    block.get("geo_compress")  # dp --dp compress: whether the geometric net was tabulated (its tables tell)
 
 
 def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.descriptor", backend: str = ""):
@@ -745,6 +800,12 @@ def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.desc
                 raise ctx.fail(f"{where}.list[{k}].type", "hybrid", "nested hybrid descriptors are not supported")
             out.append(_descriptor(ctx, sub, type_map, f"{where}.list[{k}]", backend))
         return HybridParams(parts=tuple(out))
+    if "compress" in tree:
+        _dp_tables_block(ctx, tree, where)
+    # a model compressed by DeePMD-kit: its tables stand in for the nets a TensorFlow graph lost
+    filled = with_table_networks(tree, ctx.source, where)
+    if filled is not tree:  # replaced inside the tracked copy, so that the reads stay recorded
+        tree["embeddings"]["networks"][:] = track(filled["embeddings"]["networks"])
     _common_checks(ctx, tree, where, type_map)
     if canon == "se_atten_v2":
         return _se_atten_v2(ctx, tree, where, ntypes, type_map, backend)
@@ -825,9 +886,9 @@ def _fitting(ctx: _Ctx, tree: dict, type_map: tuple, dim_descrpt: int) -> Fittin
 
 
 def _min_nbor_dist(tree: dict) -> float | None:
-    mnd = tree.get("min_nbor_dist")
-    if mnd is None:
-        mnd = (tree.get("@variables") or {}).get("min_nbor_dist")
+    # `dp compress` outputs carry it twice (top level and @variables): both are read
+    top, stored = tree.get("min_nbor_dist"), (tree.get("@variables") or {}).get("min_nbor_dist")
+    mnd = stored if top is None else top
     mnd = None if mnd is None else float(np.asarray(mnd))
     if mnd is not None and mnd <= 0:
         mnd = None  # DeePMD-kit writes -1 for "unknown"

@@ -119,12 +119,14 @@ def _strip_debug(src: Path, dst: Path) -> None:
                 zout.writestr(item, zin.read(item))
 
 
-def _refs(name: str, pth: Path) -> None:
+def _refs(name: str, pth: Path, variant: str = "pth", names: list[str] | None = None) -> None:
+    """DeePMD-kit's DeepPot outputs of ``pth`` (any model file) on the held-out configurations ``names``
+    (default: all) -> refs/NAME.npz, variant ``variant``."""
     from deepmd.infer import DeepPot
 
     held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
-    names = [str(n) for n in held["names"]]
-    out = {"names": np.array(names), "type_map": held["type_map"], "variants": np.array(["pth"])}
+    names = names or [str(n) for n in held["names"]]
+    out = {"names": np.array(names), "type_map": held["type_map"], "variants": np.array([variant])}
     dp = DeepPot(str(pth))
     out["model_type_map"] = np.array(dp.get_type_map())
     for c in names:
@@ -134,11 +136,11 @@ def _refs(name: str, pth: Path) -> None:
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
         box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
         e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
-        out[f"{c}/pth/energy"] = np.float64(e.ravel()[0])
-        out[f"{c}/pth/force"] = f.reshape(-1, 3)
-        out[f"{c}/pth/virial"] = v.reshape(3, 3)
-        out[f"{c}/pth/atom_energy"] = ae.ravel()
-        out[f"{c}/pth/atom_virial"] = av.reshape(-1, 9)
+        out[f"{c}/{variant}/energy"] = np.float64(e.ravel()[0])
+        out[f"{c}/{variant}/force"] = f.reshape(-1, 3)
+        out[f"{c}/{variant}/virial"] = v.reshape(3, 3)
+        out[f"{c}/{variant}/atom_energy"] = ae.ravel()
+        out[f"{c}/{variant}/atom_virial"] = av.reshape(-1, 9)
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 

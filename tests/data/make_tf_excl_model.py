@@ -1,10 +1,10 @@
-"""Regenerate the small TensorFlow-backend test model tests/data/models/tf_cuau_se_e2_a_excl.{pb,dp}.
+"""Regenerate the small TensorFlow-backend test model tests/data/models/tf_graphs/tf_cuau_se_e2_a_excl.{pb,dp}.
 
 se_e2_a with an excluded type pair and softplus embedding nets: TensorFlow zeroes an excluded
 pair's whole block (padding slots included), while PyTorch/dpmodel put its padding slots through
 the pair's net (softplus(0) != 0, so the two differ). Needs DeePMD-kit with TensorFlow:
 
-    cd tests/data && /path/to/python make_tf_models.py
+    cd tests/data && /path/to/python make_tf_excl_model.py
 
 Trains a few steps on tests/data/training/cuau (``dp --tf train``), freezes (``dp --tf freeze``),
 converts (``dp convert-backend NAME.pb NAME.dp``) and evaluates the .pb with DeePMD-kit's DeepPot on
@@ -65,9 +65,9 @@ def main(names: list[str]) -> None:
             (work / "cuau").symlink_to(HERE / "training" / "cuau")
             (work / "input.json").write_text(json.dumps(script, indent=1))
             _run([dp, "--tf", "train", "input.json"], work)
-            _run([dp, "--tf", "freeze", "-o", str(HERE / "models" / f"{name}.pb")], work)
-            _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pb"), str(HERE / "models" / f"{name}.dp")], work)
-            _refs(name, HERE / "models" / f"{name}.pb")
+            _run([dp, "--tf", "freeze", "-o", str(HERE / "models" / "tf_graphs" / f"{name}.pb")], work)
+            _run([dp, "convert-backend", str(HERE / "models" / "tf_graphs" / f"{name}.pb"), str(HERE / "models" / "tf_graphs" / f"{name}.dp")], work)
+            _refs(name, HERE / "models" / "tf_graphs" / f"{name}.pb")
         print(name, "done")
 
 
