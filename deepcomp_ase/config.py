@@ -35,6 +35,11 @@ SETTINGS = {s.name: s for s in (
             "one output together) or 'coefficient-major' (one coefficient of every output together, so a warp's "
             "loads are contiguous); results are equal bit for bit, only the speed differs",
             "backends/cuda_state.py"),
+    Setting("DEEPCOMP_GPU_GRAPH", "0",
+            "'1': the CUDA backend captures the part of a step after the neighbour list (descriptor, fitting, "
+            "forces) in a CUDA graph once per system size and replays it (one launch instead of ~25); falls back "
+            "to plain launches, with a warning, where CuPy cannot capture; '0': plain launches",
+            "backends/cupy_gpu.py"),
     Setting("DEEPCOMP_OMP_WAIT_POLICY", "PASSIVE",
             "OMP_WAIT_POLICY the numba backend exports when it is created and OMP_WAIT_POLICY is unset "
             "(idle OpenMP workers otherwise spin and slow down the BLAS calls of the fitting net); "

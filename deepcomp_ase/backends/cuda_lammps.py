@@ -75,7 +75,7 @@ _PART_NLOC = ("nlist", "rij", "key", "nnbr", "em", "g_em", "g_r", "atom_flags", 
 _PART_NALL = ("pos_wrapped", "bin_of_atom")
 _WS_NLOC = ("row_of_atom", "desc", "g_desc", "out_rows", "ones", "atom_energy")
 _WS_NALL = ("atype", "force")
-_WS_SHARED = ("fit_y", "fit_d", "fit_g", "fit_gin")  # flat per-layer buffers, rows [r0, r1) of any nloc
+_WS_SHARED = ("fit_y", "fit_d", "fit_g", "fit_gin", "sums")  # flat buffers: per-layer rows [r0, r1) of any nloc
 
 
 def _sliced(obj, names_nloc, names_nall, nloc: int, nall: int, into):

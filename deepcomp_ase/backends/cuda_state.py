@@ -258,6 +258,7 @@ class Workspace:
         self.ones = xp.ones((nloc, 1), dtype=fp)
         self.atom_energy = xp.empty(nloc, dtype=np.float64)
         self.force = xp.zeros((nall, 3), dtype=np.float64)
+        self.sums = xp.zeros(19, dtype=np.float64)  # the step's energy, virial, one part's virial
         self.atom_virial = None
         # fitting: flat buffers per layer (rows of a type are a contiguous [r0*m, r1*m) range)
         self.fit_y = [xp.empty(nloc * w + 1, dtype=fp) for w in dm.fit_widths]

@@ -279,6 +279,8 @@ class Backend:
                 raise BackendUnavailableError(f"backend 'cuda' cannot run here: {reason}")
             self.ctx = loader.cupy_context(self.precision, device)
         self.xp = self.ctx.xp
+        # CUDA graphs: CuPy only (stream capture), and only when asked for
+        self.use_graph = self.xp is not np and config.get("DEEPCOMP_GPU_GRAPH") == "1"
         self._state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._supported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._numpy = None
@@ -384,9 +386,59 @@ class Backend:
             log.info("cell %s with pbc %s: device cell list not applicable, using ASE's neighbour list",
                      cell.tolist(), pbc.tolist())
             return self._reference_atoms(potential, positions, atype, cell, pbc, atomic_virial)
-        out = self._evaluate_padded(st, ws, atomic_virial)
+        out = self._evaluate(st, ws, atomic_virial)
         self._count_call(potential, st)
         return out
+
+    def _evaluate(self, st, ws, atomic_virial: bool) -> DeviceResults:
+        """The step after the neighbour list: plain launches, or a CUDA graph (DEEPCOMP_GPU_GRAPH=1).
+
+        A graph is captured on the second call with the same workspace (the first one warms the
+        memory pool and cuBLAS, so the capture allocates nothing) and replayed after that. The
+        step allocates nothing (energy and virial go to the workspace's buffers), so the replay
+        writes the same arrays. Anything CuPy refuses during the capture turns graphs off for
+        this backend, with a warning, and the step runs as plain launches.
+        """
+        if not self.use_graph:
+            return self._evaluate_padded(st, ws, atomic_virial)
+        key = (ws, atomic_virial)
+        graph = st.get("graph")
+        if graph is not None and graph[0][0] is ws and graph[0][1] == atomic_virial:
+            self._replay(graph[1], graph[2])
+            return graph[3]
+        if st.get("graph_warm") is not ws:
+            st["graph_warm"], st["graph"] = ws, None
+            return self._evaluate_padded(st, ws, atomic_virial)
+        try:
+            st["graph"] = (key, *self._capture(st, ws, atomic_virial))
+        except Exception as exc:  # noqa: BLE001 - CuPy/driver refusals vary; plain launches always work
+            log.warning("CUDA graph capture failed (%s: %s); running plain launches", type(exc).__name__, exc)
+            self.use_graph = False
+            self.xp.cuda.Stream.null.synchronize()
+            return self._evaluate_padded(st, ws, atomic_virial)
+        self._replay(st["graph"][1], st["graph"][2])
+        return st["graph"][3]
+
+    def _capture(self, st, ws, atomic_virial: bool):
+        """(graph, its stream, the results it writes): the step captured on a non-blocking stream."""
+        cupy = self.xp
+        stream = cupy.cuda.Stream(non_blocking=True)
+        stream.wait_event(cupy.cuda.Stream.null.record())
+        with stream:
+            stream.begin_capture()
+            try:
+                out = self._evaluate_padded(st, ws, atomic_virial)
+            finally:
+                graph = stream.end_capture()
+        return graph, stream, out
+
+    def _replay(self, graph, stream) -> None:
+        """Launch the graph after the work queued on the null stream (the neighbour list), and
+        make the null stream wait for it (what follows reads the results there)."""
+        null = self.xp.cuda.Stream.null
+        stream.wait_event(null.record())
+        graph.launch(stream)
+        null.wait_event(stream.record())
 
     def check_close_pairs(self, potential) -> None:
         """AtomsTooCloseError naming the pair when the neighbour-list kernel met two atoms closer
@@ -488,14 +540,20 @@ class Backend:
             if ws.atom_virial is None:
                 ws.atom_virial = xp.zeros((ws.nall, 9), dtype=np.float64)
             ws.atom_virial.fill(0.0)
-        virial = None
+        # energy and virial into the workspace's own buffers: nothing is allocated in the step
+        # (a CUDA graph can replay it), and the results, like the forces, live until the next call
+        virial, part_virial = ws.sums[1:10], ws.sums[10:19]
         for k, (part, pws) in enumerate(zip(dm.parts, ws.parts)):
             if hybrid:
                 pws.g_desc[...] = ws.g_desc[:, dm.col0[k]:dm.col0[k + 1]]
             self._descriptor_backward(part, pws, ws, atomic_virial)
-            rows = pws.virial_rows.sum(axis=0)
-            virial = rows if virial is None else virial + rows
-        energy = ws.atom_energy.sum()
+            if k == 0:
+                pws.virial_rows.sum(axis=0, out=virial)
+            else:
+                pws.virial_rows.sum(axis=0, out=part_virial)
+                xp.add(virial, part_virial, out=virial)
+        energy = ws.sums[0:1].reshape(())
+        ws.atom_energy.sum(out=energy)
         return DeviceResults(energy=energy, atom_energy=ws.atom_energy, forces=ws.force, virial=virial.reshape(3, 3),
                              atom_virial=ws.atom_virial if atomic_virial else None)
 

@@ -294,7 +294,6 @@ def kernel_thread_limit(function) -> int:
     return int(getattr(function, "max_threads_per_block", MAX_THREADS_PER_BLOCK))
 
 
-_ARRAY = object()  # marks an array position in a cached argument template
 #: scalar types a launch may pass (anything else is checked as an array, or rejected by check_args)
 _SCALARS = frozenset({int, float, bool, np.int32, np.int64, np.uint64, np.float32, np.float64, np.bool_})
 _FP_NAMES = {np.float64: "float64", np.float32: "float32"}
@@ -318,17 +317,13 @@ class LaunchCache:
     def key(self, spec: KernelSpec, args, fp_name: str, max_threads: int):
         """Everything check_args looks at; AttributeError/TypeError for what it would reject."""
         dev = self.device_key
-        parts = [spec.name, fp_name, max_threads]
-        add = parts.append
-        for a in args:
-            t = type(a)
-            if t in _SCALARS:
-                add((t, a))
-            elif a is None:
-                add(None)
-            else:  # an array: its kind, dtype, shape, layout (strides) and device
-                add((t, a.dtype.char, a.shape, a.strides, None if dev is None else dev(a)))
-        return tuple(parts)
+        if dev is None:  # numpy stand-ins: no device
+            return (spec.name, fp_name, max_threads, *[
+                (t, a) if t in _SCALARS else (None if a is None else (t, a.dtype, a.shape, a.strides))
+                for a in args for t in (type(a),)])
+        return (spec.name, fp_name, max_threads, *[
+            (t, a) if t in _SCALARS else (None if a is None else (t, a.dtype, a.shape, a.strides, dev(a)))
+            for a in args for t in (type(a),)])
 
     def launch(self, function, spec: KernelSpec, args, fp_dtype, *, device_check=None, array_type=None):
         """As :func:`checked_launch`, validating a signature only the first time it is seen."""
@@ -342,9 +337,9 @@ class LaunchCache:
         if hit is None:
             cast, dims = check_args(spec, args, fp_dtype, device_check=device_check, array_type=array_type)
             grid, block, shared = launch_config(spec, dims, np.dtype(fp_dtype).itemsize, max_threads)
-            template = tuple(_ARRAY if (c is a and a is not None and hasattr(a, "shape")) else c
-                             for c, a in zip(cast, args))
-            hit = (template, grid, block, shared, dims)
+            # the scalars as cast (exact numpy types); arrays are passed through as given
+            scalars = tuple((k, c) for k, (c, a) in enumerate(zip(cast, args)) if c is not a)
+            hit = (scalars, grid, block, shared, dims)
             if key is not None:
                 if len(self.entries) >= self.max_entries:
                     self.entries.clear()
@@ -352,10 +347,13 @@ class LaunchCache:
             self.misses += 1
         else:
             self.hits += 1
-        template, grid, block, shared, dims = hit
+        scalars, grid, block, shared, dims = hit
         if not grid or min(grid) == 0:
             return dims
-        function(grid, block, tuple(a if t is _ARRAY else t for t, a in zip(template, args)), shared_mem=shared)
+        out = list(args)
+        for k, c in scalars:
+            out[k] = c
+        function(grid, block, tuple(out), shared_mem=shared)
         return dims
 
 
