@@ -23,7 +23,7 @@
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh the same stages here on the CPU: emulated kernels, tiny
 #                                          sizes, the same files (tests/gpu/test_gpu_check_dry_run.py)
 # Env: OUT (results; default $TMPDIR/deepcomp_gpu_check), SCRATCH, STAGES (comma list, default all),
-#      BUDGET (seconds for all stages, default 450), DRY_RUN.
+#      BUDGET (seconds for all stages, default 465: 8 minutes less the wheels install), DRY_RUN.
 # Exit: 0 every stage run passed, 1 a stage failed, 3 no GPU (and not a dry run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +48,7 @@ export OUT=$OUT_DIR
 SCRATCH="${SCRATCH:-$(mktemp -d "${TMPDIR:-/tmp}/deepcomp_gpu_scratch.XXXXXX")}"
 mkdir -p "$SCRATCH"
 export SCRATCH
-BUDGET=${BUDGET:-450}
+BUDGET=${BUDGET:-465}
 STAGES=${STAGES:-env,kernels,smoke,timings,tests,lammps,model_devi}
 export PYTHONUNBUFFERED=1
 exec > >(tee "$OUT/log.txt") 2>&1
@@ -118,25 +118,25 @@ stage() {
     return "$rc"
 }
 
-stage env 60 python3 benchmarks/gpu_stages.py env "$OUT"
+stage env 30 python3 benchmarks/gpu_stages.py env "$OUT"
 reason=$(python3 -c "from deepcomp_ase.backends.cupy_gpu import why_unavailable; print(why_unavailable())" 2>&1)
 if [ -n "$reason" ] && [ -z "$DRY_RUN" ]; then
     echo "gpu_check: NO GPU -- $reason"
     verdict "not run: no GPU ($reason); DRY_RUN=1 runs the stages on the CPU"
     exit 3
 fi
-if ! stage kernels 150 python3 benchmarks/gpu_stages.py kernels "$OUT"; then
+if ! stage kernels 120 python3 benchmarks/gpu_stages.py kernels "$OUT"; then
     verdict "FAIL: the kernels do not compile or cannot launch (kernels.md, log.txt)"
     exit 1
 fi
-if ! stage smoke 90 python3 benchmarks/gpu_stages.py smoke "$OUT"; then
+if ! stage smoke 60 python3 benchmarks/gpu_stages.py smoke "$OUT"; then
     verdict "FAIL: float64 differs from the CPU on the smoke configuration (smoke.json); nothing else was run"
     exit 1
 fi
 if [ -n "$DRY_RUN" ]; then
-    stage timings 120 python3 benchmarks/gpu_bench.py --dry-run --out "$OUT/timings.md"
+    stage timings 300 python3 benchmarks/gpu_bench.py --dry-run --out "$OUT/timings.md"
 else
-    stage timings 150 python3 benchmarks/gpu_bench.py --steps 10 --out "$OUT/timings.md"
+    stage timings 120 python3 benchmarks/gpu_bench.py --steps 10 --out "$OUT/timings.md"
 fi
 export tests_out="$OUT/gpu_tests.txt"
 run_tests() {
@@ -147,7 +147,7 @@ run_tests() {
     [ "$rc" = 5 ] && rc=0  # nothing selected (no GPU marker tests): not a failure
     return "$rc"
 }
-stage tests 120 run_tests
+stage tests 150 run_tests
 
 run_lammps() {
     local lout="$SCRATCH/lammps" md="$OUT/lammps.md"
@@ -187,7 +187,7 @@ if [ -n "$failed" ]; then
     row lammps skipped 0 "an earlier stage failed:$failed"
     row model_devi skipped 0 "an earlier stage failed:$failed"
 else
-    stage lammps 150 run_lammps 150
+    stage lammps 180 run_lammps 180
     left=$((BUDGET - SECONDS))
     stage model_devi "$left" run_model_devi "$left"
 fi
