@@ -115,6 +115,11 @@ def kernel_times(backend, pot, pos, types, cell, steps: int, pbc=(True, True, Tr
     return per
 
 
+#: counters (and the too-close record) read every this many calls, as in an MD run; without a
+#: check frequency they would be read after every call, and the timed loop could not queue a step
+#: while the last one runs
+CHECK_FREQUENCY = 1000
+
 #: one refsuite model per other descriptor kind, and its source file
 OTHER_MODELS = {"cuau_se_e2_r": "cuau_se_e2_r.dp", "cuau_se_e3": "cuau_se_e3.dp",
                 "cuau_se_atten_v2": "cuau_se_atten_v2.pb", "cuau_hybrid": "cuau_hybrid.dp"}
@@ -133,7 +138,7 @@ def time_other_descriptors(names, steps: int, tmp: Path, natoms: int = 32000) ->
     for name in names:
         comp = tmp / f"{name}.dcz"
         compress_model(MODELS / OTHER_MODELS[name], comp)
-        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=-1)
+        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=CHECK_FREQUENCY)
         be._state.clear()
         cupy.get_default_memory_pool().free_all_blocks()
         pos, types, cell = system(pot, natoms)
@@ -182,7 +187,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         comp = Path(tmp) / "cuau_se_e2_a.dcz"
         compress_model(MODELS / "cuau_se_e2_a.dp", comp)
-        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=-1)
+        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=CHECK_FREQUENCY)
         backends = {prec: cupy_gpu.Backend(precision=prec) for prec in args.precisions}
         per_atom_bytes = {}
         for n in args.sizes:
@@ -323,7 +328,7 @@ def dry_run() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         comp = Path(tmp) / "cuau_se_e2_a.dcz"
         compress_model(MODELS / "cuau_se_e2_a.dp", comp)
-        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=-1)
+        pot = DeepPotential.from_file(comp, backend="numpy", check_frequency=CHECK_FREQUENCY)
     backends = {prec: cupy_gpu.Backend(precision=prec, emulate=True) for prec in ("float64", "float32")}
     lines += kernel_table(backends, pot, 12, 1, system_of=cluster)
     save(lines)

@@ -373,7 +373,10 @@ class Backend:
         """Like :meth:`compute_atoms` but results stay on the device (:class:`DeviceResults`).
 
         ``positions`` may be a host or a device array (n, 3). Unsupported models return host
-        :class:`Results` from the numpy reference.
+        :class:`Results` from the numpy reference. The arrays are the workspace's: the next call
+        for the same system overwrites them (copy what must outlive it). Nothing is read back in
+        the step; the too-close record and the counters are read every ``check_frequency`` calls
+        (after every call without one).
         """
         atype = np.asarray(atype, dtype=np.int64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
