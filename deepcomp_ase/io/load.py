@@ -123,13 +123,8 @@ def read_model_tree(path: str | os.PathLike, head: str | None = None) -> dict:
         return read_yaml(path, compressed=False)
     # binary without a signature: a protobuf GraphDef (frozen TensorFlow graph) has none
     if name.endswith(".pb") or first[:1] == b"\x0a":
-        try:
-            from .pb import read_pb
-        except ImportError:  # the TensorFlow-graph reader is optional
-            raise UnsupportedModelError(
-                f"{path}: frozen TensorFlow graphs cannot be read by this build; convert it with "
-                f"`dp convert-backend {path.name} {path.stem}.dp` and pass the .dp file"
-            ) from None
+        from .pb import read_pb
+
         return read_pb(path)
     raise ModelFormatError(
         f"{path}: unknown model format (its first bytes {first[:8]!r} match none of HDF5 .dp, YAML/JSON, "

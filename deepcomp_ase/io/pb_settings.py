@@ -1,0 +1,228 @@
+"""Rebuild a model's settings from a frozen graph that carries no training script.
+
+Graphs frozen before DeePMD-kit 2.0, the outputs of ``dp convert-from`` and many of DeePMD-kit's
+own test graphs have no ``train_attr/training_script``. Everything the evaluation needs is in the
+graph all the same; this module reads it back into a ``model`` section shaped like a training
+script, which the reader then treats like any other:
+
+=============================  ==============================================================
+setting                        where the graph holds it
+=============================  ==============================================================
+type_map                       ``model_attr/tmap`` (space separated)
+descriptor type                the environment-matrix op: ``ProdEnvMatA`` (se_e2_a, or se_e3
+                               when the nets are ``filter_type_all/matrix_l_i_j``),
+                               ``ProdEnvMatR`` (se_e2_r)
+rcut, rcut_smth, sel           that op's attributes (``rcut_r``/``rcut_r_smth``/``sel_a`` or
+                               ``rcut``/``rcut_smth``/``sel``)
+neuron                         the column counts of the embedding matrices, layer by layer
+type_one_side                  ``filter_type_all/matrix_l_j`` (one side) or
+                               ``filter_type_i/matrix_l_j`` (two sides)
+exclude_types                  the type pairs without an embedding net
+resnet_dt                      whether any ``idt`` node exists (TF keeps one only where the
+                               layer has a skip connection, the only place it acts)
+activation_function            the op applied to the first layer's ``MatMul + bias``
+precision                      the dtype of the matrices
+axis_neuron                    fitting input width / last embedding width
+fitting neuron                 ``layer_l_type_0/matrix`` column counts
+numb_fparam, numb_aparam       ``fitting_attr/dfparam``, ``fitting_attr/daparam``
+=============================  ==============================================================
+
+A graph that this table does not cover (hybrid or attention descriptors, other fitting types)
+is refused by name: such graphs were always frozen with a training script.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ModelFormatError, UnsupportedModelError
+from .protobuf_wire import WireError, attr_int_list
+
+# TF op type -> DeePMD-kit activation name
+_ACTIVATION_OPS = {"Tanh": "tanh", "Relu": "relu", "Relu6": "relu6", "Softplus": "softplus",
+                   "Sigmoid": "sigmoid", "GeluCustom": "gelu"}
+# ops passed through between a MatMul and its activation
+_PASS_OPS = {"Add", "AddV2", "BiasAdd", "Reshape", "Identity", "Cast"}
+
+
+def _refuse(graph, what: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"{graph.path}: the graph has no 'train_attr/training_script' and {what}, so its settings cannot "
+        "be rebuilt from the graph alone (deepcomp does so for se_e2_a, se_e2_r and se_e3 energy graphs); "
+        "a graph frozen by DeePMD-kit >= 2.0 (`dp freeze`) carries its training script"
+    )
+
+
+def _env_op(graph):
+    ops = [n for n in graph.nodes.values()
+           if n.op in ("ProdEnvMatA", "ProdEnvMatR", "ProdEnvMatAMix", "DescrptSeA", "DescrptSeR")]
+    if len(ops) != 1:
+        found = ", ".join(sorted(f"{n.op} '{n.name}'" for n in ops)) or "none"
+        raise _refuse(graph, f"it holds {len(ops)} environment-matrix ops ({found}; one is expected: "
+                             "hybrid and attention descriptors are not covered)")
+    return ops[0]
+
+
+def _attr(graph, node, key: str, kind: str):
+    attr = node.attr.get(key)
+    if attr is None or attr.kind != kind:
+        raise ModelFormatError(f"{graph.path}: op '{node.name}' ({node.op}) has no {kind} attribute '{key}'")
+    if kind == "list":
+        try:
+            return attr_int_list(attr)
+        except WireError as exc:
+            raise ModelFormatError(f"{graph.path}: attribute '{key}' of op '{node.name}' is damaged ({exc})") from None
+    return attr.value
+
+
+def _widths(graph, name) -> list[int]:
+    """Output widths of the layers ``name(l)``, l = 1, 2, ... while the matrix node exists."""
+    out = []
+    layer = 1
+    while graph.has(name(layer)):
+        shape = graph.shape(name(layer))
+        if shape is None or len(shape) != 2:
+            raise ModelFormatError(f"{graph.path}: constant '{name(layer)}' has shape {shape}, expected a matrix")
+        out.append(int(shape[1]))
+        layer += 1
+    return out
+
+
+def activation_of(graph, matrix: str) -> str:
+    """The activation TF applies after ``x @ matrix + bias``, found by walking the forward graph."""
+    frontier = [matrix]
+    seen = set()
+    matmul = None
+    while frontier and matmul is None:
+        name = frontier.pop()
+        for node in graph.consumers(name):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op == "MatMul":
+                matmul = node
+                break
+            if node.op in ("Identity", "Cast"):
+                frontier.append(node.name)
+    if matmul is None:
+        raise ModelFormatError(f"{graph.path}: no MatMul op uses constant '{matrix}'")
+    node = matmul
+    for _ in range(8):
+        nxt = graph.consumers(node.name)
+        acts = [n for n in nxt if n.op in _ACTIVATION_OPS]
+        if acts:
+            return _ACTIVATION_OPS[acts[0].op]
+        passing = [n for n in nxt if n.op in _PASS_OPS]
+        if len(passing) != 1:
+            break
+        node = passing[0]
+    raise _refuse(graph, f"the op after '{matmul.name}' (the layer of '{matrix}') is not an activation it "
+                         f"knows ({', '.join(sorted(_ACTIVATION_OPS))})")
+
+
+def _precision(graph, name: str) -> str:
+    dtype = graph.dtype(name)
+    if dtype not in ("float64", "float32"):
+        raise ModelFormatError(f"{graph.path}: constant '{name}' is {dtype}, expected float64 or float32")
+    return dtype
+
+
+def _descriptor(graph, ntypes: int) -> tuple[dict, str]:
+    """The descriptor section and the name of its first embedding matrix."""
+    op = _env_op(graph)
+    if op.op in ("DescrptSeA", "DescrptSeR", "ProdEnvMatAMix"):
+        raise _refuse(graph, f"its descriptor op is '{op.op}' (a graph older than DeePMD-kit 1.3 that "
+                             "`dp convert-from` has not upgraded, or an attention descriptor)")
+    if op.op == "ProdEnvMatA":
+        rcut, rcut_smth = _attr(graph, op, "rcut_r", "f"), _attr(graph, op, "rcut_r_smth", "f")
+        sel = _attr(graph, op, "sel_a", "list")
+        if any(_attr(graph, op, "sel_r", "list")):
+            raise _refuse(graph, f"op '{op.name}' has a non-zero 'sel_r'")
+        kind = "se_e3" if graph.has("filter_type_all/matrix_1_0_0") else "se_e2_a"
+    else:
+        rcut, rcut_smth = _attr(graph, op, "rcut", "f"), _attr(graph, op, "rcut_smth", "f")
+        sel = _attr(graph, op, "sel", "list")
+        kind = "se_e2_r"
+    if len(sel) != ntypes:
+        raise ModelFormatError(f"{graph.path}: op '{op.name}' selects {len(sel)} neighbor types, the graph "
+                               f"has {ntypes} types")
+    # the graph's own double-precision cutoff (the op attribute is a float32)
+    rcut = float(graph.array("descrpt_attr/rcut"))
+    d: dict[str, Any] = {"type": kind, "sel": sel, "rcut": rcut, "rcut_smth": float(rcut_smth)}
+    if kind == "se_e3":
+        first = "filter_type_all/matrix_1_0_0"
+        d["neuron"] = _widths(graph, lambda l: f"filter_type_all/matrix_{l}_0_0")
+        prefixes = ["filter_type_all/"]
+    elif graph.has("filter_type_all/matrix_1_0"):
+        first = "filter_type_all/matrix_1_0"
+        d["neuron"] = _widths(graph, lambda l: f"filter_type_all/matrix_{l}_0")
+        d["type_one_side"] = True
+        prefixes = ["filter_type_all/"]
+    else:
+        pairs = [(i, j) for i in range(ntypes) for j in range(ntypes) if graph.has(f"filter_type_{i}/matrix_1_{j}")]
+        if not pairs:
+            raise _refuse(graph, "it holds no embedding net (filter_type_*/matrix_1_*)")
+        i0, j0 = pairs[0]
+        first = f"filter_type_{i0}/matrix_1_{j0}"
+        d["neuron"] = _widths(graph, lambda l: f"filter_type_{i0}/matrix_{l}_{j0}")
+        d["type_one_side"] = False
+        missing = [[i, j] for i in range(ntypes) for j in range(ntypes) if (i, j) not in pairs]
+        if missing:
+            d["exclude_types"] = missing
+        prefixes = [f"filter_type_{i}/" for i in range(ntypes)]
+    d["resnet_dt"] = any(n.startswith(p + "idt_") for n in graph.nodes for p in prefixes)
+    d["activation_function"] = activation_of(graph, first)
+    d["precision"] = _precision(graph, first)
+    return d, first
+
+
+def _fitting(graph, ntypes: int) -> dict:
+    scope = "layer_{}_type_0" if graph.has("layer_0_type_0/matrix") else "layer_{}"
+    if not graph.has(scope.format(0) + "/matrix"):
+        raise _refuse(graph, "it holds no fitting net ('layer_0_type_0/matrix')")
+    neuron = []
+    layer = 0
+    while graph.has(scope.format(layer) + "/matrix"):
+        neuron.append(int(graph.shape(scope.format(layer) + "/matrix")[1]))
+        layer += 1
+    first = scope.format(0) + "/matrix"
+    prefix = scope.split("{}")[0]
+    f = {
+        "type": "ener",
+        "neuron": neuron,
+        "resnet_dt": any(n.startswith(prefix) and n.endswith("/idt") for n in graph.nodes),
+        "activation_function": activation_of(graph, first),
+        "precision": _precision(graph, first),
+        "numb_fparam": int(graph.array("fitting_attr/dfparam")) if graph.has("fitting_attr/dfparam") else 0,
+        "numb_aparam": int(graph.array("fitting_attr/daparam")) if graph.has("fitting_attr/daparam") else 0,
+    }
+    return f
+
+
+def model_from_graph(graph) -> dict:
+    """The ``model`` section of a training script, rebuilt from the graph's nodes."""
+    if not graph.has("model_attr/tmap"):
+        raise _refuse(graph, "has no 'model_attr/tmap' (the element of each type)")
+    type_map = graph.string("model_attr/tmap").split()
+    if not type_map:
+        raise UnsupportedModelError(
+            f"{graph.path}: graph node 'model_attr/tmap' is empty: the graph does not say which element each "
+            "atom type (as in graphs frozen by DeePMD-kit 0.12; `dp convert-from` does not add one), and "
+            "deepcomp assigns atom types by element, so it cannot evaluate this graph"
+        )
+    ntypes = int(graph.array("descrpt_attr/ntypes"))
+    if len(type_map) != ntypes:
+        raise ModelFormatError(f"{graph.path}: 'model_attr/tmap' names {len(type_map)} types, "
+                               f"'descrpt_attr/ntypes' is {ntypes}")
+    descriptor, _ = _descriptor(graph, ntypes)
+    fitting = _fitting(graph, ntypes)
+    if descriptor["type"] == "se_e2_a":
+        in_dim = int(graph.shape(("layer_0_type_0" if graph.has("layer_0_type_0/matrix") else "layer_0")
+                                 + "/matrix")[0])
+        in_dim -= fitting["numb_fparam"] + fitting["numb_aparam"]
+        last = descriptor["neuron"][-1]
+        if in_dim % last:
+            raise ModelFormatError(f"{graph.path}: the fitting net takes {in_dim} descriptor values, not a "
+                                   f"multiple of the last embedding width {last}")
+        descriptor["axis_neuron"] = in_dim // last
+    return {"type_map": type_map, "descriptor": descriptor, "fitting_net": fitting}
