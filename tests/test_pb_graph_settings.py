@@ -102,13 +102,13 @@ def _edit(src: Path, dst: Path, *, drop=(), rename=None, add=()) -> Path:
 
 
 def test_sea_012_upgraded_by_convert_from(tmp_path):
-    """`dp convert-from 0.12` output: no element names, and a 0.12 layout (DS_layer_type_*): refused."""
+    """`dp convert-from 0.12` output: no element names, and a 0.12 layout (top-level t_avg, DS_layer_type_*): refused."""
     src = MODELS / "deepmd_sea_012-v2.pb"
     with pytest.raises(UnsupportedModelError, match="'model_attr/tmap' is empty"):
         read_pb(src)
     named = _edit(src, tmp_path / "named.pb", drop={"model_attr/tmap"},
                   add=[pw.encode_const_node("model_attr/tmap", np.array("O H", dtype=object))])
-    with pytest.raises(UnsupportedModelError, match="no embedding net"):
+    with pytest.raises(UnsupportedModelError, match="cannot be rebuilt from the graph alone"):
         read_pb(named)
 
 
@@ -152,3 +152,14 @@ def test_model_state_classification():
     assert not any(_is_model_state(n) for n in internal)
     # the documented exceptions are model state that is deliberately not read
     assert IRRELEVANT_NODES and all(_is_model_state(n) for n in IRRELEVANT_NODES)
+
+
+@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_e2_r_tos", "cuau_se_e3", "cuau_hybrid",
+                                  "cu_se_e2_a_gelu", "cu_se_e2_a_relu", "cu_se_e2_a_softplus"])
+def test_graph_alone_gives_the_scripted_model(tmp_path, name):
+    """Drop the training script from a 3.2 graph: the settings rebuilt from the graph give the same model."""
+    from test_pb_reader import assert_same_tree
+
+    src = DATA / "models" / f"{name}.pb"
+    bare = _edit(src, tmp_path / "bare.pb", drop={"train_attr/training_script"})
+    assert_same_tree(read_pb(bare)["model"], read_pb(src)["model"])

@@ -11,7 +11,9 @@ setting                        where the graph holds it
 type_map                       ``model_attr/tmap`` (space separated)
 descriptor type                the environment-matrix op: ``ProdEnvMatA`` (se_e2_a, or se_e3
                                when the nets are ``filter_type_all/matrix_l_i_j``),
-                               ``ProdEnvMatR`` (se_e2_r)
+                               ``ProdEnvMatR`` (se_e2_r); one op per sub-descriptor of a
+                               hybrid, whose suffix ``_k`` is that of the statistics
+                               (``descrpt_attr_k/t_avg``) the op takes
 rcut, rcut_smth, sel           that op's attributes (``rcut_r``/``rcut_r_smth``/``sel_a`` or
                                ``rcut``/``rcut_smth``/``sel``)
 neuron                         the column counts of the embedding matrices, layer by layer
@@ -27,12 +29,13 @@ fitting neuron                 ``layer_l_type_0/matrix`` column counts
 numb_fparam, numb_aparam       ``fitting_attr/dfparam``, ``fitting_attr/daparam``
 =============================  ==============================================================
 
-A graph that this table does not cover (hybrid or attention descriptors, other fitting types)
-is refused by name: such graphs were always frozen with a training script.
+A graph that this table does not cover (attention descriptors, several se_e2_a in one hybrid)
+is refused by name.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import ModelFormatError, UnsupportedModelError
@@ -48,19 +51,31 @@ _PASS_OPS = {"Add", "AddV2", "BiasAdd", "Reshape", "Identity", "Cast"}
 def _refuse(graph, what: str) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"{graph.path}: the graph has no 'train_attr/training_script' and {what}, so its settings cannot "
-        "be rebuilt from the graph alone (deepcomp does so for se_e2_a, se_e2_r and se_e3 energy graphs); "
+        "be rebuilt from the graph alone (deepcomp does so for se_e2_a, se_e2_r, se_e3 and their hybrids); "
         "a graph frozen by DeePMD-kit >= 2.0 (`dp freeze`) carries its training script"
     )
 
 
-def _env_op(graph):
-    ops = [n for n in graph.nodes.values()
-           if n.op in ("ProdEnvMatA", "ProdEnvMatR", "ProdEnvMatAMix", "DescrptSeA", "DescrptSeR")]
-    if len(ops) != 1:
-        found = ", ".join(sorted(f"{n.op} '{n.name}'" for n in ops)) or "none"
-        raise _refuse(graph, f"it holds {len(ops)} environment-matrix ops ({found}; one is expected: "
-                             "hybrid and attention descriptors are not covered)")
-    return ops[0]
+_ENV_OPS = ("ProdEnvMatA", "ProdEnvMatR", "ProdEnvMatAMix", "DescrptSeA", "DescrptSeR")
+_STAT_INPUT = re.compile(r"^descrpt_attr(_\d+)?/t_avg")
+
+
+def _env_ops(graph) -> list[tuple[str, Any]]:
+    """(name suffix, op) of each environment-matrix op; a hybrid has one per sub-descriptor,
+    told apart by the statistics it takes (``descrpt_attr_<k>/t_avg``)."""
+    found = []
+    for node in graph.nodes.values():
+        if node.op not in _ENV_OPS:
+            continue
+        suffixes = {m.group(1) or "" for m in (_STAT_INPUT.match(i) for i in node.inputs) if m}
+        if len(suffixes) != 1:
+            raise _refuse(graph, f"op '{node.name}' ({node.op}) takes no 'descrpt_attr*/t_avg' statistics")
+        found.append((suffixes.pop(), node))
+    if not found:
+        raise _refuse(graph, f"it holds no environment-matrix op ({', '.join(_ENV_OPS)})")
+    if len(found) > 1 and any(not sfx for sfx, _ in found):
+        raise _refuse(graph, "it mixes a plain descriptor with sub-descriptors")
+    return sorted(found, key=lambda item: int(item[0][1:] or 0))
 
 
 def _attr(graph, node, key: str, kind: str):
@@ -127,9 +142,8 @@ def _precision(graph, name: str) -> str:
     return dtype
 
 
-def _descriptor(graph, ntypes: int) -> tuple[dict, str]:
-    """The descriptor section and the name of its first embedding matrix."""
-    op = _env_op(graph)
+def _descriptor(graph, ntypes: int, suffix: str, op) -> dict:
+    """One (sub-)descriptor section from its environment-matrix op and nets named ``...{suffix}/``."""
     if op.op in ("DescrptSeA", "DescrptSeR", "ProdEnvMatAMix"):
         raise _refuse(graph, f"its descriptor op is '{op.op}' (a graph older than DeePMD-kit 1.3 that "
                              "`dp convert-from` has not upgraded, or an attention descriptor)")
@@ -138,7 +152,7 @@ def _descriptor(graph, ntypes: int) -> tuple[dict, str]:
         sel = _attr(graph, op, "sel_a", "list")
         if any(_attr(graph, op, "sel_r", "list")):
             raise _refuse(graph, f"op '{op.name}' has a non-zero 'sel_r'")
-        kind = "se_e3" if graph.has("filter_type_all/matrix_1_0_0") else "se_e2_a"
+        kind = "se_e3" if graph.has(f"filter_type_all{suffix}/matrix_1_0_0") else "se_e2_a"
     else:
         rcut, rcut_smth = _attr(graph, op, "rcut", "f"), _attr(graph, op, "rcut_smth", "f")
         sel = _attr(graph, op, "sel", "list")
@@ -146,34 +160,51 @@ def _descriptor(graph, ntypes: int) -> tuple[dict, str]:
     if len(sel) != ntypes:
         raise ModelFormatError(f"{graph.path}: op '{op.name}' selects {len(sel)} neighbor types, the graph "
                                f"has {ntypes} types")
-    # the graph's own double-precision cutoff (the op attribute is a float32)
-    rcut = float(graph.array("descrpt_attr/rcut"))
-    d: dict[str, Any] = {"type": kind, "sel": sel, "rcut": rcut, "rcut_smth": float(rcut_smth)}
+    if not suffix:  # the graph's own double-precision cutoff (the op attribute is a float32)
+        rcut = float(graph.array("descrpt_attr/rcut"))
+    d: dict[str, Any] = {"type": kind, "sel": sel, "rcut": float(rcut), "rcut_smth": float(rcut_smth)}
+    one_side = f"filter_type_all{suffix}"
     if kind == "se_e3":
-        first = "filter_type_all/matrix_1_0_0"
-        d["neuron"] = _widths(graph, lambda l: f"filter_type_all/matrix_{l}_0_0")
-        prefixes = ["filter_type_all/"]
-    elif graph.has("filter_type_all/matrix_1_0"):
-        first = "filter_type_all/matrix_1_0"
-        d["neuron"] = _widths(graph, lambda l: f"filter_type_all/matrix_{l}_0")
+        first = f"{one_side}/matrix_1_0_0"
+        d["neuron"] = _widths(graph, lambda l: f"{one_side}/matrix_{l}_0_0")
+        prefixes = [one_side + "/"]
+    elif graph.has(f"{one_side}/matrix_1_0"):
+        first = f"{one_side}/matrix_1_0"
+        d["neuron"] = _widths(graph, lambda l: f"{one_side}/matrix_{l}_0")
         d["type_one_side"] = True
-        prefixes = ["filter_type_all/"]
+        prefixes = [one_side + "/"]
     else:
-        pairs = [(i, j) for i in range(ntypes) for j in range(ntypes) if graph.has(f"filter_type_{i}/matrix_1_{j}")]
+        pairs = [(i, j) for i in range(ntypes) for j in range(ntypes)
+                 if graph.has(f"filter_type_{i}{suffix}/matrix_1_{j}")]
         if not pairs:
-            raise _refuse(graph, "it holds no embedding net (filter_type_*/matrix_1_*)")
+            raise _refuse(graph, f"it holds no embedding net (filter_type_*{suffix}/matrix_1_*)")
         i0, j0 = pairs[0]
-        first = f"filter_type_{i0}/matrix_1_{j0}"
-        d["neuron"] = _widths(graph, lambda l: f"filter_type_{i0}/matrix_{l}_{j0}")
+        first = f"filter_type_{i0}{suffix}/matrix_1_{j0}"
+        d["neuron"] = _widths(graph, lambda l: f"filter_type_{i0}{suffix}/matrix_{l}_{j0}")
         d["type_one_side"] = False
         missing = [[i, j] for i in range(ntypes) for j in range(ntypes) if (i, j) not in pairs]
         if missing:
             d["exclude_types"] = missing
-        prefixes = [f"filter_type_{i}/" for i in range(ntypes)]
+        prefixes = [f"filter_type_{i}{suffix}/" for i in range(ntypes)]
     d["resnet_dt"] = any(n.startswith(p + "idt_") for n in graph.nodes for p in prefixes)
     d["activation_function"] = activation_of(graph, first)
     d["precision"] = _precision(graph, first)
-    return d, first
+    return d
+
+
+def _set_axis_neuron(graph, descriptors: list[dict], in_dim: int) -> None:
+    """se_e2_a's axis_neuron: what is left of the fitting input width over its last embedding width."""
+    angular = [d for d in descriptors if d["type"] == "se_e2_a"]
+    if not angular:
+        return
+    if len(angular) > 1:
+        raise _refuse(graph, "it has several se_e2_a sub-descriptors, whose axis_neuron the widths do not tell")
+    rest = in_dim - sum(d["neuron"][-1] for d in descriptors if d["type"] != "se_e2_a")
+    last = angular[0]["neuron"][-1]
+    if rest <= 0 or rest % last:
+        raise ModelFormatError(f"{graph.path}: the fitting net takes {in_dim} descriptor values, which do not "
+                               f"leave a multiple of the last se_e2_a embedding width {last}")
+    angular[0]["axis_neuron"] = rest // last
 
 
 def _fitting(graph, ntypes: int) -> dict:
@@ -214,15 +245,9 @@ def model_from_graph(graph) -> dict:
     if len(type_map) != ntypes:
         raise ModelFormatError(f"{graph.path}: 'model_attr/tmap' names {len(type_map)} types, "
                                f"'descrpt_attr/ntypes' is {ntypes}")
-    descriptor, _ = _descriptor(graph, ntypes)
+    children = [_descriptor(graph, ntypes, suffix, op) for suffix, op in _env_ops(graph)]
     fitting = _fitting(graph, ntypes)
-    if descriptor["type"] == "se_e2_a":
-        in_dim = int(graph.shape(("layer_0_type_0" if graph.has("layer_0_type_0/matrix") else "layer_0")
-                                 + "/matrix")[0])
-        in_dim -= fitting["numb_fparam"] + fitting["numb_aparam"]
-        last = descriptor["neuron"][-1]
-        if in_dim % last:
-            raise ModelFormatError(f"{graph.path}: the fitting net takes {in_dim} descriptor values, not a "
-                                   f"multiple of the last embedding width {last}")
-        descriptor["axis_neuron"] = in_dim // last
+    in_dim = int(graph.shape(("layer_0_type_0" if graph.has("layer_0_type_0/matrix") else "layer_0") + "/matrix")[0])
+    _set_axis_neuron(graph, children, in_dim - fitting["numb_fparam"] - fitting["numb_aparam"])
+    descriptor = children[0] if len(children) == 1 else {"type": "hybrid", "list": children}
     return {"type_map": type_map, "descriptor": descriptor, "fitting_net": fitting}
