@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from deepmd_refs import eval_outputs
 
 HERE = Path(__file__).resolve().parent
 COORD = np.array([12.83, 2.56, 2.18, 12.09, 2.87, 2.74, 00.25, 3.32, 1.68,
@@ -65,13 +66,7 @@ def main(checkout: str) -> None:
 
     out = {"coord": COORD.reshape(-1, 3), "box": BOX.reshape(3, 3), "atype": ATYPE}
     for name in EVALUATED:
-        e, f, v, ae, av = DeepPot(str(models / f"deepmd_{name}.pb")).eval(
-            COORD.reshape(1, -1), BOX.reshape(1, 9), ATYPE, atomic=True)
-        out[f"{name}/energy"] = np.float64(e.ravel()[0])
-        out[f"{name}/force"] = f.reshape(-1, 3)
-        out[f"{name}/virial"] = v.reshape(3, 3)
-        out[f"{name}/atom_energy"] = ae.ravel()
-        out[f"{name}/atom_virial"] = av.reshape(-1, 9)
+        out.update(eval_outputs(DeepPot(str(models / f"deepmd_{name}.pb")), COORD, BOX, ATYPE, f"{name}/"))
     np.savez(HERE / "refs" / "deepmd_graphs.npz", **out)
 
 

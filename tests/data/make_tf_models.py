@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from deepmd_refs import eval_outputs
 
 HERE = Path(__file__).resolve().parent
 STEPS = 10
@@ -87,12 +88,7 @@ def refs(name: str, pb: Path) -> None:
     for c in CONFS:
         coord, box, atype = held[f"{c}/coord"], held[f"{c}/box"], held[f"{c}/atype"]
         out[f"{c}/coord"], out[f"{c}/box"], out[f"{c}/atype"] = coord, box, atype
-        e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box.reshape(1, 9), atype, atomic=True)
-        out[f"{c}/pb/energy"] = np.float64(e.ravel()[0])
-        out[f"{c}/pb/force"] = f.reshape(-1, 3)
-        out[f"{c}/pb/virial"] = v.reshape(3, 3)
-        out[f"{c}/pb/atom_energy"] = ae.ravel()
-        out[f"{c}/pb/atom_virial"] = av.reshape(-1, 9)
+        out.update(eval_outputs(dp, coord, box, atype, f"{c}/pb/"))
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 
