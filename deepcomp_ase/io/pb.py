@@ -868,7 +868,7 @@ def _model(graph: _Graph, m: dict) -> dict:
         if tmap is None:
             raise ModelFormatError(f"{graph.path}: field 'model.type_map' is missing and so is node 'model_attr/tmap'")
         type_map = tmap
-    elif tmap is not None and tmap != type_map:
+    elif tmap and tmap != type_map:  # some graphs hold an empty tmap (DeePMD-kit's fparam_aparam.pbtxt)
         raise ModelFormatError(f"{graph.path}: graph node 'model_attr/tmap' is {tmap} but 'model.type_map' is "
                                f"{type_map}")
     ntypes = len(type_map)
