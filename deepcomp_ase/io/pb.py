@@ -101,8 +101,8 @@ class _Graph:
         if node is None:
             raise ModelFormatError(
                 f"{self.path}: graph node '{name}' is missing: the graph's other nodes or its training "
-                "script imply it. The file is damaged or edited; freeze the model again with `dp freeze` "
-                "from its training checkpoint"
+                "script imply it. The graph is damaged or edited, or has a layout deepcomp does not know; "
+                "if it came unchanged from `dp freeze`, report it with the DeePMD-kit version that froze it"
             )
         self.read.add(name)
         tensor = node.tensor()
@@ -745,6 +745,9 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     for key in ("dim_case_embd",):
         if f.get(key, 0):
             raise _unsupported(graph, f"{where}.{key}", f[key], "case embeddings are not supported")
+    if any(name is not None for name in (f.get("layer_name") or [])):
+        raise _unsupported(graph, f"{where}.layer_name", f["layer_name"],
+                           "fitting layers shared between models (share_* nodes) are not supported")
     precision = _precision_name(graph, f.get("precision"))
     neuron = list(f.get("neuron", [120, 120, 120]))
     act = f.get("activation_function", "tanh")
