@@ -579,7 +579,10 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
-    type_one_side = bool(d.get("type_one_side", False))
+    # TF (2.2 and 3.2) always builds the two-side strip net (``*_two_side_ebd``), whatever the
+    # script's type_one_side says: the graph decides
+    type_one_side = (graph.has("filter_type_all/matrix_1_one_side_ebd")
+                     and not graph.has("filter_type_all/matrix_1_two_side_ebd"))
     # DeePMD-kit 2.2 scripts have no use_tebd_bias key, yet its graphs always hold the bias: the
     # graph decides (a script that asks for a bias the graph lacks fails on the missing node).
     use_tebd_bias = graph.has("type_embed_net/bias_1") or bool(d.get("use_tebd_bias", False))
