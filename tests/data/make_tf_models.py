@@ -16,8 +16,12 @@ What each one is for:
 
 * ``tf*_cuau_se_e2_r_fitw``: the first fitting width equals the descriptor width (8) and the next
   one doubles it; DeePMD-kit's TF fitting net has no skip connection (and no ``idt``) in either.
+* ``tf22_cuau_se_e2_a_excl``: se_e2_a with ``exclude_types`` and a first fitting width equal to
+  the descriptor width (8 * 2).
 * ``tf22_cuau_se_atten_v2``: se_atten_v2 frozen by 2.2, whose training script has no
-  ``use_tebd_bias`` key while the graph holds ``type_embed_net/bias_1``.
+  ``use_tebd_bias`` key while the graph holds ``type_embed_net/bias_1``; its script says
+  ``type_one_side`` true, yet TF builds the two-side strip net; fitting widths 24 (the descriptor
+  width, 8 * 2 + 8) then doubling to 48.
 
 A graph made by ``dp convert-backend`` (one-side nets, no ``type_one_side`` key) comes from
 DeePMD-kit's own test model instead: see make_deepmd_test_graphs.py.
@@ -61,13 +65,16 @@ def _input(descriptor: dict, fitting: dict) -> dict:
 SE_R = {"type": "se_e2_r", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8],
         "resnet_dt": False, "activation_function": "tanh", "seed": 3}
 FIT_W = {"neuron": [8, 16, 16], "resnet_dt": True, "activation_function": "tanh", "seed": 3}
+SE_A_EXCL = {"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8],
+             "axis_neuron": 2, "exclude_types": [[0, 1]], "seed": 1}
 ATTEN_V2 = {"type": "se_atten_v2", "sel": 60, "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8],
-            "axis_neuron": 2, "attn_layer": 0, "activation_function": "tanh", "seed": 4}
+            "axis_neuron": 2, "attn_layer": 0, "type_one_side": True, "activation_function": "tanh", "seed": 4}
 FIT = {"neuron": [8, 8], "resnet_dt": True, "seed": 5}
 
 MODELS = {
     "22": {"tf22_cuau_se_e2_r_fitw": _input(SE_R, FIT_W),
-           "tf22_cuau_se_atten_v2": _input(ATTEN_V2, FIT)},
+           "tf22_cuau_se_atten_v2": _input(ATTEN_V2, dict(FIT, neuron=[24, 48, 48])),
+           "tf22_cuau_se_e2_a_excl": _input(SE_A_EXCL, dict(FIT, neuron=[16, 16]))},
     "32": {"tf32_cuau_se_e2_r_fitw": _input(SE_R, FIT_W)},
 }
 
