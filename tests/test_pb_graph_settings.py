@@ -33,7 +33,8 @@ def _assert_matches(path: Path, ref: dict, prefix: str) -> None:
     np.testing.assert_allclose(res.atom_virial, ref["atom_virial"], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["tf22_cuau_se_e2_r_fitw", "tf32_cuau_se_e2_r_fitw", "tf22_cuau_se_atten_v2"])
+@pytest.mark.parametrize("name", ["tf22_cuau_se_e2_r_fitw", "tf32_cuau_se_e2_r_fitw", "tf22_cuau_se_atten_v2",
+                                  "tf22_cuau_se_e2_a_excl"])
 def test_tiny_tf_graphs_match_deepmd(name):
     z = np.load(DATA / "refs" / f"{name}.npz")
     for conf in ("p32_0", "p108_1"):
@@ -50,21 +51,24 @@ def test_deepmd_test_graphs_match_deepmd(name):
     _assert_matches(MODELS / f"deepmd_{name}.pb", ref, "")
 
 
-def test_fitting_skip_follows_tf_rule():
-    """Fitting [8, 16, 16] on an 8-wide descriptor: TF adds a skip (and idt) only in layer 2."""
-    for version in ("22", "32"):
-        tree = read_pb(MODELS / f"tf{version}_cuau_se_e2_r_fitw.pb")
-        layers = tree["model"]["fitting"]["nets"]["networks"][0]["layers"]
-        shapes = [lay["@variables"]["w"].shape for lay in layers]
-        assert shapes == [(8, 8), (8, 16), (16, 16), (16, 1)]
-        assert [lay["resnet"] for lay in layers[:3]] == [False, False, True]
-        assert [lay["use_timestep"] for lay in layers[:3]] == [False, False, True]
+@pytest.mark.parametrize("name, width", [("tf22_cuau_se_e2_r_fitw", 8), ("tf32_cuau_se_e2_r_fitw", 8),
+                                         ("tf22_cuau_se_atten_v2", 24)])
+def test_fitting_skip_follows_tf_rule(name, width):
+    """Fitting [w, 2w, 2w] on a w-wide descriptor: TF adds a skip (and idt) only in the last hidden layer."""
+    layers = read_pb(MODELS / f"{name}.pb")["model"]["fitting"]["nets"]["networks"][0]["layers"]
+    shapes = [lay["@variables"]["w"].shape for lay in layers]
+    assert shapes == [(width, width), (width, 2 * width), (2 * width, 2 * width), (2 * width, 1)]
+    assert [lay["resnet"] for lay in layers[:3]] == [False, False, True]
+    assert [lay["use_timestep"] for lay in layers[:3]] == [False, False, True]
 
 
 def test_settings_from_graph_not_script_defaults():
     # 2.2 se_atten_v2: the script has no use_tebd_bias, the graph holds the bias
     tree = read_pb(MODELS / "tf22_cuau_se_atten_v2.pb")
     assert "use_tebd_bias" not in tree["model_def_script"]["descriptor"]
+    # its script says type_one_side, but TF always builds the two-side strip net
+    assert tree["model_def_script"]["descriptor"]["type_one_side"] is True
+    assert tree["model"]["descriptor"]["type_one_side"] is False
     te = tree["model"]["descriptor"]["type_embedding"]
     assert te["use_tebd_bias"] is True and te["embedding"]["layers"][0]["@variables"]["b"].shape == (te["neuron"][0],)
     # a graph from `dp convert-backend deeppot_sea.yaml x.pb`: no type_one_side key, one-side nets
@@ -163,3 +167,13 @@ def test_graph_alone_gives_the_scripted_model(tmp_path, name):
     src = DATA / "models" / f"{name}.pb"
     bare = _edit(src, tmp_path / "bare.pb", drop={"train_attr/training_script"})
     assert_same_tree(read_pb(bare)["model"], read_pb(src)["model"])
+
+
+def test_changed_sel_refused(tmp_path):
+    """A model frozen with a sel other than its training sel: DeePMD-kit then divides by the original count."""
+    src = DATA / "models" / "cuau_se_e2_a.pb"
+    sel = read_pb(src)["model"]["descriptor"]["sel"]
+    path = _edit(src, tmp_path / "sel.pb", drop={"descrpt_attr/original_sel"},
+                 add=[pw.encode_const_node("descrpt_attr/original_sel", np.array(sel, np.int32) + 2)])
+    with pytest.raises(UnsupportedModelError, match="original_sel"):
+        read_pb(path)
