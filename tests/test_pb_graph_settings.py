@@ -177,3 +177,30 @@ def test_changed_sel_refused(tmp_path):
                  add=[pw.encode_const_node("descrpt_attr/original_sel", np.array(sel, np.int32) + 2)])
     with pytest.raises(UnsupportedModelError, match="original_sel"):
         read_pb(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("activation_function", "relu", "activation 'relu'.*applies 'tanh'"),
+    ("rcut_smth", 0.6, "rcut_smth' is 0.6 but op 'ProdEnvMatA'"),
+    ("sel", [30, 30], "sel' is \\[30, 30\\] but op"),
+])
+def test_script_checked_against_graph(tmp_path, key, value, message):
+    """A training script that disagrees with what the graph computes is refused, naming both."""
+    import json
+
+    src = DATA / "models" / "cuau_se_e2_a.pb"
+    script = json.loads(_script_text(src))
+    script["model"]["descriptor"][key] = value
+    path = _edit(src, tmp_path / "edited.pb", drop={"train_attr/training_script"},
+                 add=[pw.encode_const_node("train_attr/training_script", np.array(json.dumps(script), dtype=object))])
+    with pytest.raises(ModelFormatError, match=message):
+        read_pb(path)
+
+
+def _script_text(path: Path) -> str:
+    for number, _, value in pw.iter_fields(path.read_bytes()):
+        if number == 1:
+            node = pw.parse_node(value)
+            if node.name == "train_attr/training_script":
+                return node.tensor().to_numpy().item().decode()
+    raise AssertionError("no training script")

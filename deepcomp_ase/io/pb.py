@@ -43,7 +43,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from .refusals import compressed_model_error
 from .tree import embedding_net_record
 from .tree import layer_record as _layer
-from .pb_settings import model_from_graph
+from .pb_settings import env_op_for, env_op_settings, find_activation, model_from_graph
 from .protobuf_wire import DT_DOUBLE, DTYPE_NAMES, NodeDef, WireError, parse_graph_def
 
 # The DeePMD-kit release whose `.dp` layout this reader reproduces.
@@ -311,9 +311,18 @@ def _wants_timestep(resnet_dt: bool, n_in: int, n_out: int) -> bool:
     return resnet_dt and (n_out == n_in or n_out == 2 * n_in)
 
 
+def _check_activation(graph: _Graph, matrix: str, activation: str) -> None:
+    """The script's activation is the one the graph applies after ``matrix`` (where the graph says)."""
+    found = find_activation(graph, matrix)
+    if found is not None and found != str(activation).lower():
+        raise ModelFormatError(f"{graph.path}: the training script gives activation {activation!r}, but the "
+                               f"graph applies '{found}' after constant '{matrix}'")
+
+
 def _embedding_net(graph: _Graph, names, *, in_dim: int, neuron: list[int], activation: str,
                    resnet_dt: bool, precision: str, bias: bool = True) -> dict:
     """An ``EmbeddingNetwork``; ``names(kind, l)`` gives the node of ``matrix``/``bias``/``idt`` of layer l (1-based)."""
+    _check_activation(graph, names("matrix", 1), activation)
     layers = []
     n_in = in_dim
     for l, n_out in enumerate(neuron, start=1):
@@ -433,8 +442,19 @@ def _type_one_side(graph: _Graph, suffix: str, ntypes: int) -> bool:
     return one
 
 
-def _check_descrpt_attrs(graph: _Graph, suffix: str, sel: list[int], where: str) -> None:
-    """The graph's own record of sel agrees with the settings in use."""
+def _check_descrpt_attrs(graph: _Graph, suffix: str, sel: list[int], where: str, d: dict | None = None) -> None:
+    """The graph's own record of sel (and, given the script's section ``d``, of the cut-offs that its
+    environment-matrix op holds in float32) agrees with the settings in use."""
+    op = env_op_for(graph, suffix) if d is not None else None
+    if op is not None:
+        rcut, rcut_smth, op_sel = env_op_settings(graph, op)
+        for key, got in (("rcut", rcut), ("rcut_smth", rcut_smth)):
+            if np.float32(d[key]) != np.float32(got):
+                raise ModelFormatError(f"{graph.path}: field '{where}.{key}' is {d[key]} but op '{op.name}' "
+                                       f"({op.op}) computes with {got}")
+        if list(op_sel) != list(sel):
+            raise ModelFormatError(f"{graph.path}: field '{where}.sel' is {sel} but op '{op.name}' ({op.op}) "
+                                   f"selects {op_sel}")
     name = f"descrpt_attr{suffix}/sel"
     if graph.has(name):
         got = [int(v) for v in graph.array(name).ravel()]
@@ -455,7 +475,7 @@ def _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, kind: str):
     """se_e2_a and se_r trees: the same fields, except se_e2_a's axis_neuron and 4 statistics columns."""
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
-    _check_descrpt_attrs(graph, suffix, sel, where)
+    _check_descrpt_attrs(graph, suffix, sel, where, d)
     angular = kind == "se_e2_a"
     out = {
         "@class": "Descriptor",
@@ -497,7 +517,7 @@ def _descrpt_se_r(graph, d, ntypes, suffix, type_map, where):
 def _descrpt_se_e3(graph, d, ntypes, suffix, type_map, where):
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
-    _check_descrpt_attrs(graph, suffix, sel, where)
+    _check_descrpt_attrs(graph, suffix, sel, where, d)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
@@ -772,6 +792,7 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     def network(tag: str) -> dict:
         layers = []
         n_in = in_dim
+        _check_activation(graph, f"layer_0{tag}/matrix", act)
         for l, n_out in enumerate(neuron):
             scope = f"layer_{l}{tag}"
             w = graph.array(scope + "/matrix")

@@ -78,6 +78,24 @@ def _env_ops(graph) -> list[tuple[str, Any]]:
     return sorted(found, key=lambda item: int(item[0][1:] or 0))
 
 
+def env_op_settings(graph, op) -> tuple[float, float, list[int]]:
+    """rcut, rcut_smth and sel as the environment-matrix op holds them (cut-offs in float32)."""
+    if op.op in ("ProdEnvMatA", "ProdEnvMatAMix"):
+        if any(_attr(graph, op, "sel_r", "list")):
+            raise UnsupportedModelError(f"{graph.path}: op '{op.name}' has a non-zero 'sel_r'")
+        return _attr(graph, op, "rcut_r", "f"), _attr(graph, op, "rcut_r_smth", "f"), _attr(graph, op, "sel_a", "list")
+    return _attr(graph, op, "rcut", "f"), _attr(graph, op, "rcut_smth", "f"), _attr(graph, op, "sel", "list")
+
+
+def env_op_for(graph, suffix: str):
+    """The environment-matrix op of the (sub-)descriptor whose statistics are ``descrpt_attr{suffix}``."""
+    for node in graph.nodes.values():
+        if node.op in _ENV_OPS and any((m := _STAT_INPUT.match(i)) and (m.group(1) or "") == suffix
+                                       for i in node.inputs):
+            return node
+    return None
+
+
 def _attr(graph, node, key: str, kind: str):
     attr = node.attr.get(key)
     if attr is None or attr.kind != kind:
@@ -103,8 +121,10 @@ def _widths(graph, name) -> list[int]:
     return out
 
 
-def activation_of(graph, matrix: str) -> str:
-    """The activation TF applies after ``x @ matrix + bias``, found by walking the forward graph."""
+def find_activation(graph, matrix: str) -> str | None:
+    """The activation TF applies after ``x @ matrix + bias``, found by walking the forward graph;
+    None when no ``MatMul`` uses the matrix or the op after it is no activation this module knows
+    (a linear layer, or an activation TF composes of several ops)."""
     frontier = [matrix]
     seen = set()
     matmul = None
@@ -119,10 +139,8 @@ def activation_of(graph, matrix: str) -> str:
                 break
             if node.op in ("Identity", "Cast"):
                 frontier.append(node.name)
-    if matmul is None:
-        raise ModelFormatError(f"{graph.path}: no MatMul op uses constant '{matrix}'")
     node = matmul
-    for _ in range(8):
+    for _ in range(8 if matmul is not None else 0):
         nxt = graph.consumers(node.name)
         acts = [n for n in nxt if n.op in _ACTIVATION_OPS]
         if acts:
@@ -131,8 +149,15 @@ def activation_of(graph, matrix: str) -> str:
         if len(passing) != 1:
             break
         node = passing[0]
-    raise _refuse(graph, f"the op after '{matmul.name}' (the layer of '{matrix}') is not an activation it "
-                         f"knows ({', '.join(sorted(_ACTIVATION_OPS))})")
+    return None
+
+
+def activation_of(graph, matrix: str) -> str:
+    found = find_activation(graph, matrix)
+    if found is None:
+        raise _refuse(graph, f"the op after the MatMul of '{matrix}' is not an activation it knows "
+                             f"({', '.join(sorted(_ACTIVATION_OPS))})")
+    return found
 
 
 def _precision(graph, name: str) -> str:
@@ -147,15 +172,10 @@ def _descriptor(graph, ntypes: int, suffix: str, op) -> dict:
     if op.op in ("DescrptSeA", "DescrptSeR", "ProdEnvMatAMix"):
         raise _refuse(graph, f"its descriptor op is '{op.op}' (a graph older than DeePMD-kit 1.3 that "
                              "`dp convert-from` has not upgraded, or an attention descriptor)")
+    rcut, rcut_smth, sel = env_op_settings(graph, op)
     if op.op == "ProdEnvMatA":
-        rcut, rcut_smth = _attr(graph, op, "rcut_r", "f"), _attr(graph, op, "rcut_r_smth", "f")
-        sel = _attr(graph, op, "sel_a", "list")
-        if any(_attr(graph, op, "sel_r", "list")):
-            raise _refuse(graph, f"op '{op.name}' has a non-zero 'sel_r'")
         kind = "se_e3" if graph.has(f"filter_type_all{suffix}/matrix_1_0_0") else "se_e2_a"
     else:
-        rcut, rcut_smth = _attr(graph, op, "rcut", "f"), _attr(graph, op, "rcut_smth", "f")
-        sel = _attr(graph, op, "sel", "list")
         kind = "se_e2_r"
     if len(sel) != ntypes:
         raise ModelFormatError(f"{graph.path}: op '{op.name}' selects {len(sel)} neighbor types, the graph "
@@ -238,7 +258,7 @@ def model_from_graph(graph) -> dict:
     if not type_map:
         raise UnsupportedModelError(
             f"{graph.path}: graph node 'model_attr/tmap' is empty: the graph does not say which element each "
-            "atom type (as in graphs frozen by DeePMD-kit 0.12; `dp convert-from` does not add one), and "
+            "atom type is (as in graphs frozen by DeePMD-kit 0.12; `dp convert-from` does not add one), and "
             "deepcomp assigns atom types by element, so it cannot evaluate this graph"
         )
     ntypes = int(graph.array("descrpt_attr/ntypes"))
