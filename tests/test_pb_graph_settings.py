@@ -14,7 +14,8 @@ import pytest
 
 from deepcomp_ase.errors import ModelFormatError, UnsupportedModelError
 from deepcomp_ase.io import protobuf_wire as pw
-from deepcomp_ase.io.pb import IRRELEVANT_NODES, _is_model_state, read_pb
+from deepcomp_ase.io.pb import read_pb
+from deepcomp_ase.io.pb_nodes import IRRELEVANT_NODES, is_model_state
 from deepcomp_ase.potential import DeepPotential
 
 DATA = Path(__file__).parent / "data"
@@ -83,7 +84,8 @@ def test_settings_rebuilt_without_training_script():
     d, f = tree["model_def_script"]["descriptor"], tree["model_def_script"]["fitting_net"]
     assert tree["model_def_script"]["type_map"] == ["O", "H"]
     assert (d["type"], d["sel"], d["rcut"], d["rcut_smth"]) == ("se_e2_a", [46, 92], 6.0, 0.5)
-    assert (d["neuron"], d["axis_neuron"], d["type_one_side"], d["activation_function"]) == ([2, 4, 8], 4, False, "tanh")
+    assert (d["neuron"], d["axis_neuron"], d["type_one_side"]) == ([2, 4, 8], 4, False)
+    assert d["activation_function"] == "tanh"
     assert (f["neuron"], f["resnet_dt"], f["numb_fparam"]) == ([6, 6, 6], True, 0)
     assert read_pb(MODELS / "deepmd_deeppot-r.pb")["model"]["descriptor"]["type"] == "se_r"
 
@@ -106,7 +108,7 @@ def _edit(src: Path, dst: Path, *, drop=(), rename=None, add=()) -> Path:
 
 
 def test_sea_012_upgraded_by_convert_from(tmp_path):
-    """`dp convert-from 0.12` output: no element names, and a 0.12 layout (top-level t_avg, DS_layer_type_*): refused."""
+    """`dp convert-from 0.12` output: no element names and a 0.12 layout (top-level t_avg): refused."""
     src = MODELS / "deepmd_sea_012-v2.pb"
     with pytest.raises(UnsupportedModelError, match="'model_attr/tmap' is empty"):
         read_pb(src)
@@ -152,10 +154,10 @@ def test_model_state_classification():
     internal = ["filter_type_0/Reshape_3/shape", "filter_type_all/concat_1/axis", "layer_0_type_0/Reshape/shape",
                 "gradients/filter_type_0/Slice_1_grad/Rank", "strided_slice_4/stack_1", "mul_2/y", "Const_3",
                 "filter_type_1/truediv/y", "type_embed_net/Reshape/shape"]
-    assert all(_is_model_state(n) for n in state)
-    assert not any(_is_model_state(n) for n in internal)
+    assert all(is_model_state(n) for n in state)
+    assert not any(is_model_state(n) for n in internal)
     # the documented exceptions are model state that is deliberately not read
-    assert IRRELEVANT_NODES and all(_is_model_state(n) for n in IRRELEVANT_NODES)
+    assert IRRELEVANT_NODES and all(is_model_state(n) for n in IRRELEVANT_NODES)
 
 
 @pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_e2_r_tos", "cuau_se_e3", "cuau_hybrid",

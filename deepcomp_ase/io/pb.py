@@ -2,8 +2,11 @@
 
 The result is the same serialization tree that ``dp convert-backend model.pb model.dp``
 (DeePMD-kit 3.2) stores in a ``.dp`` file: hyper-parameters come from the training script
-embedded in the graph (``train_attr/training_script``), arrays from the graph's ``Const``
-nodes (a frozen graph holds every variable as a constant).
+embedded in the graph (``train_attr/training_script``; rebuilt from the graph by
+:mod:`.pb_settings` when there is none), arrays from the graph's ``Const`` nodes (a frozen graph
+holds every variable as a constant). Wherever the graph itself says something (which nets exist,
+which ``idt``/bias nodes, op attributes), the graph decides or is checked against the script, and
+every weight it holds must end up in the tree (:mod:`.pb_nodes`).
 
 Where the graph's constants come from (TF name scopes; ``{s}`` is ``""`` or, inside a hybrid
 descriptor, ``_<k>`` for the k-th sub-descriptor):
@@ -43,6 +46,7 @@ from ..errors import ModelFormatError, UnsupportedModelError
 from .refusals import compressed_model_error
 from .tree import embedding_net_record
 from .tree import layer_record as _layer
+from .pb_nodes import check_all_read
 from .pb_settings import env_op_for, env_op_settings, find_activation, model_from_graph
 from .protobuf_wire import DT_DOUBLE, DTYPE_NAMES, NodeDef, WireError, parse_graph_def
 
@@ -166,51 +170,8 @@ def read_pb(path) -> dict:
     min_nbor = graph.optional("train_attr/min_nbor_dist")
     if min_nbor is not None:
         tree["@variables"] = {"min_nbor_dist": min_nbor}
-    _check_all_read(graph)
+    check_all_read(graph)
     return tree
-
-
-# --------------------------------------------------------------------------- unused nodes
-
-# A Const node holds model state (and must be read) when it lives in an attribute scope, when its
-# name ends in a weight name, or when it sits directly in a network scope. TF's op-internal
-# constants (shapes, axes, slice bounds, ``mul/y``, ...) sit one level deeper, under the op's
-# own name (``filter_type_0/Reshape_1/shape``), or under ``gradients*``; they are not model state.
-_ATTR_SCOPE = re.compile(r"^[a-z]+_attr(_\d+)?/")
-_NET_SCOPE = re.compile(r"^(filter_type_|layer_\d|final_layer|share_|type_embed_net|attention_layer|"
-                        r"dprc_|spin_|embedding_net)")
-_WEIGHT_LEAF = re.compile(r"^(matrix|bias|idt|kernel|gamma|beta|weight|table|t_)")
-
-# Model-state nodes known not to matter for an energy model's energies, forces and virials.
-IRRELEVANT_NODES = {
-    # a marker of what the graph is: "original_model" here, "compressed_model" is refused
-    "model_type": "graph kind marker (compressed graphs are refused before)",
-}
-
-
-def _is_model_state(name: str) -> bool:
-    if name in ("model_type",) or _ATTR_SCOPE.match(name):
-        return True
-    parts = name.split("/")
-    if parts[0].startswith("gradients"):
-        return False
-    if _WEIGHT_LEAF.match(parts[-1]):
-        return True
-    return len(parts) == 2 and bool(_NET_SCOPE.match(parts[0]))
-
-
-def _check_all_read(graph: _Graph) -> None:
-    """Every weight and setting the graph holds went into the tree, or is known to be irrelevant."""
-    unused = sorted(name for name, node in graph.nodes.items()
-                    if node.op == "Const" and name not in graph.read and name not in IRRELEVANT_NODES
-                    and _is_model_state(name))
-    if unused:
-        shown = ", ".join(f"'{n}'" for n in unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
-        raise UnsupportedModelError(
-            f"{graph.path}: graph node{'s' if len(unused) > 1 else ''} {shown} hold{'' if len(unused) > 1 else 's'} "
-            "model weights or settings that deepcomp does not use for this model, so its energies would be "
-            "wrong; the model has a part deepcomp cannot evaluate. Evaluate it with DeePMD-kit instead"
-        )
 
 
 # --------------------------------------------------------------------------- refusals

@@ -5,12 +5,12 @@ Run with the Python of a DeePMD-kit environment (not the test environment):
     cd tests/data && /path/to/deepmd-2.2.11/bin/python make_tf_models.py 22
     cd tests/data && /path/to/deepmd-3.2.0/bin/python make_tf_models.py 32
 
-``22`` makes the graphs frozen by DeePMD-kit 2.2.11, ``32`` those of 3.2.0 (TF backend). Each model trains a few steps on
-tests/data/training/cuau (``dp train``), is frozen (``dp freeze``) and evaluated by that DeePMD-kit
-(``DeepPot``) on held-out configurations of refs/cuau_se_e2_a.npz; the references go to
-refs/NAME.npz (keys ``CONF/{coord,box,atype}`` and ``CONF/pb/{energy,force,virial,atom_energy,
-atom_virial}``, as refsuite's). The models are tiny and barely trained: they check how the reader
-lays a graph out, not the physics.
+``22`` makes the graphs frozen by DeePMD-kit 2.2.11, ``32`` those of 3.2.0 (TF backend). Each model
+trains a few steps on tests/data/training/cuau (``dp train``), is frozen (``dp freeze``) and
+evaluated by that DeePMD-kit (``DeepPot``) on held-out configurations of refs/cuau_se_e2_a.npz; the
+references go to refs/NAME.npz (keys ``CONF/{coord,box,atype}`` and
+``CONF/pb/{energy,force,virial,atom_energy, atom_virial}``, as refsuite's). The models are tiny and
+barely trained: they check how the reader lays a graph out, not the physics.
 
 What each one is for:
 
