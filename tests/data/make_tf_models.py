@@ -9,7 +9,7 @@ Run with the Python of a DeePMD-kit environment (not the test environment):
 trains a few steps on tests/data/training/cuau (``dp train``), is frozen (``dp freeze``) and
 evaluated by that DeePMD-kit (``DeepPot``) on held-out configurations of refs/cuau_se_e2_a.npz; the
 references go to refs/NAME.npz (keys ``CONF/{coord,box,atype}`` and
-``CONF/pb/{energy,force,virial,atom_energy, atom_virial}``, as refsuite's). The models are tiny and
+``CONF/pb/{energy,force,virial,atom_energy,atom_virial}``, as refsuite's). The models are tiny and
 barely trained: they check how the reader lays a graph out, not the physics.
 
 What each one is for:
