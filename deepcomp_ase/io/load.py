@@ -26,7 +26,7 @@ def read_dp(path: Path) -> dict:
             if "json" not in f.attrs:
                 raise ModelFormatError(
                     f"{path}: HDF5 file has no 'json' attribute; it is not a DeePMD-kit .dp model "
-                    "(make one with `dp convert-backend model.pb model.dp`)"
+                    "(deepcomp reads the .pb, .pth or .yaml model itself: pass that instead)"
                 )
             return read_h5_tree(f)
     except OSError as exc:
