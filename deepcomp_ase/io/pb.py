@@ -432,11 +432,29 @@ def _check_descrpt_attrs(graph: _Graph, suffix: str, sel: list[int], where: str,
             )
 
 
+def _op_cutoffs(graph: _Graph, suffix: str, d: dict) -> dict:
+    """``d`` with the cut-offs the environment-matrix op computes with.
+
+    TF keeps them as float32 attributes, and DeePMD-kit's switch takes ``u = (r - rmin) / (rmax -
+    rmin)`` with ``rmin``, ``rmax`` and their difference in float32: for rcut 4.3, rcut_smth 0.3 it
+    switches from 0.30000001192 over a width of exactly 4.0. The tree gets those values (rcut_smth =
+    rmin, rcut = rmin + width); the script's doubles would move energies by ~1e-10 eV/atom and forces
+    by ~1e-9 eV/A. Cut-offs exact in float32 (6.0, 0.5, ...) are unchanged."""
+    op = env_op_for(graph, suffix)
+    if op is None:
+        return d
+    rcut, rcut_smth, _ = env_op_settings(graph, op)
+    rmin = np.float32(rcut_smth)
+    width = np.float32(np.float32(rcut) - rmin)
+    return {**d, "rcut": float(rmin) + float(width), "rcut_smth": float(rmin)}
+
+
 def _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, kind: str):
     """se_e2_a and se_r trees: the same fields, except se_e2_a's axis_neuron and 4 statistics columns."""
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
     _check_descrpt_attrs(graph, suffix, sel, where, d)
+    d = _op_cutoffs(graph, suffix, d)
     angular = kind == "se_e2_a"
     out = {
         "@class": "Descriptor",
@@ -479,6 +497,7 @@ def _descrpt_se_e3(graph, d, ntypes, suffix, type_map, where):
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
     _check_descrpt_attrs(graph, suffix, sel, where, d)
+    d = _op_cutoffs(graph, suffix, d)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
@@ -555,7 +574,8 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     precision_raw = d.get("precision", "default")
     precision = _precision_name(graph, precision_raw)
     sel = _sel_list(graph, d, where)
-    _check_descrpt_attrs(graph, suffix, sel, where)
+    _check_descrpt_attrs(graph, suffix, sel, where, d)
+    d = _op_cutoffs(graph, suffix, d)
     nnei = sum(sel)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
@@ -883,8 +903,8 @@ def _model(graph: _Graph, m: dict) -> dict:
     else:
         descriptor = _descriptor(graph, d, ntypes, "", type_map, "model.descriptor")
         mixed_types = False
-    rcut = _tree_rcut(descriptor)
-    if graph.has("descrpt_attr/rcut") and abs(float(graph.array("descrpt_attr/rcut")) - rcut) > 1e-12 * max(1.0, rcut):
+    rcut = _tree_rcut(descriptor)  # as the ops compute, see _op_cutoffs: within float32 rounding
+    if graph.has("descrpt_attr/rcut") and abs(float(graph.array("descrpt_attr/rcut")) - rcut) > 1e-6 * rcut:
         raise ModelFormatError(f"{graph.path}: graph node 'descrpt_attr/rcut' is "
                                f"{float(graph.array('descrpt_attr/rcut'))} but the descriptor's rcut is {rcut}")
     f = m.get("fitting_net")
