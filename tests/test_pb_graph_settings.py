@@ -35,7 +35,7 @@ def _assert_matches(path: Path, ref: dict, prefix: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["tf22_cuau_se_e2_r_fitw", "tf32_cuau_se_e2_r_fitw", "tf22_cuau_se_atten_v2",
-                                  "tf22_cuau_se_e2_a_excl"])
+                                  "tf22_cuau_se_e2_a_excl", "tf32_cuau_se_e2_a_cut"])
 def test_tiny_tf_graphs_match_deepmd(name):
     z = np.load(DATA / "refs" / f"{name}.npz")
     for conf in ("p32_0", "p108_1"):

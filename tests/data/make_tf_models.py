@@ -18,6 +18,8 @@ What each one is for:
   one doubles it; DeePMD-kit's TF fitting net has no skip connection (and no ``idt``) in either.
 * ``tf22_cuau_se_e2_a_excl``: se_e2_a with ``exclude_types`` and a first fitting width equal to
   the descriptor width (8 * 2).
+* ``tf32_cuau_se_e2_a_cut``: cut-offs not exact in float32 (rcut 4.3, rcut_smth 0.3), which
+  DeePMD-kit's environment-matrix op computes with in float32.
 * ``tf22_cuau_se_atten_v2``: se_atten_v2 frozen by 2.2, whose training script has no
   ``use_tebd_bias`` key while the graph holds ``type_embed_net/bias_1``; its script says
   ``type_one_side`` true, yet TF builds the two-side strip net; fitting widths 24 (the descriptor
@@ -75,7 +77,8 @@ MODELS = {
     "22": {"tf22_cuau_se_e2_r_fitw": _input(SE_R, FIT_W),
            "tf22_cuau_se_atten_v2": _input(ATTEN_V2, dict(FIT, neuron=[24, 48, 48])),
            "tf22_cuau_se_e2_a_excl": _input(SE_A_EXCL, dict(FIT, neuron=[16, 16]))},
-    "32": {"tf32_cuau_se_e2_r_fitw": _input(SE_R, FIT_W)},
+    "32": {"tf32_cuau_se_e2_r_fitw": _input(SE_R, FIT_W),
+           "tf32_cuau_se_e2_a_cut": _input(dict(SE_A_EXCL, rcut=4.3, rcut_smth=0.3, exclude_types=[]), FIT)},
 }
 
 
