@@ -29,7 +29,7 @@ def read_dp(path: Path) -> dict:
             if "json" not in f.attrs:
                 raise ModelFormatError(
                     f"{path}: HDF5 file has no 'json' attribute; it is not a DeePMD-kit .dp model "
-                    "(make one with `dp convert-backend model.pb model.dp`)"
+                    "(deepcomp reads the .pb, .pth or .yaml model itself: pass that instead)"
                 )
             return read_h5_tree(f, source=str(path))
     except OSError as exc:
@@ -135,13 +135,8 @@ def read_model_tree(path: str | os.PathLike, head: str | None = None) -> dict:
         return read_yaml(path, compressed=False)
     # binary without a signature: a protobuf GraphDef (frozen TensorFlow graph) has none
     if name.endswith(".pb") or first[:1] == b"\x0a":
-        try:
-            from .pb import read_pb
-        except ImportError:  # the TensorFlow-graph reader is optional
-            raise UnsupportedModelError(
-                f"{path}: frozen TensorFlow graphs cannot be read by this build; convert it with "
-                f"`dp convert-backend {path.name} {path.stem}.dp` and pass the .dp file"
-            ) from None
+        from .pb import read_pb
+
         return read_pb(path)
     raise ModelFormatError(
         f"{path}: unknown model format (its first bytes {first[:8]!r} match none of HDF5 .dp, YAML/JSON, "

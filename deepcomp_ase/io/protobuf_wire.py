@@ -298,6 +298,17 @@ def parse_attr_value(buf) -> AttrValue:
     return result
 
 
+def attr_int_list(attr: AttrValue) -> list[int]:
+    """The integers of a ``list`` attribute (``ListValue.i``, field 3, packed or not)."""
+    if attr.kind != "list":
+        raise WireError(f"attribute is a '{attr.kind}', expected a list")
+    out: list[int] = []
+    for number, wire, value in iter_fields(attr.value):
+        if number == 3:
+            _add_repeated_int(out, wire, value)
+    return out
+
+
 @dataclass
 class NodeDef:
     name: str = ""

@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from deepmd_refs import eval_outputs
 
 HERE = Path(__file__).resolve().parent
 STEPS = 20
@@ -134,13 +135,8 @@ def _refs(name: str, pth: Path, variant: str = "pth", names: list[str] | None = 
             if f"{c}/{k}" in held.files:
                 out[f"{c}/{k}"] = held[f"{c}/{k}"]
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
-        box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
-        e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
-        out[f"{c}/{variant}/energy"] = np.float64(e.ravel()[0])
-        out[f"{c}/{variant}/force"] = f.reshape(-1, 3)
-        out[f"{c}/{variant}/virial"] = v.reshape(3, 3)
-        out[f"{c}/{variant}/atom_energy"] = ae.ravel()
-        out[f"{c}/{variant}/atom_virial"] = av.reshape(-1, 9)
+        box = held[f"{c}/box"] if f"{c}/box" in held.files else None
+        out.update(eval_outputs(dp, coord, box, atype, f"{c}/{variant}/"))
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 
