@@ -161,8 +161,11 @@ def read_pb(path) -> dict:
     return _tree_from_graph(graph)
 
 
-def _tree_from_graph(graph: _Graph) -> dict:
-    """The serialization tree of a parsed graph (every weight read through ``graph.array``)."""
+def _tree_from_graph(graph: _Graph, check_nodes: bool = True) -> dict:
+    """The serialization tree of a parsed graph (every weight read through ``graph.array``).
+
+    ``check_nodes=False`` leaves the unread-node check to the caller (a compressed graph's reader
+    reads its tables after the tree is built)."""
     _check_version(graph)
     script = _training_script(graph)
     model_def = script["model"] if script is not None else model_from_graph(graph)
@@ -178,7 +181,8 @@ def _tree_from_graph(graph: _Graph) -> dict:
     min_nbor = graph.optional("train_attr/min_nbor_dist")
     if min_nbor is not None:
         tree["@variables"] = {"min_nbor_dist": min_nbor}
-    check_all_read(graph)
+    if check_nodes:
+        check_all_read(graph)
     return tree
 
 

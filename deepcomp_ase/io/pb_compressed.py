@@ -36,6 +36,7 @@ import re
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
+from .pb_nodes import check_all_read
 
 #: forward tabulation ops by descriptor type of the training script
 _OPS = {"se_e2_a": "TabulateFusionSeA", "se_a": "TabulateFusionSeA", "se_e2_r": "TabulateFusionSeR",
@@ -217,7 +218,7 @@ def read_compressed_graph(graph, reason: str, build_tree) -> dict:
                 f"{d.get('type')!r} is not one deepcomp reads compressed (se_e2_a, se_e2_r, se_e3, se_atten_v2 "
                 "with attn_layer 0, hybrid of these); pass the uncompressed graph instead")
     view = _view(graph, _missing_weights(graph, model_def, ntypes))
-    tree = build_tree(view)
+    tree = build_tree(view, check_nodes=False)
     used = set(view.read)
     for (s, d), part in zip(_descriptor_parts(model_def), _descriptor_trees(tree)):
         part["compress"] = _part_tables(graph, d, s, ntypes, used)
@@ -227,7 +228,9 @@ def read_compressed_graph(graph, reason: str, build_tree) -> dict:
             strip = part["embeddings_strip"]
             strip["networks"] = [None] * len(strip["networks"])
     used |= _exclusion_masks(graph, model_def, ntypes, used)
-    _check_all_used(graph, used)
+    _check_all_used(graph, used)  # every floating-point constant
+    view.read |= used
+    check_all_read(view)  # and every model-state node of any type (io/pb_nodes.py)
     return tree
 
 
