@@ -202,17 +202,22 @@ class LammpsModel:
 
     def _positional_names(self, type_names) -> list:
         """Bare ``pair_coeff * *`` (every name ""): LAMMPS type k is element k of the first model's
-        type_map, as pair_style deepmd maps it; a warning when the model has more elements."""
+        type_map, as pair_style deepmd maps it; a warning when the model has more elements. Types past
+        the model's elements are left out (NULL), with a warning, as pair_style deepmd ignores them."""
         if not type_names or any(n != "" for n in type_names):
             return type_names
         type_map = list(self.potential.type_map)
         ntypes = len(type_names)
+        warn = self.rank == 0 and self._log_sink is not None
         if ntypes > len(type_map):
-            raise DeepCompError(
-                f"pair_coeff * *: the system has {ntypes} atom types but model {self.model_file} only "
-                f"{len(type_map)} elements {type_map}; name the element of each type "
-                f"(pair_coeff * * {' '.join(type_map)} ...), NULL for types the model leaves out")
-        if ntypes < len(type_map) and self.rank == 0 and self._log_sink is not None:
+            if warn:
+                self._log_sink(LOG_WARNING, f"deepcomp: pair_coeff * *: the system has {ntypes} atom types but model "
+                                            f"{self.model_file} only {len(type_map)} elements {type_map}: types "
+                                            f"{len(type_map) + 1}-{ntypes} are NULL (their atoms get no force from "
+                                            f"the model and are no neighbours), as pair_style deepmd ignores them; "
+                                            f"name them (pair_coeff * * {' '.join(type_map)} NULL ...) to be explicit")
+            return type_map + [None] * (ntypes - len(type_map))
+        if ntypes < len(type_map) and warn:
             self._log_sink(LOG_WARNING, f"deepcomp: pair_coeff * * maps the {ntypes} atom types onto the first "
                                         f"{ntypes} of the model's elements {type_map}; name them "
                                         f"(pair_coeff * * {' '.join(type_map[:ntypes])}) to be sure of the mapping")

@@ -5,7 +5,8 @@
 //                           [out_freq N] [out_file FILE] [relative X] [relative_v Y] [atomic]
 // With several models the first drives the dynamics; every out_freq steps all of them are
 // evaluated and their deviation written to out_file, as pair_style deepmd does.
-// pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type)
+// pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type; types past the
+//                                      names are NULL, as pair_style deepmd takes them)
 // pair_coeff * *                      (LAMMPS type k is element k of the model's type_map)
 // As pair_style deepmd, the style claims every pair of types (so NULL types can be given to
 // other styles under hybrid/overlay), takes any unit style but lj (converted through LAMMPS's
@@ -255,7 +256,8 @@ void PairDeepComp::settings(int narg, char **arg)
 void PairDeepComp::coeff(int narg, char **arg)
 {
   const int ntypes = atom->ntypes;
-  if (narg != 2 && narg != 2 + ntypes)
+  // fewer names than types: the types past them are NULL, as pair_style deepmd takes it
+  if (narg < 2 || narg > 2 + ntypes)
     error->all(FLERR,
                "Incorrect args for pair_coeff deepcomp: expected 'pair_coeff * * E1 ... E{}' with one element "
                "name (or NULL) per atom type, or 'pair_coeff * *' (type k = element k of the model's type_map), "
@@ -267,10 +269,20 @@ void PairDeepComp::coeff(int narg, char **arg)
   if (!allocated) allocate();
   type_names.assign(ntypes + 1, "NULL");
   std::string null_types;
+  std::string unnamed;
   for (int t = 1; t <= ntypes; ++t) {
-    type_names[t] = narg == 2 ? std::string() : std::string(arg[1 + t]);
+    if (narg == 2)
+      type_names[t] = std::string();
+    else if (1 + t < narg)
+      type_names[t] = std::string(arg[1 + t]);
+    else
+      unnamed += (unnamed.empty() ? "" : " ") + std::to_string(t);
     if (type_names[t] == "NULL") null_types += (null_types.empty() ? "" : " ") + std::to_string(t);
   }
+  if (!unnamed.empty() && comm->me == 0)
+    error->warning(FLERR, "pair_coeff deepcomp: {} element names for {} atom types: type(s) {} get no element and "
+                          "are NULL, as pair_style deepmd takes it; give one name (or NULL) per type to be explicit",
+                   narg - 2, ntypes, unnamed);
   if (narg > 2 && static_cast<int>(std::count(type_names.begin() + 1, type_names.end(), "NULL")) == ntypes)
     error->all(FLERR, "Incorrect args for pair_coeff deepcomp: every type is NULL");
   if (force->pair == this && !null_types.empty() && comm->me == 0)

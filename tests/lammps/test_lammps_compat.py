@@ -149,14 +149,18 @@ def test_bare_pair_coeff_maps_types_by_position(model_file, potential):
         assert np.array_equal(bare[key], named[key]), key
 
 
-def test_bare_pair_coeff_with_more_types_than_elements_is_refused(model_file):
-    lmp = new_lammps()
-    try:
-        lmp.commands_string(THREE_TYPES + f"pair_style deepcomp {model_file}")
-        with pytest.raises(Exception, match=r"3 atom types but model .* only 2 elements"):
-            lmp.commands_string("pair_coeff * *\nrun 0")
-    finally:
-        lmp.close()
+@pytest.mark.parametrize("coeff", ["* *", "* * Cu Au"], ids=["bare", "fewer_names"])
+def test_types_past_the_elements_are_null(model_file, coeff, tmp_path):
+    """As pair_style deepmd (DeePMD-kit's test_lammps_3types.py): with more atom types than the model has
+    elements (bare ``* *``) or than names given, the types past them are NULL, with a warning."""
+    log = tmp_path / "log.lammps"
+    named = run(THREE_TYPES + f"pair_style deepcomp {model_file}\npair_coeff * * Cu Au NULL\n")
+    got = run(THREE_TYPES + f"pair_style deepcomp {model_file}\npair_coeff {coeff}\n", log)
+    for key in ("energy", "forces", "virial", "centroid"):
+        assert np.array_equal(got[key], named[key]), key
+    text = " ".join(log.read_text().split())
+    want = "types 3-3 are NULL" if coeff == "* *" else "type(s) 3 get no element and are NULL"
+    assert want in text, text[-2000:]
 
 
 def test_bare_pair_coeff_with_fewer_types_warns(model_file, tmp_path):

@@ -19,7 +19,7 @@ def model_file(tmp_path_factory):
     ("commands", "expected"),
     [
         ("pair_style deepcomp {model}\npair_coeff * * Cu Ag", r"'Ag' given for atom type 2 is not in the type_map"),
-        ("pair_style deepcomp {model}\npair_coeff * * Cu", r"one element name \(or NULL\) per atom type"),
+        ("pair_style deepcomp {model}\npair_coeff * * Cu Au Cu", r"one element name \(or NULL\) per atom type"),
         ("pair_style deepcomp {model}\npair_coeff 1 2 Cu Au", r"\* \*"),
         ("pair_style deepcomp /nonexistent/model.dcz\npair_coeff * * Cu Au", r"model file not found"),
         ("pair_style deepcomp {model} overflow sometimes\npair_coeff * * Cu Au", r"'sometimes' for keyword overflow"),
