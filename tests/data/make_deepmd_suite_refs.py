@@ -10,8 +10,9 @@ Nothing is computed here for the LAMMPS ports: their expected values are the lit
 DeePMD-kit's test modules, read with ``ast`` (no code of them is run) and written as they are to
 refs/deepmd_suite/<module>.json. Written:
 
-* ``test_lammps.json``, ``test_lammps_pt.json``, ``test_lammps_3types.json``: the module-level
-  ``expected_*``, ``box``, ``coord``, ``type_OH``, ``type_HO`` of source/lmp/tests/<module>.py.
+* ``test_lammps.json``, ``test_lammps_pt.json``, ``test_lammps_3types.json``, ``test_lammps_faparam.json``:
+  the module-level ``expected_*``, ``box``, ``coord``, ``type_OH``, ``type_HO`` of
+  source/lmp/tests/<module>.py (those it has).
 * ``test_model_devi.json``: source/tests/tf/test_model_devi.py's expected rows (``expect``, the
   real-error row) and the system its ``gen_data()`` writes (coordinates, box, types: made by running
   source/tests/tf/common.py's ``gen_data`` in a scratch directory, with a stand-in for dpdata's writer).
@@ -20,7 +21,8 @@ refs/deepmd_suite/<module>.json. Written:
 Models (models/tf_graphs/): ``deepmd_deeppot-1.pb`` (source/tests/infer/deeppot-1.pbtxt, the second
 model of DeePMD-kit's model-deviation tests), ``deepmd_deeppot-r-yaml.pb`` (``dp convert-backend
 deeppot-r.yaml``, as source/tests/infer/case.py makes the .pb of the se_e2_r case) and
-``deepmd_fparam_aparam.pb`` (source/tests/infer/fparam_aparam.pbtxt).
+``deepmd_fparam_aparam.pb`` (source/tests/infer/fparam_aparam.pbtxt). The .pb files equal the committed
+ones as graphs; their bytes may differ (protobuf map order).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def pbtxt_to_pb(src: Path, dst: Path) -> None:
 def main(checkout: str) -> None:
     root = Path(checkout)
     OUT.mkdir(parents=True, exist_ok=True)
-    for module in ("test_lammps", "test_lammps_pt", "test_lammps_3types"):
+    for module in ("test_lammps", "test_lammps_pt", "test_lammps_3types", "test_lammps_faparam"):
         data = module_arrays(root / "source/lmp/tests" / f"{module}.py")
         data["source"] = f"deepmd-kit source/lmp/tests/{module}.py"
         (OUT / f"{module}.json").write_text(json.dumps(data, indent=1))

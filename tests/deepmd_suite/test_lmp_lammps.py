@@ -4,7 +4,9 @@ The same decks, run with ``pair_style deepcomp`` in place of ``pair_style deepmd
 expected values written in those modules (tests/data/refs/deepmd_suite/*.json, read from them by
 tests/data/make_deepmd_suite_refs.py) with their tolerance (``pytest.approx`` defaults).
 test_lammps drives DeePMD-kit's deeppot.pbtxt (as .pb), test_lammps_pt its deeppot_sea.pth; both
-take deeppot-1.pbtxt as the second model of the model deviation. The water system: 6 atoms in a
+take deeppot-1.pbtxt as the second model of the model deviation. test_lammps_faparam (fparam_aparam.pbtxt,
+``fparam``/``aparam`` keywords): its test_pair_deepmd and test_pair_deepmd_virial, xfail until
+fparam/aparam are merged. The water system: 6 atoms in a
 13 A box (test_lammps_3types: a 7th atom of a third LAMMPS type the model does not know, mapped by
 position to no element, so it feels no force). Not ported: the MPI runs (tests/lammps/test_lammps_mpi.py
 covers them for pair_style deepcomp) and DeePMD-kit's plugin-internal smoke tests.
@@ -50,12 +52,13 @@ class Expected:
         self.ae = np.array(d["expected_ae"])
         self.e = self.ae.sum()
         self.f = np.reshape(d["expected_f"], (self.n, 3))
-        self.f2 = np.reshape(d["expected_f2"], (-1, 3))
+        self.f2 = np.reshape(d.get("expected_f2", []), (-1, 3))
         self.v = np.reshape(d["expected_v"], (self.n, 9))
-        self.v2 = np.reshape(d["expected_v2"], (-1, 9))
+        self.v2 = np.reshape(d.get("expected_v2", []), (-1, 9))
         self.box = np.array(d["box"])
         self.coord = np.reshape(d["coord"], (-1, 3))
-        self.type_oh, self.type_ho = np.array(d["type_OH"], dtype=int), np.array(d["type_HO"], dtype=int)
+        self.type_oh = np.array(d["type_OH"], dtype=int)
+        self.type_ho = np.array(d.get("type_HO", []), dtype=int)
 
     def md_f(self, relative=None):
         n = len(self.f2)
@@ -153,6 +156,8 @@ def files(tmp_path_factory):
             "type_map": write_data(tmp / f"{module}_type_map.lmp", e.box, e.coord, e.type_ho, nt),
             "si": write_data(tmp / f"{module}.si", e.box * DIST_METAL2SI, e.coord * DIST_METAL2SI, e.type_oh, nt),
         }
+    e = expected("test_lammps_faparam")
+    out["test_lammps_faparam"] = {"metal": write_data(tmp / "faparam.lmp", e.box, e.coord, e.type_oh, 1)}
     out["test_lammps_pt"] = out["test_lammps"]
     return out
 
@@ -318,3 +323,24 @@ def test_3types_pair_deepmd_type_map(files):
     e = expected("test_lammps_3types")
     run = _three(f"pair_style deepcomp {SUITES['test_lammps'][0]}\npair_coeff * * H O", files, key="type_map")
     assert_energy_forces(run, e)
+
+
+# ---------------------------------------------------------------------------- test_lammps_faparam
+FAPARAM = "pair_style deepcomp {} fparam 0.25852028 aparam 0.25852028\npair_coeff * *".format(
+    GRAPHS / "deepmd_fparam_aparam.pb")
+
+
+@pytest.mark.xfail(reason="fparam/aparam: merged separately", strict=False)
+def test_faparam_pair_deepmd(files):
+    e = expected("test_lammps_faparam")
+    run = Run(files["test_lammps_faparam"]["metal"], FAPARAM, masses=(16,))
+    assert_energy_forces(run, e)
+
+
+@pytest.mark.xfail(reason="fparam/aparam: merged separately", strict=False)
+def test_faparam_pair_deepmd_virial(files):
+    e = expected("test_lammps_faparam")
+    run = Run(files["test_lammps_faparam"]["metal"], FAPARAM, masses=(16,))
+    assert_energy_forces(run, e)
+    for ii in range(9):
+        assert run.virial[:, ii] / NKTV2P == pytest.approx(e.v[:, ii])
