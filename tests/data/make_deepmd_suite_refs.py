@@ -16,12 +16,14 @@ refs/deepmd_suite/<module>.json. Written:
 * ``test_model_devi.json``: source/tests/tf/test_model_devi.py's expected rows (``expect``, the
   real-error row) and the system its ``gen_data()`` writes (coordinates, box, types: made by running
   source/tests/tf/common.py's ``gen_data`` in a scratch directory, with a stand-in for dpdata's writer).
+* ``test_transfer.json``: source/tests/tf/test_transfer.py's expected arrays (TestTransform).
 * ``fparam_aparam-testcase.json``: source/tests/infer/fparam_aparam-testcase.yaml as JSON.
 
 Models (models/tf_graphs/): ``deepmd_deeppot-1.pb`` (source/tests/infer/deeppot-1.pbtxt, the second
 model of DeePMD-kit's model-deviation tests), ``deepmd_deeppot-r-yaml.pb`` (``dp convert-backend
 deeppot-r.yaml``, as source/tests/infer/case.py makes the .pb of the se_e2_r case) and
-``deepmd_fparam_aparam.pb`` (source/tests/infer/fparam_aparam.pbtxt). The .pb files equal the committed
+``deepmd_fparam_aparam.pb`` (source/tests/infer/fparam_aparam.pbtxt), ``deepmd_transfer.pb`` (``dp transfer
+-O deeppot.pb -r deeppot-1.pb``, as test_transfer.py makes it). The .pb files equal the committed
 ones as graphs; their bytes may differ (protobuf map order).
 """
 
@@ -66,6 +68,15 @@ def module_arrays(path: Path, names=LAMMPS_NAMES) -> dict:
             if node.targets[0].id in names:
                 out[node.targets[0].id] = literal(node.value).tolist()
     return out
+
+
+def class_arrays(path: Path, cls_name: str) -> dict:
+    """The ``cls.expected_*`` / ``self.expected_*`` arrays a test class sets up."""
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    return {node.targets[0].attr: literal(node.value).tolist() for node in ast.walk(cls)
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)
+            and node.targets[0].attr.startswith("expected_")}
 
 
 def model_devi_expected(path: Path) -> dict:
@@ -132,6 +143,9 @@ def main(checkout: str) -> None:
     devi = model_devi_expected(root / "source/tests/tf/test_model_devi.py")
     devi.update(model_devi_system(root), source="deepmd-kit source/tests/tf/test_model_devi.py")
     (OUT / "test_model_devi.json").write_text(json.dumps(devi, indent=1))
+    transfer = class_arrays(root / "source/tests/tf/test_transfer.py", "TestTransform")
+    transfer["source"] = "deepmd-kit source/tests/tf/test_transfer.py"
+    (OUT / "test_transfer.json").write_text(json.dumps(transfer, indent=1))
     case = yaml.safe_load((root / "source/tests/infer/fparam_aparam-testcase.yaml").read_text())
     case["source"] = "deepmd-kit source/tests/infer/fparam_aparam-testcase.yaml"
     (OUT / "fparam_aparam-testcase.json").write_text(json.dumps(case, indent=1))
@@ -140,6 +154,12 @@ def main(checkout: str) -> None:
     pbtxt_to_pb(infer / "deeppot-1.pbtxt", GRAPHS / "deepmd_deeppot-1.pb")
     pbtxt_to_pb(infer / "fparam_aparam.pbtxt", GRAPHS / "deepmd_fparam_aparam.pb")
     dp = str(Path(sys.executable).parent / "dp")
+    with tempfile.TemporaryDirectory() as tmp:  # test_transfer.py: deeppot-1's weights into deeppot's graph
+        old, raw = Path(tmp) / "old.pb", Path(tmp) / "raw.pb"
+        pbtxt_to_pb(infer / "deeppot.pbtxt", old)
+        pbtxt_to_pb(infer / "deeppot-1.pbtxt", raw)
+        subprocess.run([dp, "--tf", "transfer", "-O", str(old), "-r", str(raw), "-o", str(GRAPHS / "deepmd_transfer.pb")],
+                       check=True)
     subprocess.run([dp, "convert-backend", str(infer / "deeppot-r.yaml"), str(GRAPHS / "deepmd_deeppot-r-yaml.pb")],
                    check=True, env=dict(os.environ, DP_BACKEND="tensorflow"))
 
