@@ -344,3 +344,47 @@ def test_faparam_pair_deepmd_virial(files):
     assert_energy_forces(run, e)
     for ii in range(9):
         assert run.virial[:, ii] / NKTV2P == pytest.approx(e.v[:, ii])
+
+
+# ---------------------------------------------------------------------------- MPI (test_lammps.py)
+MPI_DECK = """
+processors {grid}
+units metal
+boundary p p p
+atom_style atomic
+neighbor 2.0 bin
+neigh_modify every 10 delay 0 check no
+read_data {data}
+mass 1 16
+mass 2 2
+timestep 0.0005
+fix 1 all nve
+pair_style deepcomp {m1} {m2} out_file {md} out_freq 1 atomic relative 1.0
+pair_coeff * *
+run 0
+print "$(pe:%.16g)" file {pe}
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("grid", ["2 1 1", "1 2 1"], ids=["balance", "no_balance"])
+def test_pair_deepmd_mpi(files, tmp_path, grid):
+    """test_pair_deepmd_mpi: two ranks (4 and 2 atoms with --balance, 6 and 0 without), model deviation
+    with ``atomic relative 1.0``."""
+    import os
+    import subprocess
+    import sys
+
+    e = expected("test_lammps")
+    m1, m2 = SUITES["test_lammps"]
+    md, pe = tmp_path / "md.out", tmp_path / "pe.out"
+    deck = tmp_path / "in.mpi"
+    deck.write_text(MPI_DECK.format(grid=grid, data=files["test_lammps"]["metal"], m1=m1, m2=m2, md=md, pe=pe))
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run([str(bin_dir / "mpiexec"), "-n", "2", str(bin_dir / "lmp"), "-in", str(deck), "-log", "none",
+                           "-screen", "none", "-nocite"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert float(pe.read_text()) == pytest.approx(e.e)
+    assert_model_devi(np.loadtxt(md), e, relative=1.0)
