@@ -195,6 +195,14 @@ def assert_model_devi(md, e: Expected, relative=None, relative_v=None, atomic=Tr
 SUITE_PARAMS = pytest.mark.parametrize("module", list(SUITES))
 
 
+def devi_run(module: str, files, tmp_path, extra: str = "", units: str = "metal") -> Run:
+    """The module's deck with both models, a model deviation every step with per-atom force deviations."""
+    md_file = tmp_path / "md.out"
+    m1, m2 = SUITES[module]
+    return Run(files[module]["metal"], f"pair_style deepcomp {m1} {m2} out_file {md_file} out_freq 1 atomic {extra}\n"
+               "pair_coeff * *", units=units, md_file=md_file)
+
+
 # ---------------------------------------------------------------------------- metal
 @SUITE_PARAMS
 def test_pair_deepmd(module, files):
@@ -217,10 +225,7 @@ def test_pair_deepmd_virial(module, files):
                          ids=["plain", "atomic_relative", "atomic_relative_v"])
 def test_pair_deepmd_model_devi(module, files, tmp_path, extra, relative, relative_v):
     e = expected(module)
-    md_file = tmp_path / "md.out"
-    m1, m2 = SUITES[module]
-    run = Run(files[module]["metal"], f"pair_style deepcomp {m1} {m2} out_file {md_file} out_freq 1 atomic {extra}\n"
-              "pair_coeff * *", md_file=md_file)
+    run = devi_run(module, files, tmp_path, extra)
     assert_energy_forces(run, e)
     assert_model_devi(run.md, e, relative, relative_v)
 
@@ -228,10 +233,7 @@ def test_pair_deepmd_model_devi(module, files, tmp_path, extra, relative, relati
 @SUITE_PARAMS
 def test_pair_deepmd_model_devi_virial(module, files, tmp_path):
     e = expected(module)
-    md_file = tmp_path / "md.out"
-    m1, m2 = SUITES[module]
-    run = Run(files[module]["metal"], f"pair_style deepcomp {m1} {m2} out_file {md_file} out_freq 1 atomic\n"
-              "pair_coeff * *", md_file=md_file)
+    run = devi_run(module, files, tmp_path)
     assert_energy_forces(run, e)
     assert_virial(run, e)
     assert_model_devi(run.md, e)
@@ -276,10 +278,7 @@ def test_pair_deepmd_model_devi_real(module, files, tmp_path, extra, relative, r
     """As DeePMD-kit's deck: ``relative``/``relative_v`` given in the style's units (1.0 eV/A as
     23.06 kcal/mol/A), every column, relative ones too, expected as the metal value times the factor."""
     e = expected(module)
-    md_file = tmp_path / "md.out"
-    m1, m2 = SUITES[module]
-    run = Run(files[module]["metal"], f"pair_style deepcomp {m1} {m2} out_file {md_file} out_freq 1 atomic {extra}\n"
-              "pair_coeff * *", units="real", md_file=md_file)
+    run = devi_run(module, files, tmp_path, extra, units="real")
     assert_energy_forces(run, e, ENER_METAL2REAL, ENER_METAL2REAL)
     assert_model_devi(run.md, e, relative, relative_v, scale_f=ENER_METAL2REAL, scale_v=ENER_METAL2REAL)
 
