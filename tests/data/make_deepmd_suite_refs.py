@@ -4,7 +4,8 @@ Run with the Python of a DeePMD-kit 3.2 environment (TensorFlow backend, dpdata)
 of github.com/deepmodeling/deepmd-kit (the ports were made against commit bc902daf7 of its master
 branch, 2026; the files read are unchanged since 3.1):
 
-    cd tests/data && /path/to/deepmd-3.2.0/bin/python make_deepmd_suite_refs.py /path/to/deepmd-kit
+    cd tests/data && /path/to/deepmd-3.2.0/bin/python make_deepmd_suite_refs.py /path/to/deepmd-kit \
+        [/path/to/deepmd-kit-v2.2.11]
 
 Nothing is computed here for the LAMMPS ports: their expected values are the literal arrays of
 DeePMD-kit's test modules, read with ``ast`` (no code of them is run) and written as they are to
@@ -16,6 +17,10 @@ refs/deepmd_suite/<module>.json. Written:
 * ``test_model_devi.json``: source/tests/tf/test_model_devi.py's expected rows (``expect``, the
   real-error row) and the system its ``gen_data()`` writes (coordinates, box, types: made by running
   source/tests/tf/common.py's ``gen_data`` in a scratch directory, with a stand-in for dpdata's writer).
+* ``test_deeppot_a_v2.2.11.json``, ``test_deeppot_r_v2.2.11.json`` (with a checkout of tag v2.2.11 as second
+  argument): the set-up (coordinates, types, box) and expected arrays of source/tests/test_deeppot_a.py's
+  TestDeepPotAPBC, TestDeepPotANoPBC, TestDeepPotALargeBoxNoPBC and test_deeppot_r.py's counterparts, for
+  deeppot.pbtxt and deeppot-r.pbtxt (unchanged since).
 * ``test_transfer.json``: source/tests/tf/test_transfer.py's expected arrays (TestTransform).
 * ``fparam_aparam-testcase.json``: source/tests/infer/fparam_aparam-testcase.yaml as JSON.
 
@@ -71,12 +76,25 @@ def module_arrays(path: Path, names=LAMMPS_NAMES) -> dict:
 
 
 def class_arrays(path: Path, cls_name: str) -> dict:
-    """The ``cls.expected_*`` / ``self.expected_*`` arrays a test class sets up."""
+    """What a test class sets up: its ``cls.``/``self.`` ``expected_*`` arrays, ``coords``, ``atype``,
+    ``box`` (None where it sets None), ``fparam``, ``aparam``."""
     tree = ast.parse(path.read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
-    return {node.targets[0].attr: literal(node.value).tolist() for node in ast.walk(cls)
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute)
-            and node.targets[0].attr.startswith("expected_")}
+    out = {}
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            name = node.targets[0].attr
+            if name.startswith("expected_") or name in ("coords", "atype", "box"):
+                try:
+                    value = literal(node.value).tolist()
+                except ValueError:
+                    value = ast.literal_eval(node.value)
+                out[name] = value
+    return out
+
+
+DEEPPOT_22 = {"test_deeppot_a": ("TestDeepPotAPBC", "TestDeepPotANoPBC", "TestDeepPotALargeBoxNoPBC"),
+              "test_deeppot_r": ("TestDeepPotRPBC", "TestDeepPotRNoPBC", "TestDeepPotRLargeBoxNoPBC")}
 
 
 def model_devi_expected(path: Path) -> dict:
@@ -133,8 +151,13 @@ def pbtxt_to_pb(src: Path, dst: Path) -> None:
     dst.write_bytes(text_format.Parse(src.read_text(), graph_pb2.GraphDef()).SerializeToString())
 
 
-def main(checkout: str) -> None:
+def main(checkout: str, checkout_22: str | None = None) -> None:
     root = Path(checkout)
+    if checkout_22:  # the classes moved to infer/test_models.py in 3.0; 2.2.11 states their values
+        for module, classes in DEEPPOT_22.items():
+            data = {c: class_arrays(Path(checkout_22) / "source/tests" / f"{module}.py", c) for c in classes}
+            data["source"] = f"deepmd-kit v2.2.11 source/tests/{module}.py"
+            (OUT / f"{module}_v2.2.11.json").write_text(json.dumps(data, indent=1))
     OUT.mkdir(parents=True, exist_ok=True)
     for module in ("test_lammps", "test_lammps_pt", "test_lammps_3types", "test_lammps_faparam"):
         data = module_arrays(root / "source/lmp/tests" / f"{module}.py")
@@ -165,4 +188,4 @@ def main(checkout: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
