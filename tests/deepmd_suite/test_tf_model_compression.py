@@ -1,0 +1,58 @@
+"""Port of DeePMD-kit's source/tests/tf/test_model_compression_se_a.py, _se_r.py and
+_se_a_type_one_side_exclude_types.py (TestDeepPotAPBC, TestDeepPotANoPBC, TestDeepPotALargeBoxNoPBC).
+
+Graphs: trained, frozen and compressed (``dp compress -s 0.1``) as those tests make them
+(tests/data/make_deepmd_compress_suite.py, which says why the step is 0.1 and not the default 0.01).
+Those tests check that the compressed graph gives the original's values to 10 places; here deepcomp
+reads the compressed graph (DeePMD-kit's tables as they are) and gives the original graph's values
+(DeePMD-kit's evaluation) to those 10 places, and DeePMD-kit's values for the compressed graph too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepcomp_ase.potential import DeepPotential
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+REF = np.load(DATA / "refs" / "deepmd_suite" / "compress.npz")
+PLACES = 10
+VARIANTS = ("se_a", "se_a_type_one_side_exclude_types", "se_r")
+CONFS = ("pbc", "nopbc", "largebox")
+KEYS = ("energy", "force", "virial", "atom_energy", "atom_virial")
+_POTS: dict = {}
+
+
+def _result(variant: str, conf: str):
+    if variant not in _POTS:
+        _POTS[variant] = DeepPotential.from_file(DATA / "models" / "tf_graphs" / f"deepmd_compress_{variant}.pb",
+                                                 backend="numpy")
+    pot = _POTS[variant]
+    assert pot.compressed
+    box = REF[f"box/{conf}"]
+    box = None if box.size == 0 else box
+    res = pot.compute_atoms(REF["coord"], REF["atype"], box, [box is not None] * 3, atomic_virial=True)
+    return {"energy": res.energy, "force": res.forces, "virial": res.virial.reshape(3, 3),
+            "atom_energy": res.atom_energy, "atom_virial": res.atom_virial.reshape(-1, 9)}
+
+
+@pytest.mark.parametrize("conf", CONFS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compressed_matches_deepmd(variant, conf):
+    got = _result(variant, conf)
+    for key in KEYS:
+        want = REF[f"{variant}/{conf}/compressed/{key}"]
+        np.testing.assert_almost_equal(np.ravel(got[key]), np.ravel(want), PLACES, err_msg=key)
+
+
+@pytest.mark.parametrize("conf", CONFS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compressed_matches_original(variant, conf):
+    """The tests' own criterion: the compressed graph gives the original's values to 10 places."""
+    got = _result(variant, conf)
+    for key in KEYS:
+        want = REF[f"{variant}/{conf}/original/{key}"]
+        np.testing.assert_almost_equal(np.ravel(got[key]), np.ravel(want), PLACES, err_msg=key)
