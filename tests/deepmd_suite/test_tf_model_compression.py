@@ -56,3 +56,18 @@ def test_compressed_matches_original(variant, conf):
     for key in KEYS:
         want = REF[f"{variant}/{conf}/original/{key}"]
         np.testing.assert_almost_equal(np.ravel(got[key]), np.ravel(want), PLACES, err_msg=key)
+
+
+def test_ase():
+    """TestDeepPotALargeBoxNoPBC.test_ase (se_a): the ASE calculator on the compressed graph."""
+    from ase import Atoms
+
+    from deepcomp_ase import DeepCompCalculator
+
+    _result("se_a", "largebox")  # loads the model
+    atoms = Atoms([("O", "H")[t] for t in REF["atype"]], positions=REF["coord"],
+                  cell=REF["box/largebox"], pbc=False)
+    atoms.calc = DeepCompCalculator(_POTS["se_a"])
+    want = "se_a/largebox/original"
+    np.testing.assert_almost_equal(atoms.get_forces().ravel(), REF[f"{want}/force"].ravel(), PLACES)
+    np.testing.assert_almost_equal(atoms.get_potential_energy(), float(REF[f"{want}/energy"]), PLACES)
