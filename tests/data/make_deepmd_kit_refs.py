@@ -42,7 +42,8 @@ def main(infer: Path) -> None:
         results = [{"atype": [int(t) for t in r["atype"]], "box": _numbers(r["box"]),
                     **{k: _numbers(r[k]) for k in ARRAYS}} for r in case["results"]]
         out = {"source": f"deepmd-kit source/tests/infer/{testcase}", "models": list(models),
-               "type_map": case["type_map"], "results": results}
+               "type_map": case["type_map"], **{k: case[k] for k in ("ntypes", "rcut", "dim_fparam", "dim_aparam")},
+               "results": results}
         (HERE / "refs" / testcase.replace(".yaml", ".json")).write_text(json.dumps(out, indent=1) + "\n")
 
 

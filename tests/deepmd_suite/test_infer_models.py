@@ -78,9 +78,8 @@ def case(request):
 
 def test_attrs(case):
     d = case.data
-    if "ntypes" in d:
-        assert len(case.pot.type_map) == d["ntypes"]
-        np.testing.assert_almost_equal(case.pot.rcut, d["rcut"], case.places)
+    assert len(case.pot.type_map) == d["ntypes"]
+    np.testing.assert_almost_equal(case.pot.rcut, d["rcut"], case.places)
     assert list(case.pot.type_map) == d["type_map"]
 
 
