@@ -27,7 +27,9 @@ refs/deepmd_suite/<module>.json. Written:
 Models (models/tf_graphs/): ``deepmd_deeppot-1.pb`` (source/tests/infer/deeppot-1.pbtxt, the second
 model of DeePMD-kit's model-deviation tests), ``deepmd_deeppot-r-yaml.pb`` (``dp convert-backend
 deeppot-r.yaml``, as source/tests/infer/case.py makes the .pb of the se_e2_r case) and
-``deepmd_fparam_aparam.pb`` (source/tests/infer/fparam_aparam.pbtxt), ``deepmd_transfer.pb`` (``dp transfer
+``deepmd_fparam_aparam.pb`` (source/tests/infer/fparam_aparam.pbtxt, the model of test_lammps_faparam.py),
+``deepmd_fparam_aparam-yaml.pb`` (``dp convert-backend fparam_aparam.yaml``: the model of
+fparam_aparam-testcase.yaml, copied to models/fparam_aparam.yaml too), ``deepmd_transfer.pb`` (``dp transfer
 -O deeppot.pb -r deeppot-1.pb``, as test_transfer.py makes it). The .pb files equal the committed
 ones as graphs; their bytes may differ (protobuf map order).
 """
@@ -38,6 +40,7 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -185,6 +188,9 @@ def main(checkout: str, checkout_22: str | None = None) -> None:
                        check=True)
     subprocess.run([dp, "convert-backend", str(infer / "deeppot-r.yaml"), str(GRAPHS / "deepmd_deeppot-r-yaml.pb")],
                    check=True, env=dict(os.environ, DP_BACKEND="tensorflow"))
+    shutil.copyfile(infer / "fparam_aparam.yaml", HERE / "models" / "fparam_aparam.yaml")
+    subprocess.run([dp, "convert-backend", str(infer / "fparam_aparam.yaml"),
+                    str(GRAPHS / "deepmd_fparam_aparam-yaml.pb")], check=True, env=dict(os.environ, DP_BACKEND="tensorflow"))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ CASES = {  # DeePMD-kit key: testcase, model files (its extensions .yaml, .pb, .
                                           ".pth": MODELS / "deeppot_sea.pth"}),
     "se_e2_r": ("deeppot-r-testcase.json", {".yaml": MODELS / "deeppot-r.yaml",
                                             ".pb": GRAPHS / "deepmd_deeppot-r-yaml.pb"}),
-    "fparam_aparam": ("deepmd_suite/fparam_aparam-testcase.json", {".pb": GRAPHS / "deepmd_fparam_aparam.pb"}),
+    "fparam_aparam": ("deepmd_suite/fparam_aparam-testcase.json", {".yaml": MODELS / "fparam_aparam.yaml",
+                                                                    ".pb": GRAPHS / "deepmd_fparam_aparam-yaml.pb"}),
 }
 PARAMS = [pytest.param((key, ext), id=f"{key}{ext}", marks=[FPARAM_XFAIL] if key == "fparam_aparam" else [])
           for key, (_, files) in CASES.items() for ext in files]
