@@ -20,8 +20,7 @@ def tree():
 
 CASES = {
     "descriptor type": (lambda t: t["model"]["descriptor"].update(type="dpa2"), "model.descriptor.type", "dpa2"),
-    "fparam": (lambda t: t["model"]["fitting"].update(numb_fparam=2), "numb_fparam", "2"),
-    "aparam": (lambda t: t["model"]["fitting"].update(numb_aparam=1), "numb_aparam", "1"),
+    "case embedding": (lambda t: t["model"]["fitting"].update(dim_case_embd=4), "dim_case_embd", "4"),
     "embedding resnet_dt": (lambda t: t["model"]["descriptor"].update(resnet_dt=True), "resnet_dt", "True"),
     "embedding idt": (
         lambda t: t["model"]["descriptor"]["embeddings"]["networks"][0]["layers"][1]["@variables"].update(

@@ -672,7 +672,8 @@ def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State
     bias = st.get(block + "bias_atom_e")
     return {
         "@class": "Fitting", "@version": 4, "var_name": "energy", "ntypes": ntypes,
-        "dim_descrpt": in_dim - nfp - nap, "neuron": neuron, "resnet_dt": resnet_dt,
+        "dim_descrpt": in_dim - nfp - (0 if f.get("use_aparam_as_mask", False) else nap), "neuron": neuron,
+        "resnet_dt": resnet_dt,
         "numb_fparam": nfp, "numb_aparam": nap, "dim_case_embd": 0,
         "default_fparam": f.get("default_fparam"), "activation_function": act, "precision": raw_prec,
         "mixed_types": mixed, "nets": nets, "rcond": f.get("rcond"),
