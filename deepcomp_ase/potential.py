@@ -70,6 +70,9 @@ class DeepPotential:
         self.parts = [p.descriptor for p in self.plan.parts]
         self.embedders = [p.embed for p in self.plan.parts]
         self.evaluators = [p.evaluator for p in self.plan.parts]
+        if self.takes_parameters and hasattr(self.backend, "unsupported_reason"):  # the CUDA backend
+            log.warning("%s: the %s backend evaluates this model on the host (numpy reference): %s", params.source,
+                        self.backend.name, self.backend.unsupported_reason(self))
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -102,12 +102,17 @@ def test_dedfparam_is_the_energy_derivative(pots):
         assert abs((ep - em) / (2 * h) - res.dedfparam[k]) < 1e-7 * max(1.0, abs(res.dedfparam[k]))
 
 
-def test_compressed_model_keeps_the_parameters(tmp_path, pots):
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
     from deepcomp_ase.compress.api import compress_model
 
-    out = tmp_path / "fp.dcz"
+    out = tmp_path_factory.mktemp("fparam") / "fp.dcz"
     compress_model(MODELS / "fp_pt_f2a1.pth", out)
-    comp = DeepPotential.from_file(out, backend="numpy")
+    return DeepPotential.from_file(out, backend="numpy")
+
+
+def test_compressed_model_keeps_the_parameters(compressed, pots):
+    comp = compressed
     exact = pots("fp_pt_f2a1", "pth")
     ref = np.load(REFS / "fp_pt_f2a1.npz")
     fp, ap = _inputs(ref, "p108_0")
@@ -117,6 +122,14 @@ def test_compressed_model_keeps_the_parameters(tmp_path, pots):
     assert abs(a.energy - b.energy) / len(atype) < 1e-9
     np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=1e-8)
     np.testing.assert_allclose(b.dedfparam, a.dedfparam, rtol=1e-9)
+
+
+def test_cuda_backend_leaves_parameter_models_to_the_host(compressed):
+    # the device fitting kernel reads the descriptor only: such a model is evaluated by the numpy
+    # reference (as uncompressed ones are), and the reason is stated
+    from deepcomp_ase.backends.cupy_gpu import Backend
+
+    assert "frame/atomic parameters" in Backend.unsupported_reason(compressed)
 
 
 def test_uniform_aparam_broadcasts(pots):
