@@ -26,13 +26,13 @@ import copy
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from deepmd_refs import eval_outputs
+from make_pt_models import _run, _strip_debug  # the same commands and .pth clean-up
 
 HERE = Path(__file__).resolve().parent
 STEPS = 20
@@ -84,19 +84,6 @@ def _input(name: str, systems: list[str]) -> dict:
     return d
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-
-
-def _strip_debug(src: Path, dst: Path) -> None:
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
-        for item in zin.infolist():
-            if not item.filename.endswith(".debug_pkl"):
-                zout.writestr(item, zin.read(item))
-
-
 def _refs(name: str, model: Path) -> None:
     from deepmd.infer import DeepPot
 
@@ -120,13 +107,7 @@ def _refs(name: str, model: Path) -> None:
         if "default_fparam" in MODELS[name][2]:
             runs.append(("nofp/", None))
         for tag, fparam in runs:
-            e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box.reshape(1, 9), atype, atomic=True,
-                                      fparam=fparam, aparam=ap)
-            out[f"{c}/{tag}energy"] = np.float64(e.ravel()[0])
-            out[f"{c}/{tag}force"] = f.reshape(-1, 3)
-            out[f"{c}/{tag}virial"] = v.reshape(3, 3)
-            out[f"{c}/{tag}atom_energy"] = ae.ravel()
-            out[f"{c}/{tag}atom_virial"] = av.reshape(-1, 9)
+            out.update(eval_outputs(dp, coord, box, atype, f"{c}/{tag}", fparam=fparam, aparam=ap))
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 
