@@ -78,6 +78,10 @@ def describe(path, head: str | None = None) -> str:
         + (" (shared by all types)" if fit.shared is not None else " (one net per type)"),
         f"min_nbor_dist: {model.min_nbor_dist if model.min_nbor_dist is not None else 'not stored'}",
     ]
+    if fit.numb_fparam or fit.numb_aparam:  # what a run must give (docs/ase.md, docs/lammps.md)
+        default = "" if fit.default_fparam is None else f" (default_fparam {fit.default_fparam.tolist()})"
+        mask = " (use_aparam_as_mask: not read by the fitting net)" if fit.use_aparam_as_mask else ""
+        lines.append(f"parameters:  numb_fparam {fit.numb_fparam}{default}, numb_aparam {fit.numb_aparam}{mask}")
     if dp_origin:
         lines += [
             f"tables from: {dp_origin}, used as they are",

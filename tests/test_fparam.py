@@ -132,6 +132,13 @@ def test_cuda_backend_leaves_parameter_models_to_the_host(compressed):
     assert "frame/atomic parameters" in Backend.unsupported_reason(compressed)
 
 
+def test_info_names_the_parameters():
+    from deepcomp_ase.info import describe
+
+    assert "parameters:  numb_fparam 1 (default_fparam [0.9]), numb_aparam 0" in describe(MODELS / "fp_pt_default.pth")
+    assert "numb_aparam 1 (use_aparam_as_mask" in describe(MODELS / "fp_pt_mask.pth")
+
+
 def test_uniform_aparam_broadcasts(pots):
     pot = pots("fp_pt_f2a1", "pth")
     ref = np.load(REFS / "fp_pt_f2a1.npz")
@@ -218,6 +225,20 @@ def test_ase_calculator_takes_parameters_as_deepmd(pots):
     # set() changes them and drops the old results
     atoms.calc.set(fparam=fp + 0.1)
     assert atoms.get_potential_energy() == direct.energy
+
+
+def test_ensemble_calculator_gives_every_model_the_parameters(pots):
+    from deepcomp_ase.ensemble_calculator import DeepCompEnsembleCalculator
+
+    a, b = np.load(REFS / "fp_pt_f2a1.npz"), np.load(REFS / "fp_tf_f2a1.npz")
+    fp, ap = _inputs(a, "p32_0")
+    atoms = _atoms(a, "p32_0")
+    atoms.calc = DeepCompEnsembleCalculator([pots("fp_pt_f2a1", "pth"), pots("fp_tf_f2a1", "pb")], fparam=fp,
+                                            aparam=ap)
+    assert abs(atoms.get_potential_energy() - a["p32_0/energy"]) < 1e-9
+    devi = atoms.calc.get_model_devi()
+    want = np.linalg.norm(np.std([a["p32_0/force"], b["p32_0/force"]], axis=0), axis=-1)
+    np.testing.assert_allclose(devi.atom_devi_f, want, rtol=1e-7, atol=1e-10)
 
 
 def test_ase_calculator_checks_sizes_when_built(pots):

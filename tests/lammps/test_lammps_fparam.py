@@ -143,6 +143,7 @@ def test_model_deviation_with_parameters(pots, tmp_path):
     (f"pair_style deepcomp {F1A1} fparam_from_fix", "invalid fparam_from_fix key"),
     (f"pair_style deepcomp {F1A1} fparam_from_fix N 0 aparam 0.1", "vector index must be a positive 1-based"),
     (f"pair_style deepcomp {F1A1} fparam_from_compute NOPE aparam 0.1", "compute NOPE for fparam is not found"),
+    (f"pair_style deepcomp {F2A1} {F1A1} fparam 1 2 aparam 0.1", "take different frame/atomic parameters"),
 ])
 def test_keyword_errors(commands, message):
     err = lammps_error(commands + "\npair_coeff * * Cu Au")
