@@ -157,3 +157,41 @@ def test_dedn_compute_errors():
     err = lammps_error(f"pair_style deepcomp {F1A1} fparam 1 aparam 0.1\npair_coeff * * Cu Au\n"
                        "compute D all deepcomp/fparam/dedn s")
     assert "must be a variable, compute, or fix reference" in err, err
+
+
+MPI_DECK = """
+units metal
+atom_style atomic
+boundary p p p
+read_data {data}
+velocity all create 900 4928 dist gaussian
+compute T all temp
+compute AP all property/atom xs
+variable s equal 1.3
+pair_style deepcomp {model} fparam_from_compute T aparam_from_compute AP
+pair_coeff * * Cu Au
+compute D all deepcomp/fparam/dedn c_T
+compute D2 all deepcomp/fparam/dedn v_s
+fix 1 all nve
+thermo_style custom step pe c_D c_D2
+thermo_modify format float %20.12e
+thermo 1
+run 3
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_parameters_and_dedn_same_on_1_and_2_ranks(tmp_path):
+    """aparam of the local atoms of each rank, dE/dfparam summed over the ranks (both compute paths)."""
+    from lammps_helpers import DATA_500, run_lmp, thermo_table
+
+    tables = []
+    for n in (1, 2):
+        work = tmp_path / f"np{n}"
+        work.mkdir()
+        rc, text, _ = run_lmp(MPI_DECK.format(data=DATA_500, model=F1A1), work, nprocs=n, timeout=300)
+        assert rc == 0, text[-3000:]
+        tables.append(thermo_table(text)[1])
+    assert tables[0].shape == (4, 4)
+    np.testing.assert_allclose(tables[1], tables[0], rtol=1e-9, atol=1e-9)
