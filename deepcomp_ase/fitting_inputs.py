@@ -30,68 +30,70 @@ def _values(name: str, value, source: str) -> np.ndarray:
     return arr
 
 
+def _fparam(fit: FittingParams, fparam, source: str) -> np.ndarray:
+    """The ``numb_fparam`` frame parameters given (None: the model's default_fparam)."""
+    nfp = fit.numb_fparam
+    if fparam is not None and nfp == 0:
+        raise FrameParamError(f"{source}: fparam {np.asarray(fparam).tolist()!r} given, but the model takes no frame "
+                              "parameters (numb_fparam = 0); leave fparam out")
+    if fparam is None:
+        if fit.default_fparam is None:
+            raise FrameParamError(f"{source}: the model takes {nfp} frame parameter(s) (numb_fparam) and has no "
+                                  f"default_fparam; give them ({HOW})")
+        return fit.default_fparam
+    fp = _values("fparam", fparam, source)
+    if fp.size != nfp:
+        raise FrameParamError(f"{source}: fparam has {fp.size} value(s), the model takes numb_fparam = {nfp}")
+    return fp
+
+
+def _aparam(fit: FittingParams, aparam, source: str, nloc: int | None) -> np.ndarray:
+    """The atomic parameters given, as (nloc, numb_aparam); ``nloc`` None: only checks that the count
+    is a whole number of atoms (the atom count not known yet) and returns them flat."""
+    nap = fit.numb_aparam
+    if nap == 0:
+        raise FrameParamError(f"{source}: aparam given, but the model takes no atomic parameters "
+                              "(numb_aparam = 0); leave aparam out")
+    ap = _values("aparam", aparam, source)
+    if ap.size == nap:
+        return ap if nloc is None else np.broadcast_to(ap, (nloc, nap))
+    if nloc is None and ap.size and ap.size % nap == 0:
+        return ap
+    if nloc is not None and ap.size == nloc * nap:
+        return ap.reshape(nloc, nap)
+    atoms = "natoms" if nloc is None else str(nloc)
+    raise FrameParamError(f"{source}: aparam has {ap.size} value(s); the model takes numb_aparam = {nap} per atom: "
+                          f"give {atoms} x {nap} (one row per atom) or {nap} for every atom")
+
+
 def fitting_columns(fit: FittingParams, nloc: int, fparam=None, aparam=None, source: str = "<model>"):
     """The (nloc, fit.n_extra) columns after the descriptor, or None for a model without parameters.
 
     ``fparam``: ``numb_fparam`` numbers (any shape); None takes the model's ``default_fparam``.
     ``aparam``: ``nloc * numb_aparam`` numbers ((nloc, numb_aparam) or flat, atom-major) or
-    ``numb_aparam`` numbers given to every atom. A parameter the model does not take is an error.
+    ``numb_aparam`` numbers given to every atom. A parameter the model does not take is an error;
+    under ``use_aparam_as_mask`` aparam may be left out (the nets do not read it).
     """
-    nfp, nap = fit.numb_fparam, fit.numb_aparam
-    if fparam is not None and nfp == 0:
-        raise FrameParamError(f"{source}: fparam {np.asarray(fparam).tolist()!r} given, but the model takes no frame "
-                              "parameters (numb_fparam = 0); leave fparam out")
-    if aparam is not None and nap == 0:
-        raise FrameParamError(f"{source}: aparam given, but the model takes no atomic parameters "
-                              "(numb_aparam = 0); leave aparam out")
     cols = []
-    if nfp:
-        if fparam is None:
-            if fit.default_fparam is None:
-                raise FrameParamError(f"{source}: the model takes {nfp} frame parameter(s) (numb_fparam) and has no "
-                                      f"default_fparam; give them ({HOW})")
-            fp = fit.default_fparam
-        else:
-            fp = _values("fparam", fparam, source)
-            if fp.size != nfp:
-                raise FrameParamError(f"{source}: fparam has {fp.size} value(s), the model takes numb_fparam = {nfp}")
-        cols.append(np.broadcast_to((fp - fit.fparam_avg) * fit.fparam_inv_std, (nloc, nfp)))
-    if nap:
-        if aparam is None:
-            if fit.use_aparam_as_mask:  # the nets do not read it
-                return np.concatenate(cols, axis=1) if cols else None
-            raise FrameParamError(f"{source}: the model takes {nap} atomic parameter(s) per atom (numb_aparam); "
-                                  f"give them ({HOW})")
-        ap = _values("aparam", aparam, source)
-        if ap.size == nap:
-            ap = np.broadcast_to(ap, (nloc, nap))
-        elif ap.size == nloc * nap:
-            ap = ap.reshape(nloc, nap)
-        else:
-            raise FrameParamError(f"{source}: aparam has {ap.size} value(s); the model takes numb_aparam = {nap} per "
-                                  f"atom: give {nloc} x {nap} (one row per atom) or {nap} for every atom")
+    if fit.numb_fparam or fparam is not None:
+        fp = _fparam(fit, fparam, source)
+        cols.append(np.broadcast_to((fp - fit.fparam_avg) * fit.fparam_inv_std, (nloc, fit.numb_fparam)))
+    if aparam is not None:
+        ap = _aparam(fit, aparam, source, nloc)
         if not fit.use_aparam_as_mask:
             cols.append((ap - fit.aparam_avg) * fit.aparam_inv_std)
+    elif fit.numb_aparam and not fit.use_aparam_as_mask:
+        raise FrameParamError(f"{source}: the model takes {fit.numb_aparam} atomic parameter(s) per atom "
+                              f"(numb_aparam); give them ({HOW})")
     return np.ascontiguousarray(np.concatenate(cols, axis=1)) if cols else None
 
 
 def check_sizes(fit: FittingParams, fparam=None, aparam=None, source: str = "<model>") -> None:
-    """Check what is given without knowing the atom count (a calculator's keywords): sizes and values."""
-    nap = fit.numb_aparam
+    """Check what is given without knowing the atom count (a calculator's keywords)."""
     if fparam is not None:
-        fitting_columns(fit, 1, fparam, None if nap == 0 else np.zeros(nap), source)
+        _fparam(fit, fparam, source)
     if aparam is not None:
-        ap = _values("aparam", aparam, source) if nap else np.asarray(aparam)
-        n = ap.size // nap if nap and ap.size % nap == 0 and ap.size else 1
-        fitting_columns(fit, n, fit.default_fparam if fit.numb_fparam else None, ap, source) if (
-            fit.default_fparam is not None or fit.numb_fparam == 0) else _aparam_size(fit, ap, source)
-
-
-def _aparam_size(fit: FittingParams, ap: np.ndarray, source: str) -> None:
-    nap = fit.numb_aparam
-    if ap.size == 0 or ap.size % nap:
-        raise FrameParamError(f"{source}: aparam has {ap.size} value(s); the model takes numb_aparam = {nap} per "
-                              f"atom: give natoms x {nap} (one row per atom) or {nap} for every atom")
+        _aparam(fit, aparam, source, None)
 
 
 def dedfparam(fit: FittingParams, grad_columns: np.ndarray) -> np.ndarray:
