@@ -97,6 +97,9 @@ def check_sizes(fit: FittingParams, fparam=None, aparam=None, source: str = "<mo
 
 
 def dedfparam(fit: FittingParams, grad_columns: np.ndarray) -> np.ndarray:
-    """dE/dfparam (numb_fparam,) from dE/d(columns) of the local atoms (nloc, n_extra)."""
+    """dE/dfparam (numb_fparam,) from dE/d(columns) of the local atoms (nloc, n_extra); None for a
+    model with atomic parameters only."""
     nfp = fit.numb_fparam
+    if nfp == 0:
+        return None
     return grad_columns[:, :nfp].sum(axis=0) * fit.fparam_inv_std

@@ -111,6 +111,33 @@ def compressed(tmp_path_factory):
     return DeepPotential.from_file(out, backend="numpy")
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_atomic_parameters_only(backend):
+    # numb_fparam 0, numb_aparam 1 read by the net: fp_pt_mask's tree without use_aparam_as_mask, its
+    # fitting nets given one more input row (zero weights: the energy stays that of the masked model)
+    import copy
+
+    from deepcomp_ase.io import read_model_tree
+    from deepcomp_ase.model.params import parse_model
+
+    tree = copy.deepcopy(read_model_tree(MODELS / "fp_pt_mask.dp"))
+    fit = tree["model"]["fitting"]
+    fit["use_aparam_as_mask"] = False
+    fit["@variables"].update(aparam_avg=np.zeros(1), aparam_inv_std=np.ones(1))
+    for net in fit["nets"]["networks"]:
+        first = net["layers"][0]["@variables"]
+        first["w"] = np.concatenate([first["w"], np.zeros((1, first["w"].shape[1]))])
+        net["in_dim"] += 1
+    if backend == "numba":
+        pytest.importorskip("numba")
+    pot = DeepPotential(parse_model(tree, "aparam_only.dp"), backend=backend)
+    ref = np.load(REFS / "fp_pt_mask.npz")
+    pos, atype, box = _structure(ref, "p32_0")
+    res = pot.compute_atoms(pos, atype, box, (True,) * 3, aparam=ref["p32_0/aparam"])
+    assert res.dedfparam is None
+    assert abs(res.energy - ref["p32_0/energy"]) < 1e-9
+
+
 def test_compressed_model_keeps_the_parameters(compressed, pots):
     comp = compressed
     exact = pots("fp_pt_f2a1", "pth")
