@@ -14,7 +14,8 @@ from deepcomp_ase.errors import FrameParamError, ModelFormatError
 from deepcomp_ase.potential import DeepPotential
 
 #: (reference name, model file suffix)
-CASES = [("fp_pt_f2a1", "pth"), ("fp_pt_f2a1", "dp"), ("fp_tf_f2a1", "pb"), ("fp_tf_mask", "pb"),
+CASES = [("fp_pt_f2a1", "pth"), ("fp_pt_f2a1", "dp"), ("fp_tf_f2a1", "pb"), ("fp_tf_f2a1", "dp"), ("fp_tf_mask", "pb"),
+         ("fp_tf_mask", "dp"),
          ("fp_tf22_f1a1", "pb"), ("fp_pt_default", "pth"), ("fp_pt_default", "dp"), ("fp_pt_mask", "pth"),
          ("fp_pt_mask", "dp"), ("fp_pt_attn", "pth"), ("fp_pt_attn", "dp")]
 

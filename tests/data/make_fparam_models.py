@@ -134,6 +134,8 @@ def main(env: str, names: list[str]) -> None:
                 _refs(name, models / f"{name}.pth")
             else:
                 _run([dp, *flag, "freeze", "-o", str(models / f"{name}.pb")], work)
+                if env == "dp32":  # the .dp DeePMD-kit makes of the graph (tests/test_pb_reader.py compares trees)
+                    _run([dp, "convert-backend", str(models / f"{name}.pb"), str(models / f"{name}.dp")], work)
                 _refs(name, models / f"{name}.pb")
         print(name, "done", flush=True)
 
