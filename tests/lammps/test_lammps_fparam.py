@@ -195,3 +195,34 @@ def test_parameters_and_dedn_same_on_1_and_2_ranks(tmp_path):
         tables.append(thermo_table(text)[1])
     assert tables[0].shape == (4, 4)
     np.testing.assert_allclose(tables[1], tables[0], rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------ DeePMD-kit's pair_style deepmd
+DEEPMD_REFS = REPO / "tests" / "data" / "lammps_compat" / "deepmd_fparam_refs.npz"
+
+
+@pytest.mark.parametrize("case", ["constant", "from_compute", "dedn"])
+def test_equals_pair_style_deepmd(case):
+    """The decks of tests/data/make_lammps_fparam_refs.py with deepcomp in place of deepmd."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "data"))
+    from make_lammps_fparam_refs import deck
+
+    ref = np.load(DEEPMD_REFS)
+    lmp = new_lammps()
+    setup_system(lmp)
+    lmp.commands_string(deck(case, "deepcomp", MODELS) + "compute V all pressure NULL virial\n"
+                        "thermo_style custom step pe vol\nrun 0")
+    try:
+        _, _, _, f, _ = lammps_state(lmp)
+        energy = lmp.get_thermo("pe")
+        virial = np.array([lmp.extract_compute("V", 0, 1)[k] for k in range(6)]) * lmp.get_thermo("vol") / NKTV2P
+        dedn = lmp.extract_compute("D", 0, 0) if case == "dedn" else None
+    finally:
+        lmp.close()
+    assert abs(energy - ref[f"{case}_energy"]) <= 1e-10 * abs(ref[f"{case}_energy"])
+    assert max_rel(f, ref[f"{case}_forces"]) <= 1e-9
+    assert max_rel(virial, ref[f"{case}_virial"]) <= 1e-9
+    if dedn is not None:  # deepmd's central difference (delta 1e-6) against the exact derivative
+        assert abs(dedn - float(ref["dedn_value"])) <= 1e-6 * max(1.0, abs(dedn))
