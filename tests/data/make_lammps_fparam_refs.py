@@ -19,9 +19,6 @@ Saved in tests/data/lammps_compat/deepmd_fparam_refs.npz, sorted by atom id: ``<
 
 from __future__ import annotations
 
-import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -72,21 +69,10 @@ def generate(plugin: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--deepmd-venv", type=Path, required=True)
-    args = ap.parse_args()
-    sp = sorted(args.deepmd_venv.glob("lib/python3*/site-packages"))[0]
-    if os.environ.get("_FPARAM_REFS_CHILD") != "1":
-        sys.path.insert(0, str(HERE))
-        from make_model_devi_refs import thread_env
+    sys.path.insert(0, str(HERE))
+    from make_lammps_compat_refs import deepmd_plugin
 
-        env = thread_env()
-        env["_FPARAM_REFS_CHILD"] = "1"
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in (str(Path(sys.executable).parent.parent / "lib"), str(args.deepmd_venv / "lib"),
-                        str(sp / "tensorflow"), os.environ.get("LD_LIBRARY_PATH", "")) if p)
-        raise SystemExit(subprocess.call([sys.executable, __file__, *sys.argv[1:]], env=env))
-    generate(sp / "deepmd" / "lib" / "libdeepmd_lmpplugin.so")
+    generate(deepmd_plugin(__doc__.splitlines()[0], __file__))
 
 
 if __name__ == "__main__":
