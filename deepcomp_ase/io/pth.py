@@ -628,6 +628,23 @@ def _descriptor(path, d, ntypes, type_map, st, block, where) -> dict:
 # --------------------------------------------------------------------------- fitting
 
 
+def _default_fparam(path: Path, scripted, stored: np.ndarray | None):
+    """default_fparam: the state dict's ``default_fparam_tensor`` (DeePMD-kit 3.1+), which must repeat
+    the definition's (to the model's precision)."""
+    if stored is None:
+        return scripted
+    values = np.asarray(stored, dtype=np.float64).reshape(-1)
+    try:
+        agree = scripted is not None and np.allclose(np.asarray(scripted, dtype=np.float64).reshape(-1), values,
+                                                     rtol=1e-6, atol=0.0)
+    except (TypeError, ValueError):
+        agree = False
+    if not agree:
+        raise ModelFormatError(f"{path}: tensor 'default_fparam_tensor' {values.tolist()} differs from the "
+                               f"definition's default_fparam {scripted!r}; the file was edited or damaged")
+    return values.tolist()  # what DeePMD-kit evaluates with (the model's precision)
+
+
 def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State, exclude_types: list) -> dict:
     where = "model.fitting_net"
     ftype = f.get("type", "ener")
@@ -670,12 +687,13 @@ def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State
     st.check_mask(block + "emask.type_mask", _atom_mask(ntypes, exclude_types), "model.atom_exclude_types")
     in_dim = nets["networks"][0]["in_dim"]
     bias = st.get(block + "bias_atom_e")
+    default_fparam = _default_fparam(path, f.get("default_fparam"), st.opt(block + "default_fparam_tensor"))
     return {
         "@class": "Fitting", "@version": 4, "var_name": "energy", "ntypes": ntypes,
         "dim_descrpt": in_dim - nfp - (0 if f.get("use_aparam_as_mask", False) else nap), "neuron": neuron,
         "resnet_dt": resnet_dt,
         "numb_fparam": nfp, "numb_aparam": nap, "dim_case_embd": 0,
-        "default_fparam": f.get("default_fparam"), "activation_function": act, "precision": raw_prec,
+        "default_fparam": default_fparam, "activation_function": act, "precision": raw_prec,
         "mixed_types": mixed, "nets": nets, "rcond": f.get("rcond"),
         "exclude_types": exclude_types,  # the atomic model hands its atom exclusions to the fitting
         "@variables": {
