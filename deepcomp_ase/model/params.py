@@ -15,7 +15,7 @@ from .activations import TABULATABLE, check_activation
 from .nets import Layer, Network
 
 #: descriptor types this build evaluates and compresses
-SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "hybrid")
+SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "dpa1", "se_atten", "hybrid")
 #: newest serialization versions we know (newer files may change meaning: refuse them)
 MAX_VERSION = {"Model": 2, "Descriptor": 3, "Fitting": 4, "NetworkCollection": 1}
 
@@ -24,6 +24,7 @@ _DESCRIPTOR_ALIASES = {
     "se_r": "se_e2_r", "se_e2_r": "se_e2_r",
     "se_e3": "se_e3", "se_at": "se_e3", "se_a_3be": "se_e3", "se_t": "se_e3",
     "se_atten_v2": "se_atten_v2",
+    "dpa1": "dpa1", "se_atten": "dpa1",
     "hybrid": "hybrid",
 }
 
@@ -498,6 +499,12 @@ def _descriptor(ctx: _Ctx, tree: dict, ntypes: int, where: str = "model.descript
             out.append(_descriptor(ctx, sub, ntypes, f"{where}.list[{k}]", backend))
         return HybridParams(parts=tuple(out))
     _common_checks(ctx, tree, where)
+    if canon == "dpa1" or (canon == "se_atten_v2" and int(tree.get("attn_layer", 0) or 0) != 0):
+        import sys
+
+        from .params_dpa1 import parse_dpa1  # DPA-1 with attention layers (its own module)
+
+        return parse_dpa1(ctx, tree, where, ntypes, sys.modules[__name__])
     if canon == "se_atten_v2":
         return _se_atten_v2(ctx, tree, where, ntypes, backend)
     return _PARSERS[canon](ctx, tree, where, ntypes)

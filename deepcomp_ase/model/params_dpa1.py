@@ -1,0 +1,357 @@
+"""DPA-1 (``dpa1``, ``se_atten``, ``se_atten_v2``) with attention layers: typed parameters from the tree.
+
+The tree is the one DeePMD-kit 3.x's backend-neutral ``DescrptDPA1`` / ``DescrptSeAttenV2`` write
+(``.dp``, ``.yaml``; ``io/pth_dpa1.py`` rebuilds it from a PyTorch state dict). The geometric
+embedding net sees one scalar s per neighbour and, in ``concat`` mode, the type embeddings of the
+neighbour (and centre). Its first layer is linear in those inputs, so for a fixed type pair the
+type part folds into the first bias: one scalar-input net per (centre, neighbour) type pair (per
+neighbour type with ``type_one_side``), which deepcomp tabulates like any se_e2_a net. In
+``strip`` mode (``se_atten_v2``) the net sees s alone and the type term is a constant per type pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelFormatError
+from .activations import check_activation
+from .nets import Layer, Network
+
+#: newest DPA-1 / attention serialization versions read here (4 adds ``lmax`` moment bases)
+MAX_DESCRIPTOR_VERSION = 3
+MAX_ATTENTION_VERSION = 1
+#: DeePMD-kit's logit shift for the smooth attention (``attnw_shift``, fixed in its code)
+ATTNW_SHIFT = 20.0
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """One NeighborGatedAttentionLayer: X' = LN(X + (A (x) V) W_out + b_out), with q, k, v = X W_in + b_in."""
+
+    w_in: np.ndarray  # (ng, 3 h)
+    b_in: np.ndarray  # (3 h,)
+    w_out: np.ndarray  # (h, ng)
+    b_out: np.ndarray  # (ng,)
+    ln_w: np.ndarray  # (ng,)
+    ln_b: np.ndarray  # (ng,)
+    ln_eps: float
+
+    @property
+    def hidden(self) -> int:
+        return self.w_out.shape[0]
+
+
+@dataclass(frozen=True)
+class Dpa1Params:
+    """DPA-1: type-embedded two-body embedding, gated self-attention over the neighbours, se_e2_a's D."""
+
+    rcut: float
+    rcut_smth: float
+    nsel: int
+    ntypes_model: int
+    axis_neuron: int
+    type_one_side: bool
+    concat_output_tebd: bool
+    exclude_types: frozenset
+    env_protection: float
+    davg: np.ndarray  # (ntypes, 4)
+    dstd: np.ndarray  # (ntypes, 4)
+    #: scalar-input nets: strip {(): G}; concat {(ti, tj): G} or {(tj,): G} (type part folded in)
+    embeddings: dict
+    type_embedding: np.ndarray  # (ntypes + 1, tebd_dim), last row = padding type (zeros)
+    tebd_input_mode: str  # "concat" | "strip"
+    type_pair_table: np.ndarray | None  # strip: strip-net output ((ntypes+1)**2 or ntypes+1, ng)
+    smooth: bool  # smooth_type_embedding: switch-weighted type term and attention
+    layers: tuple  # AttentionLayer per attention layer
+    attn_dotr: bool
+    normalize: bool
+    scaling: float  # the factor of the logits: temperature, or (h * scaling_factor)**-0.5
+    neuron: tuple[int, ...]
+    activation: str
+    kind: str = field(default="dpa1")
+
+    mixed_types = True  # descriptor properties: see params.SeE2AParams
+    #: padding slots pass through the attention layers on their own (see descriptors/dpa1.py)
+    padding = "attention"
+    three_body = False
+    #: descriptor exclude_types keep their neighbour slot (DeePMD-kit masks them after selection)
+    exclusion_keeps_slot = True
+
+    @property
+    def ntypes(self) -> int:
+        return self.ntypes_model
+
+    @property
+    def sel(self) -> tuple[int, ...]:
+        return (self.nsel,)
+
+    @property
+    def nnei(self) -> int:
+        return self.nsel
+
+    @property
+    def ng(self) -> int:
+        return self.neuron[-1]
+
+    @property
+    def tebd_dim(self) -> int:
+        return self.type_embedding.shape[1]
+
+    @property
+    def dim_out(self) -> int:
+        return self.ng * self.axis_neuron + (self.tebd_dim if self.concat_output_tebd else 0)
+
+    def excluded(self, ti: int, tj: int) -> bool:
+        return (ti, tj) in self.exclude_types
+
+    def net_key(self, ti: int, tj: int) -> tuple:
+        if self.tebd_input_mode == "strip":
+            return ()
+        return (tj,) if self.type_one_side else (ti, tj)
+
+    def type_pair_row(self, ti, tj):
+        """Row of the strip-net table for centre ti and neighbour tj (arrays allowed)."""
+        if self.type_one_side:
+            return tj
+        return ti * (self.ntypes + 1) + tj
+
+
+def _layer_norm(ctx, tree: dict, where: str, width: int):
+    ctx.version(tree, where)
+    if tree.get("@class", "LayerNorm") != "LayerNorm":
+        raise ModelFormatError(f"{ctx.source}: {where} is a {tree.get('@class')!r}, expected a LayerNorm")
+    var = ctx.get(tree, "@variables", where)
+    w = np.asarray(ctx.get(var, "w", where + ".@variables"), dtype=np.float64).reshape(-1)
+    b = np.asarray(ctx.get(var, "b", where + ".@variables"), dtype=np.float64).reshape(-1)
+    if w.shape != (width,) or b.shape != (width,):
+        raise ModelFormatError(f"{ctx.source}: {where}: weights of shape {w.shape}, {b.shape}, expected ({width},)")
+    eps = float(ctx.get(tree, "eps", where))
+    tree.get("trainable")
+    tree.get("precision")
+    return w, b, eps
+
+
+def _linear(ctx, tree: dict, where: str, n_in: int, n_out: int, bias: bool):
+    """A NativeLayer without activation (the attention projections)."""
+    ctx.version(tree, where)
+    var = ctx.get(tree, "@variables", where)
+    w = np.asarray(ctx.get(var, "w", where + ".@variables"), dtype=np.float64)
+    b = var.get("b")
+    if w.shape != (n_in, n_out):
+        raise ModelFormatError(f"{ctx.source}: {where}.@variables.w has shape {w.shape}, expected {(n_in, n_out)}")
+    if b is None:
+        if bias:
+            raise ModelFormatError(f"{ctx.source}: {where}.@variables.b is missing while the layer has a bias")
+        b = np.zeros(n_out)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if b.shape != (n_out,):
+        raise ModelFormatError(f"{ctx.source}: {where}.@variables.b has shape {b.shape}, expected ({n_out},)")
+    if var.get("idt") is not None or tree.get("use_timestep"):
+        raise ctx.fail(where + ".use_timestep", True, "attention projections with a timestep are not supported")
+    act = check_activation(tree.get("activation_function"), f"{ctx.source}: {where}")
+    if act != "none":
+        raise ctx.fail(where + ".activation_function", tree.get("activation_function"),
+                       "attention projections are linear in DeePMD-kit; the file is not a DPA-1 model it wrote")
+    if tree.get("resnet"):
+        raise ctx.fail(where + ".resnet", True, "attention projections have no residual connection")
+    tree.get("bias")
+    tree.get("precision")
+    tree.get("trainable")
+    return w, b
+
+
+def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: int, hidden: int, dotr: bool,
+               normalize: bool, scaling_factor: float, temperature, smooth: bool):
+    """The NeighborGatedAttention section: its layers, cross-checked against the descriptor's settings."""
+    ctx.version(tree, where)
+    if ctx.get(tree, "@class", where) != "NeighborGatedAttention":
+        raise ModelFormatError(f"{ctx.source}: {where}.@class is {tree.get('@class')!r}, "
+                               "expected 'NeighborGatedAttention'")
+    layers_tree = ctx.get(tree, "attention_layers", where)
+    expect = {"layer_num": attn_layer, "nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr,
+              "normalize": normalize, "scaling_factor": scaling_factor, "temperature": temperature}
+    for key, want in expect.items():
+        got = tree.get(key, want)
+        if got != want:
+            raise ModelFormatError(f"{ctx.source}: {where}.{key} is {got!r} but the descriptor says {want!r}; "
+                                   "the file is inconsistent")
+    for key in ("do_mask", "trainable_ln", "ln_eps", "precision"):
+        tree.get(key)  # do_mask: DeePMD-kit's attention never reads it; the LN settings live in each layer
+    if len(layers_tree) != attn_layer:
+        raise ModelFormatError(f"{ctx.source}: {where}.attention_layers has {len(layers_tree)} layers, "
+                               f"attn_layer is {attn_layer}")
+    out = []
+    for n, lt in enumerate(layers_tree):
+        lw = f"{where}.attention_layers[{n}]"
+        for key, want in expect.items():
+            if key in ("layer_num",):
+                continue
+            got = lt.get(key, want)
+            if got != want:
+                raise ModelFormatError(f"{ctx.source}: {lw}.{key} is {got!r} but the descriptor says {want!r}")
+        for key in ("do_mask", "trainable_ln", "ln_eps", "precision"):
+            lt.get(key)
+        at = ctx.get(lt, "attention_layer", lw)
+        aw = lw + ".attention_layer"
+        heads = int(at.get("num_heads", 1))
+        if heads != 1:
+            raise ctx.fail(aw + ".num_heads", heads, "DeePMD-kit's DPA-1 has one attention head; "
+                           "multi-head attention layers are not supported")
+        if bool(at.get("smooth", smooth)) != smooth:
+            raise ModelFormatError(f"{ctx.source}: {aw}.smooth is {at.get('smooth')!r} but the descriptor's "
+                                   f"smooth type embedding is {smooth!r}")
+        for key, want in expect.items():
+            if key in ("layer_num",):
+                continue
+            got = at.get(key, want)
+            if got != want:
+                raise ModelFormatError(f"{ctx.source}: {aw}.{key} is {got!r} but the descriptor says {want!r}")
+        for key in ("do_mask", "precision"):
+            at.get(key)
+        bias = bool(at.get("bias", True))
+        w_in, b_in = _linear(ctx, ctx.get(at, "in_proj", aw), aw + ".in_proj", ng, 3 * hidden, bias)
+        w_out, b_out = _linear(ctx, ctx.get(at, "out_proj", aw), aw + ".out_proj", hidden, ng, bias)
+        ln_w, ln_b, eps = _layer_norm(ctx, ctx.get(lt, "attn_layer_norm", lw), lw + ".attn_layer_norm", ng)
+        out.append(AttentionLayer(w_in=w_in, b_in=b_in, w_out=w_out, b_out=b_out, ln_w=ln_w, ln_b=ln_b, ln_eps=eps))
+    return tuple(out)
+
+
+def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one_side: bool) -> dict:
+    """Scalar-input nets per type pair: the first layer's type-embedding columns become bias."""
+    first = net.layers[0]
+    tebd = te.shape[1]
+    want = 1 + (tebd if one_side else 2 * tebd)
+    if first.n_in != want:
+        raise ModelFormatError(f"{ctx.source}: {where}.networks[0] takes {first.n_in} inputs; concat mode with "
+                               f"tebd_dim {tebd}{' and type_one_side' if one_side else ''} gives {want}")
+    if first.shortcut:
+        raise ctx.fail(where + ".networks[0].layers[0]", "a residual first layer (neuron[0] equals its input width)",
+                       "the type-embedding inputs would pass through the shortcut; such a net cannot be reduced "
+                       "to one input and is not supported -- retrain with a different first neuron width")
+    w_s, w_j, w_i = first.w[:1], first.w[1:1 + tebd], first.w[1 + tebd:]
+    out = {}
+    for ti in range(1 if one_side else ntypes):
+        for tj in range(ntypes):
+            b = first.b + te[tj] @ w_j + (0.0 if one_side else te[ti] @ w_i)
+            layer = Layer(w=w_s.copy(), b=b, idt=first.idt, activation=first.activation, resnet=first.resnet)
+            out[(tj,) if one_side else (ti, tj)] = Network((layer, *net.layers[1:]))
+    return out
+
+
+def parse_dpa1(ctx, tree: dict, where: str, ntypes: int, helpers) -> Dpa1Params:
+    """A ``dpa1`` / ``se_atten`` / ``se_atten_v2`` descriptor tree (any attn_layer) as :class:`Dpa1Params`.
+
+    ``helpers`` is params.py's module (its shared readers: _geometry, _collection, _network, _pairs),
+    passed in to keep the import one-way.
+    """
+    h = helpers
+    kind = tree.get("type")
+    ver = tree.get("@version")
+    if isinstance(ver, int) and ver > MAX_DESCRIPTOR_VERSION:
+        raise ctx.fail(where + ".@version", ver, f"this deepcomp reads DPA-1 descriptor versions up to "
+                       f"{MAX_DESCRIPTOR_VERSION} (version 4 adds higher moment bases, lmax); save the model with "
+                       "lmax 1 or upgrade deepcomp")
+    tree.get("@class")
+    lmax = int(tree.get("lmax", 1) or 1)
+    if lmax != 1:
+        raise ctx.fail(where + ".lmax", lmax, "only DPA-1 models with lmax 1 (DeePMD-kit's default) are supported")
+    if tree.get("compress") is not None:
+        raise ctx.fail(where + ".compress", "present", "this tree holds DeePMD-kit's own compression tables; "
+                       "give deepcomp the uncompressed model (it tabulates the nets itself)")
+    if tree.get("use_econf_tebd"):
+        raise ctx.fail(where + ".use_econf_tebd", True, "electronic-configuration type embeddings are not supported")
+    if kind == "se_atten_v2":
+        mode, smooth = "strip", True
+    else:
+        mode = ctx.get(tree, "tebd_input_mode", where)
+        smooth = bool(ctx.get(tree, "smooth_type_embedding", where))
+    if mode not in ("concat", "strip"):
+        raise ctx.fail(where + ".tebd_input_mode", mode, "DPA-1 type embeddings are 'concat' or 'strip'")
+    sel = ctx.get(tree, "sel", where)
+    if isinstance(sel, (list, tuple)) and len(sel) != 1:
+        raise ctx.fail(where + ".sel", sel, "DPA-1 takes one sel for all types", ModelFormatError)
+    nsel = int(sel[0] if isinstance(sel, (list, tuple)) else sel)
+    geo = h._geometry(ctx, tree, where, 4)
+    ng = geo["neuron"][-1]
+    one_side = bool(tree.get("type_one_side", False))
+    for key in ("ntypes", "type_map", "precision", "trainable", "set_davg_zero", "resnet_dt", "env_mat", "spin",
+                "attn_mask"):
+        tree.get(key)  # ntypes/type_map/env_mat are the model's; set_davg_zero shows in davg; attn_mask is inert
+    if int(tree.get("ntypes", ntypes)) != ntypes:
+        raise ModelFormatError(f"{ctx.source}: {where}.ntypes is {tree.get('ntypes')}, the type_map has {ntypes}")
+
+    te_tree = ctx.get(tree, "type_embedding", where)
+    ctx.version(te_tree, where + ".type_embedding")
+    if te_tree.get("use_econf_tebd"):
+        raise ctx.fail(where + ".type_embedding.use_econf_tebd", True,
+                       "electronic-configuration type embeddings are not supported")
+    te_net = h._network(ctx, ctx.get(te_tree, "embedding", where + ".type_embedding"),
+                        where + ".type_embedding.embedding", False, False)
+    if te_net.n_in != ntypes:
+        raise ctx.fail(where + ".type_embedding.embedding.in_dim", te_net.n_in,
+                       f"expected a one-hot input of {ntypes} types")
+    if not te_tree.get("padding", True):
+        raise ctx.fail(where + ".type_embedding.padding", False, "a padded type embedding is expected")
+    for key in ("ntypes", "neuron", "resnet_dt", "precision", "activation_function", "trainable", "use_tebd_bias",
+                "type_map", "@class"):
+        te_tree.get(key)  # the net's layers carry these
+    te = np.concatenate([te_net(np.eye(ntypes)), np.zeros((1, te_net.n_out))])
+    tebd_dim = int(tree.get("tebd_dim", te.shape[1]))
+    if tebd_dim != te.shape[1]:
+        raise ModelFormatError(f"{ctx.source}: {where}.tebd_dim is {tebd_dim}, the type embedding net gives "
+                               f"{te.shape[1]}")
+    tree.get("use_tebd_bias")  # the type embedding's layers carry the bias (or not)
+
+    emb = h._collection(ctx, ctx.get(tree, "embeddings", where), where + ".embeddings", False, True)
+    if list(emb) != [()]:
+        raise ModelFormatError(f"{ctx.source}: {where}.embeddings must hold one network (ndim 0)")
+    table = None
+    if mode == "strip":
+        if emb[()].n_in != 1:
+            raise ModelFormatError(f"{ctx.source}: {where}.embeddings: the strip-mode net takes one input, "
+                                   f"found {emb[()].n_in}")
+        strip = h._collection(ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", False,
+                              False)
+        if list(strip) != [()]:
+            raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
+        if one_side:
+            table = strip[()](te)
+        else:
+            nt1 = ntypes + 1
+            centre, nbr = np.divmod(np.arange(nt1 * nt1), nt1)
+            table = strip[()](np.concatenate([te[nbr], te[centre]], axis=1))
+        if table.shape[1] != ng:
+            raise ModelFormatError(f"{ctx.source}: {where}: strip net width {table.shape[1]} differs from the "
+                                   f"embedding net's {ng}")
+        nets = emb
+    else:
+        if tree.get("embeddings_strip") is not None:
+            raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip is present in concat mode; "
+                                   "the file is inconsistent")
+        nets = _fold_concat(ctx, emb[()], where + ".embeddings", te, ntypes, one_side)
+
+    attn_layer = int(ctx.get(tree, "attn_layer", where))
+    hidden = int(ctx.get(tree, "attn", where))
+    dotr = bool(ctx.get(tree, "attn_dotr", where))
+    normalize = bool(tree.get("normalize", True))
+    scaling_factor = float(tree.get("scaling_factor", 1.0))
+    temperature = tree.get("temperature")
+    tree.get("trainable_ln")
+    tree.get("ln_eps")  # each layer norm holds its own eps
+    if attn_layer < 0:
+        raise ctx.fail(where + ".attn_layer", attn_layer, "expected a number of layers >= 0", ModelFormatError)
+    layers = _attention(ctx, ctx.get(tree, "attention_layers", where), where + ".attention_layers",
+                        attn_layer=attn_layer, nnei=nsel, ng=ng, hidden=hidden, dotr=dotr, normalize=normalize,
+                        scaling_factor=scaling_factor, temperature=temperature, smooth=smooth)
+    scaling = float(temperature) if temperature is not None else float((hidden * scaling_factor) ** -0.5)
+    return Dpa1Params(
+        rcut=geo["rcut"], rcut_smth=geo["rcut_smth"], nsel=nsel, ntypes_model=ntypes,
+        axis_neuron=int(ctx.get(tree, "axis_neuron", where)), type_one_side=one_side,
+        concat_output_tebd=bool(ctx.get(tree, "concat_output_tebd", where)),
+        exclude_types=h._pairs(tree.get("exclude_types")), env_protection=geo["env_protection"],
+        davg=geo["davg"], dstd=geo["dstd"], embeddings=nets, type_embedding=te, tebd_input_mode=mode,
+        type_pair_table=table, smooth=smooth, layers=layers, attn_dotr=dotr, normalize=normalize, scaling=scaling,
+        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1",
+    )
