@@ -30,7 +30,7 @@ from .model.parts import descriptor_parts, embedding_tables_for, table_name
 from .overflow import OverflowTally
 
 #: kernel family of each descriptor kind (the only place a backend-facing choice uses ``kind``)
-_KERNELS = {"se_e2_a": "se_a", "se_atten_v2": "se_atten", "se_e2_r": "se_r", "se_e3": "se_e3"}
+_KERNELS = {"se_e2_a": "se_a", "se_atten_v2": "se_atten", "se_e2_r": "se_r", "se_e3": "se_e3", "dpa1": "dpa1"}
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,9 @@ def _part_plan(k: int, prefix: str, d, params, tables: dict | None, scratch: Ove
             e3_index[t1, t2] = e3_index[t2, t1] = n
     # se_atten turns excluded pairs into non-neighbours (model-level semantics); the others keep the slot
     model_excl = frozenset(params.pair_exclude_types)
-    select_exclude = (model_excl | d.exclude_types) if d.mixed_types else model_excl
-    slot_exclude = frozenset() if d.mixed_types else frozenset(d.exclude_types)
+    keeps_slot = getattr(d, "exclusion_keeps_slot", not d.mixed_types)
+    select_exclude = model_excl if keeps_slot else (model_excl | d.exclude_types)
+    slot_exclude = frozenset(d.exclude_types) if keeps_slot else frozenset()
     pad = evaluator.pad if d.padding != "none" else {}
     type_term = None
     if kernel == "se_atten":
