@@ -106,6 +106,16 @@ class Dpa1Params:
     def excluded(self, ti: int, tj: int) -> bool:
         return (ti, tj) in self.exclude_types
 
+    def summary(self) -> str:
+        """The settings `deepcomp info` shows."""
+        parts = [f"tebd_dim {self.tebd_dim}, {self.tebd_input_mode} mode", f"attn_layer {len(self.layers)}"]
+        if self.layers:
+            parts.append(f"attn {self.layers[0].hidden}" + (", attn_dotr" if self.attn_dotr else "")
+                         + (", normalize" if self.normalize else "") + f", logit scale {self.scaling:.6g}")
+        if self.smooth:
+            parts.append("smooth type embedding")
+        return ", ".join(parts)
+
     def net_key(self, ti: int, tj: int) -> tuple:
         if self.tebd_input_mode == "strip":
             return ()
