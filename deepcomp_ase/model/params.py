@@ -500,11 +500,9 @@ def _descriptor(ctx: _Ctx, tree: dict, ntypes: int, where: str = "model.descript
         return HybridParams(parts=tuple(out))
     _common_checks(ctx, tree, where)
     if canon == "dpa1" or (canon == "se_atten_v2" and int(tree.get("attn_layer", 0) or 0) != 0):
-        import sys
+        from .params_dpa1 import parse_dpa1  # DPA-1 with attention layers (its own module; imports this one)
 
-        from .params_dpa1 import parse_dpa1  # DPA-1 with attention layers (its own module)
-
-        return parse_dpa1(ctx, tree, where, ntypes, sys.modules[__name__])
+        return parse_dpa1(ctx, tree, where, ntypes)
     if canon == "se_atten_v2":
         return _se_atten_v2(ctx, tree, where, ntypes, backend)
     return _PARSERS[canon](ctx, tree, where, ntypes)

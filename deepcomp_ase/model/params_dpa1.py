@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelFormatError
+from . import params as _params
 from .activations import check_activation
 from .nets import Layer, Network
+from .params import SeAttenV2Params
 
 #: newest DPA-1 / attention serialization versions read here (4 adds ``lmax`` moment bases)
 MAX_DESCRIPTOR_VERSION = 3
@@ -79,32 +81,15 @@ class Dpa1Params:
     #: descriptor exclude_types keep their neighbour slot (DeePMD-kit masks them after selection)
     exclusion_keeps_slot = True
 
-    @property
-    def ntypes(self) -> int:
-        return self.ntypes_model
-
-    @property
-    def sel(self) -> tuple[int, ...]:
-        return (self.nsel,)
-
-    @property
-    def nnei(self) -> int:
-        return self.nsel
-
-    @property
-    def ng(self) -> int:
-        return self.neuron[-1]
-
-    @property
-    def tebd_dim(self) -> int:
-        return self.type_embedding.shape[1]
-
-    @property
-    def dim_out(self) -> int:
-        return self.ng * self.axis_neuron + (self.tebd_dim if self.concat_output_tebd else 0)
-
-    def excluded(self, ti: int, tj: int) -> bool:
-        return (ti, tj) in self.exclude_types
+    # shared with se_atten_v2 (same sel, type embedding and strip-table layout)
+    ntypes = SeAttenV2Params.ntypes
+    sel = SeAttenV2Params.sel
+    nnei = SeAttenV2Params.nnei
+    ng = SeAttenV2Params.ng
+    tebd_dim = SeAttenV2Params.tebd_dim
+    dim_out = SeAttenV2Params.dim_out
+    excluded = SeAttenV2Params.excluded
+    type_pair_row = SeAttenV2Params.type_pair_row
 
     def summary(self) -> str:
         """The settings `deepcomp info` shows."""
@@ -120,12 +105,6 @@ class Dpa1Params:
         if self.tebd_input_mode == "strip":
             return ()
         return (tj,) if self.type_one_side else (ti, tj)
-
-    def type_pair_row(self, ti, tj):
-        """Row of the strip-net table for centre ti and neighbour tj (arrays allowed)."""
-        if self.type_one_side:
-            return tj
-        return ti * (self.ntypes + 1) + tj
 
 
 def _layer_norm(ctx, tree: dict, where: str, width: int):
@@ -172,6 +151,15 @@ def _linear(ctx, tree: dict, where: str, n_in: int, n_out: int, bias: bool):
     return w, b
 
 
+def _agree(ctx, tree: dict, where: str, expect: dict) -> None:
+    """Each setting repeated in a sub-tree must equal the descriptor's (absent ones are taken as equal)."""
+    for key, want in expect.items():
+        got = tree.get(key, want)
+        if got != want:
+            raise ModelFormatError(f"{ctx.source}: {where}.{key} is {got!r} but the descriptor says {want!r}; "
+                                   "the file is inconsistent")
+
+
 def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: int, hidden: int, dotr: bool,
                normalize: bool, scaling_factor: float, temperature, smooth: bool):
     """The NeighborGatedAttention section: its layers, cross-checked against the descriptor's settings."""
@@ -180,13 +168,9 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
         raise ModelFormatError(f"{ctx.source}: {where}.@class is {tree.get('@class')!r}, "
                                "expected 'NeighborGatedAttention'")
     layers_tree = ctx.get(tree, "attention_layers", where)
-    expect = {"layer_num": attn_layer, "nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr,
-              "normalize": normalize, "scaling_factor": scaling_factor, "temperature": temperature}
-    for key, want in expect.items():
-        got = tree.get(key, want)
-        if got != want:
-            raise ModelFormatError(f"{ctx.source}: {where}.{key} is {got!r} but the descriptor says {want!r}; "
-                                   "the file is inconsistent")
+    expect = {"nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr, "normalize": normalize,
+              "scaling_factor": scaling_factor, "temperature": temperature}
+    _agree(ctx, tree, where, dict(expect, layer_num=attn_layer))
     for key in ("do_mask", "trainable_ln", "ln_eps", "precision"):
         tree.get(key)  # do_mask: DeePMD-kit's attention never reads it; the LN settings live in each layer
     if len(layers_tree) != attn_layer:
@@ -195,12 +179,7 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
     out = []
     for n, lt in enumerate(layers_tree):
         lw = f"{where}.attention_layers[{n}]"
-        for key, want in expect.items():
-            if key in ("layer_num",):
-                continue
-            got = lt.get(key, want)
-            if got != want:
-                raise ModelFormatError(f"{ctx.source}: {lw}.{key} is {got!r} but the descriptor says {want!r}")
+        _agree(ctx, lt, lw, expect)
         for key in ("do_mask", "trainable_ln", "ln_eps", "precision"):
             lt.get(key)
         at = ctx.get(lt, "attention_layer", lw)
@@ -212,12 +191,7 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
         if bool(at.get("smooth", smooth)) != smooth:
             raise ModelFormatError(f"{ctx.source}: {aw}.smooth is {at.get('smooth')!r} but the descriptor's "
                                    f"smooth type embedding is {smooth!r}")
-        for key, want in expect.items():
-            if key in ("layer_num",):
-                continue
-            got = at.get(key, want)
-            if got != want:
-                raise ModelFormatError(f"{ctx.source}: {aw}.{key} is {got!r} but the descriptor says {want!r}")
+        _agree(ctx, at, aw, expect)
         for key in ("do_mask", "precision"):
             at.get(key)
         bias = bool(at.get("bias", True))
@@ -250,13 +224,9 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
     return out
 
 
-def parse_dpa1(ctx, tree: dict, where: str, ntypes: int, helpers) -> Dpa1Params:
-    """A ``dpa1`` / ``se_atten`` / ``se_atten_v2`` descriptor tree (any attn_layer) as :class:`Dpa1Params`.
-
-    ``helpers`` is params.py's module (its shared readers: _geometry, _collection, _network, _pairs),
-    passed in to keep the import one-way.
-    """
-    h = helpers
+def parse_dpa1(ctx, tree: dict, where: str, ntypes: int) -> Dpa1Params:
+    """A ``dpa1`` / ``se_atten`` / ``se_atten_v2`` descriptor tree (any attn_layer) as :class:`Dpa1Params`."""
+    h = _params  # its shared readers: _geometry, _collection, _network, _pairs
     kind = tree.get("type")
     ver = tree.get("@version")
     if isinstance(ver, int) and ver > MAX_DESCRIPTOR_VERSION:
