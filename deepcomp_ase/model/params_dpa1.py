@@ -160,6 +160,14 @@ def _agree(ctx, tree: dict, where: str, expect: dict) -> None:
                                    "the file is inconsistent")
 
 
+def _no_self_mask(ctx, tree: dict, where: str, key: str = "do_mask") -> None:
+    """attn_mask (TensorFlow's zeroed attention diagonal): DeePMD-kit 3's PyTorch backend refuses it and its
+    backend-neutral code ignores it, so no model evaluated by DeePMD-kit 3 can be reproduced with it."""
+    if tree.get(key):
+        raise ctx.fail(f"{where}.{key}", tree.get(key), "attention with attn_mask (a masked diagonal) is not "
+                       "supported; retrain with attn_mask false")
+
+
 def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: int, hidden: int, dotr: bool,
                normalize: bool, scaling_factor: float, temperature, smooth: bool):
     """The NeighborGatedAttention section: its layers, cross-checked against the descriptor's settings."""
@@ -171,8 +179,9 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
     expect = {"nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr, "normalize": normalize,
               "scaling_factor": scaling_factor, "temperature": temperature}
     _agree(ctx, tree, where, dict(expect, layer_num=attn_layer))
-    for key in ("do_mask", "trainable_ln", "ln_eps", "precision"):
-        tree.get(key)  # do_mask: DeePMD-kit's attention never reads it; the LN settings live in each layer
+    _no_self_mask(ctx, tree, where)
+    for key in ("trainable_ln", "ln_eps", "precision"):
+        tree.get(key)  # the layer-norm settings live in each layer
     if len(layers_tree) != attn_layer:
         raise ModelFormatError(f"{ctx.source}: {where}.attention_layers has {len(layers_tree)} layers, "
                                f"attn_layer is {attn_layer}")
@@ -180,7 +189,8 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
     for n, lt in enumerate(layers_tree):
         lw = f"{where}.attention_layers[{n}]"
         _agree(ctx, lt, lw, expect)
-        for key in ("do_mask", "trainable_ln", "ln_eps", "precision"):
+        _no_self_mask(ctx, lt, lw)
+        for key in ("trainable_ln", "ln_eps", "precision"):
             lt.get(key)
         at = ctx.get(lt, "attention_layer", lw)
         aw = lw + ".attention_layer"
@@ -192,8 +202,8 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
             raise ModelFormatError(f"{ctx.source}: {aw}.smooth is {at.get('smooth')!r} but the descriptor's "
                                    f"smooth type embedding is {smooth!r}")
         _agree(ctx, at, aw, expect)
-        for key in ("do_mask", "precision"):
-            at.get(key)
+        _no_self_mask(ctx, at, aw)
+        at.get("precision")
         bias = bool(at.get("bias", True))
         w_in, b_in = _linear(ctx, ctx.get(at, "in_proj", aw), aw + ".in_proj", ng, 3 * hidden, bias)
         w_out, b_out = _linear(ctx, ctx.get(at, "out_proj", aw), aw + ".out_proj", hidden, ng, bias)
@@ -256,9 +266,9 @@ def parse_dpa1(ctx, tree: dict, where: str, ntypes: int) -> Dpa1Params:
     geo = h._geometry(ctx, tree, where, 4)
     ng = geo["neuron"][-1]
     one_side = bool(tree.get("type_one_side", False))
-    for key in ("ntypes", "type_map", "precision", "trainable", "set_davg_zero", "resnet_dt", "env_mat", "spin",
-                "attn_mask"):
-        tree.get(key)  # ntypes/type_map/env_mat are the model's; set_davg_zero shows in davg; attn_mask is inert
+    _no_self_mask(ctx, tree, where, "attn_mask")
+    for key in ("ntypes", "type_map", "precision", "trainable", "set_davg_zero", "resnet_dt", "env_mat", "spin"):
+        tree.get(key)  # ntypes/type_map/env_mat are the model's; set_davg_zero shows in davg
     if int(tree.get("ntypes", ntypes)) != ntypes:
         raise ModelFormatError(f"{ctx.source}: {where}.ntypes is {tree.get('ntypes')}, the type_map has {ntypes}")
 
