@@ -144,7 +144,7 @@ def descrpt_dpa1(path, d, ntypes, type_map, st, block, where) -> dict:
             do_mask=bool(d.get("attn_mask", False)), scaling_factor=scaling_factor, normalize=normalize,
             temperature=temperature, trainable_ln=trainable_ln, ln_eps=ln_eps, smooth=smooth, raw_prec=raw_prec,
             prec=prec, trainable=trainable),
-        "env_mat": pth._env_mat(d, protection=False),
+        "env_mat": pth._env_mat(d, protection=not v2),  # DeePMD-kit's se_atten_v2 leaves protection out
         "type_embedding": _type_embedding(st, block + "type_embedding.embedding.embedding_net", ntypes=ntypes,
                                           tebd_dim=tebd_dim, raw_prec=raw_prec, prec=prec, trainable=trainable,
                                           use_tebd_bias=use_tebd_bias, type_map=type_map),
