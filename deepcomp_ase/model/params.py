@@ -497,7 +497,9 @@ def _descriptor(ctx: _Ctx, tree: dict, ntypes: int, where: str = "model.descript
             if isinstance(sub, dict) and sub.get("type") == "hybrid":
                 raise ctx.fail(f"{where}.list[{k}].type", "hybrid", "nested hybrid descriptors are not supported")
             out.append(_descriptor(ctx, sub, ntypes, f"{where}.list[{k}]", backend))
-        return HybridParams(parts=tuple(out))
+        top = max(p.rcut for p in out)
+        # a DPA-1 part selects its neighbours within the hybrid's cutoff (params_dpa1.Dpa1Params.select_rcut)
+        return HybridParams(parts=tuple(p.in_hybrid(top) if hasattr(p, "in_hybrid") else p for p in out))
     _common_checks(ctx, tree, where)
     if canon == "dpa1" or (canon == "se_atten_v2" and int(tree.get("attn_layer", 0) or 0) != 0):
         from .params_dpa1 import parse_dpa1  # DPA-1 with attention layers (its own module; imports this one)

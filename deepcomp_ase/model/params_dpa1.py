@@ -11,7 +11,7 @@ neighbour type with ``type_one_side``), which deepcomp tabulates like any se_e2_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -72,6 +72,10 @@ class Dpa1Params:
     scaling: float  # the factor of the logits: temperature, or (h * scaling_factor)**-0.5
     neuron: tuple[int, ...]
     activation: str
+    #: selection cutoff when larger than rcut: in a hybrid, DeePMD-kit hands a DPA-1 part the sel nearest
+    #: neighbours within the hybrid's cutoff; those beyond rcut keep their type and slot with zero
+    #: environment rows and switch (they still enter the attention without the smooth type embedding)
+    select_rcut: float | None = None
     kind: str = field(default="dpa1")
 
     mixed_types = True  # descriptor properties: see params.SeE2AParams
@@ -90,6 +94,9 @@ class Dpa1Params:
     dim_out = SeAttenV2Params.dim_out
     excluded = SeAttenV2Params.excluded
     type_pair_row = SeAttenV2Params.type_pair_row
+
+    def in_hybrid(self, hybrid_rcut: float) -> "Dpa1Params":
+        return replace(self, select_rcut=hybrid_rcut) if hybrid_rcut > self.rcut else self
 
     def summary(self) -> str:
         """The settings `deepcomp info` shows."""
