@@ -15,14 +15,13 @@ smooth_type_embedding, type_one_side, exclude_types, set_davg_zero, concat_outpu
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from make_pt_models import HERE, _input, _refs, _run, _strip_debug
+from make_pt_models import HERE, _input, _refs, _run, train_freeze_convert
 
 FIT = {"neuron": [8, 8], "resnet_dt": True, "activation_function": "tanh", "seed": 7}
 _BASE = {"sel": 24, "rcut_smth": 0.5, "rcut": 4.0, "neuron": [4, 8], "axis_neuron": 4, "tebd_dim": 4,
@@ -43,6 +42,10 @@ MODELS = {
     "pt_cuau_dpa1_strip_sharp": _input(dict(_BASE, type="dpa1", tebd_input_mode="strip", attn_layer=1,
                                             smooth_type_embedding=False, set_davg_zero=False,
                                             exclude_types=[[1, 1]], use_tebd_bias=True), FIT),
+    # scaling_factor without temperature, one-side concat with attention, no normalisation or dotr
+    "pt_cuau_dpa1_scaled": _input(dict(_BASE, type="dpa1", tebd_input_mode="concat", attn_layer=1,
+                                       scaling_factor=0.6, normalize=False, attn_dotr=False, type_one_side=True,
+                                       smooth_type_embedding=True, set_davg_zero=False), FIT),
     # concat without attention, type_one_side
     "pt_cuau_dpa1_concat_a0": _input(dict(_BASE, type="dpa1", tebd_input_mode="concat", attn_layer=0,
                                           type_one_side=True, set_davg_zero=False), FIT),
@@ -75,32 +78,9 @@ def _yaml(dp: str, name: str, work: Path) -> None:
     _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.yaml")], work)
 
 
-def _refs_three_types(name: str, pth: Path) -> None:
-    """As make_pt_models._refs, on the held-out configurations with every third atom made type 2."""
-    import numpy as np
-    from deepmd.infer import DeepPot
-
-    held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
-    names = [str(n) for n in held["names"]]
-    dp = DeepPot(str(pth))
-    out = {"names": np.array(names), "type_map": np.array(dp.get_type_map()), "variants": np.array(["pth"]),
-           "model_type_map": np.array(dp.get_type_map())}
-    for c in names:
-        for k in ("coord", "box", "min_dist"):
-            if f"{c}/{k}" in held.files:
-                out[f"{c}/{k}"] = held[f"{c}/{k}"]
-        atype = held[f"{c}/atype"].copy()
-        atype[::3] = 2
-        out[f"{c}/atype"] = atype
-        coord = held[f"{c}/coord"]
-        box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
-        e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
-        out[f"{c}/pth/energy"] = np.float64(e.ravel()[0])
-        out[f"{c}/pth/force"] = f.reshape(-1, 3)
-        out[f"{c}/pth/virial"] = v.reshape(3, 3)
-        out[f"{c}/pth/atom_energy"] = ae.ravel()
-        out[f"{c}/pth/atom_virial"] = av.reshape(-1, 9)
-    np.savez(HERE / "refs" / f"{name}.npz", **out)
+def _third_type(atype):
+    atype[::3] = 2
+    return atype
 
 
 def main(names: list[str]) -> None:
@@ -108,18 +88,10 @@ def main(names: list[str]) -> None:
     for name in names or list(MODELS):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            (work / "input.json").write_text(json.dumps(MODELS[name], indent=1))
-            _run([dp, "--pt", "train", "input.json"], work)
-            _run([dp, "--pt", "freeze", "-o", "frozen.pth"], work)
-            _strip_debug(work / "frozen.pth", HERE / "models" / f"{name}.pth")
-            _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.dp")],
-                 work)
+            train_freeze_convert(dp, name, MODELS[name], work)
             if name in YAML:
                 _yaml(dp, name, work)
-            if name in THREE_TYPES:
-                _refs_three_types(name, HERE / "models" / f"{name}.pth")
-            else:
-                _refs(name, HERE / "models" / f"{name}.pth")
+            _refs(name, HERE / "models" / f"{name}.pth", _third_type if name in THREE_TYPES else None)
         print(name, "done", flush=True)
 
 

@@ -112,19 +112,24 @@ def _strip_debug(src: Path, dst: Path) -> None:
                 zout.writestr(item, zin.read(item))
 
 
-def _refs(name: str, pth: Path) -> None:
+def _refs(name: str, pth: Path, relabel=None) -> None:
+    """DeePMD-kit's outputs of ``pth`` on the held-out configurations; ``relabel(atype)`` may change the
+    atom types first (they are stored with the references)."""
     from deepmd.infer import DeepPot
 
     held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
     names = [str(n) for n in held["names"]]
-    out = {"names": np.array(names), "type_map": held["type_map"], "variants": np.array(["pth"])}
     dp = DeepPot(str(pth))
+    type_map = held["type_map"] if relabel is None else np.array(dp.get_type_map())
+    out = {"names": np.array(names), "type_map": type_map, "variants": np.array(["pth"])}
     out["model_type_map"] = np.array(dp.get_type_map())
     for c in names:
         for k in ("coord", "box", "atype", "min_dist"):
             if f"{c}/{k}" in held.files:
                 out[f"{c}/{k}"] = held[f"{c}/{k}"]
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
+        if relabel is not None:
+            atype = out[f"{c}/atype"] = relabel(atype.copy())
         box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
         e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
         out[f"{c}/pth/energy"] = np.float64(e.ravel()[0])
@@ -133,6 +138,15 @@ def _refs(name: str, pth: Path) -> None:
         out[f"{c}/pth/atom_energy"] = ae.ravel()
         out[f"{c}/pth/atom_virial"] = av.reshape(-1, 9)
     np.savez(HERE / "refs" / f"{name}.npz", **out)
+
+
+def train_freeze_convert(dp: str, name: str, config: dict, work: Path) -> None:
+    """``dp --pt train`` on ``config``, freeze to models/NAME.pth (debug members dropped), convert to NAME.dp."""
+    (work / "input.json").write_text(json.dumps(config, indent=1))
+    _run([dp, "--pt", "train", "input.json"], work)
+    _run([dp, "--pt", "freeze", "-o", "frozen.pth"], work)
+    _strip_debug(work / "frozen.pth", HERE / "models" / f"{name}.pth")
+    _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.dp")], work)
 
 
 def main(names: list[str]) -> None:
@@ -144,11 +158,7 @@ def main(names: list[str]) -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            (work / "input.json").write_text(json.dumps(MODELS[name], indent=1))
-            _run([dp, "--pt", "train", "input.json"], work)
-            _run([dp, "--pt", "freeze", "-o", "frozen.pth"], work)
-            _strip_debug(work / "frozen.pth", HERE / "models" / f"{name}.pth")
-            _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.dp")], work)
+            train_freeze_convert(dp, name, MODELS[name], work)
             _refs(name, HERE / "models" / f"{name}.pth")
             if name == "pt_cuau_se_e2_r":  # a model compressed by DeePMD-kit, which deepcomp refuses
                 # (coarse tables: only its refusal is tested, so keep the file small)
