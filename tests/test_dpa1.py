@@ -28,7 +28,7 @@ from deepcomp_ase.potential import DeepPotential
 
 MODELS = Path(__file__).parent / "data" / "models"
 NAMES = ("pt_cuau_dpa1_concat", "pt_cuau_dpa1_strip", "pt_cuau_dpa1_strip_sharp", "pt_cuau_dpa1_concat_a0",
-         "pt_cuau_se_atten_v2_a2", "pt_cuau_hybrid_dpa1", "pt_cuau3_dpa1_concat_smooth")
+         "pt_cuau_se_atten_v2_a2", "pt_cuau_hybrid_dpa1", "pt_cuau3_dpa1_concat_smooth", "pt_cuau_dpa1_scaled")
 
 
 @pytest.fixture(scope="module")
