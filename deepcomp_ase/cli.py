@@ -1,7 +1,8 @@
 """Command line: ``deepcomp compress | info | md | model-devi | warmup`` (also ``python -m deepcomp_ase``).
 
 ``compress`` takes the flags of ``dp compress``. Errors are printed as one line without a
-traceback (add ``-v DEBUG`` for one) and the exit status is non-zero.
+traceback (add ``-v DEBUG`` for one) and the exit status is non-zero; anything else (a bug) keeps
+its traceback, followed by one ``internal error:`` line.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def _run_md(args) -> int:
 
 # ---------------------------------------------------------------------------- model-devi
 def _add_model_devi_parser(sub) -> None:
-    """``deepcomp model-devi``: the flags of ``dp model-devi`` (-m -s -o -f --relative --relative-v --atomic)."""
+    """``deepcomp model-devi``: the flags of ``dp model-devi`` (-m -s -o -f --relative --relative-v --atomic
+    --real-error)."""
     d = sub.add_parser(
         "model-devi", help="model deviation of several models on frames (like dp model-devi)",
         description="Evaluate every frame with every model and write the model deviation in the format of "
@@ -185,10 +187,13 @@ def _add_model_devi_parser(sub) -> None:
                    help="steps between frames: the step column is frame index x FREQ (default: 1)")
     d.add_argument("--relative", type=float, default=None,
                    help="relative force deviation: eps_f divided by (|<F>| + RELATIVE)")
-    d.add_argument("--relative-v", type=float, default=None,
+    d.add_argument("--relative-v", "--relative_v", dest="relative_v", type=float, default=None,
                    help="relative virial deviation: eps_v divided by (|<W>|/N + RELATIVE_V), |.| the norm of "
                         "the 9 components as dp model-devi")
     d.add_argument("--atomic", action="store_true", help="also write the force deviation of every atom")
+    d.add_argument("--real-error", "--real_error", dest="real_error", action="store_true",
+                   help="write the RMS error of the models against the systems' labels (set.*/energy.npy, "
+                        "force.npy, virial.npy) instead of their deviation, in the same columns")
     d.add_argument("--type-map", nargs="+", default=None,
                    help="element of LAMMPS type 1, 2, ... (LAMMPS dumps); for npy systems without "
                         "type_map.raw, the element of type index 0, 1, ... (default: the first model's)")
@@ -200,23 +205,24 @@ def _add_model_devi_parser(sub) -> None:
 
 
 def _run_model_devi(args) -> int:
-    import os
-    import tempfile
     import time
 
     import numpy as np
 
     from .ensemble import ModelEnsemble
     from .model_devi import dp_block
+    from .output import check_output_path, write_atomic
     from .systems import load_frames
 
     log = logging.getLogger("deepcomp_ase.model_devi")
+    check_output_path(args.output, inputs=[*args.models, *args.system])  # before hours of evaluation
     if args.frequency < 0:
         raise DeepCompError(f"-f/--frequency must be >= 0, got {args.frequency}")
-    if len(args.models) < 2:
+    if len(args.models) < 2 and not args.real_error:
         log.warning("model-devi with one model: every deviation is zero")
     ens = ModelEnsemble(args.models, backend=args.backend, check_frequency=-1)
-    systems = [fr for src in args.system for fr in load_frames(src, args.type_map, ens.first.type_map, args.format)]
+    systems = [fr for src in args.system
+               for fr in load_frames(src, args.type_map, ens.first.type_map, args.format, labels=args.real_error)]
     total = sum(len(fr) for fr in systems)
     done, t0, last = 0, time.monotonic(), time.monotonic()
     blocks = []
@@ -229,7 +235,8 @@ def _run_model_devi(args) -> int:
             sym = fr.symbols[k] if isinstance(fr.symbols[0], list) else fr.symbols
             cell = None if fr.cells is None else fr.cells[k]
             res = ens.compute(fr.positions[k], sym, cell, fr.pbc)
-            devis.append(res.deviation(relative=args.relative, relative_v=args.relative_v, magnitude="tensor"))
+            devis.append(res.deviation(relative=args.relative, relative_v=args.relative_v, magnitude="tensor",
+                                       labels=fr.frame_labels(k) if args.real_error else None))
             done += 1
             # a progress line on long inputs (first after 2 s, then every 10 s)
             now = time.monotonic()
@@ -240,23 +247,11 @@ def _run_model_devi(args) -> int:
                          f"{rate:.2g} frames/s, about {(total - done) / rate:.0f} s left")
         blocks.append(dp_block(fr.name, np.arange(len(fr)) * args.frequency, devis, atomic=args.atomic))
     # written at once: an interrupted run leaves no partial file behind
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".model_devi.", dir=out_dir)
-    except OSError as exc:
-        raise DeepCompError(f"-o {args.output}: cannot write the output file ({exc.strerror or exc}); "
-                            "give a path in an existing, writable directory") from exc
-    try:
-        with os.fdopen(fd, "w") as fh:
+    def write(tmp):
+        with open(tmp, "w") as fh:
             fh.write("".join(blocks))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
-        os.replace(tmp, args.output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomic(args.output, write, inputs=[*args.models, *args.system])
     log.info(f"model-devi: {total} frames of {len(systems)} system(s), {len(ens)} models -> {args.output}")
     return 0
 
@@ -287,6 +282,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("deepcomp: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user error: its traceback, then the promised last line
+        if args.log_level in ("DEBUG", "3"):
+            raise
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"deepcomp {args.command}: internal error: {type(exc).__name__}: {exc} (a bug in deepcomp; please "
+              "report it with the traceback above)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ SETTINGS = {s.name: s for s in (
     Setting("DEEPCOMP_GPU_PRECISION", "float64",
             "working precision of the CUDA backend when none is given ('float64' or 'float32')",
             "backends/cupy_gpu.py"),
+    Setting("DEEPCOMP_GPU_TABLE_LAYOUT", "output-major",
+            "order of the table coefficients on the device: 'output-major' (DeePMD-kit's: the six coefficients of "
+            "one output together) or 'coefficient-major' (one coefficient of every output together, so a warp's "
+            "loads are contiguous); results are equal bit for bit, only the speed differs",
+            "backends/cuda_state.py"),
+    Setting("DEEPCOMP_GPU_GRAPH", "0",
+            "'1': the CUDA backend captures the part of a step after the neighbour list (descriptor, fitting, "
+            "forces) in a CUDA graph once per system size and replays it (one launch instead of ~25); falls back "
+            "to plain launches, with a warning, where CuPy cannot capture; '0': plain launches",
+            "backends/cupy_gpu.py"),
     Setting("DEEPCOMP_OMP_WAIT_POLICY", "PASSIVE",
             "OMP_WAIT_POLICY the numba backend exports when it is created and OMP_WAIT_POLICY is unset "
             "(idle OpenMP workers otherwise spin and slow down the BLAS calls of the fitting net); "

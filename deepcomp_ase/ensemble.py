@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import DeepCompError, TypeMapError
 from .model_devi import Deviation, model_deviation
+from .validate import check_cell
 
 
 @dataclass
@@ -29,9 +30,10 @@ class EnsembleResults:
     virials: np.ndarray
 
     def deviation(self, *, relative: float | None = None, relative_v: float | None = None,
-                  magnitude: str = "component") -> Deviation:
+                  magnitude: str = "component", labels: dict | None = None) -> Deviation:
+        """The model deviation, or with ``labels`` (the frame's energy, force, virial) the real error."""
         return model_deviation(self.forces, self.virials, self.forces.shape[1], self.energies, relative=relative,
-                               relative_v=relative_v, magnitude=magnitude)
+                               relative_v=relative_v, magnitude=magnitude, labels=labels)
 
 
 class ModelEnsemble:
@@ -103,6 +105,7 @@ class ModelEnsemble:
         if any(pot.backend.builds_neighbors for pot in self.potentials):
             return None
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+        check_cell(positions, cell, pbc, self.rcut)  # a nearly flat cell: images without end
         i, j, vec = self.first.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
         # int64 once: compute_pairs keeps these very arrays, on which the models share selections
         return (np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64),

@@ -15,15 +15,14 @@ Version history: 2 documents ``xmin`` and the split intervals. Version 1 did not
 are read with the defaults ``xmin = lower`` and no split intervals where the fields are absent.
 Tables are validated on load.
 
-Files are written to a temporary name in the target directory and renamed, so a reader never
-sees a half-written file.
+Files are written through output.write_atomic (a temporary name in the target directory, then
+a rename), so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,10 @@ import numpy as np
 
 from .compress.tables import Table
 from .errors import DeepCompError, TableFormatError
-from .io.tree import read_h5_tree, write_h5_tree
+from .io.tree import parse_json_attr, read_h5_tree, write_h5_tree
+from .output import check_output_path, write_atomic  # noqa: F401 - re-exported
+from .io.untrusted import (check_finite, check_regular_file, check_tree_finite, h5_get, h5_read,
+                               one_line_errors)
 
 FORMAT_NAME = "deepcomp-compressed-model"
 FORMAT_VERSION = 2  # 2: xmin (low coarse part) and relu-split intervals
@@ -48,6 +50,9 @@ class CompressedFile:
 
 def is_compressed_file(path) -> bool:
     """True for a deepcomp compressed model (checked by content, not by extension)."""
+    if not os.path.lexists(path):
+        return False
+    check_regular_file(path)  # a FIFO named as a model must not block this open
     try:
         import h5py
 
@@ -56,70 +61,18 @@ def is_compressed_file(path) -> bool:
                 return False
         with h5py.File(path, "r") as f:
             return f.attrs.get("format") == FORMAT_NAME
-    except OSError:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError):  # damaged HDF5: the readers say why
         return False
-
-
-def check_output_path(path) -> None:
-    """Refuse an output path that cannot be written, before any work is done.
-
-    Errors name the path as given: a directory, a missing or non-directory parent, or a parent
-    this user cannot create files in.
-    """
-    from .errors import DeepCompError
-
-    given = str(path)
-    path = Path(path)
-    if path.is_dir():
-        raise DeepCompError(f"{given}: is a directory; give the output file name, e.g. {path / 'model.dcz'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise DeepCompError(f"{given}: directory {parent} does not exist; create it first")
-    if not parent.is_dir():
-        raise DeepCompError(f"{given}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DeepCompError(f"{given}: cannot create files in directory {parent} (permission denied)")
-    if path.exists() and not path.is_file():
-        raise DeepCompError(f"{given}: exists and is not a regular file")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | os.PathLike, writer) -> None:
-    """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it succeeded.
-
-    The file gets the permissions any new file gets (0666 less the umask), not mkstemp's 0600.
-    Errors name ``path``, never the temporary file.
-    """
-    from .errors import DeepCompError
-
-    check_output_path(path)
-    given = str(path)
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-    except OSError as exc:
-        raise DeepCompError(f"{given}: cannot be written ({exc.strerror or exc})") from exc
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise DeepCompError(f"{given}: cannot be written ({exc.strerror or exc})") from exc
-        raise
 
 
 def save_compressed(path, content: CompressedFile) -> None:
     import h5py
+
+    # nothing non-finite is written: a NaN coefficient would give NaN energies to every reader
+    check_tree_finite(content.tree, str(path))
+    for name, table in content.tables.items():
+        for array in ("coeffs", "sub_start", "sub_coeffs"):
+            check_finite(getattr(table, array), f"{path}: table {name}", array)
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
@@ -134,6 +87,8 @@ def save_compressed(path, content: CompressedFile) -> None:
                 g.create_dataset("coeffs", data=table.coeffs)
                 for attr in ("lower", "upper", "xmax", "stride0", "stride1", "xmin"):
                     g.attrs[attr] = getattr(table, attr)
+                if table.index_counts is not None:  # DeePMD-kit's truncated interval counts
+                    g.attrs["n_low"], g.attrs["first_stride"] = (int(v) for v in table.index_counts)
                 if len(table.split_intervals):
                     g.create_dataset("split_intervals", data=table.split_intervals)
                     g.create_dataset("sub_start", data=table.sub_start)
@@ -142,14 +97,49 @@ def save_compressed(path, content: CompressedFile) -> None:
     write_atomic(path, write)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check_options(options, path) -> None:
+    """The ``options`` attribute: numbers where numbers are read (``info``, the overflow check)."""
+    def bad(field: str, value) -> TableFormatError:
+        return TableFormatError(f"{path}: field 'options.{field}' is {value!r:.80}; the file is damaged or was not "
+                                "written by deepcomp, compress the original model again")
+
+    if not isinstance(options, dict):
+        raise bad("", options)
+    frequency = options.get("frequency", -1)
+    if not isinstance(frequency, int) or isinstance(frequency, bool):
+        raise bad("frequency", frequency)
+    for key in ("step", "extrapolate", "min_nbor_dist"):
+        if key in options and not _is_number(options[key]):
+            raise bad(key, options[key])
+    extended = options.get("extended_ranges") or {}
+    if not isinstance(extended, dict) or not all(
+            isinstance(moved, dict) and all(isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))
+                                            for pair in moved.values()) for moved in extended.values()):
+        raise bad("extended_ranges", extended)
+
+
+def _format_version(value, path) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TableFormatError(f"{path}: attribute 'format_version' is {value!r:.80}, expected an integer; the file "
+                               "is damaged or was not written by deepcomp")
+    return int(value)
+
+
+@one_line_errors()
 def load_compressed(path) -> CompressedFile:
     import h5py
 
+    check_regular_file(path)
+    source = str(path)
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT_NAME:
                 raise TableFormatError(f"{path}: not a deepcomp compressed model (attribute 'format' missing)")
-            version = int(f.attrs.get("format_version", -1))
+            version = _format_version(f.attrs.get("format_version", -1), path)
             if version < 1 or version > FORMAT_VERSION:
                 raise TableFormatError(
                     f"{path}: format_version {version} is not readable by this deepcomp (reads 1..{FORMAT_VERSION}); "
@@ -161,11 +151,14 @@ def load_compressed(path) -> CompressedFile:
                     continue
                 if isinstance(value, bytes):
                     value = value.decode()
-                if key == "options" and isinstance(value, str):
-                    value = json.loads(value)
+                if key == "options":
+                    value = parse_json_attr(value, source, "options")
+                    _check_options(value, path)
                 meta[key] = value.item() if isinstance(value, np.generic) else value
-            tree = read_h5_tree(f["model"])
-            tables = {name: read_table(g, f"{path}: table {name}", version) for name, g in f["tables"].items()}
+            tree = read_h5_tree(h5_get(f, "model", source), source=source)
+            group = h5_get(f, "tables", source)
+            tables = {name: read_table(h5_get(group, name, source), f"{path}: table {name}", version)
+                      for name in group}
     except OSError as exc:
         raise TableFormatError(f"{path}: cannot be read as a compressed model ({exc})") from exc
     except KeyError as exc:
@@ -179,11 +172,22 @@ def read_table(g, where: str, version: int = FORMAT_VERSION) -> Table:
         return TableFormatError(f"{where}: {what}; the file is damaged or was not written by deepcomp, "
                                 "compress the original model again")
 
-    coeffs = np.ascontiguousarray(g["coeffs"][()], dtype=np.float64)
+    def array(name: str) -> np.ndarray:
+        arr = h5_read(g, name, where)
+        check_finite(arr, where, name)
+        return arr
+
+    coeffs = np.ascontiguousarray(array("coeffs"), dtype=np.float64)
     if coeffs.ndim != 3 or coeffs.shape[2] != 6 or coeffs.shape[0] < 1 or coeffs.shape[1] < 1:
         raise bad(f"coeffs has shape {coeffs.shape}, expected (nspline, ng, 6)")
-    attrs = {a: float(g.attrs[a]) for a in ("lower", "upper", "xmax", "stride0", "stride1")}
-    attrs["xmin"] = float(g.attrs["xmin"]) if "xmin" in g.attrs else attrs["lower"]
+    def number(name: str) -> float:
+        value = g.attrs[name]
+        if np.ndim(value) != 0 or not isinstance(np.asarray(value).item(), (int, float)) or isinstance(value, bool):
+            raise bad(f"attribute '{name}' is {value!r:.80}, expected a number")
+        return float(value)
+
+    attrs = {a: number(a) for a in ("lower", "upper", "xmax", "stride0", "stride1")}
+    attrs["xmin"] = number("xmin") if "xmin" in g.attrs else attrs["lower"]
     if not all(np.isfinite(v) for v in attrs.values()):
         raise bad(f"non-finite range attributes {attrs}")
     if not (attrs["xmin"] <= attrs["lower"] < attrs["upper"] <= attrs["xmax"]) or min(attrs["stride0"],
@@ -194,9 +198,9 @@ def read_table(g, where: str, version: int = FORMAT_VERSION) -> Table:
     if present:
         if len(present) != 3:
             raise bad(f"has {present} but split tables need split_intervals, sub_start and sub_coeffs")
-        split = np.asarray(g["split_intervals"][()])
-        sub_start = np.asarray(g["sub_start"][()], dtype=np.float64)
-        sub_coeffs = np.asarray(g["sub_coeffs"][()], dtype=np.float64)
+        split = array("split_intervals")
+        sub_start = np.asarray(array("sub_start"), dtype=np.float64)
+        sub_coeffs = np.asarray(array("sub_coeffs"), dtype=np.float64)
         if split.ndim != 1 or not np.issubdtype(split.dtype, np.integer) or (
                 len(split) and (split.min() < 0 or split.max() >= coeffs.shape[0])):
             raise bad(f"split_intervals must be interval indices in [0, {coeffs.shape[0]})")
@@ -205,6 +209,11 @@ def read_table(g, where: str, version: int = FORMAT_VERSION) -> Table:
         if sub_coeffs.shape != (len(sub_start), coeffs.shape[1], 6):
             raise bad(f"sub_coeffs has shape {sub_coeffs.shape}, expected ({len(sub_start)}, {coeffs.shape[1]}, 6)")
         extra = {"split_intervals": split.astype(np.int64), "sub_start": sub_start, "sub_coeffs": sub_coeffs}
+    if "n_low" in g.attrs or "first_stride" in g.attrs:  # DeePMD-kit's own table (tables_from)
+        counts = (int(g.attrs.get("n_low", 0)), int(g.attrs.get("first_stride", 0)))
+        if min(counts) < 0 or sum(counts) >= coeffs.shape[0]:
+            raise bad(f"interval counts {counts} do not fit {coeffs.shape[0]} intervals")
+        extra["index_counts"] = counts
     table = Table(coeffs=coeffs, **attrs, **extra)
     n_high = int(round((table.xmax - table.upper) / table.stride1))
     expected = table.n_low + table.first_stride + n_high

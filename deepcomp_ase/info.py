@@ -8,6 +8,7 @@ from .model.parts import descriptor_parts
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import parse_model
+from .compress.dp_tables import BEYOND_EXTRAPOLATED, dp_tables, dp_tables_meta, tables_origin
 
 
 def _describe_part(prefix: str, d) -> list[str]:
@@ -32,6 +33,26 @@ def _describe_part(prefix: str, d) -> list[str]:
     return lines
 
 
+def _kind(compressed: bool, dp_origin: str | None) -> str:
+    if compressed:
+        return "deepcomp compressed model"
+    if dp_origin:
+        return "DeePMD-kit model compressed by dp compress"
+    return "uncompressed DeePMD-kit model"
+
+
+def _table_lines(tables: dict) -> list[str]:
+    lines = ["tables:      name                 fine range -> extrapolated range      steps        intervals x outputs"]
+    total = 0
+    for name, t in sorted(tables.items()):
+        total += t.coeffs.nbytes + t.sub_coeffs.nbytes
+        split = f", {len(t.split_intervals)} split at kinks" if len(t.split_intervals) else ""
+        lines.append(f"             {name:20s} [{t.lower:g}, {t.upper:g}) -> [{t.xmin:g}, {t.xmax:g})   "
+                     f"{t.stride0:g} / {t.stride1:g}   {t.nspline} x {t.ng}{split}")
+    lines.append(f"table memory: {total / 2**20:.2f} MiB")
+    return lines
+
+
 def describe(path, head: str | None = None) -> str:
     path = Path(path)
     compressed = is_compressed_file(path)
@@ -40,12 +61,15 @@ def describe(path, head: str | None = None) -> str:
         tree, tables, meta = content.tree, content.tables, content.meta
     else:
         tree, tables, meta = read_model_tree(path, head=head), {}, {}
+    dp_origin = None if compressed else tables_origin(tree)
+    if dp_origin:  # compressed by DeePMD-kit: its own tables
+        tables = dp_tables(tree, str(path))
     model = parse_model(tree, str(path))
     fit = model.fitting
     net = fit.shared or next(n for n in fit.nets if n is not None)
     lines = [
         f"file:        {path}",
-        f"kind:        {'deepcomp compressed model' if compressed else 'uncompressed DeePMD-kit model'}",
+        f"kind:        {_kind(compressed, dp_origin)}",
         f"type_map:    {' '.join(model.type_map)}",
         f"rcut:        {model.rcut} A",
     ]
@@ -56,23 +80,23 @@ def describe(path, head: str | None = None) -> str:
         + (" (shared by all types)" if fit.shared is not None else " (one net per type)"),
         f"min_nbor_dist: {model.min_nbor_dist if model.min_nbor_dist is not None else 'not stored'}",
     ]
+    if dp_origin:
+        lines += [
+            f"tables from: {dp_origin}, used as they are",
+            f"beyond them: {dp_tables_meta(tree, path, quiet=True)['beyond_tables']}",
+        ] + _table_lines(tables)
     if compressed:
         opts = meta.get("options", {})
+        if meta.get("tables_from"):
+            lines += [f"tables from: {meta['tables_from']}, used as they are (converted by deepcomp compress)",
+                      f"beyond them: {meta.get('beyond_tables', BEYOND_EXTRAPOLATED)}"]
         lines += [
             f"compressed by: deepcomp {meta.get('version')} on {meta.get('created')} from {meta.get('source_file')} "
             f"(sha256 {str(meta.get('source_sha256'))[:16]}...)",
             f"options:     step {opts.get('step')}, extrapolate {opts.get('extrapolate')}, "
             f"check frequency {opts.get('frequency')}, min_nbor_dist {opts.get('min_nbor_dist')} "
             f"({opts.get('min_nbor_dist_origin')})",
-            "tables:      name                 fine range -> extrapolated range      steps        intervals x outputs",
-        ]
-        total = 0
-        for name, t in sorted(tables.items()):
-            total += t.coeffs.nbytes + t.sub_coeffs.nbytes
-            split = f", {len(t.split_intervals)} split at kinks" if len(t.split_intervals) else ""
-            lines.append(f"             {name:20s} [{t.lower:g}, {t.upper:g}) -> [{t.xmin:g}, {t.xmax:g})   "
-                         f"{t.stride0:g} / {t.stride1:g}   {t.nspline} x {t.ng}{split}")
-        lines.append(f"table memory: {total / 2**20:.2f} MiB")
+        ] + _table_lines(tables)
         extended = opts.get("extended_ranges") or {}
         if extended:
             lines.append(f"extended:    step {opts.get('step')} does not divide every DeePMD-kit table range; these "

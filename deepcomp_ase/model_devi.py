@@ -16,6 +16,10 @@ the models and population standard deviations (divide by ``n_m``):
   ``dp model-devi`` (``magnitude="tensor"``);
 * ``devi_e`` (``dp model-devi`` only): the standard deviation of the energy per atom.
 
+Real error (``dp model-devi --real_error``): the same columns, each spread measured around the
+system's labels instead of the ensemble mean, ``sqrt(<(X - X_label)^2>)`` over the models (the
+RMS error of the models); ``relative``/``relative_v`` then divide by the magnitude of the label.
+
 File formats: :func:`lammps_header`/:func:`lammps_row` are byte-identical to the
 ``model_devi.out`` of ``pair_style deepmd`` (C++ iostream ``scientific``, step in 12 columns,
 every value after one space in 18 columns); :func:`dp_block` to one system's block of
@@ -49,34 +53,50 @@ class Deviation:
 
 
 # ---------------------------------------------------------------------------- definitions
-def force_deviation(forces, relative: float | None = None) -> np.ndarray:
-    """Per-atom force deviation ``eps_f`` of ``forces`` shaped (n_models, ..., natoms, 3)."""
+def _spread(values: np.ndarray, reference) -> tuple[np.ndarray, np.ndarray]:
+    """(spread over the models (axis 0), centre): the population standard deviation around the
+    mean, or with ``reference`` (the labels) the RMS difference from it."""
+    if reference is None:
+        return np.std(values, axis=0), np.mean(values, axis=0)
+    ref = np.asarray(reference, dtype=np.float64)
+    return np.sqrt(np.mean(np.square(values - ref), axis=0)), ref
+
+
+def force_deviation(forces, relative: float | None = None, reference=None) -> np.ndarray:
+    """Per-atom force deviation ``eps_f`` of ``forces`` shaped (n_models, ..., natoms, 3);
+    ``reference`` (..., natoms, 3): the real error against these forces instead."""
     fs = np.asarray(forces, dtype=np.float64)
     if fs.shape[0] < 1 or fs.shape[-1] != 3:
         raise ValueError(f"forces must be shaped (n_models, ..., natoms, 3), got {fs.shape}")
-    devi = np.linalg.norm(np.std(fs, axis=0), axis=-1)
+    spread, centre = _spread(fs, reference)
+    devi = np.linalg.norm(spread, axis=-1)
     if relative is not None:
-        devi = devi / (np.linalg.norm(np.mean(fs, axis=0), axis=-1) + float(relative))
+        devi = devi / (np.linalg.norm(centre, axis=-1) + float(relative))
     return devi
 
 
-def virial_deviation(virials, natoms: int, relative_v: float | None = None,
-                     magnitude: str = "component") -> np.ndarray:
-    """Deviation of the 9 components of ``virial / natoms``; ``virials`` (n_models, ..., 9 or 3x3).
-
-    ``magnitude``: what ``relative_v`` divides by, ``"component"`` (``pair_style deepmd``:
-    ``|<W_ab>|/N + l`` component by component) or ``"tensor"`` (``dp model-devi``: the norm of
-    the 9 components of ``<W>/N``, plus ``l``).
-    """
+def _nine(virials, what: str) -> np.ndarray:
     vs = np.asarray(virials, dtype=np.float64)
     if vs.shape[-2:] == (3, 3):
         vs = vs.reshape(vs.shape[:-2] + (9,))
     if vs.shape[-1] != 9:
-        raise ValueError(f"virials must be shaped (n_models, ..., 9) or (n_models, ..., 3, 3), got {vs.shape}")
-    vs = vs / float(natoms)
-    devi = np.std(vs, axis=0)
+        raise ValueError(f"{what} must be shaped (..., 9) or (..., 3, 3), got {vs.shape}")
+    return vs
+
+
+def virial_deviation(virials, natoms: int, relative_v: float | None = None,
+                     magnitude: str = "component", reference=None) -> np.ndarray:
+    """Deviation of the 9 components of ``virial / natoms``; ``virials`` (n_models, ..., 9 or 3x3);
+    ``reference`` (..., 9 or 3x3): the real error against this virial instead.
+
+    ``magnitude``: what ``relative_v`` divides by, ``"component"`` (``pair_style deepmd``:
+    ``|<W_ab>|/N + l`` component by component) or ``"tensor"`` (``dp model-devi``: the norm of
+    the 9 components of ``<W>/N``, plus ``l``); ``<W>`` is the label with ``reference``.
+    """
+    vs = _nine(virials, "virials (with the models first)") / float(natoms)
+    ref = None if reference is None else _nine(reference, "reference virials") / float(natoms)
+    devi, mean = _spread(vs, ref)
     if relative_v is not None:
-        mean = np.mean(vs, axis=0)
         if magnitude == "component":
             scale = np.abs(mean)
         elif magnitude == "tensor":
@@ -87,9 +107,11 @@ def virial_deviation(virials, natoms: int, relative_v: float | None = None,
     return devi
 
 
-def energy_deviation(energies, natoms: int) -> np.ndarray:
-    """``devi_e``: standard deviation over the models of the energy per atom; (n_models, ...)."""
-    return np.std(np.asarray(energies, dtype=np.float64) / float(natoms), axis=0)
+def energy_deviation(energies, natoms: int, reference=None) -> np.ndarray:
+    """``devi_e``: standard deviation over the models of the energy per atom; (n_models, ...);
+    ``reference``: the RMS error against this energy instead."""
+    ref = None if reference is None else np.asarray(reference, dtype=np.float64) / float(natoms)
+    return _spread(np.asarray(energies, dtype=np.float64) / float(natoms), ref)[0]
 
 
 def summarize_forces(atom_devi: np.ndarray) -> tuple:
@@ -103,17 +125,28 @@ def summarize_virial(devi_v: np.ndarray) -> tuple:
 
 
 def model_deviation(forces, virials, natoms: int | None = None, energies=None, *, relative: float | None = None,
-                    relative_v: float | None = None, magnitude: str = "component") -> Deviation:
+                    relative_v: float | None = None, magnitude: str = "component", labels=None) -> Deviation:
     """Deviation of one frame from every model's forces (n_models, natoms, 3) and virials
-    (n_models, 9 or 3x3) in eV and eV/A; ``energies`` (n_models,) adds ``devi_e``."""
+    (n_models, 9 or 3x3) in eV and eV/A; ``energies`` (n_models,) adds ``devi_e``.
+
+    ``labels``: the real error instead, against the frame's ``{"energy", "force", "virial"}``;
+    a label that is None (a system without virial.npy) gives NaN in its columns.
+    """
     fs = np.asarray(forces, dtype=np.float64)
     if fs.ndim != 3:
         raise ValueError(f"forces of one frame must be shaped (n_models, natoms, 3), got {fs.shape}")
     n = fs.shape[1] if natoms is None else int(natoms)
-    atom = force_deviation(fs, relative)
+    real = labels is not None
+    if real and any(labels.get(k) is None for k in ("energy", "force")):
+        raise ValueError("the real error needs the frame's energy and force labels")
+    atom = force_deviation(fs, relative, labels["force"] if real else None)
     fmax, fmin, favg = summarize_forces(atom)
-    vmax, vmin, vavg = summarize_virial(virial_deviation(virials, n, relative_v, magnitude))
-    de = None if energies is None else float(energy_deviation(energies, n))
+    if real and labels.get("virial") is None:
+        vmax = vmin = vavg = float("nan")
+    else:
+        vmax, vmin, vavg = summarize_virial(virial_deviation(virials, n, relative_v, magnitude,
+                                                             labels["virial"] if real else None))
+    de = None if energies is None else float(energy_deviation(energies, n, labels["energy"] if real else None))
     return Deviation(float(vmax), float(vmin), float(vavg), float(fmax), float(fmin), float(favg), de, atom)
 
 

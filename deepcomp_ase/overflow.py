@@ -30,6 +30,8 @@ class OverflowTally:
     worst_x: float = float("nan")
     worst_key: tuple = field(default_factory=tuple)
     worst_upper: float = float("nan")
+    #: what happens to inputs beyond the tables (kept by reset)
+    beyond: str = "evaluated exactly with the embedding net"
 
     def add(self, x: np.ndarray, region: np.ndarray, key: tuple, lower: float, upper: float) -> None:
         from .compress.tables import ABOVE, BELOW, COARSE
@@ -65,7 +67,7 @@ class OverflowTally:
                 "worst_type_pair": self.worst_key}
 
     def reset(self) -> None:
-        self.__init__()
+        self.__init__(beyond=self.beyond)
 
     @property
     def any(self) -> bool:
@@ -82,7 +84,7 @@ class OverflowTally:
         pair = "-".join(name(t) for t in self.worst_key) if self.worst_key else "n/a"
         parts = [
             f"{self.n_coarse} of {self.n_inputs} embedding inputs in the extrapolation table",
-            f"{self.n_beyond} beyond it (evaluated exactly with the embedding net)",
+            f"{self.n_beyond} beyond it ({self.beyond})",
         ]
         if self.n_sel_dropped:
             parts.append(f"{self.n_sel_dropped} neighbours beyond sel dropped")
@@ -127,7 +129,7 @@ def run_totals(potential, reduce=None) -> OverflowTally:
     pending = copy.deepcopy(potential.tally)
     if reduce is not None:
         reduce(pending)
-    totals = OverflowTally()
+    totals = OverflowTally(beyond=potential.total.beyond)
     totals.merge(potential.total)
     totals.merge(pending)
     return totals

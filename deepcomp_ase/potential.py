@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_backend
+from .compress.dp_tables import BEYOND_EXTRAPOLATED, dp_tables, dp_tables_meta
 from .backends.base import Results, select_parts
 from .errors import DeepCompError, TypeMapError
 from .fileformat import is_compressed_file, load_compressed
@@ -19,7 +20,7 @@ from .io import read_model_tree
 from .model.params import ModelParams, parse_model
 from .overflow import OverflowTally, check_and_report
 from .plan import build_plan
-from .validate import check_pair_vectors, check_structure
+from .validate import check_cell, check_pair_vectors, check_structure
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ class DeepPotential:
             raise DeepCompError(f"overflow policy {overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
         self.params = params
         self.meta = meta or {}
-        self.tally = OverflowTally()  # since the last check
-        self.total = OverflowTally()  # since loading, updated at each check
+        beyond = self.meta.get("beyond_tables")  # what happens past DeePMD-kit's tables, when no net is stored
+        self.tally = OverflowTally(beyond=beyond) if beyond else OverflowTally()  # since the last check
+        self.total = OverflowTally(beyond=beyond) if beyond else OverflowTally()  # since loading
         self.check_frequency = int(check_frequency)
         self.overflow = overflow
         self.block_atoms = block_atoms
@@ -80,14 +82,20 @@ class DeepPotential:
             content = load_compressed(path)
             params = parse_model(content.tree, str(path))
             tables = content.tables
+            if content.meta.get("tables_from"):  # DeePMD-kit's tables converted by `deepcomp compress`
+                log.warning("%s: tables from %s; inputs beyond them are %s", path, content.meta["tables_from"],
+                            content.meta.get("beyond_tables", BEYOND_EXTRAPOLATED))
             freq = content.meta.get("options", {}).get("frequency", -1)
             if check_frequency is None:
                 check_frequency = int(freq)
             return cls(params, tables, check_frequency=check_frequency, overflow=overflow, meta=content.meta,
                        **kwargs)
-        params = parse_model(read_model_tree(path), str(path))
-        return cls(params, None, check_frequency=-1 if check_frequency is None else check_frequency,
-                   overflow=overflow, **kwargs)
+        tree = read_model_tree(path)
+        params = parse_model(tree, str(path))
+        tables = dp_tables(tree, str(path))  # a model compressed by DeePMD-kit: its own tables, as they are
+        meta = {} if tables is None else dp_tables_meta(tree, path)
+        return cls(params, tables, check_frequency=-1 if check_frequency is None else check_frequency,
+                   overflow=overflow, meta=meta, **kwargs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -140,6 +148,7 @@ class DeepPotential:
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
         check_structure(positions, cell)  # a NaN position would drop out of the neighbour search
+        check_cell(positions, cell, pbc, self.rcut)  # a nearly flat cell: images without end
         if self.backend.builds_neighbors:  # e.g. the GPU backend: neighbour list on the device
             return self.backend.compute_atoms(self, positions, np.asarray(atype), cell, np.asarray(pbc, dtype=bool),
                                               atomic_virial=atomic_virial)

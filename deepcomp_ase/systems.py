@@ -6,6 +6,9 @@ A DeePMD-kit system is a directory with ``type.raw`` (one type index per atom), 
 ``dp model-devi`` does, a path is searched recursively for directories holding ``type.raw``
 (here in sorted order); the sets of a system are read in sorted order and their frames numbered
 on. Without ``type_map.raw`` the type indices are those of the first model's type_map.
+
+For the real error (``--real-error``) the labels are read too: ``set.*/energy.npy`` (eV),
+``force.npy`` (eV/A) and ``virial.npy`` (eV, optional: without it the virial columns are NaN).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeepCompError
+from .io.untrusted import check_regular_file
 
 
 @dataclass
@@ -27,6 +31,13 @@ class Frames:
     symbols: list  # natoms symbols, or one list per frame
     cells: np.ndarray | None
     pbc: tuple
+    labels: dict | None = None  # "energy" (nf,), "force" (nf, natoms, 3), "virial" (nf, 9; NaN rows: none)
+
+    def frame_labels(self, k: int) -> dict:
+        """Labels of frame k for :func:`deepcomp_ase.model_devi.model_deviation` (virial None if absent)."""
+        virial = self.labels["virial"][k]
+        return {"energy": self.labels["energy"][k], "force": self.labels["force"][k],
+                "virial": None if np.isnan(virial).any() else virial}
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -41,13 +52,47 @@ def find_systems(root) -> list[Path]:
     return found
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """``np.load``, refusing a FIFO or device (which would block it) before opening; a missing file
+    raises the OSError the callers report."""
+    if path.exists():
+        check_regular_file(path, "numpy file")
+    return np.load(path)
+
+
 def _read_raw(path: Path, kind: type) -> list:
     with open(path) as fh:
         return [kind(tok) for tok in fh.read().split()]
 
 
-def read_npy_system(path, default_type_map) -> Frames:
-    """All frames of one DeePMD-kit npy system."""
+def _read_labels(sets: list[Path], counts: list[int], natoms: int) -> tuple[dict, list[Path]]:
+    """energy, force and virial of every frame; (labels, the sets without virial.npy)."""
+    def load(path: Path, per_frame: int, nframes: int):
+        try:
+            a = _load_npy(path)
+        except OSError as exc:
+            raise DeepCompError(f"{path}: cannot read ({exc}); the real error needs the labels of every set "
+                                "(energy.npy, force.npy; virial.npy where known)") from exc
+        if a.size != nframes * per_frame:
+            raise DeepCompError(f"{path}: {a.size} numbers are not {nframes} frames x {per_frame} "
+                                f"(coord.npy of that set has {nframes} frames of {natoms} atoms)")
+        return a.reshape(nframes, per_frame).astype(np.float64)
+
+    energy, force, virial, no_virial = [], [], [], []
+    for s, nf in zip(sets, counts):
+        energy.append(load(s / "energy.npy", 1, nf)[:, 0])
+        force.append(load(s / "force.npy", 3 * natoms, nf).reshape(nf, natoms, 3))
+        if (s / "virial.npy").exists():
+            virial.append(load(s / "virial.npy", 9, nf))
+        else:
+            no_virial.append(s)
+            virial.append(np.full((nf, 9), np.nan))
+    return {"energy": np.concatenate(energy), "force": np.concatenate(force),
+            "virial": np.concatenate(virial)}, no_virial
+
+
+def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
+    """All frames of one DeePMD-kit npy system (and their labels when ``labels``)."""
     path = Path(path)
     types = np.array(_read_raw(path / "type.raw", int), dtype=np.int64)
     if (path / "type_map.raw").is_file():
@@ -72,7 +117,7 @@ def read_npy_system(path, default_type_map) -> Frames:
     coords, boxes = [], []
     for s in sets:
         try:
-            c = np.load(s / "coord.npy")
+            c = _load_npy(s / "coord.npy")
         except OSError as exc:
             raise DeepCompError(f"{s / 'coord.npy'}: cannot read ({exc})") from exc
         if c.size % (natoms * 3):
@@ -82,7 +127,7 @@ def read_npy_system(path, default_type_map) -> Frames:
         coords.append(c)
         if pbc:
             try:
-                b = np.load(s / "box.npy").reshape(-1, 3, 3)
+                b = _load_npy(s / "box.npy").reshape(-1, 3, 3)
             except (OSError, ValueError) as exc:
                 raise DeepCompError(f"{s / 'box.npy'}: cannot read n_frames x 9 cells ({exc}); a system without "
                                     "periodicity needs a file named 'nopbc'") from exc
@@ -92,7 +137,16 @@ def read_npy_system(path, default_type_map) -> Frames:
     positions = np.concatenate(coords).astype(np.float64)
     cells = np.concatenate(boxes).astype(np.float64) if pbc else None
     symbols = [names[t] for t in types]
-    return Frames(str(path), positions, symbols, cells, (pbc,) * 3)
+    frames = Frames(str(path), positions, symbols, cells, (pbc,) * 3)
+    if labels:
+        frames.labels, no_virial = _read_labels(sets, [len(c) for c in coords], natoms)
+        if no_virial:
+            import logging
+
+            logging.getLogger("deepcomp_ase.model_devi").warning(
+                f"{path}: no virial.npy in {', '.join(s.name for s in no_virial)}: the virial columns of those "
+                "frames are written as nan (dp model-devi would compare with zeros)")
+    return frames
 
 
 def read_trajectory(path, type_map=None, fmt: str | None = None) -> Frames:
@@ -134,8 +188,9 @@ def read_trajectory(path, type_map=None, fmt: str | None = None) -> Frames:
     return Frames(str(path), positions, symbols, cells, pbc)
 
 
-def load_frames(source, type_map, default_type_map, fmt: str | None = None) -> list[Frames]:
-    """``source``: a directory (npy systems, searched recursively) or a trajectory file."""
+def load_frames(source, type_map, default_type_map, fmt: str | None = None, labels: bool = False) -> list[Frames]:
+    """``source``: a directory (npy systems, searched recursively) or a trajectory file;
+    ``labels``: read the energy, force and virial labels too (npy systems only)."""
     p = Path(source)
     if p.is_dir():
         systems = find_systems(p)
@@ -144,10 +199,15 @@ def load_frames(source, type_map, default_type_map, fmt: str | None = None) -> l
         # the path as dp writes it: below the directory as given
         out = []
         for s in systems:
-            fr = read_npy_system(s, type_map or default_type_map)
+            fr = read_npy_system(s, type_map or default_type_map, labels)
             fr.name = str(p / s.relative_to(p)) if s != p else str(source)
             out.append(fr)
         return out
-    if p.is_file():
+    if p.exists():
+        check_regular_file(p, "trajectory file")  # a FIFO or a device would block ASE's reader
+        if labels:
+            raise DeepCompError(f"{source}: the real error reads its labels from DeePMD-kit npy systems "
+                                "(set.*/energy.npy, force.npy, virial.npy), as dp model-devi does; convert the "
+                                "trajectory with dpdata or leave out --real-error")
         return [read_trajectory(p, type_map, fmt)]
     raise DeepCompError(f"{source}: no such file or directory")

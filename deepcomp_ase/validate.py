@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import AtomsTooCloseError, NonFiniteInputError
+from .errors import AtomsTooCloseError, InputError, NonFiniteInputError
 
 #: pairs closer than this (Angstrom) are refused as "two atoms at the same position". No real
 #: structure comes near it (the shortest bond, H2, is 0.74 A); below it 1/r^2 terms of the
@@ -73,3 +73,43 @@ def too_close_error(i: int, j: int, distance: float, names=None) -> AtomsTooClos
         f"{name(i)} and {name(j)} are {distance:.3g} A apart (closer than {MIN_DISTANCE:g} A): two atoms at the "
         "same position. Remove the duplicate (an atom given twice, or a periodic image of an atom added as "
         "an atom) from the structure", atoms=(i, j), distance=distance)
+
+
+#: most periodic images of the cell a neighbour search may visit (the product over periodic axes
+#: of 2 ceil(rcut / height) + 1). A one-atom metal cell with rcut 6 A needs 343; only a nearly
+#: flat cell (a height of a few hundredths of an Angstrom) comes near the limit.
+MAX_IMAGES = 100_000
+#: most neighbour-search bins of size rcut the structure's extent may span (the searches
+#: count bins in 64-bit integers; a system 1e8 A wide would overflow them)
+MAX_BINS = 1e15
+
+
+def check_cell(positions: np.ndarray, cell: np.ndarray, pbc, rcut: float) -> None:
+    """Refuse structures whose neighbour search would explode: a nearly flat periodic cell (the
+    periodic images to visit grow as rcut / height) or atoms spread over an absurd extent."""
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    extent = np.zeros(3)
+    if pbc.any():
+        normals = np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]])
+        volume = abs(float(np.dot(cell[0], normals[0])))
+        norms = np.linalg.norm(normals, axis=1)
+        if volume > 0 and np.all(norms[pbc] > 0):
+            heights = volume / np.where(norms > 0, norms, 1.0)
+            images = np.where(pbc, 2 * np.ceil(rcut / np.where(pbc, heights, 1.0)) + 1, 1.0)
+            if float(np.prod(images)) > MAX_IMAGES:
+                k = int(np.argmin(np.where(pbc, heights, np.inf)))
+                raise InputError(
+                    f"cell {np.round(cell, 6).tolist()} is nearly flat: its height along axis {k} is "
+                    f"{heights[k]:.3g} A, so the neighbour search within rcut {rcut:g} A would visit "
+                    f"{float(np.prod(images)):.3g} periodic images (limit {MAX_IMAGES:,}); give a cell with "
+                    "three clearly independent vectors (a reduced cell, e.g. ase.build.niggli_reduce)")
+            extent = np.where(pbc, heights, 0.0)
+    if len(positions):
+        span = positions.max(axis=0) - positions.min(axis=0)
+        extent = np.where(pbc, extent, span + 2 * rcut + 1.0)
+    bins = float(np.prod(np.maximum(extent / rcut, 1.0)))
+    if bins > MAX_BINS:
+        raise InputError(
+            f"the structure spans {_fmt(extent)} A: {bins:.3g} neighbour-search bins of rcut {rcut:g} A, above the "
+            f"limit of {MAX_BINS:.0e}; atoms that far apart do not interact, evaluate the parts separately")

@@ -155,3 +155,23 @@ def with_ghost_atoms(coord, atype, cell, rcut):
         neighbors[p] = ghosts.setdefault(key, len(coord) + len(ghosts))
     owner = np.array([k[0] for k in sorted(ghosts, key=ghosts.get)], dtype=np.int64)
     return np.concatenate([atype, atype[owner]]), i.astype(np.int64), neighbors.astype(np.int64), vec, owner
+
+
+def write_dp(tree, path):
+    """Write a serialization tree as a DeePMD-kit .dp file (tests that edit real models)."""
+    import h5py
+
+    from deepcomp_ase.io.tree import write_h5_tree
+
+    with h5py.File(path, "w") as f:
+        write_h5_tree(f, tree)
+    return path
+
+
+def edited(tree, edit):
+    """A deep copy of ``tree`` changed by ``edit(copy)``."""
+    import copy
+
+    t = copy.deepcopy(tree)
+    edit(t)
+    return t

@@ -2,15 +2,13 @@
 
 import copy
 
-import h5py
 import numpy as np
 import pytest
-from conftest import DATA, MODELS
+from conftest import DATA, MODELS, edited, write_dp
 
 from deepcomp_ase.compress.api import compress_model
 from deepcomp_ase.errors import DeepCompError, ModelFormatError, TypeMapError, UnsupportedModelError
 from deepcomp_ase.io import read_model_tree
-from deepcomp_ase.io.tree import write_h5_tree
 from deepcomp_ase.model.params import parse_model
 from deepcomp_ase.potential import DeepPotential
 
@@ -18,18 +16,6 @@ from deepcomp_ase.potential import DeepPotential
 @pytest.fixture(scope="module")
 def tree():
     return read_model_tree(MODELS / "cuau_se_e2_a.dp")
-
-
-def write_dp(tree, path):
-    with h5py.File(path, "w") as f:
-        write_h5_tree(f, tree)
-    return path
-
-
-def edited(tree, edit):
-    t = copy.deepcopy(tree)
-    edit(t)
-    return t
 
 
 CASES = {

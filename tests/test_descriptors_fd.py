@@ -24,6 +24,7 @@ ACTIVATION_MODELS = ["cu_se_e2_a_gelu", "cu_se_e2_a_softplus", "cu_se_e2_a_relu"
 
 def swapped_activation_model(activation, directory):
     tree = copy.deepcopy(read_model_tree(MODELS / "cu_se_e2_a_tanh.dp"))
+    tree["model"]["descriptor"]["activation_function"] = activation  # the nets must agree with it
     for net in tree["model"]["descriptor"]["embeddings"]["networks"]:
         net["activation_function"] = activation
         for layer in net["layers"]:

@@ -149,6 +149,7 @@ def _smooth_concat(d):
 
 def _angular_davg(d):
     """Non-zero statistics in every column: padding rows (-davg/dstd) and the attn_dotr directions move."""
+    d["set_davg_zero"] = False
     davg = d["@variables"]["davg"]
     davg[..., 1:] = np.array([0.03, -0.02, 0.05])
     d["@variables"]["dstd"][..., 1:] *= np.array([1.0, 1.3, 0.8])
@@ -234,6 +235,8 @@ def test_refuses_a_residual_first_layer_in_concat_mode():
     first["@variables"]["b"] = np.zeros(w.shape[0])
     tree["model"]["descriptor"]["embeddings"]["networks"][0]["layers"][1]["@variables"]["w"] = np.zeros(
         (w.shape[0], 8))
+    tree["model"]["descriptor"]["embeddings"]["networks"][0]["neuron"] = [w.shape[0], 8]
+    tree["model"]["descriptor"]["neuron"] = [w.shape[0], 8]
     with pytest.raises(UnsupportedModelError, match="shortcut"):
         parse_model(tree, "m.dp")
 

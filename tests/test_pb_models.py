@@ -33,9 +33,3 @@ def test_compress_pb_and_reproduce_deepmd(tmp_path, name):
 
 def test_every_refsuite_model_has_a_pb():
     assert set(PB_MODELS) == {n for n in MODEL_CASES if not n.endswith("_jax")}
-
-
-def test_compressed_pb_is_refused(tmp_path):
-    rc = main(["compress", "-i", str(MODELS / "cu_se_e2_a_tanh-compress.pb"), "-o", str(tmp_path / "x.dcz"),
-               "-v", "ERROR"])
-    assert rc == 1 and not (tmp_path / "x.dcz").exists()

@@ -31,7 +31,8 @@ from deepcomp_ase.potential import DeepPotential
 
 MODELS = Path(__file__).parent / "data" / "models"
 # refsuite3 (300 training steps) and tiny models made by tests/data/make_pt_models.py
-NAMES = ("pt_cuau_se_e2_a", "pt_cuau_se_atten_v2", "pt_cuau_se_e2_r", "pt_cuau_se_e3", "pt_cuau_hybrid")
+NAMES = ("pt_cuau_se_e2_a", "pt_cuau_se_atten_v2", "pt_cuau_se_e2_r", "pt_cuau_se_e3", "pt_cuau_hybrid",
+         "pt_cuau_se_e2_a_tos", "pt_cuau_se_e2_a_excl")
 SOURCES = [(n, ".pth") for n in NAMES] + [("pt_cuau_se_atten_v2", ".ckpt.pt")]
 IGNORED = {"time", "pt_version"}
 
@@ -280,35 +281,6 @@ def test_unsupported_model_refused_naming_the_field(tmp_path, edit, field, value
         read_model_tree(path)
     msg = str(info.value)
     assert str(path) in msg and f"'{field}'" in msg and value in msg
-
-
-def test_real_compressed_pth_refused():
-    """pt_cuau_se_e2_r-compress.pth: dp --pt compress output (tests/data/make_pt_models.py)."""
-    path = MODELS / "pt_cuau_se_e2_r-compress.pth"
-    with pytest.raises(UnsupportedModelError) as info:
-        DeepPotential.from_file(path)
-    msg = str(info.value)
-    assert str(path) in msg and "was compressed by `dp compress`" in msg and "descriptor.compress" in msg
-    assert "the .pth given to `dp compress -i`" in msg
-
-
-def test_compressed_pth_refused_like_compressed_pb(tmp_path):
-    src = MODELS / "pt_cuau_se_e2_a.pth"
-    path = tmp_path / "model-compress.pth"
-    flag = b"X\x08\x00\x00\x00compressq"  # the descriptor's 'compress' attribute, then its memo slot
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item)
-            if item.filename.endswith("/data.pkl"):
-                at = data.index(flag) + len(flag) + 1
-                assert data[at:at + 1] == pickle.NEWFALSE
-                data = data[:at] + pickle.NEWTRUE + data[at + 1:]
-            zout.writestr(item, data)
-    with pytest.raises(UnsupportedModelError) as info:
-        read_model_tree(path)
-    msg = str(info.value)
-    assert str(path) in msg and "was compressed by `dp compress`" in msg
-    assert "the .pth given to `dp compress -i`" in msg and "deepcomp compresses it itself" in msg
 
 
 # --------------------------------------------------------------------------- untrusted pickles

@@ -308,16 +308,21 @@ def test_md_missing_model(tmp_path):
     assert_clean_error(proc, "nope.dcz: model file not found")
 
 
-def test_unexpected_exception_keeps_its_traceback(monkeypatch):
-    """A bug is not a user error: the CLI does not hide it behind a one-line message (issue 14)."""
+def test_unexpected_exception_keeps_its_traceback(monkeypatch, capsys):
+    """A bug is not a user error: the CLI prints its traceback (issue 14), then the promised
+    ``internal error:`` line (issue 23); with -v DEBUG the exception itself propagates."""
     import deepcomp_ase.info as info
 
     def boom(path, head=None):
         raise KeyError("bug")
 
     monkeypatch.setattr(info, "describe", boom)
+    assert main(["info", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "in boom" in err
+    assert err.splitlines()[-1].startswith("deepcomp info: internal error: KeyError: 'bug'")
     with pytest.raises(KeyError):
-        main(["info", "x"])
+        main(["info", "x", "-v", "DEBUG"])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

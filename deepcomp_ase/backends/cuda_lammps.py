@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import MIN_DISTANCE
 from .cuda_state import Workspace
+
+MIN_R2 = MIN_DISTANCE * MIN_DISTANCE
 
 #: capacity = HEADROOM x the atom counts that did not fit (nall fluctuates by a few % per re-neighbouring)
 HEADROOM = 1.25
@@ -72,7 +75,7 @@ _PART_NLOC = ("nlist", "rij", "key", "nnbr", "em", "g_em", "g_r", "atom_flags", 
 _PART_NALL = ("pos_wrapped", "bin_of_atom")
 _WS_NLOC = ("row_of_atom", "desc", "g_desc", "out_rows", "ones", "atom_energy")
 _WS_NALL = ("atype", "force")
-_WS_SHARED = ("fit_y", "fit_d", "fit_g", "fit_gin")  # flat per-layer buffers, rows [r0, r1) of any nloc
+_WS_SHARED = ("fit_y", "fit_d", "fit_g", "fit_gin", "sums")  # flat buffers: per-layer rows [r0, r1) of any nloc
 
 
 def _sliced(obj, names_nloc, names_nall, nloc: int, nall: int, into):
@@ -257,7 +260,7 @@ class LammpsDevicePath:
                 xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
             ctx.launch("build_nlist", pws.pos_wrapped, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype,
                        part.sec, part.model_exclude, pws.nlist, pws.rij, pws.key, pws.nnbr, part.counters, nall,
-                       nloc, part.nnei, part.ntypes, part.nsec, nbins, part.rcut * part.rcut)
+                       nloc, part.nnei, part.ntypes, part.nsec, nbins, part.rcut * part.rcut, MIN_R2)
 
 
 class LammpsDeviceModels:
@@ -296,9 +299,10 @@ class LammpsDeviceModels:
         # 2. device only, model after model
         outs = [p._launch(ws, pos, grids, atomic_virial and k == 0) for k, (p, (ws, grids)) in
                 enumerate(zip(paths, staged))]
-        # two atoms at one place: one reduction over the first model's lists, read after every
-        # model ran (a NaN result is never used: the error comes first)
-        first.backend._check_distances(staged[0][0])
+        # two atoms at one place: the first model's neighbour-list kernel recorded the pair in its
+        # counters; two words read once every model is queued (the forces come back next anyway),
+        # so a NaN result is never used: the error comes first
+        first.backend.check_close_pairs(first.potential)
         # 3. device -> host
         results = [p._fetch(out, atom_energy and k == 0, atomic_virial and k == 0) for k, (p, out) in
                    enumerate(zip(paths, outs))]

@@ -13,7 +13,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from .. import config
+from ..errors import BackendUnavailableError, InputError
+
+#: table layouts (common.cuh dc_coef_at): the code stored in table_info[:, 9]
+TABLE_LAYOUTS = {"output-major": 0, "coefficient-major": 1}
+
+
+def table_layout_code(layout: str | None = None) -> int:
+    """The kernels' code of a table layout name (None: $DEEPCOMP_GPU_TABLE_LAYOUT)."""
+    name = config.get("DEEPCOMP_GPU_TABLE_LAYOUT") if layout is None else layout
+    if name not in TABLE_LAYOUTS:
+        raise InputError(f"table layout {name!r} (DEEPCOMP_GPU_TABLE_LAYOUT or table_layout=): expected one of "
+                         f"{', '.join(TABLE_LAYOUTS)}")
+    return TABLE_LAYOUTS[name]
+
+
+def part_max_width(part) -> int:
+    """Widest layer of a descriptor part's embedding nets (the exact-net scratch of the kernels)."""
+    return max([1] + [max(layer.n_in, layer.n_out) for net in part.nets for layer in net.layers])
 
 
 @dataclass
@@ -31,7 +49,8 @@ class _FitLayer:
 class DevicePart:
     """Tables, nets and constants of one descriptor part (a hybrid model has several)."""
 
-    def __init__(self, ctx, part):
+    def __init__(self, ctx, part, layout: int = 0):
+        from ..kernels.launch import se_a_tile
         from ..kernels.loader import ACTIVATION_CODES
 
         fp = ctx.fp
@@ -53,6 +72,7 @@ class DevicePart:
         self.e3_table = ctx.asarray(e3_table.reshape(-1), np.int32)
         # tables: one flat buffer (coefficients, then the relu-split flags of tables that have
         # split intervals), info rows (common.cuh DC_INFO_W) and offsets
+        self.layout = int(layout)
         info = np.zeros((len(self.keys), 10))
         offsets = np.full((len(self.keys), 2), -1, dtype=np.int64)
         chunks, pos = [], 0
@@ -62,8 +82,10 @@ class DevicePart:
                 raise BackendUnavailableError(f"table {key} has {tab.ng} outputs, the descriptor {part.ng}")
             info[n, :9] = [tab.lower, tab.upper, tab.xmax, tab.stride0, tab.stride1, tab.nspline, tab.first_stride,
                            tab.xmin, tab.n_low]
+            info[n, 9] = self.layout
             offsets[n, 0] = pos
-            chunks.append(np.ascontiguousarray(tab.coeffs, dtype=np.float64).reshape(-1))
+            coeffs = tab.coeffs if self.layout == 0 else tab.coeffs.transpose(0, 2, 1)  # (nspline, 6, ng)
+            chunks.append(np.ascontiguousarray(coeffs, dtype=np.float64).reshape(-1))
             pos += chunks[-1].size
             if len(tab.split_intervals):
                 flags = np.zeros(tab.nspline)
@@ -93,6 +115,8 @@ class DevicePart:
                 layers.append(row)
                 maxw = max(maxw, layer.n_in, layer.n_out)
         self.maxw = maxw
+        # outputs per pass of the se_a backward kernel (all of them unless the shared memory is short)
+        self.tile = se_a_tile(part.ng, part.m2, maxw, np.dtype(fp).itemsize) if part.m2 else part.ng
         self.net_layers = ctx.asarray(np.array(layers, dtype=np.int32).reshape(-1, 8), np.int32)
         self.net_first = ctx.asarray(first, np.int32)
         self.net_params = ctx.asarray(np.concatenate(flat) if flat else np.zeros(1), fp)
@@ -125,16 +149,18 @@ class DevicePart:
 class DeviceModel:
     """Tables, nets and constants of one potential, uploaded once in one precision.
 
+    ``table_layout``: 'output-major' or 'coefficient-major' (None: $DEEPCOMP_GPU_TABLE_LAYOUT).
     ``parts``: one :class:`DevicePart` per descriptor part, their descriptors concatenated in
     order.
     """
 
-    def __init__(self, ctx, plan):
+    def __init__(self, ctx, plan, table_layout: str | None = None):
         from ..kernels.loader import ACTIVATION_CODES
 
         fp = ctx.fp
         params = plan.params
-        self.parts = [DevicePart(ctx, part) for part in plan.parts]
+        self.table_layout = layout = table_layout_code(table_layout)
+        self.parts = [DevicePart(ctx, part, layout) for part in plan.parts]
         nt = self.parts[0].ntypes
         self.ntypes = nt
         self.ldd = sum(p.ldd for p in self.parts)
@@ -232,6 +258,7 @@ class Workspace:
         self.ones = xp.ones((nloc, 1), dtype=fp)
         self.atom_energy = xp.empty(nloc, dtype=np.float64)
         self.force = xp.zeros((nall, 3), dtype=np.float64)
+        self.sums = xp.zeros(19, dtype=np.float64)  # the step's energy, virial, one part's virial
         self.atom_virial = None
         # fitting: flat buffers per layer (rows of a type are a contiguous [r0*m, r1*m) range)
         self.fit_y = [xp.empty(nloc * w + 1, dtype=fp) for w in dm.fit_widths]

@@ -40,13 +40,14 @@ from ..errors import BackendUnavailableError, InputError
 from ..neighbors import rank_in_group
 from ..validate import MIN_DISTANCE, check_pair_vectors, too_close_error
 from .base import Results, select_parts
-from .cuda_state import DeviceModel, Workspace, _rows
+from .cuda_state import DeviceModel, Workspace, _rows, part_max_width
 
 log = logging.getLogger(__name__)
 
 #: kernel families (plan.PartPlan.kernel) with device kernels; others go to the numpy reference backend
 SUPPORTED_KERNELS = ("se_a", "se_r", "se_e3", "se_atten")
-MAX_NG = 1024
+#: counters[] slots of the first too-close pair (common.cuh DC_CNT_CLOSE_PAIR, DC_CNT_CLOSE_R2)
+CLOSE_PAIR, CLOSE_R2 = 6, 7
 
 
 # --------------------------------------------------------------------------- availability, devices
@@ -250,27 +251,38 @@ class Backend:
     """GPU backend. ``precision`` 'float64' (default, or $DEEPCOMP_GPU_PRECISION) or 'float32'.
 
     ``device``: CUDA device index (default: the current one). ``emulate=True`` runs the kernels
-    compiled for the CPU on numpy arrays (tests).
+    compiled for the CPU on numpy arrays (tests). ``table_layout``: order of the table
+    coefficients on the device, 'output-major' or 'coefficient-major' (default:
+    $DEEPCOMP_GPU_TABLE_LAYOUT); equal results, different memory access.
     """
 
     name = "cuda"
     builds_neighbors = True  # compute_atoms: the neighbour list is built on the device
     device_counters = True  # overflow counters stay on the device until flush_overflow
 
-    def __init__(self, precision: str | None = None, device: int | None = None, *, emulate: bool = False):
+    def __init__(self, precision: str | None = None, device: int | None = None, *, emulate: bool = False,
+                 table_layout: str | None = None, max_threads_per_block: int = 1024, context=None):
         from ..kernels import loader
+        from .cuda_state import table_layout_code
 
         precision = precision or config.get("DEEPCOMP_GPU_PRECISION")
         self.precision = loader.precision_name(precision)
-        if emulate:
-            self.ctx = loader.emulated_context(self.precision)
+        table_layout_code(table_layout)  # a bad name fails here, not at the first step
+        self.table_layout = table_layout
+        if context is not None:  # a prepared KernelContext (benchmarks/gpu_host_overhead.py: no-op kernels)
+            self.ctx = context
+        elif emulate:  # max_threads_per_block: what the emulated kernels report (tests of the launch limits)
+            self.ctx = loader.emulated_context(self.precision, max_threads_per_block)
         else:
             reason = why_unavailable()
             if reason:
                 raise BackendUnavailableError(f"backend 'cuda' cannot run here: {reason}")
             self.ctx = loader.cupy_context(self.precision, device)
         self.xp = self.ctx.xp
+        # CUDA graphs: CuPy only (stream capture), and only when asked for
+        self.use_graph = self.xp is not np and config.get("DEEPCOMP_GPU_GRAPH") == "1"
         self._state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._supported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._numpy = None
 
     # ------------------------------------------------------------------ model support
@@ -282,25 +294,32 @@ class Backend:
             self._numpy = NumpyBackend()
         return self._numpy
 
-    @staticmethod
-    def unsupported_reason(model) -> str:
+    def unsupported_reason(self, model) -> str:
+        from ..kernels.launch import shared_memory_problem
+
         plan = model.plan
         if not plan.compressed:
             return "uncompressed model (the device kernels evaluate tables)"
+        itemsize = np.dtype(self.precision).itemsize
         for part in plan.parts:
             if part.kernel not in SUPPORTED_KERNELS:
                 return f"descriptor {part.descriptor.kind} has no device kernels"
-            if part.ng > MAX_NG:
-                return f"embedding width {part.ng} > {MAX_NG}"
+            problem = shared_memory_problem(part.ng, part.m2, part_max_width(part), itemsize)
+            if problem:
+                return problem
         return ""
 
     def supports(self, potential) -> bool:
-        return self.unsupported_reason(potential) == ""
+        """Whether the device kernels run ``potential`` (decided once per potential)."""
+        ok = self._supported.get(potential)
+        if ok is None:
+            ok = self._supported[potential] = self.unsupported_reason(potential) == ""
+        return ok
 
     def _entry(self, potential) -> dict:
         st = self._state.get(potential)
         if st is None:
-            st = {"model": DeviceModel(self.ctx, potential.plan), "ws": None, "calls": 0}
+            st = {"model": DeviceModel(self.ctx, potential.plan, self.table_layout), "ws": None, "calls": 0}
             self._state[potential] = st
         return st
 
@@ -354,7 +373,10 @@ class Backend:
         """Like :meth:`compute_atoms` but results stay on the device (:class:`DeviceResults`).
 
         ``positions`` may be a host or a device array (n, 3). Unsupported models return host
-        :class:`Results` from the numpy reference.
+        :class:`Results` from the numpy reference. The arrays are the workspace's: the next call
+        for the same system overwrites them (copy what must outlive it). Nothing is read back in
+        the step; the too-close record and the counters are read every ``check_frequency`` calls
+        (after every call without one).
         """
         atype = np.asarray(atype, dtype=np.int64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
@@ -367,27 +389,81 @@ class Backend:
             log.info("cell %s with pbc %s: device cell list not applicable, using ASE's neighbour list",
                      cell.tolist(), pbc.tolist())
             return self._reference_atoms(potential, positions, atype, cell, pbc, atomic_virial)
-        self._check_distances(ws)
-        out = self._evaluate_padded(st, ws, atomic_virial)
+        out = self._evaluate(st, ws, atomic_virial)
         self._count_call(potential, st)
         return out
 
-    def _check_distances(self, ws: Workspace) -> None:
-        """AtomsTooCloseError when a listed pair is closer than validate.MIN_DISTANCE (one reduction
-        over the device neighbour lists and one scalar read; the message is built on the host)."""
-        xp = self.xp
-        lowest = None
-        for pws in ws.parts:
-            r2 = xp.where(pws.nlist >= 0, (pws.rij * pws.rij).sum(axis=-1), xp.inf)
-            lowest = r2.min() if lowest is None else xp.minimum(lowest, r2.min())
-        if lowest is None or float(lowest) >= MIN_DISTANCE * MIN_DISTANCE:
+    def _evaluate(self, st, ws, atomic_virial: bool) -> DeviceResults:
+        """The step after the neighbour list: plain launches, or a CUDA graph (DEEPCOMP_GPU_GRAPH=1).
+
+        A graph is captured on the second call with the same workspace (the first one warms the
+        memory pool and cuBLAS, so the capture allocates nothing) and replayed after that. The
+        step allocates nothing (energy and virial go to the workspace's buffers), so the replay
+        writes the same arrays. Anything CuPy refuses during the capture turns graphs off for
+        this backend, with a warning, and the step runs as plain launches.
+        """
+        if not self.use_graph:
+            return self._evaluate_padded(st, ws, atomic_virial)
+        key = (ws, atomic_virial)
+        graph = st.get("graph")
+        if graph is not None and graph[0][0] is ws and graph[0][1] == atomic_virial:
+            self._replay(graph[1], graph[2])
+            return graph[3]
+        if st.get("graph_warm") is not ws:
+            st["graph_warm"], st["graph"] = ws, None
+            return self._evaluate_padded(st, ws, atomic_virial)
+        try:
+            st["graph"] = (key, *self._capture(st, ws, atomic_virial))
+        except Exception as exc:  # noqa: BLE001 - CuPy/driver refusals vary; plain launches always work
+            log.warning("CUDA graph capture failed (%s: %s); running plain launches", type(exc).__name__, exc)
+            self.use_graph = False
+            self.xp.cuda.Stream.null.synchronize()
+            return self._evaluate_padded(st, ws, atomic_virial)
+        self._replay(st["graph"][1], st["graph"][2])
+        return st["graph"][3]
+
+    def _capture(self, st, ws, atomic_virial: bool):
+        """(graph, its stream, the results it writes): the step captured on a non-blocking stream."""
+        cupy = self.xp
+        stream = cupy.cuda.Stream(non_blocking=True)
+        stream.wait_event(cupy.cuda.Stream.null.record())
+        with stream:
+            stream.begin_capture()
+            try:
+                out = self._evaluate_padded(st, ws, atomic_virial)
+            finally:
+                graph = stream.end_capture()
+        return graph, stream, out
+
+    def _replay(self, graph, stream) -> None:
+        """Launch the graph after the work queued on the null stream (the neighbour list), and
+        make the null stream wait for it (what follows reads the results there)."""
+        null = self.xp.cuda.Stream.null
+        stream.wait_event(null.record())
+        graph.launch(stream)
+        null.wait_event(stream.record())
+
+    def check_close_pairs(self, potential) -> None:
+        """AtomsTooCloseError naming the pair when the neighbour-list kernel met two atoms closer
+        than validate.MIN_DISTANCE since the last check; clears the record.
+
+        ``build_nlist`` records the first such pair in the overflow counters, so this reads two
+        words of each part's counters and nothing else: no reduction, no temporaries. It runs
+        with the counters every ``check_frequency`` calls, and after every call when there is
+        no check frequency -- always after the step was queued, never in the middle of it.
+        """
+        st = self._state.get(potential)
+        for part in ([] if st is None else st["model"].parts):
+            pair = self.ctx.to_host(part.counters[CLOSE_PAIR:])
+            self._raise_close_pair(part, np.asarray(pair).astype(np.uint64))
+
+    def _raise_close_pair(self, part, words) -> None:
+        if int(words[0]) == 0:
             return
-        for pws in ws.parts:
-            r2 = _host(xp, xp.where(pws.nlist >= 0, (pws.rij * pws.rij).sum(axis=-1), xp.inf))
-            i, slot = np.unravel_index(int(np.argmin(r2)), r2.shape)
-            if r2[i, slot] < MIN_DISTANCE * MIN_DISTANCE:
-                j = int(_host(xp, pws.nlist)[i, slot])
-                raise too_close_error(int(i), j, float(np.sqrt(r2[i, slot])))
+        part.counters[CLOSE_PAIR:] = 0
+        i, j = (int(words[0]) >> 32) - 1, (int(words[0]) & 0xFFFFFFFF) - 1
+        r = float(np.sqrt(np.array([words[1]], dtype=np.uint64).view(np.float64)[0]))
+        raise too_close_error(i, j, r)
 
     def neighbor_list(self, potential, positions, atype, cell=None, pbc=(False, False, False), part: int = 0):
         """Device neighbour list of descriptor part ``part`` of a structure: (nlist, rij, nnbr) arrays
@@ -410,15 +486,13 @@ class Backend:
         ctx, xp = self.ctx, self.xp
         dm: DeviceModel = st["model"]
         pos = ctx.asarray(positions, np.float64)
-        grids = [cell_grid(cell, pbc, part.rcut, pos, xp) for part in dm.parts]
+        n = len(atype)
+        grids = [self._device_grid(st, cell, pbc, part.rcut, pos, n) for part in dm.parts]
         if any(g is None for g in grids):
             return None
-        n = len(atype)
         ws = self._workspace(st, atype, n)
-        for part, pws, (frame, inv, grid_info, nbins) in zip(dm.parts, ws.parts, grids):
+        for part, pws, (frame_d, inv_d, info_d, nbins) in zip(dm.parts, ws.parts, grids):
             pw, bins, key = pws.cell_buffers(ctx, n)
-            frame_d, inv_d = ctx.asarray(frame, np.float64), ctx.asarray(inv, np.float64)
-            info_d = ctx.asarray(grid_info, np.int32)
             ctx.launch("cell_bin", pos, frame_d, inv_d, info_d, pw, bins, n)
             order = xp.argsort(bins, kind="stable") if xp is np else xp.argsort(bins)
             bin_atoms = xp.ascontiguousarray(order.astype(np.int32))
@@ -426,8 +500,32 @@ class Backend:
                 xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
             ctx.launch("build_nlist", pw, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype, part.sec,
                        part.model_exclude, pws.nlist, pws.rij, key, pws.nnbr, part.counters, n, n, part.nnei,
-                       part.ntypes, part.nsec, nbins, part.rcut * part.rcut)
+                       part.ntypes, part.nsec, nbins, part.rcut * part.rcut, MIN_DISTANCE * MIN_DISTANCE)
         return ws
+
+    def _device_grid(self, st, cell, pbc, rcut: float, pos, n: int):
+        """Cell-list geometry of one part on the device: (frame, inverse, grid_info, bin count).
+
+        A fully periodic cell's geometry depends on the cell, rcut and the atom count only, so it
+        is computed and uploaded once per cell (an MD run at constant volume: once); otherwise
+        (it spans the atoms) every call."""
+        periodic = bool(np.all(pbc))
+        key = (cell.tobytes(), rcut, n) if periodic else None
+        cache = st.setdefault("grids", {})
+        hit = cache.get(key) if periodic else None
+        if hit is not None:
+            return hit
+        g = cell_grid(cell, pbc, rcut, pos, self.xp)
+        if g is None:
+            return None
+        frame, inv, grid_info, nbins = g
+        ctx = self.ctx
+        out = (ctx.asarray(frame, np.float64), ctx.asarray(inv, np.float64), ctx.asarray(grid_info, np.int32), nbins)
+        if periodic:
+            if len(cache) >= 8:  # a box that changes every step (NPT): keep a few
+                cache.clear()
+            cache[key] = out
+        return out
 
     # ------------------------------------------------------------------ the device pipeline
     def _evaluate_padded(self, st, ws: Workspace, atomic_virial: bool) -> DeviceResults:
@@ -445,14 +543,20 @@ class Backend:
             if ws.atom_virial is None:
                 ws.atom_virial = xp.zeros((ws.nall, 9), dtype=np.float64)
             ws.atom_virial.fill(0.0)
-        virial = None
+        # energy and virial into the workspace's own buffers: nothing is allocated in the step
+        # (a CUDA graph can replay it), and the results, like the forces, live until the next call
+        virial, part_virial = ws.sums[1:10], ws.sums[10:19]
         for k, (part, pws) in enumerate(zip(dm.parts, ws.parts)):
             if hybrid:
                 pws.g_desc[...] = ws.g_desc[:, dm.col0[k]:dm.col0[k + 1]]
             self._descriptor_backward(part, pws, ws, atomic_virial)
-            rows = pws.virial_rows.sum(axis=0)
-            virial = rows if virial is None else virial + rows
-        energy = ws.atom_energy.sum()
+            if k == 0:
+                pws.virial_rows.sum(axis=0, out=virial)
+            else:
+                pws.virial_rows.sum(axis=0, out=part_virial)
+                xp.add(virial, part_virial, out=virial)
+        energy = ws.sums[0:1].reshape(())
+        ws.atom_energy.sum(out=energy)
         return DeviceResults(energy=energy, atom_energy=ws.atom_energy, forces=ws.force, virial=virial.reshape(3, 3),
                              atom_virial=ws.atom_virial if atomic_virial else None)
 
@@ -503,9 +607,9 @@ class Backend:
         elif part.kernel == "se_atten":
             term, term_scalars = self._type_term(part, pws)
             ctx.launch("tabulate_fusion_se_atten_bwd", *common, pws.t, pws.g_desc, *term, pws.g_em, pws.g_r,
-                       *scalars, *term_scalars)
+                       *scalars, *term_scalars, part.tile)
         else:
-            ctx.launch("tabulate_fusion_se_a_bwd", *common, pws.t, pws.g_desc, pws.g_em, *scalars)
+            ctx.launch("tabulate_fusion_se_a_bwd", *common, pws.t, pws.g_desc, pws.g_em, *scalars, part.tile)
         ctx.launch("prod_force_virial", pws.nlist, pws.rij, pws.g_em, pws.g_r, pws.nnbr, ws.atype, part.sec,
                    part.pair_table, part.dstd, ws.force, pws.virial_rows, ws.atom_virial if atomic_virial else None,
                    nloc, part.nnei, part.nsec, 4, part.rcut_smth, part.rcut, part.protection)
@@ -547,18 +651,23 @@ class Backend:
     def _count_call(self, potential, st) -> None:
         st["calls"] += 1
         freq = int(potential.check_frequency)
-        if freq > 0 and st["calls"] % freq == 0:
-            self.flush_overflow(potential)
+        if freq > 0:
+            if st["calls"] % freq == 0:
+                self.flush_overflow(potential)
+        else:
+            self.check_close_pairs(potential)
 
     def flush_overflow(self, potential) -> None:
-        """Read the device counters (one sync), add them to ``potential.tally`` and zero them."""
+        """Read the device counters (one sync), add them to ``potential.tally`` and zero them;
+        AtomsTooCloseError when the neighbour list met two atoms at (almost) one place."""
         st = self._state.get(potential)
         if st is None:
             return
         for part in st["model"].parts:
             c = np.asarray(self.ctx.to_host(part.counters)).astype(np.uint64)
-            part.counters.fill(0)
+            part.counters[:CLOSE_PAIR] = 0
             merge_counters(potential.tally, c, part.keys, part.table_bounds)
+            self._raise_close_pair(part, c[CLOSE_PAIR:])
 
     def read_counters(self, potential) -> np.ndarray:
         """The raw device counters (uint64[8], summed over descriptor parts) without resetting them."""
@@ -567,7 +676,9 @@ class Backend:
         for part in ([] if st is None else st["model"].parts):
             c = np.asarray(self.ctx.to_host(part.counters)).astype(np.uint64)
             out[:4] += c[:4]
-            out[4:] = np.maximum(out[4:], c[4:])
+            out[4:CLOSE_PAIR] = np.maximum(out[4:CLOSE_PAIR], c[4:CLOSE_PAIR])
+            if out[CLOSE_PAIR] == 0:
+                out[CLOSE_PAIR:] = c[CLOSE_PAIR:]
         return out
 
     # ------------------------------------------------------------------ fallbacks

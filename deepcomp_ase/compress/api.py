@@ -15,6 +15,7 @@ from ..fileformat import CompressedFile, save_compressed
 from ..io import read_model_tree
 from ..model.params import ModelParams, parse_model
 from ..model.parts import descriptor_parts, embedding_tables_for, table_name  # noqa: F401 (re-exported)
+from .dp_tables import BEYOND_EXTRAPOLATED, dp_tables, has_dp_tables, materialized, nets_stored, tables_origin, without_tables
 from .min_dist import min_nbor_dist_from_training_script
 from .tables import Table
 from .tabulate import angular_range, build_table, check_step, radial_range_per_type, table_bytes, table_grid
@@ -99,6 +100,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _meta(source: Path, options: dict, **extra) -> dict:
+    """The root attributes of a .dcz: provenance and options."""
+    return {
+        "software": "deepcomp",
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_file": str(source.name),
+        "source_sha256": _sha256(source),
+        "options": options,
+        **extra,
+    }
+
+
 def _check_table_size(source, model, mnd, step, extrapolate, max_table_mib) -> int:
     """Refuse options whose tables would not fit, before building any (``-e``/``-s`` extremes)."""
     nbytes = estimate_table_bytes(model, mnd, step, extrapolate)
@@ -126,13 +140,19 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
 
     source = Path(source)
     check_step(step, extrapolate)
-    check_output_path(output)
+    check_output_path(output, inputs=[source] + ([training_script] if training_script else []))
     if training_script is not None and not Path(training_script).is_file():
         what = "is not a file" if Path(training_script).exists() else "not found"
         raise DeepCompError(f"{training_script}: training script (-t) {what}")
     if is_compressed_file(source):
         raise DeepCompError(f"{source}: is already a deepcomp compressed model; compress the original model")
     tree = read_model_tree(source, head=head)
+    if has_dp_tables(tree):
+        if not nets_stored(tree):
+            return convert_dp_compressed(source, output, tree, step=step, extrapolate=extrapolate, frequency=frequency)
+        log.warning("%s was compressed by dp compress but still holds its embedding nets: deepcomp builds its own "
+                    "tables from them (DeePMD-kit's tables in the file are not used)", source)
+        tree = without_tables(tree)
     model = parse_model(tree, str(source))
     mnd = model.min_nbor_dist
     origin = "model file"
@@ -168,16 +188,43 @@ def compress_model(source, output, *, step: float = 0.01, extrapolate: float = 5
     }
     if extended:
         options["extended_ranges"] = extended
-    meta = {
-        "software": "deepcomp",
-        "version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source_file": str(source.name),
-        "source_sha256": _sha256(source),
-        "options": options,
-    }
-    content = CompressedFile(tree=tree, tables=tables, meta=meta)
+    content = CompressedFile(tree=tree, tables=tables, meta=_meta(source, options))
     save_compressed(output, content)
     log.info("wrote %s (%d tables, %.1f MB of coefficients)", output, len(tables),
              sum(t.coeffs.nbytes + t.sub_coeffs.nbytes for t in tables.values()) / 1e6)
+    return content
+
+
+#: compress's defaults: other values ask for tables a net-less file cannot give
+DEFAULT_STEP, DEFAULT_EXTRAPOLATE = 0.01, 5
+
+
+def convert_dp_compressed(source: Path, output, tree: dict, *, step: float, extrapolate: float,
+                          frequency: int) -> CompressedFile:
+    """A model compressed by DeePMD-kit without its nets (a TensorFlow graph): its tables into a
+    deepcomp file as they are. New tables (another step or range) would need the nets."""
+    origin = tables_origin(tree)
+    if step != DEFAULT_STEP or extrapolate != DEFAULT_EXTRAPOLATE:
+        raise DeepCompError(
+            f"{source}: this model was compressed by {origin} and no longer holds its embedding nets, so deepcomp "
+            f"cannot build tables with step {step:g} / extrapolate {extrapolate:g}; without -s/-e it stores "
+            "DeePMD-kit's tables as they are, or compress the original (uncompressed) model for new tables")
+    tables = dp_tables(tree, str(source))
+    model = parse_model(tree, str(source))
+    log.warning(
+        "%s was compressed by %s: its embedding nets are gone, so deepcomp cannot build its own tables (any step, "
+        "exact beyond the tables). Storing DeePMD-kit's %d tables as they are in %s: results equal DeePMD-kit's "
+        "evaluation of this file; inputs beyond the tables are continued linearly as DeePMD-kit 3.2 does, counted "
+        "as overflow. For deepcomp's own tables compress the original, uncompressed model",
+        source, origin, len(tables), output)
+    first = next(iter(tables.values()))
+    options = {
+        "step": first.stride0, "extrapolate": first.xmax / first.upper if first.upper else None,
+        "frequency": frequency, "min_nbor_dist": model.min_nbor_dist,
+        "min_nbor_dist_origin": "model file", "range_rule": f"as stored by {origin}",
+    }
+    meta = _meta(source, options, tables_from=origin, beyond_tables=BEYOND_EXTRAPOLATED)
+    content = CompressedFile(tree=materialized(tree, str(source)), tables=tables, meta=meta)
+    save_compressed(output, content)
+    log.info("wrote %s (%d tables from %s)", output, len(tables), origin)
     return content

@@ -39,6 +39,9 @@ class Table:
     split_intervals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     sub_start: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sub_coeffs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 6)))
+    #: (n_low, first_stride) as DeePMD-kit truncates them, for its own tables (dp compress) whose
+    #: ranges are not whole numbers of intervals; None: rounded from the bounds (deepcomp's tables)
+    index_counts: tuple | None = None
 
     def __post_init__(self):
         if self.xmin is None:
@@ -54,10 +57,14 @@ class Table:
 
     @property
     def n_low(self) -> int:
+        if self.index_counts is not None:
+            return int(self.index_counts[0])
         return int(round((self.lower - self.xmin) / self.stride1))
 
     @property
     def first_stride(self) -> int:
+        if self.index_counts is not None:
+            return int(self.index_counts[1])
         # rounded, not truncated: [lower, upper) holds a whole number of fine intervals
         # (compress.tabulate.table_grid), and (upper - lower) / stride0 may be 799.9999...
         return int(round((self.upper - self.lower) / self.stride0))

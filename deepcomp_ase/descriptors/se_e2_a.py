@@ -18,7 +18,8 @@ def padding_embedding(d, embed) -> dict:
     for ti in range(d.ntypes):
         x_pad = -d.davg[ti, 0] / d.dstd[ti, 0]
         for tj in range(len(d.sel)):
-            if d.sel[tj] == 0 or d.excluded(ti, tj):
+            # an excluded pair's padding slots still count where the backend masks only real neighbours
+            if d.sel[tj] == 0 or (d.excluded(ti, tj) and not getattr(d, "pad_excluded", False)):
                 continue
             key = d.net_key(ti, tj)
             g, _ = embed(key, np.array([x_pad]))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from .tree import read_h5_tree, yaml_arrays_to_numpy
+from .untrusted import (MAX_RATIO, MAX_TEXT_BYTES, SMALL_BYTES, NodeBudget, check_regular_file,
+                        one_line_errors, read_capped, safe_yaml_load)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -21,14 +23,15 @@ def read_dp(path: Path) -> dict:
     """Read a DeePMD-kit ``.dp`` (HDF5) file."""
     import h5py
 
+    check_regular_file(path)
     try:
         with h5py.File(path, "r") as f:
             if "json" not in f.attrs:
                 raise ModelFormatError(
                     f"{path}: HDF5 file has no 'json' attribute; it is not a DeePMD-kit .dp model "
-                    "(make one with `dp convert-backend model.pb model.dp`)"
+                    "(deepcomp reads the .pb, .pth or .yaml model itself: pass that instead)"
                 )
-            return read_h5_tree(f)
+            return read_h5_tree(f, source=str(path))
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot be read as HDF5 ({exc})") from exc
     except KeyError as exc:
@@ -36,23 +39,32 @@ def read_dp(path: Path) -> dict:
 
 
 def read_yaml(path: Path, compressed: bool | None = None) -> dict:
-    """Read a DeePMD-kit backend-neutral ``.yaml``/``.json`` model, optionally gzip-compressed."""
+    """Read a DeePMD-kit backend-neutral ``.yaml``/``.json`` model, optionally gzip-compressed.
+
+    The text is limited in size (a gzip bomb stops at the limit), its nesting in depth and its
+    aliases in how far they expand (io/untrusted.py).
+    """
     import zlib
 
     import yaml
 
     if compressed is None:
         compressed = path.suffix == ".gz"
-    opener = gzip.open if compressed else open
+    size = check_regular_file(path)
+    limit = min(MAX_TEXT_BYTES, max(SMALL_BYTES, MAX_RATIO * size)) if compressed else MAX_TEXT_BYTES
+    what = "gzip-compressed YAML/JSON" if compressed else "YAML/JSON"
+    if not compressed and size > limit:
+        raise ModelFormatError(f"{path}: {size:,} bytes of YAML/JSON, above the limit of {limit:,} for a model")
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            tree = yaml.safe_load(fh)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, yaml.YAMLError) as exc:
-        what = "gzip-compressed YAML/JSON" if compressed else "YAML/JSON"
-        raise ModelFormatError(f"{path}: cannot be parsed as {what} ({type(exc).__name__}: {exc})") from None
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as fh:
+            raw = read_capped(fh, limit, str(path), what)
+        tree = safe_yaml_load(raw.decode("utf-8"), str(path))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        detail = " ".join(str(exc).split())  # YAML errors span lines: one line
+        raise ModelFormatError(f"{path}: cannot be parsed as {what} ({type(exc).__name__}: {detail})") from None
     if not isinstance(tree, dict) or "model" not in tree:
         raise ModelFormatError(f"{path}: YAML has no top-level 'model' key; not a DeePMD-kit model")
-    return yaml_arrays_to_numpy(tree)
+    return yaml_arrays_to_numpy(tree, str(path), NodeBudget(str(path), len(raw)))
 
 
 def read_torch(path: Path, head: str | None = None) -> dict:
@@ -81,6 +93,7 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
+@one_line_errors()
 def read_model_tree(path: str | os.PathLike, head: str | None = None) -> dict:
     """Return the DeePMD-kit serialization tree (arrays as numpy) of a model file.
 
@@ -90,10 +103,9 @@ def read_model_tree(path: str | os.PathLike, head: str | None = None) -> dict:
     the file's content first and from its extension only when the content does not say.
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelFormatError(f"{path}: model file not found")
     if path.is_dir():
         raise ModelFormatError(f"{path}: is a directory, expected a model file (.dp, .yaml, .pb, .pth, .pt)")
+    check_regular_file(path)  # before any open: a FIFO would block, a device never end
     name = path.name.lower()
     if name.endswith((".savedmodel", ".hlo")):
         raise UnsupportedModelError(
@@ -123,13 +135,8 @@ def read_model_tree(path: str | os.PathLike, head: str | None = None) -> dict:
         return read_yaml(path, compressed=False)
     # binary without a signature: a protobuf GraphDef (frozen TensorFlow graph) has none
     if name.endswith(".pb") or first[:1] == b"\x0a":
-        try:
-            from .pb import read_pb
-        except ImportError:  # the TensorFlow-graph reader is optional
-            raise UnsupportedModelError(
-                f"{path}: frozen TensorFlow graphs cannot be read by this build; convert it with "
-                f"`dp convert-backend {path.name} {path.stem}.dp` and pass the .dp file"
-            ) from None
+        from .pb import read_pb
+
         return read_pb(path)
     raise ModelFormatError(
         f"{path}: unknown model format (its first bytes {first[:8]!r} match none of HDF5 .dp, YAML/JSON, "

@@ -2,8 +2,11 @@
 
 The result is the same serialization tree that ``dp convert-backend model.pb model.dp``
 (DeePMD-kit 3.2) stores in a ``.dp`` file: hyper-parameters come from the training script
-embedded in the graph (``train_attr/training_script``), arrays from the graph's ``Const``
-nodes (a frozen graph holds every variable as a constant).
+embedded in the graph (``train_attr/training_script``; rebuilt from the graph by
+:mod:`.pb_settings` when there is none), arrays from the graph's ``Const`` nodes (a frozen graph
+holds every variable as a constant). Wherever the graph itself says something (which nets exist,
+which ``idt``/bias nodes, op attributes), the graph decides or is checked against the script, and
+every weight it holds must end up in the tree (:mod:`.pb_nodes`).
 
 Where the graph's constants come from (TF name scopes; ``{s}`` is ``""`` or, inside a hybrid
 descriptor, ``_<k>`` for the k-th sub-descriptor):
@@ -40,10 +43,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
-from .refusals import compressed_model_error
 from .tree import embedding_net_record
 from .tree import layer_record as _layer
-from .protobuf_wire import DT_DOUBLE, NodeDef, WireError, parse_graph_def
+from .pb_nodes import check_all_read
+from .pb_settings import env_op_for, env_op_settings, find_activation, model_from_graph
+from .protobuf_wire import DT_DOUBLE, DTYPE_NAMES, NodeDef, WireError, parse_graph_def
 
 # The DeePMD-kit release whose `.dp` layout this reader reproduces.
 TREE_SOFTWARE = "deepmd-kit"
@@ -53,25 +57,57 @@ _TABULATE_OP = re.compile(r"^TabulateFusion")
 
 
 class _Graph:
-    """The ``Const`` nodes of a GraphDef by name, with helpers that raise useful errors."""
+    """The ``Const`` nodes of a GraphDef by name, with helpers that raise useful errors.
+
+    Every constant handed out by :meth:`array` is recorded in ``read``, so that the reader can
+    prove at the end that no weight of the graph was left out (:func:`_check_all_read`).
+    """
 
     def __init__(self, path: Path, nodes: list[NodeDef]) -> None:
         self.path = path
         self.nodes = {n.name: n for n in nodes}
         self.ops = {n.op for n in nodes}
+        self.read: set[str] = set()
+        self._consumers: dict[str, list[NodeDef]] | None = None
 
     def has(self, name: str) -> bool:
         node = self.nodes.get(name)
         return node is not None and node.op == "Const"
 
+    def _tensor(self, name: str):
+        node = self.nodes.get(name)
+        tensor = node.tensor() if node is not None else None
+        if tensor is None:
+            raise ModelFormatError(f"{self.path}: graph node '{name}' is missing or not a constant")
+        return tensor
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """A constant's shape, without reading (or counting as read) its values."""
+        return self._tensor(name).shape
+
+    def dtype(self, name: str) -> str:
+        return DTYPE_NAMES.get(self._tensor(name).dtype, "unknown")
+
+    def consumers(self, name: str) -> list[NodeDef]:
+        """The forward (non-gradient) nodes that take ``name``'s output as an input."""
+        if self._consumers is None:
+            self._consumers = {}
+            for node in self.nodes.values():
+                if node.name.startswith("gradients"):
+                    continue
+                for inp in node.inputs:
+                    self._consumers.setdefault(inp.lstrip("^").split(":")[0], []).append(node)
+        return self._consumers.get(name, [])
+
     def array(self, name: str) -> np.ndarray:
         node = self.nodes.get(name)
         if node is None:
             raise ModelFormatError(
-                f"{self.path}: graph node '{name}' is missing; the frozen graph does not match its "
-                "training script (re-freeze it with `dp freeze`, or convert it with "
-                f"`dp convert-backend {self.path.name} {self.path.stem}.dp`)"
+                f"{self.path}: graph node '{name}' is missing: the graph's other nodes or its training "
+                "script imply it. The graph is damaged or edited, or has a layout deepcomp does not know; "
+                "if it came unchanged from `dp freeze`, report it with the DeePMD-kit version that froze it"
             )
+        self.read.add(name)
         tensor = node.tensor()
         if node.op != "Const" or tensor is None:
             raise ModelFormatError(
@@ -117,10 +153,22 @@ def read_pb(path) -> dict:
             "`dp freeze` (a .pb file), or pass a DeePMD-kit .dp/.yaml model instead"
         ) from None
     graph = _Graph(path, nodes)
-    _check_not_compressed(graph)
+    reason = _compressed_reason(graph)
+    if reason:  # `dp compress` output: DeePMD-kit's tables in place of the embedding nets
+        from .pb_compressed import read_compressed_graph
+
+        return read_compressed_graph(graph, reason, _tree_from_graph)
+    return _tree_from_graph(graph)
+
+
+def _tree_from_graph(graph: _Graph, check_nodes: bool = True) -> dict:
+    """The serialization tree of a parsed graph (every weight read through ``graph.array``).
+
+    ``check_nodes=False`` leaves the unread-node check to the caller (a compressed graph's reader
+    reads its tables after the tree is built)."""
     _check_version(graph)
     script = _training_script(graph)
-    model_def = script["model"]
+    model_def = script["model"] if script is not None else model_from_graph(graph)
 
     tree: dict[str, Any] = {
         "software": TREE_SOFTWARE,
@@ -133,13 +181,16 @@ def read_pb(path) -> dict:
     min_nbor = graph.optional("train_attr/min_nbor_dist")
     if min_nbor is not None:
         tree["@variables"] = {"min_nbor_dist": min_nbor}
+    if check_nodes:
+        check_all_read(graph)
     return tree
 
 
 # --------------------------------------------------------------------------- refusals
 
 
-def _check_not_compressed(graph: _Graph) -> None:
+def _compressed_reason(graph: _Graph) -> str | None:
+    """Why the graph counts as compressed by `dp compress` (None when it does not)."""
     reason = None
     if graph.has("model_type") and graph.string("model_type") == "compressed_model":
         reason = "node 'model_type' is 'compressed_model'"
@@ -151,14 +202,11 @@ def _check_not_compressed(graph: _Graph) -> None:
             info = [n for n in graph.nodes if n.endswith("table_info")]
             if info:
                 reason = f"it contains table constants ('{info[0]}')"
-    if reason:
-        raise compressed_model_error(graph.path, reason, ".pb")
+    return reason
 
 
 def _old_version_hint(graph: _Graph) -> str:
     """The ``dp convert-from`` version for a graph frozen before DeePMD-kit 2.0."""
-    if "DescrptNorot" in graph.ops:
-        return "0.12"
     if graph.has("fitting_attr/dfparam") and not graph.has("fitting_attr/daparam"):
         return "1.0"
     for node in graph.nodes.values():
@@ -182,23 +230,29 @@ def _check_version(graph: _Graph) -> None:
                 f"{graph.path}: graph node '{name}' is {found!r}, expected a version like '1.1'"
             ) from None
     if too_old:
-        hint = _old_version_hint(graph)
         what = "is missing" if found is None else f"is {found!r}"
+        tmap = graph.string("model_attr/tmap").strip() if graph.has("model_attr/tmap") else ""
+        if not tmap or "DescrptNorot" in graph.ops:
+            # 0.12 graphs: `dp convert-from` upgrades the ops but cannot invent the element names
+            raise UnsupportedModelError(
+                f"{graph.path}: graph node '{name}' {what} and the graph names no element per atom type "
+                "(no 'model_attr/tmap'), as graphs frozen by DeePMD-kit 0.12 do; deepcomp assigns atom "
+                "types by element and cannot evaluate it"
+            )
+        hint = _old_version_hint(graph)
         raise UnsupportedModelError(
             f"{graph.path}: graph node '{name}' {what}, so the model was frozen by DeePMD-kit older "
             f"than 2.0. Upgrade it first with `dp convert-from {hint} -i {graph.path.name} -o "
-            f"{graph.path.stem}-v2.pb` (use the DeePMD-kit version that froze it: 0.12, 1.0, 1.1, "
+            f"{graph.path.stem}-v2.pb` (use the DeePMD-kit version that froze it: 1.0, 1.1, "
             "1.2 or 1.3), then read the new .pb"
         )
 
 
-def _training_script(graph: _Graph) -> dict:
+def _training_script(graph: _Graph) -> dict | None:
+    """The graph's training script; None when it has none (its settings come from the graph)."""
     name = "train_attr/training_script"
     if not graph.has(name):
-        raise UnsupportedModelError(
-            f"{graph.path}: graph node '{name}' is missing, so the model's hyper-parameters are unknown; "
-            "freeze the model with DeePMD-kit >= 2.0 (`dp freeze`)"
-        )
+        return None
     text = graph.string(name)
     try:
         script = json.loads(text)
@@ -230,9 +284,18 @@ def _wants_timestep(resnet_dt: bool, n_in: int, n_out: int) -> bool:
     return resnet_dt and (n_out == n_in or n_out == 2 * n_in)
 
 
+def _check_activation(graph: _Graph, matrix: str, activation: str) -> None:
+    """The script's activation is the one the graph applies after ``matrix`` (where the graph says)."""
+    found = find_activation(graph, matrix)
+    if found is not None and found != str(activation).lower():
+        raise ModelFormatError(f"{graph.path}: the training script gives activation {activation!r}, but the "
+                               f"graph applies '{found}' after constant '{matrix}'")
+
+
 def _embedding_net(graph: _Graph, names, *, in_dim: int, neuron: list[int], activation: str,
                    resnet_dt: bool, precision: str, bias: bool = True) -> dict:
     """An ``EmbeddingNetwork``; ``names(kind, l)`` gives the node of ``matrix``/``bias``/``idt`` of layer l (1-based)."""
+    _check_activation(graph, names("matrix", 1), activation)
     layers = []
     n_in = in_dim
     for l, n_out in enumerate(neuron, start=1):
@@ -319,7 +382,7 @@ def _pair_networks(graph: _Graph, d: dict, ntypes: int, suffix: str, precision: 
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
     networks: dict[tuple, dict] = {}
-    if d.get("type_one_side", False):
+    if _type_one_side(graph, suffix, ntypes):
         for tj in range(ntypes):
             networks[(tj,)] = _embedding_net(
                 graph, lambda k, l, tj=tj: f"filter_type_all{suffix}/{k}_{l}_{tj}",
@@ -337,10 +400,73 @@ def _pair_networks(graph: _Graph, d: dict, ntypes: int, suffix: str, precision: 
     return _collection(2, ntypes, "embedding_network", networks)
 
 
+def _type_one_side(graph: _Graph, suffix: str, ntypes: int) -> bool:
+    """Read from the graph which nets it holds: one per neighbor type (``filter_type_all{s}/matrix_1_j``)
+    or one per type pair (``filter_type_i{s}/matrix_1_j``). The training script may not say: TF's
+    default is false, but a graph made by ``dp convert-backend`` from a PyTorch or .dp model has
+    one-side nets and no key."""
+    one = any(graph.has(f"filter_type_all{suffix}/matrix_1_{j}") for j in range(ntypes))
+    two = any(graph.has(f"filter_type_{i}{suffix}/matrix_1_{j}") for i in range(ntypes) for j in range(ntypes))
+    if one == two:
+        raise ModelFormatError(
+            f"{graph.path}: graph holds {'both' if one else 'neither'} 'filter_type_all{suffix}/matrix_1_*' "
+            f"{'and' if one else 'nor'} 'filter_type_<i>{suffix}/matrix_1_*' embedding nets; expected one kind"
+        )
+    return one
+
+
+def _check_descrpt_attrs(graph: _Graph, suffix: str, sel: list[int], where: str, d: dict | None = None) -> None:
+    """The graph's own record of sel (and, given the script's section ``d``, of the cut-offs that its
+    environment-matrix op holds in float32) agrees with the settings in use."""
+    op = env_op_for(graph, suffix) if d is not None else None
+    if op is not None:
+        rcut, rcut_smth, op_sel = env_op_settings(graph, op)
+        for key, got in (("rcut", rcut), ("rcut_smth", rcut_smth)):
+            if np.float32(d[key]) != np.float32(got):
+                raise ModelFormatError(f"{graph.path}: field '{where}.{key}' is {d[key]} but op '{op.name}' "
+                                       f"({op.op}) computes with {got}")
+        if list(op_sel) != list(sel):
+            raise ModelFormatError(f"{graph.path}: field '{where}.sel' is {sel} but op '{op.name}' ({op.op}) "
+                                   f"selects {op_sel}")
+    name = f"descrpt_attr{suffix}/sel"
+    if graph.has(name):
+        got = [int(v) for v in graph.array(name).ravel()]
+        if got != list(sel):
+            raise ModelFormatError(f"{graph.path}: graph node '{name}' is {got} but '{where}.sel' is {sel}")
+    name = f"descrpt_attr{suffix}/original_sel"
+    if graph.has(name):
+        got = [int(v) for v in graph.array(name).ravel()]
+        if got != list(sel):
+            raise UnsupportedModelError(
+                f"{graph.path}: graph node '{name}' is {got} but the graph selects {sel} neighbors: the model "
+                "was trained with one sel and frozen with another, and DeePMD-kit then averages over the "
+                "original neighbor count. deepcomp does not; freeze the model with its original sel"
+            )
+
+
+def _op_cutoffs(graph: _Graph, suffix: str, d: dict) -> dict:
+    """``d`` with the cut-offs the environment-matrix op computes with.
+
+    TF keeps them as float32 attributes, and DeePMD-kit's switch takes ``u = (r - rmin) / (rmax -
+    rmin)`` with ``rmin``, ``rmax`` and their difference in float32: for rcut 4.3, rcut_smth 0.3 it
+    switches from 0.30000001192 over a width of exactly 4.0. The tree gets those values (rcut_smth =
+    rmin, rcut = rmin + width); the script's doubles would move energies by ~1e-10 eV/atom and forces
+    by ~1e-9 eV/A. Cut-offs exact in float32 (6.0, 0.5, ...) are unchanged."""
+    op = env_op_for(graph, suffix)
+    if op is None:
+        return d
+    rcut, rcut_smth, _ = env_op_settings(graph, op)
+    rmin = np.float32(rcut_smth)
+    width = np.float32(np.float32(rcut) - rmin)
+    return {**d, "rcut": float(rmin) + float(width), "rcut_smth": float(rmin)}
+
+
 def _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, kind: str):
     """se_e2_a and se_r trees: the same fields, except se_e2_a's axis_neuron and 4 statistics columns."""
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
+    _check_descrpt_attrs(graph, suffix, sel, where, d)
+    d = _op_cutoffs(graph, suffix, d)
     angular = kind == "se_e2_a"
     out = {
         "@class": "Descriptor",
@@ -356,7 +482,7 @@ def _descrpt_pairwise(graph, d, ntypes, suffix, type_map, where, kind: str):
     out.update({
         "resnet_dt": d.get("resnet_dt", False),
         "trainable": d.get("trainable", True),
-        "type_one_side": d.get("type_one_side", False),
+        "type_one_side": _type_one_side(graph, suffix, ntypes),
         "exclude_types": d.get("exclude_types", []),
         "env_protection": d.get("env_protection", 0.0),
         "set_davg_zero": d.get("set_davg_zero", False),
@@ -382,6 +508,8 @@ def _descrpt_se_r(graph, d, ntypes, suffix, type_map, where):
 def _descrpt_se_e3(graph, d, ntypes, suffix, type_map, where):
     precision = _precision_name(graph, d.get("precision"))
     sel = _sel_list(graph, d, where)
+    _check_descrpt_attrs(graph, suffix, sel, where, d)
+    d = _op_cutoffs(graph, suffix, d)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
@@ -458,12 +586,19 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     precision_raw = d.get("precision", "default")
     precision = _precision_name(graph, precision_raw)
     sel = _sel_list(graph, d, where)
+    _check_descrpt_attrs(graph, suffix, sel, where, d)
+    d = _op_cutoffs(graph, suffix, d)
     nnei = sum(sel)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
-    type_one_side = bool(d.get("type_one_side", False))
-    use_tebd_bias = bool(d.get("use_tebd_bias", False))
+    # TF (2.2 and 3.2) always builds the two-side strip net (``*_two_side_ebd``), whatever the
+    # script's type_one_side says: the graph decides
+    type_one_side = (graph.has("filter_type_all/matrix_1_one_side_ebd")
+                     and not graph.has("filter_type_all/matrix_1_two_side_ebd"))
+    # DeePMD-kit 2.2 scripts have no use_tebd_bias key, yet its graphs always hold the bias: the
+    # graph decides (a script that asks for a bias the graph lacks fails on the missing node).
+    use_tebd_bias = graph.has("type_embed_net/bias_1") or bool(d.get("use_tebd_bias", False))
 
     tebd_w = graph.array("type_embed_net/matrix_1")
     if graph.has("type_embed_net/matrix_2"):
@@ -575,9 +710,8 @@ def _descriptor(graph: _Graph, d: dict, ntypes: int, suffix: str, type_map, wher
     builder = _DESCRIPTORS.get(dtype)
     if builder is None:
         raise _unsupported(graph, where + ".type", dtype,
-                           "supported descriptors are se_e2_a, se_e2_r, se_e3, hybrid and se_atten_v2 "
-                           f"(attn_layer 0); convert the model with `dp convert-backend {graph.path.name} "
-                           f"{graph.path.stem}.dp` if DeePMD-kit can, and pass the .dp file")
+                           "the descriptors read from a TF graph are se_e2_a, se_e2_r, se_e3, hybrid and "
+                           "se_atten_v2 (attn_layer 0)")
     for key in ("stripped_type_embedding",):
         if d.get(key):
             raise _unsupported(graph, f"{where}.{key}", d[key], "this option is not supported")
@@ -601,6 +735,24 @@ def _descriptor_dim(desc: dict) -> int:
 # --------------------------------------------------------------------------- fitting and model
 
 
+def _fitting_skip(neuron: list[int], l: int) -> bool:
+    """TF fitting nets (DeePMD-kit 2.x and 3.x alike): hidden layer ``l`` has a skip connection, and
+    an ``idt`` when resnet_dt, only from the second layer on and only when its width equals the
+    previous layer's. Unlike embedding nets, a doubled width never gets one."""
+    return l >= 1 and neuron[l] == neuron[l - 1]
+
+
+def _fitting_resnet_flag(skip: bool, n_in: int, n_out: int) -> bool:
+    """The layer's ``resnet`` flag in the tree, for the evaluation that adds a shortcut to a
+    ``resnet`` layer whenever n_out is n_in or 2*n_in (dpmodel's rule, model/nets.py).
+
+    DeePMD-kit's own conversion writes ``resnet: true`` on every hidden layer, which is wrong
+    wherever that rule adds a shortcut TF never had (the first layer as wide as the descriptor, a
+    doubled width): there the flag is false. Elsewhere it stays true, as DeePMD-kit writes it.
+    """
+    return skip or not (n_out == n_in or n_out == 2 * n_in)
+
+
 def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types: bool, type_map) -> dict:
     where = "model.fitting_net"
     ftype = f.get("type", "ener")
@@ -609,6 +761,9 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     for key in ("dim_case_embd",):
         if f.get(key, 0):
             raise _unsupported(graph, f"{where}.{key}", f[key], "case embeddings are not supported")
+    if any(name is not None for name in (f.get("layer_name") or [])):
+        raise _unsupported(graph, f"{where}.layer_name", f["layer_name"],
+                           "fitting layers shared between models (share_* nodes) are not supported")
     precision = _precision_name(graph, f.get("precision"))
     neuron = list(f.get("neuron", [120, 120, 120]))
     act = f.get("activation_function", "tanh")
@@ -616,6 +771,10 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     nfp = int(f.get("numb_fparam", 0))
     nap = int(f.get("numb_aparam", 0))
     in_dim = dim_descrpt + nfp + nap
+    for node, n, key in (("fitting_attr/dfparam", nfp, "numb_fparam"), ("fitting_attr/daparam", nap, "numb_aparam")):
+        if graph.has(node) and int(graph.array(node)) != n:
+            raise ModelFormatError(f"{graph.path}: graph node '{node}' is {int(graph.array(node))} but "
+                                   f"'{where}.{key}' is {n}")
     trainable = f.get("trainable", True)
     if isinstance(trainable, bool):
         trainable = [trainable] * (len(neuron) + 1)
@@ -626,6 +785,7 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     def network(tag: str) -> dict:
         layers = []
         n_in = in_dim
+        _check_activation(graph, f"layer_0{tag}/matrix", act)
         for l, n_out in enumerate(neuron):
             scope = f"layer_{l}{tag}"
             w = graph.array(scope + "/matrix")
@@ -634,8 +794,10 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
                     f"{graph.path}: constant '{scope}/matrix' has shape {w.shape}, the training script "
                     f"implies ({n_in}, {n_out})"
                 )
-            idt = graph.array(scope + "/idt") if _wants_timestep(resnet_dt, n_in, n_out) else None
-            layers.append(_layer(w, graph.array(scope + "/bias"), idt, activation=act, resnet=True,
+            skip = _fitting_skip(neuron, l)
+            idt = graph.array(scope + "/idt") if skip and resnet_dt else None
+            layers.append(_layer(w, graph.array(scope + "/bias"), idt, activation=act,
+                                 resnet=_fitting_resnet_flag(skip, n_in, n_out),
                                  precision=precision, trainable=trainable[l]))
             n_in = n_out
         scope = f"final_layer{tag}"
@@ -659,7 +821,9 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     else:
         nets = _collection(1, ntypes, "fitting_network", {(t,): network(f"_type_{t}") for t in range(ntypes)})
 
-    bias = graph.array("fitting_attr/t_bias_atom_e")
+    # graphs frozen before DeePMD-kit 2.1 have no separate bias: it is folded into final_layer*/bias
+    bias = graph.array("fitting_attr/t_bias_atom_e") if graph.has("fitting_attr/t_bias_atom_e") else \
+        np.zeros(ntypes, np.dtype(precision) if precision != "bfloat16" else np.float32)
     if bias.size != ntypes * dim_out:
         raise ModelFormatError(f"{graph.path}: constant 'fitting_attr/t_bias_atom_e' has shape {bias.shape}, "
                                f"expected ({ntypes},)")
@@ -719,11 +883,14 @@ def _model(graph: _Graph, m: dict) -> dict:
             "only energy models ('ener') are supported"
         )
     type_map = m.get("type_map")
+    tmap = graph.string("model_attr/tmap").split() if graph.has("model_attr/tmap") else None
     if not isinstance(type_map, list) or not type_map:
-        if graph.has("model_attr/tmap"):
-            type_map = graph.string("model_attr/tmap").split()
-        else:
+        if tmap is None:
             raise ModelFormatError(f"{graph.path}: field 'model.type_map' is missing and so is node 'model_attr/tmap'")
+        type_map = tmap
+    elif tmap and tmap != type_map:  # some graphs hold an empty tmap (DeePMD-kit's fparam_aparam.pbtxt)
+        raise ModelFormatError(f"{graph.path}: graph node 'model_attr/tmap' is {tmap} but 'model.type_map' is "
+                               f"{type_map}")
     ntypes = len(type_map)
     if graph.has("descrpt_attr/ntypes"):
         nt_graph = int(graph.array("descrpt_attr/ntypes"))
@@ -733,6 +900,12 @@ def _model(graph: _Graph, m: dict) -> dict:
     d = m.get("descriptor")
     if not isinstance(d, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.descriptor' is missing from the training script")
+    if d.get("type") not in _ATTENTION_TYPES and (m.get("type_embedding") or graph.has("type_embed_net/matrix_1")):
+        raise UnsupportedModelError(
+            f"{graph.path}: this is a {d.get('type', 'se_e2_a')} model with a type embedding "
+            "(field 'model.type_embedding', graph nodes 'type_embed_net/*'): its embedding nets take the "
+            "neighbor's type embedding as input, a mixed-type model that deepcomp cannot read yet"
+        )
     if d.get("type") in _ATTENTION_TYPES:
         if d.get("type") != "se_atten_v2":
             raise _unsupported(graph, "model.descriptor.type", d.get("type"),
@@ -742,6 +915,10 @@ def _model(graph: _Graph, m: dict) -> dict:
     else:
         descriptor = _descriptor(graph, d, ntypes, "", type_map, "model.descriptor")
         mixed_types = False
+    rcut = _tree_rcut(descriptor)  # as the ops compute, see _op_cutoffs: within float32 rounding
+    if graph.has("descrpt_attr/rcut") and abs(float(graph.array("descrpt_attr/rcut")) - rcut) > 1e-6 * rcut:
+        raise ModelFormatError(f"{graph.path}: graph node 'descrpt_attr/rcut' is "
+                               f"{float(graph.array('descrpt_attr/rcut'))} but the descriptor's rcut is {rcut}")
     f = m.get("fitting_net")
     if not isinstance(f, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.fitting_net' is missing from the training script")
@@ -766,6 +943,12 @@ def _model(graph: _Graph, m: dict) -> dict:
         "preset_out_bias": None,
         "@variables": {"out_bias": out_bias, "out_std": out_std},
     }
+
+
+def _tree_rcut(desc: dict) -> float:
+    if desc["type"] == "hybrid":
+        return max(_tree_rcut(c) for c in desc["list"])
+    return float(desc["rcut"])
 
 
 def _first(graph: _Graph, *names: str) -> np.ndarray | None:

@@ -26,6 +26,11 @@ WIRE_BYTES = 2
 WIRE_FIXED32 = 5
 
 
+#: the most elements a tensor may get by TF's "repeat the last value" rule (real graphs use it for
+#: small constants only)
+MAX_REPEATED_ELEMENTS = 1 << 20
+
+
 class WireError(ValueError):
     """The byte string is not a well-formed protobuf message of the expected kind."""
 
@@ -167,7 +172,9 @@ class TensorProto:
     def to_numpy(self) -> np.ndarray:
         """Return the tensor as a numpy array (``object`` array of ``bytes`` for strings)."""
         shape = self.shape if self.shape is not None else ()
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if any(d < 0 for d in shape):
+            raise WireError(f"tensor shape {shape} has a negative (unknown) dimension")
+        count = int(np.prod(shape, dtype=np.float64)) if shape else 1
         if self.dtype == DT_STRING:
             values = list(self.string_val)
             return _broadcast(np.array(values, dtype=object), shape, count, "string_val")
@@ -199,6 +206,9 @@ def _broadcast(values: np.ndarray, shape: tuple, count: int, name: str) -> np.nd
         return values.reshape(shape)
     if n > count:
         raise WireError(f"{name} holds {n} values but the shape {shape} has {count} elements")
+    if count > MAX_REPEATED_ELEMENTS:  # a few bytes must not make gigabytes (docs/security.md)
+        raise WireError(f"{name} holds {n} values repeated to the shape {shape} of {count:,} elements, above the "
+                        f"limit of {MAX_REPEATED_ELEMENTS:,} for repeated values")
     if n == 0:
         fill = b"" if values.dtype == object else 0
         out = np.empty(count, dtype=values.dtype)
@@ -286,6 +296,17 @@ def parse_attr_value(buf) -> AttrValue:
         elif number == 10 and wire == WIRE_BYTES:
             result = AttrValue("func", bytes(value))
     return result
+
+
+def attr_int_list(attr: AttrValue) -> list[int]:
+    """The integers of a ``list`` attribute (``ListValue.i``, field 3, packed or not)."""
+    if attr.kind != "list":
+        raise WireError(f"attribute is a '{attr.kind}', expected a list")
+    out: list[int] = []
+    for number, wire, value in iter_fields(attr.value):
+        if number == 3:
+            _add_repeated_int(out, wire, value)
+    return out
 
 
 @dataclass

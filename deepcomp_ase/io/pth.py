@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
-from .refusals import compressed_model_error
 from .tree import embedding_net_record, layer_record
 from .torch_pickle import ScriptObject, TorchArchive, flatten_script_module
 
@@ -39,12 +38,18 @@ _SUPPORTED_DESCRIPTORS = "se_e2_a, se_e2_r, se_e3, se_atten_v2, dpa1 (se_atten) 
 
 
 class _State:
-    """The arrays of one model: ``get(name)`` with errors that name the file and the entry."""
+    """The arrays of one model: ``get(name)`` with errors that name the file and the entry.
+
+    Every array read is recorded, so that :meth:`check_all_used` can refuse a state dict holding
+    a tensor the reader did not place in the tree.
+    """
 
     def __init__(self, path: Path, arrays: dict[str, Any], prefix: str) -> None:
         self.path = path
         self.arrays = arrays
         self.prefix = prefix
+        self.used: set[str] = set()
+        self.dp_tables = False  # table entries accounted for by io/pth_compressed (a compressed model)
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -54,6 +59,7 @@ class _State:
 
     def get(self, name: str) -> np.ndarray:
         value = self.arrays.get(self.key(name))
+        self.used.add(self.key(name))
         if not isinstance(value, np.ndarray):
             raise ModelFormatError(
                 f"{self.path}: tensor '{self.key(name)}' is missing from the model's state dict "
@@ -63,7 +69,62 @@ class _State:
 
     def opt(self, name: str) -> np.ndarray | None:
         value = self.arrays.get(self.key(name))
+        self.used.add(self.key(name))
         return value if isinstance(value, np.ndarray) and value.size else None
+
+    def check_mask(self, name: str, expected: np.ndarray, setting: str) -> None:
+        """A PyTorch exclusion mask buffer (``emask.type_mask``), if saved, must match the exclusions."""
+        if not self.has(name):
+            return
+        mask = self.get(name)
+        if mask.shape != expected.shape or not np.array_equal(mask, expected):
+            raise ModelFormatError(
+                f"{self.path}: tensor '{self.key(name)}' ({mask.tolist()}) does not match the model definition's "
+                f"{setting} (which gives {expected.tolist()}); the file contradicts itself"
+            )
+
+    def check_all_used(self) -> None:
+        """Refuse a tensor of this model that no part of the tree took, unless it is one of:
+
+        * ``X._networks.K...``: TorchScript's second name for ``X.networks.K...`` (a NetworkCollection
+          registers its module list under both); accepted when equal to the tensor that was read;
+        * ``compress_data.K``, ``compress_info.K``, ``type_embd_data``: the tables of `dp compress`,
+          empty in an uncompressed model (a non-empty one is refused), accounted for by
+          io/pth_compressed.add_dp_tables in a model flagged compressed (``dp_tables``).
+        """
+        for key in sorted(self.arrays, key=lambda k: ("._networks." in k, k)):  # name the primary first
+            if not key.startswith(self.prefix) or key in self.used:
+                continue
+            value = self.arrays[key]
+            if not isinstance(value, np.ndarray):
+                continue
+            alias = key.replace("._networks.", ".networks.")
+            if alias != key and alias in self.used:
+                if np.array_equal(value, self.arrays.get(alias)):
+                    continue
+                raise ModelFormatError(f"{self.path}: tensors '{key}' and '{alias}' (two names of one network) "
+                                       "differ; the file contradicts itself")
+            name = key.rsplit(".", 2)
+            if (value.size == 0 or self.dp_tables) and (name[-1] == "type_embd_data"
+                                                        or name[-2] in ("compress_data", "compress_info")):
+                continue
+            raise UnsupportedModelError(
+                f"{self.path}: tensor '{key}' (shape {tuple(value.shape)}) is not used by any part of the model "
+                "deepcomp reads. An unknown weight may change what the model computes, so the file is refused "
+                "rather than read without it; deepcomp reads models as DeePMD-kit 3.0-3.2 write them"
+            )
+
+
+def _pair_mask(ntypes: int, exclude_types) -> np.ndarray:
+    """DeePMD-kit's pair-exclusion mask over (ntypes + 1)**2 type pairs (the last type: padding)."""
+    excl = {(int(a), int(b)) for a, b in exclude_types or []}
+    excl |= {(b, a) for a, b in excl}
+    return np.array([0 if (i, j) in excl else 1 for i in range(ntypes + 1) for j in range(ntypes + 1)],
+                    dtype=np.int32)
+
+
+def _atom_mask(ntypes: int, exclude_types) -> np.ndarray:
+    return np.array([0 if t in set(exclude_types or []) else 1 for t in range(ntypes)], dtype=np.int32)
 
 
 def _unsupported(path: Path, field: str, found: Any, fix: str) -> UnsupportedModelError:
@@ -116,9 +177,16 @@ def _from_script_module(path: Path, root: Any, head: str | None) -> dict:
         model_def = json.loads(script)
     except json.JSONDecodeError as exc:
         raise ModelFormatError(f"{path}: 'model_def_script' is not valid JSON ({exc})") from None
-    _check_not_compressed(path, root)
+    flag = _compressed_flag(root)
     arrays = flatten_script_module(root)
-    return _tree(path, model_def, _State(path, arrays, ""))
+    state = _State(path, arrays, "")
+    state.dp_tables = bool(flag)  # add_dp_tables below accounts for the table entries
+    tree = _tree(path, model_def, state)
+    if flag:  # `dp --pt compress` output: the nets stay, DeePMD-kit's tables join them
+        from .pth_compressed import add_dp_tables
+
+        add_dp_tables(tree, arrays, path, flag)
+    return tree
 
 
 def read_pt(path, head: str | None = None) -> dict:
@@ -190,8 +258,9 @@ def _resolve_shared(path: Path, model_def: Any, shared: dict) -> Any:
     return out
 
 
-def _check_not_compressed(path: Path, root: ScriptObject) -> None:
-    """``dp --pt compress`` flags the descriptor (``compress``/``geo_compress``/``tebd_compress``)."""
+def _compressed_flag(root: ScriptObject) -> str | None:
+    """``dp --pt compress`` flags the descriptor (``compress``/``geo_compress``/``tebd_compress``):
+    the first flag set, or None."""
     stack, seen = [("model", root)], set()
     while stack:
         where, node = stack.pop()
@@ -200,9 +269,10 @@ def _check_not_compressed(path: Path, root: ScriptObject) -> None:
         seen.add(id(node))
         for key, value in node.attrs.items():
             if key in ("compress", "geo_compress", "tebd_compress") and value is True:
-                raise compressed_model_error(path, f"module attribute '{where}.{key}' is True", ".pth")
+                return f"{where}.{key}"
             if isinstance(value, ScriptObject):
                 stack.append((f"{where}.{key}", value))
+    return None
 
 
 # --------------------------------------------------------------------------- the tree
@@ -219,8 +289,10 @@ def _tree(path: Path, model_def: dict, st: _State) -> dict:
         "@variables": {},
     }
     min_nbor = st.arrays.get(st.key("min_nbor_dist"))
+    st.used.add(st.key("min_nbor_dist"))
     if isinstance(min_nbor, np.ndarray) and min_nbor.size == 1:
         tree["@variables"]["min_nbor_dist"] = min_nbor.reshape(())
+    st.check_all_used()
     return tree
 
 
@@ -247,6 +319,11 @@ def _model(path: Path, m: dict, st: _State) -> dict:
     mixed = descriptor["type"] in ("se_atten_v2", "dpa1") or (
         descriptor["type"] == "hybrid" and any(c["type"] in ("se_atten_v2", "dpa1") for c in descriptor["list"]))
     fitting = _fitting(path, f, ntypes, mixed, type_map, st, m.get("atom_exclude_types", []))
+    # the atomic model's own exclusion masks (present only when it excludes something)
+    st.check_mask("atomic_model.atom_excl.type_mask", _atom_mask(ntypes, m.get("atom_exclude_types")),
+                  "model.atom_exclude_types")
+    st.check_mask("atomic_model.pair_excl.type_mask", _pair_mask(ntypes, m.get("pair_exclude_types")),
+                  "model.pair_exclude_types")
     return {
         "type_map": type_map,
         "atom_exclude_types": m.get("atom_exclude_types", []),
@@ -295,6 +372,31 @@ def _embedding_net(st: _State, name: str, *, neuron: list[int], activation: str,
                      trainable=trainable) for l in range(n)]
     return embedding_net_record(layers[0]["@variables"]["w"].shape[0], neuron, activation, resnet_dt, bias,
                                 precision, layers)
+
+
+def _collection_ndim(st: _State, name: str, ntypes: int, where: str, declared) -> int:
+    """1 (one net per neighbour type) or 2 (per type pair), from the networks the state dict holds.
+
+    ``type_one_side`` defaults to true in DeePMD-kit's PyTorch descriptors (false in TensorFlow), and
+    hand-written model definitions may omit it: the networks say which it is.
+    """
+    count = 0
+    while st.has(f"{name}.networks.{count}.layers.0.matrix"):
+        count += 1
+    ndim = {ntypes: 1, ntypes * ntypes: 2}.get(count)
+    if ntypes == 1 and count == 1:
+        ndim = 1 if declared is None or declared else 2
+    if ndim is None:
+        raise ModelFormatError(
+            f"{st.path}: '{st.key(name)}' holds {count} networks; a descriptor over {ntypes} types has {ntypes} "
+            f"(type_one_side) or {ntypes * ntypes}"
+        )
+    if declared is not None and bool(declared) != (ndim == 1):
+        raise ModelFormatError(
+            f"{st.path}: field '{where}.type_one_side' is {declared!r}, but '{st.key(name)}' holds {count} networks "
+            f"({'one per type pair' if ndim == 2 else 'one per neighbour type'}); the file contradicts itself"
+        )
+    return ndim
 
 
 def _collection(st: _State, name: str, ndim: int, ntypes: int, network_type: str, build) -> dict:
@@ -348,12 +450,13 @@ def _common(path, d, where):
 def _descrpt_se_a(path, d, ntypes, type_map, st, block, where):
     sel, neuron, act, resnet_dt, prec = _common(path, d, where)
     block += "sea."
-    one_side = bool(d.get("type_one_side", False))
+    one_side = _collection_ndim(st, block + "filter_layers", ntypes, where, d.get("type_one_side")) == 1
+    st.check_mask(block + "emask.type_mask", _pair_mask(ntypes, d.get("exclude_types")), f"{where}.exclude_types")
     trainable = d.get("trainable", True)
     return {
         "@class": "Descriptor", "type": "se_e2_a", "@version": 2,
         "rcut": d["rcut"], "rcut_smth": d["rcut_smth"], "sel": sel, "neuron": neuron,
-        "axis_neuron": d.get("axis_neuron", 4), "resnet_dt": resnet_dt,
+        "axis_neuron": d.get("axis_neuron", 16), "resnet_dt": resnet_dt,
         "set_davg_zero": d.get("set_davg_zero", False), "activation_function": act, "precision": prec,
         "embeddings": _collection(st, block + "filter_layers", 1 if one_side else 2, ntypes, "embedding_network",
                                   lambda k: _embedding_net(st, k, neuron=neuron, activation=act, resnet_dt=resnet_dt,
@@ -369,6 +472,16 @@ def _descrpt_se_a(path, d, ntypes, type_map, st, block, where):
 def _descrpt_se_r(path, d, ntypes, type_map, st, block, where):
     sel, neuron, act, resnet_dt, prec = _common(path, d, where)
     trainable = d.get("trainable", True)
+    # PyTorch's se_e2_r has one net per neighbour type whatever the definition's type_one_side says
+    # (its constructor takes no such argument)
+    if _collection_ndim(st, block + "filter_layers", ntypes, where, None) != 1:
+        raise UnsupportedModelError(f"{path}: '{st.key(block)}filter_layers' holds one network per type pair; "
+                                    "DeePMD-kit's PyTorch se_e2_r has one per neighbour type")
+    st.check_mask(block + "emask.type_mask", _pair_mask(ntypes, d.get("exclude_types")), f"{where}.exclude_types")
+    if st.has(block + "sec"):  # cumulative sel, a derived buffer
+        sec = np.cumsum([0, *sel])
+        if not np.array_equal(st.get(block + "sec"), sec):
+            raise ModelFormatError(f"{path}: tensor '{st.key(block + 'sec')}' does not match {where}.sel {sel}")
     return {
         "@class": "Descriptor", "type": "se_r", "@version": 2,
         "rcut": d["rcut"], "rcut_smth": d["rcut_smth"], "sel": sel, "neuron": neuron,
@@ -390,6 +503,7 @@ def _descrpt_se_e3(path, d, ntypes, type_map, st, block, where):
     sel, neuron, act, resnet_dt, prec = _common(path, d, where)
     block += "seat."
     trainable = d.get("trainable", True)
+    st.check_mask(block + "emask.type_mask", _pair_mask(ntypes, d.get("exclude_types")), f"{where}.exclude_types")
     return {
         "@class": "Descriptor", "type": "se_e3", "@version": 2,
         "rcut": d["rcut"], "rcut_smth": d["rcut_smth"], "sel": sel, "neuron": neuron,
@@ -427,9 +541,16 @@ def _descrpt_se_atten_v2(path, d, ntypes, type_map, st, block, where):
     trainable = d.get("trainable", True)
     ln_eps = d.get("ln_eps")
     ln_eps = 1e-5 if ln_eps is None else ln_eps
-    one_side = bool(d.get("type_one_side", False))
     nnei = sum(sel)
     atten = block + "se_atten."
+    # the strip net reads the neighbour's type embedding (type_one_side) or [neighbour, centre]
+    strip_in = st.get(atten + "filter_layers_strip.networks.0.layers.0.matrix").shape[0]
+    one_side = strip_in == tebd_dim
+    if strip_in not in (tebd_dim, 2 * tebd_dim) or ("type_one_side" in d and bool(d["type_one_side"]) != one_side):
+        raise ModelFormatError(
+            f"{path}: '{st.key(atten)}filter_layers_strip' takes {strip_in} inputs, which matches neither "
+            f"{where}.type_one_side {d.get('type_one_side')!r} nor the type embedding width {tebd_dim}")
+    st.check_mask(atten + "emask.type_mask", _pair_mask(ntypes, d.get("exclude_types")), f"{where}.exclude_types")
     net = dict(neuron=neuron, activation=act, resnet_dt=resnet_dt, precision=prec, trainable=trainable)
     tebd_name = block + "type_embedding.embedding.embedding_net"
     tebd_w = st.get(tebd_name + ".layers.0.matrix")
@@ -446,7 +567,7 @@ def _descrpt_se_atten_v2(path, d, ntypes, type_map, st, block, where):
     return {
         "@class": "Descriptor", "type": "se_atten_v2", "@version": 2,
         "rcut": d["rcut"], "rcut_smth": d["rcut_smth"], "sel": sel, "ntypes": ntypes, "neuron": neuron,
-        "axis_neuron": d.get("axis_neuron", 4), "tebd_dim": tebd_dim, "set_davg_zero": d.get("set_davg_zero", False),
+        "axis_neuron": d.get("axis_neuron", 16), "tebd_dim": tebd_dim, "set_davg_zero": d.get("set_davg_zero", True),
         "attn": d.get("attn", 128), "attn_layer": 0, "attn_dotr": d.get("attn_dotr", True), "attn_mask": False,
         "activation_function": act, "resnet_dt": resnet_dt, "scaling_factor": d.get("scaling_factor", 1.0),
         "normalize": d.get("normalize", True), "temperature": d.get("temperature"),
@@ -521,7 +642,7 @@ def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State
     block = "atomic_model.fitting_net."
     raw_prec = f.get("precision", "default")
     prec = _precision(raw_prec)
-    neuron = list(f.get("neuron", [120, 120, 120]))
+    neuron = list(f.get("neuron", [128, 128, 128]))
     act = f.get("activation_function", "tanh")
     resnet_dt = bool(f.get("resnet_dt", True))
     nfp = int(f.get("numb_fparam", 0))
@@ -549,6 +670,7 @@ def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State
         }
 
     nets = _collection(st, block + "filter_layers", 0 if mixed else 1, ntypes, "fitting_network", network)
+    st.check_mask(block + "emask.type_mask", _atom_mask(ntypes, exclude_types), "model.atom_exclude_types")
     in_dim = nets["networks"][0]["in_dim"]
     bias = st.get(block + "bias_atom_e")
     return {

@@ -102,6 +102,7 @@ def descrpt_dpa1(path, d, ntypes, type_map, st, block, where) -> dict:
     ln_eps = 1e-5 if ln_eps is None else ln_eps
     nnei = sum(sel)
     atten = block + "se_atten."
+    st.check_mask(atten + "emask.type_mask", pth._pair_mask(ntypes, d.get("exclude_types")), f"{where}.exclude_types")
     net = dict(neuron=neuron, activation=act, resnet_dt=resnet_dt, precision=prec, trainable=trainable)
     attn_layer = int(d.get("attn_layer", 2))
     hidden = int(d.get("attn", 128))

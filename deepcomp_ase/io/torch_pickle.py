@@ -28,6 +28,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeepCompError, ModelFormatError
+from .untrusted import NodeBudget, check_member_size, check_regular_file, read_capped
+
+#: the largest pickle (data.pkl) read; DeePMD-kit's are a few MB, the tensors live in data/
+MAX_PICKLE_BYTES = 64 << 20
+#: tensors may always take this much, whatever the storages hold
+MIN_TENSOR_BUDGET = 64 << 20
 
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -83,9 +89,33 @@ class _StorageType:
         self.code = _STORAGE_DTYPES[name]
 
 
+class _TensorBudget:
+    """Bytes of tensors materialised by one unpickling: a few times what the storages hold.
+
+    Many tensors may view one storage; each is copied, so without a budget a small storage
+    referenced over and over would take memory out of proportion to the file.
+    """
+
+    def __init__(self, source: str, limit: int) -> None:
+        self.source, self.limit, self.spent = source, limit, 0
+
+    def spend(self, nbytes: int, size) -> None:
+        self.spent += nbytes
+        if self.spent > self.limit:
+            raise ModelFormatError(
+                f"its tensors (the last of size {size}) take more than {self.limit:,} bytes, out of proportion to "
+                "the storages the archive holds; the file is damaged or hostile")
+
+
 class _Storage:
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: np.ndarray, budget: _TensorBudget) -> None:
         self.array = array
+        self.budget = budget
+
+
+#: a tensor may hold more elements than its storage only through zero strides (an expanded tensor);
+#: beyond this many elements that is refused (a 500-byte file must not allocate gigabytes)
+MAX_EXPANDED_ELEMENTS = 1 << 20
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
@@ -106,6 +136,12 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
             f"tensor of size {size}, stride {stride}, offset {offset} reaches element {last} of a storage "
             f"of {flat.size} elements (truncated or damaged file)"
         )
+    numel = int(np.prod(size, dtype=np.float64))
+    if numel > max(flat.size, MAX_EXPANDED_ELEMENTS):
+        raise ModelFormatError(
+            f"tensor of size {size}, stride {stride} declares {numel:,} elements over a storage of {flat.size:,} "
+            "(zero strides repeating elements); the file is damaged or hostile")
+    storage.budget.spend(numel * flat.itemsize, size)
     item = flat.itemsize
     view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=tuple(s * item for s in stride))
     return np.array(view, copy=True)
@@ -132,10 +168,24 @@ _ALLOWED = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
+#: objects a BUILD opcode may set state on: only those the unpickler itself makes (never an allowed
+#: global such as a rebuild function, whose __dict__/__defaults__ would otherwise be rewritten)
+_BUILDABLE = (_StateDict, ScriptObject)
+
+
+class _Unpickler(pickle._Unpickler):  # noqa: SLF001 - the Python unpickler: memo is a dict, opcodes overridable
+    """Restricted unpickler: allow-listed globals, BUILD only on its own objects, bounded memory.
+
+    It is pickle's pure-Python unpickler: the memo is a dict (a huge memo index costs nothing,
+    where the C unpickler allocates an array that large) and BUILD can be restricted.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
     def __init__(self, data: bytes, archive: "TorchArchive") -> None:
         super().__init__(io.BytesIO(data))
         self._archive = archive
+        self._budget = archive.budget
 
     def find_class(self, module: str, name: str) -> Any:
         found = _ALLOWED.get((module, name))
@@ -152,7 +202,17 @@ class _Unpickler(pickle.Unpickler):
                 or not isinstance(pid[1], _StorageType)):
             raise ModelFormatError(f"unexpected persistent id {pid!r:.200}")
         _, stype, key, _location, numel = pid
-        return _Storage(self._archive.storage(str(key), stype, int(numel)))
+        return _Storage(self._archive.storage(str(key), stype, int(numel)), self._budget)
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if not isinstance(inst, _BUILDABLE):
+            raise ModelFormatError(f"BUILD (set state) applied to a {type(inst).__name__}, which only a hostile or "
+                                   "damaged pickle does")
+        inst.__setstate__(state)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 class TorchArchive:
@@ -160,6 +220,7 @@ class TorchArchive:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        check_regular_file(path)
         try:
             self.zip = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile) as exc:
@@ -179,6 +240,9 @@ class TorchArchive:
         if self.byteorder is None:
             raise ModelFormatError(f"{path}: member '{self.root}/byteorder' is {order!r}")
         self._cache: dict[str, np.ndarray] = {}
+        # tensors may take a few times what the storages hold (views are copied), never more
+        stored = sum(i.file_size for i in self.zip.infolist() if i.filename.startswith(f"{self.root}/data/"))
+        self.budget = _TensorBudget(str(path), 4 * stored + MIN_TENSOR_BUDGET)
 
     def close(self) -> None:
         self.zip.close()
@@ -196,8 +260,20 @@ class TorchArchive:
         return self.read(member) if self.has(member) else None
 
     def read(self, member: str) -> bytes:
+        """A member's bytes; sizes and compression checked before anything is unpacked."""
+        name = f"{self.root}/{member}"
         try:
-            return self.zip.read(f"{self.root}/{member}")
+            info = self.zip.getinfo(name)
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # torch writes stored members; bzip2/lzma would unpack a bomb in one call, unbounded
+                raise ModelFormatError(
+                    f"{self.path}: archive member '{name}' is compressed with method {info.compress_type} "
+                    "(PyTorch stores members uncompressed); refused")
+            limit = MAX_PICKLE_BYTES if member.endswith(".pkl") else None
+            check_member_size(str(self.path), name, info.file_size, info.compress_size,
+                              info.compress_type != zipfile.ZIP_STORED, limit)
+            with self.zip.open(info) as fh:
+                return read_capped(fh, info.file_size, str(self.path), f"archive member '{name}'")
         except KeyError:
             raise ModelFormatError(f"{self.path}: archive member '{self.root}/{member}' is missing") from None
         except (OSError, zipfile.BadZipFile, EOFError) as exc:  # truncated or damaged entries
@@ -238,7 +314,9 @@ class TorchArchive:
     def load(self, name: str = "data") -> Any:
         data = self.read(f"{name}.pkl")
         try:
-            return _Unpickler(data, self).load()
+            obj = _Unpickler(data, self).load()
+            _check_expansion(obj, NodeBudget(str(self.path), len(data), f"pickle '{self.root}/{name}.pkl'"))
+            return obj
         except RefusedGlobal as exc:
             raise ModelFormatError(
                 f"{self.path}: refused to load: its pickle '{self.root}/{name}.pkl' asks for the Python "
@@ -255,6 +333,26 @@ class TorchArchive:
                 f"{self.path}: pickle '{self.root}/{name}.pkl' is damaged or not a PyTorch pickle "
                 f"({type(exc).__name__}: {exc})"
             ) from None
+
+
+def _check_expansion(obj: Any, budget: NodeBudget) -> None:
+    """Count the nodes of ``obj`` as a tree walk would see them (shared references once per path).
+
+    Readers walk what the pickle gives recursively: a DAG of lists each holding one list twice
+    would make them expand 2**depth nodes, a cycle recurse forever. Both are refused here, at a
+    cost bounded by the budget.
+    """
+    stack = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget.tick(depth)
+        if isinstance(node, ScriptObject):
+            node = node.attrs
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node if isinstance(k, tuple))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def flatten_script_module(obj: Any, prefix: str = "") -> dict[str, Any]:

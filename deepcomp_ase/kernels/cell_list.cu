@@ -13,6 +13,11 @@
 // ties keep visiting order), -1 after the last. Pairs of model-level excluded type pairs are
 // dropped (they become padding, as in neighbors.select_neighbors).
 //
+// Two atoms at (almost) one place: the first pair found closer than sqrt(min_r2) (not excluded)
+// is recorded in counters[DC_CNT_CLOSE_PAIR] (atomicCAS from 0: (i + 1) << 32 | (j + 1)) and its
+// squared distance in counters[DC_CNT_CLOSE_R2]; the host reads them with the overflow counters,
+// so the step needs no read-back of its own (backends/cupy_gpu.py, Backend.check_close_pairs).
+//
 // nsec == 1 with several types is se_atten_v2's "mixed" list: one section holding the sel
 // nearest neighbours of any type. Truncation comes first there too: excluded pairs take part in
 // the selection, then are removed and the section compacted (they become padding).
@@ -49,7 +54,7 @@ __global__ void build_nlist(const double* pos_wrapped, const double* frame, cons
                             const int* bin_of_atom, const int* bin_start, const int* bin_atoms, const int* atype,
                             const int* sec, const int* model_exclude, int* nlist, FPTYPE* rij, double* key,
                             int* nnbr, unsigned long long* counters, int n, int nloc, int nnei, int ntypes,
-                            int nsec, int nbins, double rcut2) {
+                            int nsec, int nbins, double rcut2, double min_r2) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= nloc) return;
     const int nb0 = grid_info[0], nb1 = grid_info[1], nb2 = grid_info[2], pbc = grid_info[6];
@@ -106,6 +111,12 @@ __global__ void build_nlist(const double* pos_wrapped, const double* frame, cons
                     const double dz = pos_wrapped[3 * j + 2] + sz - zi;
                     const double r2 = dx * dx + dy * dy + dz * dz;
                     if (!(r2 < rcut2)) continue;
+                    if (r2 < min_r2 && !model_exclude[ti * ntypes + atype[j]]) {
+                        const unsigned long long word =
+                            ((unsigned long long)(i + 1) << 32) | (unsigned long long)(j + 1);
+                        if (atomicCAS(counters + DC_CNT_CLOSE_PAIR, 0ull, word) == 0ull)
+                            counters[DC_CNT_CLOSE_R2] = (unsigned long long)__double_as_longlong(r2);
+                    }
                     const int tj = mixed ? 0 : atype[j];
                     const int base = sec[tj], cap = sec[tj + 1] - sec[tj];
                     const int have = cnt[tj];
@@ -177,8 +188,8 @@ template __global__ void cell_bin<float>(const double*, const double*, const dou
 template __global__ void cell_bin<double>(const double*, const double*, const double*, const int*, double*, int*, int);
 template __global__ void build_nlist<float>(const double*, const double*, const int*, const int*, const int*,
                                             const int*, const int*, const int*, const int*, int*, float*, double*,
-                                            int*, unsigned long long*, int, int, int, int, int, int, double);
+                                            int*, unsigned long long*, int, int, int, int, int, int, double, double);
 template __global__ void build_nlist<double>(const double*, const double*, const int*, const int*, const int*,
                                              const int*, const int*, const int*, const int*, int*, double*, double*,
-                                             int*, unsigned long long*, int, int, int, int, int, int, double);
+                                             int*, unsigned long long*, int, int, int, int, int, int, double, double);
 #endif

@@ -25,6 +25,8 @@
 #define DC_CNT_SEL_DROPPED 3
 #define DC_CNT_WORST 4  // packed: float32 bits of the excess << 32 | table << 1 | above
 #define DC_CNT_CELL_OVERFLOW 5
+#define DC_CNT_CLOSE_PAIR 6  // first listed pair closer than the minimum distance: (i + 1) << 32 | (j + 1), or 0
+#define DC_CNT_CLOSE_R2 7    // its squared distance (bits of a double), written by the thread that set slot 6
 
 // layer descriptor columns of net_layers[nlayer][8]
 #define DC_L_NIN 0
@@ -86,7 +88,7 @@ DC_HD float dc_add(float a, float b) {
 
 // ---------------------------------------------------------------------------- tables
 // table_info row (DC_INFO_W wide): lower, upper, xmax, stride0, stride1, nspline, first_stride,
-// xmin, n_low, unused. Intervals: [xmin, lower) by stride1 (n_low of them, se_e3 only), then
+// xmin, n_low, layout (0: output-major, 1: coefficient-major; see dc_coef_step). Intervals: [xmin, lower) by stride1 (n_low of them, se_e3 only), then
 // [lower, upper) by stride0 (first_stride), then [upper, xmax) by stride1.
 // table_offset[tab][2]: start of the coefficients in the table buffer, and start of the
 // table's split flags (one value per interval, nonzero where relu kinks split it) or -1.
@@ -132,16 +134,51 @@ DC_HD int dc_locate_split(FPTYPE x, const FPTYPE* info, const FPTYPE* table, con
     return region;
 }
 
-// value of one quintic piece: c[0..5] are the coefficients of t^0..t^5
+// Table layouts. Output-major (DeePMD-kit's, layout 0): coefficient k of output c in interval idx
+// at (idx*ng + c)*6 + k, so one thread's six loads are contiguous and neighbouring threads are
+// 48 B apart. Coefficient-major (layout 1): at idx*6*ng + k*ng + c, so a warp's k-th loads are
+// one contiguous run. The arithmetic is the same in both: results are equal bit for bit.
+// dc_coef_at returns the address of coefficient 0 and sets the step between coefficients.
 template <typename FPTYPE>
-DC_HD FPTYPE dc_horner(const FPTYPE* c, FPTYPE t) {
-    return c[0] + t * (c[1] + t * (c[2] + t * (c[3] + t * (c[4] + t * c[5]))));
+DC_HD const FPTYPE* dc_coef_at(const FPTYPE* coef, int cmajor, int idx, int ng, int c, int& step) {
+    step = cmajor ? ng : 1;
+    return cmajor ? coef + (long long)idx * 6 * ng + c : coef + ((long long)idx * ng + c) * 6;
+}
+
+// the layout code of a table_info row
+template <typename FPTYPE>
+DC_HD int dc_table_layout(const FPTYPE* info) {
+    return (int)info[9];
+}
+
+// value of one quintic piece: c[k*step] are the coefficients of t^0..t^5
+template <typename FPTYPE>
+DC_HD FPTYPE dc_horner(const FPTYPE* c, int step, FPTYPE t) {
+    const FPTYPE c0 = c[0], c1 = c[step], c2 = c[2 * step], c3 = c[3 * step], c4 = c[4 * step], c5 = c[5 * step];
+    return c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * c5))));
 }
 
 template <typename FPTYPE>
-DC_HD void dc_horner_d(const FPTYPE* c, FPTYPE t, FPTYPE& v, FPTYPE& dv) {
-    v = c[0] + t * (c[1] + t * (c[2] + t * (c[3] + t * (c[4] + t * c[5]))));
-    dv = c[1] + t * ((FPTYPE)2 * c[2] + t * ((FPTYPE)3 * c[3] + t * ((FPTYPE)4 * c[4] + t * (FPTYPE)5 * c[5])));
+DC_HD void dc_horner_d(const FPTYPE* c, int step, FPTYPE t, FPTYPE& v, FPTYPE& dv) {
+    const FPTYPE c0 = c[0], c1 = c[step], c2 = c[2 * step], c3 = c[3 * step], c4 = c[4 * step], c5 = c[5 * step];
+    v = c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * c5))));
+    dv = c1 + t * ((FPTYPE)2 * c2 + t * ((FPTYPE)3 * c3 + t * ((FPTYPE)4 * c4 + t * (FPTYPE)5 * c5)));
+}
+
+// value (and derivative) of output c of table coefficients coef (layout cmajor) at interval idx
+template <typename FPTYPE>
+DC_HD FPTYPE dc_table_value(const FPTYPE* coef, int cmajor, int idx, int ng, int c, FPTYPE t) {
+    int step;
+    const FPTYPE* p = dc_coef_at(coef, cmajor, idx, ng, c, step);
+    return dc_horner(p, step, t);
+}
+
+template <typename FPTYPE>
+DC_HD void dc_table_value_d(const FPTYPE* coef, int cmajor, int idx, int ng, int c, FPTYPE t, FPTYPE& v,
+                            FPTYPE& dv) {
+    int step;
+    const FPTYPE* p = dc_coef_at(coef, cmajor, idx, ng, c, step);
+    dc_horner_d(p, step, t, v, dv);
 }
 
 // ---------------------------------------------------------------------------- environment

@@ -79,6 +79,15 @@ inline unsigned long long atomicMax(unsigned long long* p, unsigned long long v)
     }
     return old;
 }
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long v) {
+    std::atomic_ref<unsigned long long>(*p).compare_exchange_strong(compare, v);
+    return compare;  // the old value, as CUDA's atomicCAS
+}
+inline long long __double_as_longlong(double d) {
+    long long u;
+    memcpy(&u, &d, 8);
+    return u;
+}
 inline unsigned __float_as_uint(float f) {
     unsigned u;
     memcpy(&u, &f, 4);

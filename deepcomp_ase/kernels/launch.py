@@ -11,10 +11,19 @@ float32 array given to a ``double*`` is silently reinterpreted). Every kernel th
   like ``ntypes*ntypes`` are checked after binding), C-contiguity and the device;
 * for scalars: type and range, cast to the exact numpy type of the C++ parameter.
 
+Messages name the kernel and the argument, e.g. ``tabulate_fusion_se_a_fwd: argument 'em'
+expects float64 C-contiguous [nloc, nnei, 4], got float32 [12, 48, 4]``.
+
 The checks run on numpy arrays too (``device_check=None``), so the validation logic is tested
-on machines without a GPU. Messages name the kernel and the argument, e.g.
-``tabulate_fusion_se_a_fwd: argument 'em' expects float64 C-contiguous [nloc, nnei, 4], got
-float32 [12, 48, 4]``.
+on machines without a GPU. A step launches the same kernels with the same shapes again and
+again, so :class:`LaunchCache` remembers each validated signature (kernel, precision, every
+array's type, dtype, shape, layout and device, every scalar's type and value) with its launch
+configuration: a repeated launch costs one key and one dictionary look-up.
+
+Block sizes come from the compiled kernel: the threads a block may have depend on the registers
+the compiler gave it (``max_threads_per_block`` of a CuPy kernel), so the per-atom kernels loop
+over embedding outputs when the net is wider than the block, and the se_a backward kernel works
+in output tiles when its shared memory would exceed 48 KiB.
 """
 
 from __future__ import annotations
@@ -77,14 +86,15 @@ class ArgSpec:
 class KernelSpec:
     """A kernel: its name in the .cu sources, its parameters, and its launch geometry.
 
-    ``grid(dims)`` and ``block(dims)`` return the launch configuration from the bound symbols;
-    ``shared(dims, itemsize)`` the dynamic shared memory in bytes.
+    ``block(dims, limit)`` returns the threads per block (at most ``limit``, the compiled kernel's
+    ``max_threads_per_block``), ``grid(dims, threads)`` the grid, ``shared(dims, itemsize)`` the
+    dynamic shared memory in bytes.
     """
 
     name: str
     args: tuple[ArgSpec, ...]
-    grid: Callable[[dict], tuple] = field(compare=False)
-    block: Callable[[dict], tuple] = field(compare=False)
+    grid: Callable[[dict, int], tuple] = field(compare=False)  # (dims, threads per block)
+    block: Callable[[dict, int], int] = field(compare=False)  # (dims, the kernel's thread limit) -> threads
     shared: Callable[[dict, int], int] = field(default=lambda dims, itemsize: 0, compare=False)
     source: str = ""
 
@@ -252,13 +262,19 @@ def _cast_scalar(spec: KernelSpec, a: ArgSpec, value, want: str):
     return _NUMPY[want](v)
 
 
-def launch_config(spec: KernelSpec, dims: dict, itemsize: int):
-    """(grid, block, shared bytes) of a launch, checked against the CUDA limits."""
-    grid = tuple(int(g) for g in spec.grid(dims))
-    block = tuple(int(b) for b in spec.block(dims))
-    shared = int(spec.shared(dims, itemsize))
-    if math.prod(block) > MAX_THREADS_PER_BLOCK or min(block) < 1:
-        raise KernelArgumentError(f"{spec.name}: block {block} exceeds {MAX_THREADS_PER_BLOCK} threads")
+def launch_config(spec: KernelSpec, dims: dict, itemsize: int, max_threads: int = MAX_THREADS_PER_BLOCK):
+    """(grid, block, shared bytes) of a launch, checked against the CUDA limits.
+
+    ``max_threads``: the compiled kernel's ``max_threads_per_block`` (it depends on the registers
+    the compiler used); whole warps only.
+    """
+    limit = usable_threads(max_threads)
+    threads = int(spec.block(dims, limit))
+    block = (threads,)
+    grid = tuple(int(g) for g in spec.grid(dims, threads))
+    shared = int(spec.shared({**dims, "threads": threads}, itemsize))
+    if threads > limit or threads < 1:
+        raise KernelArgumentError(f"{spec.name}: block of {threads} threads; the compiled kernel allows {limit}")
     if grid and grid[0] > MAX_GRID_X:
         raise KernelArgumentError(f"{spec.name}: grid {grid} too large")
     if shared > MAX_DYNAMIC_SHARED:
@@ -268,10 +284,106 @@ def launch_config(spec: KernelSpec, dims: dict, itemsize: int):
     return grid, block, shared
 
 
+def usable_threads(max_threads: int) -> int:
+    """Threads per block a kernel may use: its limit rounded down to whole warps (at least one)."""
+    return max(32, min(int(max_threads), MAX_THREADS_PER_BLOCK) // 32 * 32)
+
+
+def kernel_thread_limit(function) -> int:
+    """``max_threads_per_block`` of a compiled kernel (CuPy RawKernel, or the emulated stand-in)."""
+    return int(getattr(function, "max_threads_per_block", MAX_THREADS_PER_BLOCK))
+
+
+#: scalar types a launch may pass (anything else is checked as an array, or rejected by check_args)
+_SCALARS = frozenset({int, float, bool, np.int32, np.int64, np.uint64, np.float32, np.float64, np.bool_})
+_FP_NAMES = {np.float64: "float64", np.float32: "float32"}
+
+
+def _same(args, last) -> bool:
+    """The same objects, or scalars of the same type and value, position by position."""
+    if len(args) != len(last):
+        return False
+    for a, b in zip(args, last):
+        if a is not b and not (type(a) is type(b) and type(a) in _SCALARS and a == b):
+            return False
+    return True
+
+
+class LaunchCache:
+    """Validated launch signatures -> (scalar template, grid, block, shared bytes, dims).
+
+    The key holds everything :func:`check_args` looks at, so a hit is a launch that would pass
+    the same checks with the same result. ``device_key(array)`` gives the array's device (None
+    for numpy). Bounded: cleared when it holds ``max_entries`` (LAMMPS changes the ghost count
+    at every re-neighbouring).
+    """
+
+    def __init__(self, device_key: Callable | None = None, max_entries: int = 4096):
+        self.device_key = device_key
+        self.max_entries = max_entries
+        self.entries: dict = {}
+        self.last: dict = {}  # kernel name -> (function, precision, arguments, entry) of its last launch
+        self.hits = self.misses = 0
+
+    def key(self, spec: KernelSpec, args, fp_name: str, max_threads: int):
+        """Everything check_args looks at; AttributeError/TypeError for what it would reject."""
+        dev = self.device_key
+        if dev is None:  # numpy stand-ins: no device
+            return (spec.name, fp_name, max_threads, *[
+                (t, a) if t in _SCALARS else (None if a is None else (t, a.dtype, a.shape, a.strides))
+                for a in args for t in (type(a),)])
+        return (spec.name, fp_name, max_threads, *[
+            (t, a) if t in _SCALARS else (None if a is None else (t, a.dtype, a.shape, a.strides, dev(a)))
+            for a in args for t in (type(a),)])
+
+    def launch(self, function, spec: KernelSpec, args, fp_dtype, *, device_check=None, array_type=None):
+        """As :func:`checked_launch`, validating a signature only the first time it is seen."""
+        fp_name = _FP_NAMES.get(fp_dtype) or np.dtype(fp_dtype).name
+        max_threads = getattr(function, "max_threads_per_block", MAX_THREADS_PER_BLOCK)
+        # the same arrays (identity: an array's dtype, shape, layout and device cannot change) and
+        # equal scalars as the kernel's last launch: that launch's validation holds
+        last = self.last.get(spec.name)
+        if last is not None and last[0] is function and last[1] == fp_name and _same(args, last[2]):
+            self.hits += 1
+            return self._go(function, args, last[3])
+        try:
+            key = self.key(spec, args, fp_name, max_threads)
+            hit = self.entries.get(key)
+        except (AttributeError, TypeError):  # not an array, or unhashable: the full check explains it
+            key = hit = None
+        if hit is None:
+            cast, dims = check_args(spec, args, fp_dtype, device_check=device_check, array_type=array_type)
+            grid, block, shared = launch_config(spec, dims, np.dtype(fp_dtype).itemsize, max_threads)
+            # the scalars as cast (exact numpy types); arrays are passed through as given
+            scalars = tuple((k, c) for k, (c, a) in enumerate(zip(cast, args)) if c is not a)
+            hit = (scalars, grid, block, shared, dims)
+            if key is not None:
+                if len(self.entries) >= self.max_entries:
+                    self.entries.clear()
+                self.entries[key] = hit
+            self.misses += 1
+        else:
+            self.hits += 1
+        if key is not None:
+            self.last[spec.name] = (function, fp_name, args, hit)
+        return self._go(function, args, hit)
+
+    @staticmethod
+    def _go(function, args, hit):
+        scalars, grid, block, shared, dims = hit
+        if not grid or min(grid) == 0:
+            return dims
+        out = list(args)
+        for k, c in scalars:
+            out[k] = c
+        function(grid, block, tuple(out), shared_mem=shared)
+        return dims
+
+
 def checked_launch(function, spec: KernelSpec, args, fp_dtype, *, device_check=None, array_type=None):
     """Validate, then launch ``function(grid, block, args, shared_mem=...)``; no launch on an empty grid."""
     cast, dims = check_args(spec, args, fp_dtype, device_check=device_check, array_type=array_type)
-    grid, block, shared = launch_config(spec, dims, np.dtype(fp_dtype).itemsize)
+    grid, block, shared = launch_config(spec, dims, np.dtype(fp_dtype).itemsize, kernel_thread_limit(function))
     if not grid or min(grid) == 0:
         return dims
     function(grid, block, cast, shared_mem=shared)
@@ -279,13 +391,26 @@ def checked_launch(function, spec: KernelSpec, args, fp_dtype, *, device_check=N
 
 
 # --------------------------------------------------------------------------- the kernels
+#: most blocks of a one-dimensional grid; kernels with more work items loop (grid-stride)
+GRID_CAP = 65535 * 64
+
+
 def _blocks(n: int, threads: int) -> int:
-    return max(0, min(-(-n // threads), 65535 * 64))
+    return max(0, min(-(-n // threads), GRID_CAP))
 
 
-def _ng_threads(dims: dict) -> int:
-    """Threads of the per-atom kernels: one per embedding output, rounded up to whole warps (>= 64)."""
-    return max(64, -(-dims["ng"] // 32) * 32)
+def _ng_threads(dims: dict, limit: int = MAX_THREADS_PER_BLOCK) -> int:
+    """Threads of the per-atom kernels: one per embedding output, rounded up to whole warps (>= 64),
+    at most the kernel's limit (the kernels then loop over the outputs)."""
+    return min(max(64, -(-dims["ng"] // 32) * 32), limit)
+
+
+def _linear(threads: int):
+    return lambda d, limit: min(threads, limit)
+
+
+def _per_atom(d, limit):
+    return (d["nloc"],)
 
 
 LINEAR_THREADS = 256
@@ -334,13 +459,43 @@ _SE_R_SCALARS = (
 )
 
 
-def _se_a_shared(dims: dict, itemsize: int) -> int:
-    warps = _ng_threads(dims) // 32
-    return itemsize * (8 * dims["ng"] + 4 * dims["maxw"] + 8 * warps)
+def _se_a_fwd_shared(dims: dict, itemsize: int) -> int:
+    return itemsize * (4 * dims["m2"] + 4 * dims["maxw"])
+
+
+def _warps(dims: dict) -> int:
+    """Warps of the launch (the reduction scratch); the most a block can have before the launch is known."""
+    return dims.get("threads", MAX_THREADS_PER_BLOCK) // 32
+
+
+def _se_a_bwd_shared(dims: dict, itemsize: int) -> int:
+    warps = _warps(dims)
+    return itemsize * (4 * dims["m2"] + 4 * dims["tile"] + 4 * dims["maxw"] + 8 * warps)
+
+
+def se_a_tile(ng: int, m2: int, maxw: int, itemsize: int) -> int:
+    """Outputs per pass of the se_a backward kernel: ``ng`` when its gT fits in shared memory,
+    else the largest multiple of 32 that does (0: not even 32 outputs fit)."""
+    fixed = _se_a_bwd_shared({"m2": m2, "tile": 0, "maxw": maxw}, itemsize)
+    room = (MAX_DYNAMIC_SHARED - fixed) // (4 * itemsize)
+    if room >= ng:
+        return int(ng)
+    return max(0, room // 32 * 32)
+
+
+def shared_memory_problem(ng: int, m2: int, maxw: int, itemsize: int) -> str:
+    """Empty when the per-atom kernels of a net (ng outputs, widest layer maxw) fit in the
+    shared memory a block gets without an opt-in, else why not."""
+    need = max(_se_a_fwd_shared({"m2": m2, "maxw": maxw}, itemsize),
+               _se_e3_shared({"ng": ng, "maxw": maxw}, itemsize))
+    if need > MAX_DYNAMIC_SHARED or se_a_tile(ng, m2, maxw, itemsize) < 32:
+        return (f"embedding width {ng} (widest layer {maxw}) needs more than {MAX_DYNAMIC_SHARED // 1024} KiB of "
+                f"shared memory per block in {np.dtype(f'f{itemsize}').name}")
+    return ""
 
 
 def _se_r_shared(dims: dict, itemsize: int) -> int:
-    warps = _ng_threads(dims) // 32
+    warps = _warps(dims)
     return itemsize * (4 * dims["maxw"] + 8 * warps)
 
 
@@ -356,7 +511,7 @@ _register(KernelSpec(
     args=(A("pos", "float64", ("n", 3)), A("frame", "float64", (12,)), A("inv_frame", "float64", (9,)),
           A("grid_info", "int32", (8,)), A("pos_wrapped", "float64", ("n", 3), output=True),
           A("bin_of_atom", "int32", ("n",), output=True), A("n", "int32", symbol="n")),
-    grid=lambda d: (_blocks(d["n"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
+    grid=lambda d, th: (_blocks(d["n"], th),), block=_linear(LINEAR_THREADS)))
 
 _register(KernelSpec(
     "build_nlist", source="cell_list.cu",
@@ -369,8 +524,8 @@ _register(KernelSpec(
           A("counters", "uint64", (8,), output=True),
           A("n", "int32", symbol="n"), A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"),
           A("ntypes", "int32", symbol="ntypes"), A("nsec", "int32", symbol="nsec"), A("nbins", "int32", symbol="nbins"),
-          A("rcut2", "float64")),
-    grid=lambda d: (_blocks(d["nloc"], 128),), block=lambda d: (128,)))
+          A("rcut2", "float64"), A("min_r2", "float64")),
+    grid=lambda d, th: (_blocks(d["nloc"], th),), block=_linear(128)))
 
 _register(KernelSpec(
     "env_mat_se_a", source="env_mat.cu",
@@ -381,7 +536,7 @@ _register(KernelSpec(
           A("counters", "uint64", (8,), output=True),
           A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
           A("rcut_smth", "fp"), A("rcut", "fp"), A("protection", "fp"), A("count_inputs", "int32")),
-    grid=lambda d: (_blocks(d["nloc"] * d["nnei"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
+    grid=lambda d, th: (_blocks(d["nloc"] * d["nnei"], th),), block=_linear(LINEAR_THREADS)))
 
 _register(KernelSpec(
     "tabulate_fusion_se_a_fwd", source="tabulate_fusion_se_a.cu",
@@ -389,44 +544,44 @@ _register(KernelSpec(
         A("pad_vec", "fp", ("nct", "ntypes", "ng")),
         A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_A_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
+    grid=_per_atom, block=_ng_threads, shared=_se_a_fwd_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_a_bwd", source="tabulate_fusion_se_a.cu",
     args=_TABLE_ARGS + _ATOM_ARGS + (
         A("t_in", "fp", ("nloc", "ng", 4)), A("g_desc", "fp", ("nloc", "ldd")),
         A("g_em", "fp", ("nloc", "nnei", 4), output=True),
-    ) + _SE_A_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
+    ) + _SE_A_SCALARS + (A("tile", "int32", symbol="tile"),),
+    grid=_per_atom, block=_ng_threads, shared=_se_a_bwd_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_atten_fwd", source="tabulate_fusion_se_a.cu",
     args=_TABLE_ARGS + _ATOM_ARGS_FWD + (A("pad_vec", "fp", ("nct", "ntypes", "ng")),) + _TYPE_TERM_ARGS + (
         A("t_out", "fp", ("nloc", "ng", 4), output=True), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_A_SCALARS + _TYPE_TERM_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
+    grid=_per_atom, block=_ng_threads, shared=_se_a_fwd_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_atten_bwd", source="tabulate_fusion_se_a.cu",
     args=_TABLE_ARGS + _ATOM_ARGS + (A("t_in", "fp", ("nloc", "ng", 4)), A("g_desc", "fp", ("nloc", "ldd"))) +
     _TYPE_TERM_ARGS + (
         A("g_em", "fp", ("nloc", "nnei", 4), output=True), A("g_r", "fp", ("nloc", "nnei"), output=True),
-    ) + _SE_A_SCALARS + _TYPE_TERM_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_a_shared))
+    ) + _SE_A_SCALARS + _TYPE_TERM_SCALARS + (A("tile", "int32", symbol="tile"),),
+    grid=_per_atom, block=_ng_threads, shared=_se_a_bwd_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_r_fwd", source="tabulate_fusion_se_r.cu",
     args=_TABLE_ARGS + _ATOM_ARGS_FWD + (
         A("pad_vec", "fp", ("nct", "ntypes", "ng")), A("desc", "fp", ("nloc", "ldd"), output=True),
     ) + _SE_R_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_r_shared))
+    grid=_per_atom, block=_ng_threads, shared=_se_r_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_r_bwd", source="tabulate_fusion_se_r.cu",
     args=_TABLE_ARGS + _ATOM_ARGS + (
         A("g_desc", "fp", ("nloc", "ldd")), A("g_em", "fp", ("nloc", "nnei", 4), output=True),
     ) + _SE_R_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_r_shared))
+    grid=_per_atom, block=_ng_threads, shared=_se_r_shared))
 
 _SE_E3_SCALARS = (
     A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
@@ -435,7 +590,7 @@ _SE_E3_SCALARS = (
 
 
 def _se_e3_shared(dims: dict, itemsize: int) -> int:
-    warps = _ng_threads(dims) // 32
+    warps = _warps(dims)
     return itemsize * (dims["ng"] + 4 * dims["maxw"] + 8 * warps)
 
 
@@ -445,7 +600,7 @@ _register(KernelSpec(
         A("e3_table", "int32", ("ntypes*ntypes",)), A("desc", "fp", ("nloc", "ldd"), output=True),
         A("counters", "uint64", (8,), output=True),
     ) + _SE_E3_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_e3_shared))
+    grid=_per_atom, block=_ng_threads, shared=_se_e3_shared))
 
 _register(KernelSpec(
     "tabulate_fusion_se_e3_bwd", source="tabulate_fusion_se_e3.cu",
@@ -453,7 +608,7 @@ _register(KernelSpec(
         A("e3_table", "int32", ("ntypes*ntypes",)), A("g_desc", "fp", ("nloc", "ldd")),
         A("g_em", "fp", ("nloc", "nnei", 4), output=True),
     ) + _SE_E3_SCALARS,
-    grid=lambda d: (d["nloc"],), block=lambda d: (_ng_threads(d),), shared=_se_e3_shared))
+    grid=_per_atom, block=_ng_threads, shared=_se_e3_shared))
 
 _register(KernelSpec(
     "prod_force_virial", source="prod_force_virial.cu",
@@ -465,7 +620,7 @@ _register(KernelSpec(
           A("atom_virial", "float64", ("nall", 9), optional=True, output=True),
           A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
           A("ncomp", "int32", symbol="ncomp"), A("rcut_smth", "fp"), A("rcut", "fp"), A("protection", "fp")),
-    grid=lambda d: (_blocks(d["nloc"], 4),), block=lambda d: (128,)))
+    grid=lambda d, th: (_blocks(d["nloc"], th // 32),), block=_linear(128)))
 
 _register(KernelSpec(
     "fitting_activation", source="fitting.cu",
@@ -473,24 +628,24 @@ _register(KernelSpec(
           A("bias", "fp", ("m",)), A("idt", "fp", ("m",), optional=True), A("x_in", "fp", ("n", "m_in")),
           A("n", "int32", symbol="n"), A("m", "int32", symbol="m"), A("m_in", "int32", symbol="m_in"),
           A("act", "int32"), A("shortcut", "int32")),
-    grid=lambda d: (_blocks(d["n"] * d["m"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
+    grid=lambda d, th: (_blocks(d["n"] * d["m"], th),), block=_linear(LINEAR_THREADS)))
 
 _register(KernelSpec(
     "fitting_grad_pre", source="fitting.cu",
     args=(A("g_pre", "fp", ("n", "m"), output=True), A("grad", "fp", ("n", "m"), optional=True),
           A("dact", "fp", ("n", "m")), A("n", "int32", symbol="n"), A("m", "int32", symbol="m")),
-    grid=lambda d: (_blocks(d["n"] * d["m"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
+    grid=lambda d, th: (_blocks(d["n"] * d["m"], th),), block=_linear(LINEAR_THREADS)))
 
 _register(KernelSpec(
     "fitting_grad_shortcut", source="fitting.cu",
     args=(A("g_in", "fp", ("n", "m_in"), output=True), A("grad", "fp", ("n", "m")),
           A("n", "int32", symbol="n"), A("m_in", "int32", symbol="m_in"), A("m", "int32", symbol="m"),
           A("shortcut", "int32")),
-    grid=lambda d: (_blocks(d["n"] * d["m_in"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
+    grid=lambda d, th: (_blocks(d["n"] * d["m_in"], th),), block=_linear(LINEAR_THREADS)))
 
 _register(KernelSpec(
     "atom_energy", source="fitting.cu",
     args=(A("out_rows", "fp", ("nloc", 1)), A("row_of_atom", "int32", ("nloc",)), A("atype", "int32", ("nall",)),
           A("type_info", "float64", ("ntypes", 4)), A("atom_energy", "float64", ("nloc",), output=True),
           A("nloc", "int32", symbol="nloc")),
-    grid=lambda d: (_blocks(d["nloc"], LINEAR_THREADS),), block=lambda d: (LINEAR_THREADS,)))
+    grid=lambda d, th: (_blocks(d["nloc"], th),), block=_linear(LINEAR_THREADS)))

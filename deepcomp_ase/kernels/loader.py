@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import config
 from ..errors import BuildError, InputError
-from .launch import KERNELS, checked_launch
+from .launch import KERNELS, LaunchCache, kernel_thread_limit, usable_threads
 
 #: source files of the module, in order (common.cuh comes in through the includes)
 SOURCES = ("cell_list.cu", "env_mat.cu", "tabulate_fusion_se_a.cu", "tabulate_fusion_se_r.cu",
@@ -96,7 +96,7 @@ class KernelContext:
     """Array module + kernel functions + the checked launcher, for one precision on one device."""
 
     def __init__(self, xp, precision, function, device_check=None, array_type=None, synchronize=None,
-                 device_id=None):
+                 device_id=None, device_key=None):
         self.xp = xp
         self.precision = precision_name(precision)
         self.fp = np.dtype(self.precision).type
@@ -106,6 +106,7 @@ class KernelContext:
         self.synchronize = synchronize or (lambda: None)
         self.device_id = device_id
         self._cache: dict = {}
+        self.launches = LaunchCache(device_key)
 
     @property
     def emulated(self) -> bool:
@@ -117,9 +118,27 @@ class KernelContext:
         return self._cache[name]
 
     def launch(self, name: str, *args):
-        """Checked launch of kernel ``name``; returns the bound dimensions."""
-        return checked_launch(self.function(name), KERNELS[name], args, self.fp, device_check=self.device_check,
-                              array_type=self.array_type)
+        """Checked launch of kernel ``name`` (validated once per signature); returns the bound dimensions."""
+        return self.launches.launch(self.function(name), KERNELS[name], args, self.fp,
+                                    device_check=self.device_check, array_type=self.array_type)
+
+    def thread_limit(self, name: str) -> int:
+        """Threads per block kernel ``name`` may use, as compiled (whole warps)."""
+        return usable_threads(kernel_thread_limit(self.function(name)))
+
+    def kernel_report(self, name: str) -> dict:
+        """Registers, static shared and local memory and the thread limit of the compiled kernel
+        (None where the emulation has no such figure)."""
+        f = self.function(name)
+        row = {"kernel": name, "precision": self.precision}
+        for attr in ("num_regs", "shared_size_bytes", "local_size_bytes", "const_size_bytes",
+                     "max_threads_per_block", "max_dynamic_shared_size_bytes", "ptx_version", "binary_version"):
+            try:
+                value = getattr(f, attr)
+            except Exception:  # noqa: BLE001 - an attribute this CuPy or driver does not give
+                value = None
+            row[attr] = None if value is None else int(value)
+        return row
 
     def to_host(self, a):
         return a if self.xp is np else a.get()
@@ -144,7 +163,8 @@ def cupy_context(precision, device_id: int | None = None) -> KernelContext:
             return get_function(name, p)
 
     return KernelContext(cupy, p, function, device_check=device_check, array_type=cupy.ndarray,
-                         synchronize=lambda: cupy.cuda.Stream.null.synchronize(), device_id=dev.id)
+                         synchronize=lambda: cupy.cuda.Stream.null.synchronize(), device_id=dev.id,
+                         device_key=lambda a: a.data.device_id)
 
 
 # --------------------------------------------------------------------------- host emulation
@@ -193,10 +213,15 @@ def emulation_library() -> ctypes.CDLL:
 
 
 class EmulatedFunction:
-    """Callable like a cupy RawKernel function: f(grid, block, args, shared_mem=0), numpy arrays."""
+    """Callable like a cupy RawKernel function: f(grid, block, args, shared_mem=0), numpy arrays.
 
-    def __init__(self, lib, name: str, ctype: str):
+    ``max_threads_per_block`` stands for the compiled kernel's limit (CUDA's 1024 unless a test
+    lowers it to exercise the launch-limit paths); registers and shared sizes have no meaning here.
+    """
+
+    def __init__(self, lib, name: str, ctype: str, max_threads_per_block: int = 1024):
         self.name = name
+        self.max_threads_per_block = int(max_threads_per_block)
         self._fn = getattr(lib, f"dc_launch_{name}_{ctype}")
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.c_ulonglong,
@@ -219,8 +244,12 @@ class EmulatedFunction:
         self._fn(g, b, int(shared_mem), params)
 
 
-def emulated_context(precision) -> KernelContext:
-    """Kernels compiled for the CPU, numpy arrays standing in for device arrays."""
+def emulated_context(precision, max_threads_per_block: int = 1024) -> KernelContext:
+    """Kernels compiled for the CPU, numpy arrays standing in for device arrays.
+
+    ``max_threads_per_block``: the thread limit every emulated kernel reports (tests of the
+    launch limits lower it, as a kernel with many registers would on a GPU).
+    """
     p = precision_name(precision)
     lib = emulation_library()
     ctype = CTYPE[p]
@@ -228,5 +257,5 @@ def emulated_context(precision) -> KernelContext:
     def device_check(a):
         return None if isinstance(a, np.ndarray) else f"is a {type(a).__name__}, not a host numpy array"
 
-    return KernelContext(np, p, lambda name: EmulatedFunction(lib, name, ctype), device_check=device_check,
-                         array_type=np.ndarray)
+    return KernelContext(np, p, lambda name: EmulatedFunction(lib, name, ctype, max_threads_per_block),
+                         device_check=device_check, array_type=np.ndarray)

@@ -59,201 +59,235 @@ __device__ void se_a_forward(const FPTYPE* table, const FPTYPE* table_info, cons
                              const DcTypeTerm<FPTYPE>& tterm, int nloc, int nnei, int ntypes, int ng, int m2, int ldd,
                              int maxw, FPTYPE inv_nnei) {
     DC_DYNAMIC_SHARED(FPTYPE, smem);
-    FPTYPE* sT = smem;                 // [ng][4]
-    FPTYPE* scratch = smem + 8 * ng;   // [4 * maxw] exact-net scratch
+    FPTYPE* sT = smem;                 // [m2][4] rows of T that every output's D row needs
+    FPTYPE* scratch = smem + 4 * m2;   // [4 * maxw] exact-net scratch
     const int i = blockIdx.x;
     if (i >= nloc) return;
-    const int c = threadIdx.x;
-    const bool active = c < ng;
     const int ti = atype[i];
-    FPTYPE acc0 = (FPTYPE)0, acc1 = (FPTYPE)0, acc2 = (FPTYPE)0, acc3 = (FPTYPE)0;
     bool any_split = false;  // block-uniform
-    for (int t = 0; t < ntypes; ++t) {
-        const int tab = pair_table[ti * ntypes + t];
-        if (tab < 0) continue;
-        const FPTYPE* info = table_info + DC_INFO_W * tab;
-        const long long* offs = table_offset + 2 * tab;
-        const long long off = offs[0];
-        const int cnt = nnbr[i * ntypes + t];
-        const long long q0 = (long long)i * nnei + sec[t];
-        const FPTYPE* e = em + q0 * 4;
-        for (int s = 0; s < cnt; ++s, e += 4) {
-            const FPTYPE x = e[0];
-            int idx;
-            FPTYPE tt;
-            const int region = dc_locate_split(x, info, table, offs, idx, tt);
-            any_split |= region == DC_SPLIT;
-            FPTYPE v = (FPTYPE)0;
-            if (region <= DC_COARSE) {
-                if (active) v = dc_horner(table + off + ((long long)idx * ng + c) * 6, tt);
-            } else {  // block-uniform branch: x is the same for every thread
-                const FPTYPE *g, *dg;
-                dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x, scratch,
-                                     maxw, &g, &dg);
-                if (active) v = g[c];
+    // a thread per output; wider nets than the block take several block-uniform passes
+    for (int c0 = 0; c0 < ng; c0 += blockDim.x) {
+        const int c = c0 + threadIdx.x;
+        const bool active = c < ng;
+        FPTYPE acc0 = (FPTYPE)0, acc1 = (FPTYPE)0, acc2 = (FPTYPE)0, acc3 = (FPTYPE)0;
+        for (int t = 0; t < ntypes; ++t) {
+            const int tab = pair_table[ti * ntypes + t];
+            if (tab < 0) continue;
+            const FPTYPE* info = table_info + DC_INFO_W * tab;
+            const int cmaj = dc_table_layout(info);
+            const long long* offs = table_offset + 2 * tab;
+            const long long off = offs[0];
+            const int cnt = nnbr[i * ntypes + t];
+            const long long q0 = (long long)i * nnei + sec[t];
+            const FPTYPE* e = em + q0 * 4;
+            for (int s = 0; s < cnt; ++s, e += 4) {
+                const FPTYPE x = e[0];
+                int idx;
+                FPTYPE tt;
+                const int region = dc_locate_split(x, info, table, offs, idx, tt);
+                any_split |= region == DC_SPLIT;
+                FPTYPE v = (FPTYPE)0;
+                if (region <= DC_COARSE) {
+                    if (active) v = dc_table_value(table + off, cmaj, idx, ng, c, tt);
+                } else {  // block-uniform branch: x is the same for every thread
+                    const FPTYPE *g, *dg;
+                    dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x,
+                                         scratch, maxw, &g, &dg);
+                    if (active) v = g[c];
+                }
+                if (ATTEN && active) {
+                    FPTYPE sw, dsw;
+                    const FPTYPE* row = dc_type_term_row(tterm, atype, ti, q0 + s, ng, sw, dsw);
+                    v *= (FPTYPE)1 + row[c] * sw;
+                }
+                acc0 += v * e[0];
+                acc1 += v * e[1];
+                acc2 += v * e[2];
+                acc3 += v * e[3];
             }
-            if (ATTEN && active) {
-                FPTYPE sw, dsw;
-                const FPTYPE* row = dc_type_term_row(tterm, atype, ti, q0 + s, ng, sw, dsw);
-                v *= (FPTYPE)1 + row[c] * sw;
-            }
-            acc0 += v * e[0];
-            acc1 += v * e[1];
-            acc2 += v * e[2];
-            acc3 += v * e[3];
+            const int npad = (sec[t + 1] - sec[t]) - cnt;
+            if (active && npad > 0) acc0 += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
         }
-        const int npad = (sec[t + 1] - sec[t]) - cnt;
-        if (active && npad > 0) acc0 += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
+        if (active) {
+            FPTYPE* T = t_out + ((long long)i * ng + c) * 4;
+            T[0] = acc0 * inv_nnei;
+            T[1] = acc1 * inv_nnei;
+            T[2] = acc2 * inv_nnei;
+            T[3] = acc3 * inv_nnei;
+            if (c < m2)
+                for (int m = 0; m < 4; ++m) sT[4 * c + m] = T[m];
+        }
     }
     if (any_split && threadIdx.x == 0) atom_flags[i] |= 1;  // the backward pass takes the block path
-    if (active) {
-        FPTYPE* T = t_out + ((long long)i * ng + c) * 4;
-        T[0] = sT[4 * c] = acc0 * inv_nnei;
-        T[1] = sT[4 * c + 1] = acc1 * inv_nnei;
-        T[2] = sT[4 * c + 2] = acc2 * inv_nnei;
-        T[3] = sT[4 * c + 3] = acc3 * inv_nnei;
-    }
     __syncthreads();
-    if (active) {
+    // each thread reads back the T rows it wrote itself
+    for (int c = threadIdx.x; c < ng; c += blockDim.x) {
+        const FPTYPE* T = t_out + ((long long)i * ng + c) * 4;
+        const FPTYPE t0 = T[0], t1 = T[1], t2 = T[2], t3 = T[3];
         FPTYPE* D = desc + (long long)row_of_atom[i] * ldd + (long long)c * m2;
         for (int l = 0; l < m2; ++l)
-            D[l] = sT[4 * c] * sT[4 * l] + sT[4 * c + 1] * sT[4 * l + 1] + sT[4 * c + 2] * sT[4 * l + 2] +
-                   sT[4 * c + 3] * sT[4 * l + 3];
+            D[l] = t0 * sT[4 * l] + t1 * sT[4 * l + 1] + t2 * sT[4 * l + 2] + t3 * sT[4 * l + 3];
     }
 }
 
+// Backward in tiles of `tile` outputs (tile >= ng: one pass): gT of the tile goes to shared
+// memory, then every slot's gradient gets the tile's share (written by the first tile, added
+// by the next ones). The host picks the largest tile the shared memory holds (kernels/launch.py).
 template <typename FPTYPE, bool ATTEN>
 __device__ void se_a_backward(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
                               const int* net_layers, const int* net_first, const FPTYPE* net_params, const FPTYPE* em,
                               const int* nnbr, const int* atom_flags, const int* atype, const int* sec,
                               const int* pair_table, const int* row_of_atom, const FPTYPE* t_in, const FPTYPE* g_desc,
                               FPTYPE* g_em, FPTYPE* g_r, const DcTypeTerm<FPTYPE>& tterm, int nloc, int nnei,
-                              int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei) {
+                              int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei, int tile) {
     DC_DYNAMIC_SHARED(FPTYPE, smem);
-    FPTYPE* sT = smem;                         // [ng][4]
-    FPTYPE* sG = smem + 4 * ng;                // [ng][4]  gT
-    FPTYPE* scratch = smem + 8 * ng;           // [4 * maxw]
-    FPTYPE* red = smem + 8 * ng + 4 * maxw;    // [8 * warps]
+    FPTYPE* sT = smem;                                // [m2][4]
+    FPTYPE* sG = smem + 4 * m2;                       // [tile][4]  gT of the tile
+    FPTYPE* scratch = smem + 4 * m2 + 4 * tile;       // [4 * maxw]
+    FPTYPE* red = smem + 4 * m2 + 4 * tile + 4 * maxw;  // [8 * warps]
     const int i = blockIdx.x;
     if (i >= nloc) return;
     const int ti = atype[i];
     const FPTYPE* gD = g_desc + (long long)row_of_atom[i] * ldd;
-    for (int c = threadIdx.x; c < ng; c += blockDim.x)
-        for (int m = 0; m < 4; ++m) sT[4 * c + m] = t_in[((long long)i * ng + c) * 4 + m];
-    __syncthreads();
-    for (int c = threadIdx.x; c < ng; c += blockDim.x) {
-        FPTYPE g[4] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
-        for (int l = 0; l < m2; ++l) {
-            const FPTYPE a = gD[c * m2 + l];
-            for (int m = 0; m < 4; ++m) g[m] += a * sT[4 * l + m];
-        }
-        if (c < m2) {
-            for (int k = 0; k < ng; ++k) {
-                const FPTYPE a = gD[k * m2 + c];
-                for (int m = 0; m < 4; ++m) g[m] += a * sT[4 * k + m];
-            }
-        }
-        for (int m = 0; m < 4; ++m) sG[4 * c + m] = g[m] * inv_nnei;
-    }
-    __syncthreads();
+    const FPTYPE* Ti = t_in + (long long)i * ng * 4;
+    for (int c = threadIdx.x; c < m2; c += blockDim.x)
+        for (int m = 0; m < 4; ++m) sT[4 * c + m] = Ti[4 * c + m];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     const bool flagged = atom_flags[i] != 0;
-    for (int t = 0; t < ntypes; ++t) {
-        const int tab = pair_table[ti * ntypes + t];
-        if (tab < 0) continue;
-        const FPTYPE* info = table_info + DC_INFO_W * tab;
-        const long long* offs = table_offset + 2 * tab;
-        const FPTYPE* coef = table + offs[0];
-        const int cnt = nnbr[i * ntypes + t];
-        const long long s0 = (long long)i * nnei + sec[t];
-        if (!flagged) {
-            // fast path: warp per slot, lanes over outputs
-            for (int s = warp; s < cnt; s += nwarps) {
-                const FPTYPE* e = em + (s0 + s) * 4;
-                int idx;
-                FPTYPE tt;
-                dc_locate(e[0], info, idx, tt);
-                FPTYPE sw = (FPTYPE)0, dsw = (FPTYPE)0;
-                const FPTYPE* row = 0;
-                if (ATTEN) row = dc_type_term_row(tterm, atype, ti, s0 + s, ng, sw, dsw);
-                FPTYPE a0 = (FPTYPE)0, a1 = (FPTYPE)0, a2 = (FPTYPE)0, a3 = (FPTYPE)0, b = (FPTYPE)0, gw = (FPTYPE)0;
-                for (int c = lane; c < ng; c += 32) {
-                    FPTYPE v, dv;
-                    dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
-                    const FPTYPE* q = sG + 4 * c;
-                    const FPTYPE eq = e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3];
-                    if (ATTEN) {
-                        gw += v * row[c] * eq;
-                        const FPTYPE f = (FPTYPE)1 + row[c] * sw;
-                        v *= f;
-                        dv *= f;
-                    }
-                    a0 += v * q[0];
-                    a1 += v * q[1];
-                    a2 += v * q[2];
-                    a3 += v * q[3];
-                    b += dv * eq;
-                }
-                a0 = dc_warp_sum(a0);
-                a1 = dc_warp_sum(a1);
-                a2 = dc_warp_sum(a2);
-                a3 = dc_warp_sum(a3);
-                b = dc_warp_sum(b);
-                if (ATTEN) gw = dc_warp_sum(gw);
-                if (lane == 0) {
-                    FPTYPE* out = g_em + (s0 + s) * 4;
-                    out[0] = a0 + b;
-                    out[1] = a1;
-                    out[2] = a2;
-                    out[3] = a3;
-                    if (ATTEN) g_r[s0 + s] = gw * dsw;
+    for (int c0 = 0; c0 < ng; c0 += tile) {
+        const int c1 = dc_imin(ng, c0 + tile);
+        const bool first = c0 == 0;
+        __syncthreads();  // sT written, or the previous tile's sG no longer read
+        for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
+            FPTYPE g[4] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
+            for (int l = 0; l < m2; ++l) {
+                const FPTYPE a = gD[c * m2 + l];
+                for (int m = 0; m < 4; ++m) g[m] += a * sT[4 * l + m];
+            }
+            if (c < m2) {
+                for (int k = 0; k < ng; ++k) {
+                    const FPTYPE a = gD[k * m2 + c];
+                    for (int m = 0; m < 4; ++m) g[m] += a * Ti[4 * k + m];
                 }
             }
-        } else {
-            // block path: one slot at a time, exact net for inputs outside the table
-            for (int s = 0; s < cnt; ++s) {
-                const FPTYPE* e = em + (s0 + s) * 4;
-                int idx;
-                FPTYPE tt;
-                const int region = dc_locate_split(e[0], info, table, offs, idx, tt);
-                const FPTYPE *gx = 0, *dgx = 0;
-                if (region > DC_COARSE)
-                    dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, e[0],
-                                         scratch, maxw, &gx, &dgx);
-                FPTYPE sw = (FPTYPE)0, dsw = (FPTYPE)0;
-                const FPTYPE* row = 0;
-                if (ATTEN) row = dc_type_term_row(tterm, atype, ti, s0 + s, ng, sw, dsw);
-                FPTYPE acc[6] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
-                for (int c = threadIdx.x; c < ng; c += blockDim.x) {
-                    FPTYPE v, dv;
-                    if (region <= DC_COARSE) {
-                        dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
-                    } else {
-                        v = gx[c];
-                        dv = dgx[c];
+            for (int m = 0; m < 4; ++m) sG[4 * (c - c0) + m] = g[m] * inv_nnei;
+        }
+        __syncthreads();
+        for (int t = 0; t < ntypes; ++t) {
+            const int tab = pair_table[ti * ntypes + t];
+            if (tab < 0) continue;
+            const FPTYPE* info = table_info + DC_INFO_W * tab;
+            const int cmaj = dc_table_layout(info);
+            const long long* offs = table_offset + 2 * tab;
+            const FPTYPE* coef = table + offs[0];
+            const int cnt = nnbr[i * ntypes + t];
+            const long long s0 = (long long)i * nnei + sec[t];
+            if (!flagged) {
+                // fast path: warp per slot, lanes over outputs
+                for (int s = warp; s < cnt; s += nwarps) {
+                    const FPTYPE* e = em + (s0 + s) * 4;
+                    int idx;
+                    FPTYPE tt;
+                    dc_locate(e[0], info, idx, tt);
+                    FPTYPE sw = (FPTYPE)0, dsw = (FPTYPE)0;
+                    const FPTYPE* row = 0;
+                    if (ATTEN) row = dc_type_term_row(tterm, atype, ti, s0 + s, ng, sw, dsw);
+                    FPTYPE a0 = (FPTYPE)0, a1 = (FPTYPE)0, a2 = (FPTYPE)0, a3 = (FPTYPE)0, b = (FPTYPE)0,
+                           gw = (FPTYPE)0;
+                    for (int c = c0 + lane; c < c1; c += 32) {
+                        FPTYPE v, dv;
+                        dc_table_value_d(coef, cmaj, idx, ng, c, tt, v, dv);
+                        const FPTYPE* q = sG + 4 * (c - c0);
+                        const FPTYPE eq = e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3];
+                        if (ATTEN) {
+                            gw += v * row[c] * eq;
+                            const FPTYPE f = (FPTYPE)1 + row[c] * sw;
+                            v *= f;
+                            dv *= f;
+                        }
+                        a0 += v * q[0];
+                        a1 += v * q[1];
+                        a2 += v * q[2];
+                        a3 += v * q[3];
+                        b += dv * eq;
                     }
-                    const FPTYPE* q = sG + 4 * c;
-                    const FPTYPE eq = e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3];
-                    if (ATTEN) {
-                        acc[5] += v * row[c] * eq;
-                        const FPTYPE f = (FPTYPE)1 + row[c] * sw;
-                        v *= f;
-                        dv *= f;
+                    a0 = dc_warp_sum(a0);
+                    a1 = dc_warp_sum(a1);
+                    a2 = dc_warp_sum(a2);
+                    a3 = dc_warp_sum(a3);
+                    b = dc_warp_sum(b);
+                    if (ATTEN) gw = dc_warp_sum(gw);
+                    if (lane == 0) {
+                        FPTYPE* out = g_em + (s0 + s) * 4;
+                        if (first) {
+                            out[0] = a0 + b;
+                            out[1] = a1;
+                            out[2] = a2;
+                            out[3] = a3;
+                            if (ATTEN) g_r[s0 + s] = gw * dsw;
+                        } else {
+                            out[0] += a0 + b;
+                            out[1] += a1;
+                            out[2] += a2;
+                            out[3] += a3;
+                            if (ATTEN) g_r[s0 + s] += gw * dsw;
+                        }
                     }
-                    acc[0] += v * q[0];
-                    acc[1] += v * q[1];
-                    acc[2] += v * q[2];
-                    acc[3] += v * q[3];
-                    acc[4] += dv * eq;
                 }
-                dc_block_sum<FPTYPE, 6>(acc, red);
-                if (threadIdx.x == 0) {
-                    FPTYPE* out = g_em + (s0 + s) * 4;
-                    out[0] = acc[0] + acc[4];
-                    out[1] = acc[1];
-                    out[2] = acc[2];
-                    out[3] = acc[3];
-                    if (ATTEN) g_r[s0 + s] = acc[5] * dsw;
+            } else {
+                // block path: one slot at a time, exact net for inputs outside the table
+                for (int s = 0; s < cnt; ++s) {
+                    const FPTYPE* e = em + (s0 + s) * 4;
+                    int idx;
+                    FPTYPE tt;
+                    const int region = dc_locate_split(e[0], info, table, offs, idx, tt);
+                    const FPTYPE *gx = 0, *dgx = 0;
+                    if (region > DC_COARSE)
+                        dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, e[0],
+                                             scratch, maxw, &gx, &dgx);
+                    FPTYPE sw = (FPTYPE)0, dsw = (FPTYPE)0;
+                    const FPTYPE* row = 0;
+                    if (ATTEN) row = dc_type_term_row(tterm, atype, ti, s0 + s, ng, sw, dsw);
+                    FPTYPE acc[6] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
+                    for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
+                        FPTYPE v, dv;
+                        if (region <= DC_COARSE) {
+                            dc_table_value_d(coef, cmaj, idx, ng, c, tt, v, dv);
+                        } else {
+                            v = gx[c];
+                            dv = dgx[c];
+                        }
+                        const FPTYPE* q = sG + 4 * (c - c0);
+                        const FPTYPE eq = e[0] * q[0] + e[1] * q[1] + e[2] * q[2] + e[3] * q[3];
+                        if (ATTEN) {
+                            acc[5] += v * row[c] * eq;
+                            const FPTYPE f = (FPTYPE)1 + row[c] * sw;
+                            v *= f;
+                            dv *= f;
+                        }
+                        acc[0] += v * q[0];
+                        acc[1] += v * q[1];
+                        acc[2] += v * q[2];
+                        acc[3] += v * q[3];
+                        acc[4] += dv * eq;
+                    }
+                    dc_block_sum<FPTYPE, 6>(acc, red);
+                    if (threadIdx.x == 0) {
+                        FPTYPE* out = g_em + (s0 + s) * 4;
+                        if (first) {
+                            out[0] = acc[0] + acc[4];
+                            out[1] = acc[1];
+                            out[2] = acc[2];
+                            out[3] = acc[3];
+                            if (ATTEN) g_r[s0 + s] = acc[5] * dsw;
+                        } else {
+                            out[0] += acc[0] + acc[4];
+                            out[1] += acc[1];
+                            out[2] += acc[2];
+                            out[3] += acc[3];
+                            if (ATTEN) g_r[s0 + s] += acc[5] * dsw;
+                        }
+                    }
                 }
             }
         }
@@ -281,11 +315,12 @@ __global__ void tabulate_fusion_se_a_bwd(const FPTYPE* table, const FPTYPE* tabl
                                          const FPTYPE* em, const int* nnbr, const int* atom_flags, const int* atype,
                                          const int* sec, const int* pair_table, const int* row_of_atom,
                                          const FPTYPE* t_in, const FPTYPE* g_desc, FPTYPE* g_em, int nloc, int nnei,
-                                         int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei) {
+                                         int ntypes, int ng, int m2, int ldd, int maxw, FPTYPE inv_nnei,
+                                         int tile) {
     const DcTypeTerm<FPTYPE> none = {};
     se_a_backward<FPTYPE, false>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr,
                                  atom_flags, atype, sec, pair_table, row_of_atom, t_in, g_desc, g_em, (FPTYPE*)0, none,
-                                 nloc, nnei, ntypes, ng, m2, ldd, maxw, inv_nnei);
+                                 nloc, nnei, ntypes, ng, m2, ldd, maxw, inv_nnei, tile);
 }
 
 // ---------------------------------------------------------------------------- se_atten_v2
@@ -318,12 +353,12 @@ __global__ void tabulate_fusion_se_atten_bwd(const FPTYPE* table, const FPTYPE* 
                                              const FPTYPE* type_term, const int* term_row, FPTYPE* g_em, FPTYPE* g_r,
                                              int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw,
                                              FPTYPE inv_nnei, int ntypes_all, int tf_switch, FPTYPE rcut_smth,
-                                             FPTYPE rcut, FPTYPE protection) {
+                                             FPTYPE rcut, FPTYPE protection, int tile) {
     const DcTypeTerm<FPTYPE> tt = {nlist, rij, type_term, term_row, ntypes_all, tf_switch, rcut_smth, rcut,
                                    protection};
     se_a_backward<FPTYPE, true>(table, table_info, table_offset, net_layers, net_first, net_params, em, nnbr,
                                 atom_flags, atype, sec, pair_table, row_of_atom, t_in, g_desc, g_em, g_r, tt, nloc,
-                                nnei, ntypes, ng, m2, ldd, maxw, inv_nnei);
+                                nnei, ntypes, ng, m2, ldd, maxw, inv_nnei, tile);
 }
 
 #ifdef DEEPCOMP_STANDALONE
@@ -335,7 +370,7 @@ __global__ void tabulate_fusion_se_atten_bwd(const FPTYPE* table, const FPTYPE* 
     template __global__ void tabulate_fusion_se_a_bwd<T>(const T*, const T*, const long long*, const int*, const int*, \
                                                          const T*, const T*, const int*, const int*, const int*,     \
                                                          const int*, const int*, const int*, const T*, const T*, T*,  \
-                                                         int, int, int, int, int, int, int, T);                       \
+                                                         int, int, int, int, int, int, int, T, int);                  \
     template __global__ void tabulate_fusion_se_atten_fwd<T>(                                                        \
         const T*, const T*, const long long*, const int*, const int*, const T*, const T*, const int*, int*,           \
         const int*, const int*, const int*, const int*, const T*, const int*, const T*, const T*, const int*, T*, T*, \
@@ -343,7 +378,7 @@ __global__ void tabulate_fusion_se_atten_bwd(const FPTYPE* table, const FPTYPE* 
     template __global__ void tabulate_fusion_se_atten_bwd<T>(                                                        \
         const T*, const T*, const long long*, const int*, const int*, const T*, const T*, const int*, const int*,     \
         const int*, const int*, const int*, const int*, const T*, const T*, const int*, const T*, const T*,           \
-        const int*, T*, T*, int, int, int, int, int, int, int, T, int, int, T, T, T);
+        const int*, T*, T*, int, int, int, int, int, int, int, T, int, int, T, T, T, int);
 DC_INST(float)
 DC_INST(double)
 #endif

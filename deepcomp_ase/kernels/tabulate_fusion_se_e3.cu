@@ -37,68 +37,72 @@ __global__ void tabulate_fusion_se_e3_fwd(const FPTYPE* table, const FPTYPE* tab
     FPTYPE* scratch = smem;  // [4 * maxw]
     const int i = blockIdx.x;
     if (i >= nloc) return;
-    const int c = threadIdx.x;
-    const bool active = c < ng;
     const int ti = atype[i];
-    FPTYPE acc = (FPTYPE)0;
     bool flag = false;  // block-uniform
-    unsigned long long n_in = 0, n_coarse = 0, n_beyond = 0, worst = 0;
-    for (int t1 = 0; t1 < ntypes; ++t1) {
-        if (pair_table[ti * ntypes + t1] < 0) continue;
-        const int n1 = nnbr[i * ntypes + t1];
-        const long long q1 = (long long)i * nnei + sec[t1];
-        for (int t2 = t1; t2 < ntypes; ++t2) {
-            const int tab = e3_table[t1 * ntypes + t2];
-            if (pair_table[ti * ntypes + t2] < 0 || tab < 0) continue;
-            const int n2 = nnbr[i * ntypes + t2];
-            const long long q2 = (long long)i * nnei + sec[t2];
-            const FPTYPE* info = table_info + DC_INFO_W * tab;
-            const long long* offs = table_offset + 2 * tab;
-            const FPTYPE scale = (FPTYPE)1 / ((FPTYPE)(sec[t1 + 1] - sec[t1]) * (FPTYPE)(sec[t2 + 1] - sec[t2]));
-            FPTYPE part = (FPTYPE)0;
-            for (int j = 0; j < n1; ++j) {
-                FPTYPE rj[3];
-                dc_e3_rho(em, q1 + j, rj);
-                for (int k = 0; k < n2; ++k) {
-                    FPTYPE rk[3];
-                    dc_e3_rho(em, q2 + k, rk);
-                    const FPTYPE x = rj[0] * rk[0] + rj[1] * rk[1] + rj[2] * rk[2];
-                    int idx;
-                    FPTYPE tt;
-                    const int region = dc_locate(x, info, idx, tt);
-                    const bool split = region <= DC_COARSE && offs[1] >= 0 && table[offs[1] + idx] != (FPTYPE)0;
-                    FPTYPE v = (FPTYPE)0;
-                    if (region <= DC_COARSE && !split) {
-                        if (active) v = dc_horner(table + offs[0] + ((long long)idx * ng + c) * 6, tt);
-                    } else {
-                        const FPTYPE *g, *dg;
-                        dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x,
-                                             scratch, maxw, &g, &dg);
-                        if (active) v = g[c];
-                        flag = true;
-                    }
-                    part += x * v;
-                    if (c == 0) {
-                        ++n_in;
-                        if (region != DC_FINE) {
-                            if (region == DC_COARSE)
-                                ++n_coarse;
-                            else
-                                ++n_beyond;
-                            const bool above = x >= info[1];
-                            const float excess = (float)(above ? x - info[1] : info[0] - x);
-                            const unsigned long long word = ((unsigned long long)__float_as_uint(excess) << 32) |
-                                                            ((unsigned long long)tab << 1) | (above ? 1ull : 0ull);
-                            if (excess >= 0.0f && word > worst) worst = word;
+    unsigned long long n_in = 0, n_coarse = 0, n_beyond = 0, worst = 0;  // counted by thread 0 (first pass)
+    // a thread per output; wider nets than the block take several block-uniform passes
+    for (int c0 = 0; c0 < ng; c0 += blockDim.x) {
+        const int c = c0 + threadIdx.x;
+        const bool active = c < ng;
+        FPTYPE acc = (FPTYPE)0;
+        for (int t1 = 0; t1 < ntypes; ++t1) {
+            if (pair_table[ti * ntypes + t1] < 0) continue;
+            const int n1 = nnbr[i * ntypes + t1];
+            const long long q1 = (long long)i * nnei + sec[t1];
+            for (int t2 = t1; t2 < ntypes; ++t2) {
+                const int tab = e3_table[t1 * ntypes + t2];
+                if (pair_table[ti * ntypes + t2] < 0 || tab < 0) continue;
+                const int n2 = nnbr[i * ntypes + t2];
+                const long long q2 = (long long)i * nnei + sec[t2];
+                const FPTYPE* info = table_info + DC_INFO_W * tab;
+                const int cmaj = dc_table_layout(info);
+                const long long* offs = table_offset + 2 * tab;
+                const FPTYPE scale = (FPTYPE)1 / ((FPTYPE)(sec[t1 + 1] - sec[t1]) * (FPTYPE)(sec[t2 + 1] - sec[t2]));
+                FPTYPE part = (FPTYPE)0;
+                for (int j = 0; j < n1; ++j) {
+                    FPTYPE rj[3];
+                    dc_e3_rho(em, q1 + j, rj);
+                    for (int k = 0; k < n2; ++k) {
+                        FPTYPE rk[3];
+                        dc_e3_rho(em, q2 + k, rk);
+                        const FPTYPE x = rj[0] * rk[0] + rj[1] * rk[1] + rj[2] * rk[2];
+                        int idx;
+                        FPTYPE tt;
+                        const int region = dc_locate(x, info, idx, tt);
+                        const bool split = region <= DC_COARSE && offs[1] >= 0 && table[offs[1] + idx] != (FPTYPE)0;
+                        FPTYPE v = (FPTYPE)0;
+                        if (region <= DC_COARSE && !split) {
+                            if (active) v = dc_table_value(table + offs[0], cmaj, idx, ng, c, tt);
+                        } else {
+                            const FPTYPE *g, *dg;
+                            dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x,
+                                                 scratch, maxw, &g, &dg);
+                            if (active) v = g[c];
+                            flag = true;
+                        }
+                        part += x * v;
+                        if (c == 0) {
+                            ++n_in;
+                            if (region != DC_FINE) {
+                                if (region == DC_COARSE)
+                                    ++n_coarse;
+                                else
+                                    ++n_beyond;
+                                const bool above = x >= info[1];
+                                const float excess = (float)(above ? x - info[1] : info[0] - x);
+                                const unsigned long long word = ((unsigned long long)__float_as_uint(excess) << 32) |
+                                                                ((unsigned long long)tab << 1) | (above ? 1ull : 0ull);
+                                if (excess >= 0.0f && word > worst) worst = word;
+                            }
                         }
                     }
                 }
+                acc += part * scale;
             }
-            acc += part * scale;
         }
+        if (active) desc[(long long)row_of_atom[i] * ldd + c] = acc;
     }
-    if (active) desc[(long long)row_of_atom[i] * ldd + c] = acc;
-    if (c == 0) {
+    if (threadIdx.x == 0) {
         if (flag) atom_flags[i] |= 1;
         if (n_in) atomicAdd(counters + DC_CNT_INPUTS, n_in);
         if (n_coarse) atomicAdd(counters + DC_CNT_COARSE, n_coarse);
@@ -140,6 +144,7 @@ __global__ void tabulate_fusion_se_e3_bwd(const FPTYPE* table, const FPTYPE* tab
                 const int nb = nnbr[i * ntypes + tb];
                 const long long qb = (long long)i * nnei + sec[tb];
                 const FPTYPE* info = table_info + DC_INFO_W * tab;
+                const int cmaj = dc_table_layout(info);
                 const long long* offs = table_offset + 2 * tab;
                 const FPTYPE scale = (ta == tb ? (FPTYPE)2 : (FPTYPE)1) /
                                      ((FPTYPE)(sec[ta + 1] - sec[ta]) * (FPTYPE)(sec[tb + 1] - sec[tb]));
@@ -155,7 +160,7 @@ __global__ void tabulate_fusion_se_e3_bwd(const FPTYPE* table, const FPTYPE* tab
                         FPTYPE p = (FPTYPE)0;
                         for (int c = lane; c < ng; c += 32) {
                             FPTYPE v, dv;
-                            dc_horner_d(table + offs[0] + ((long long)idx * ng + c) * 6, tt, v, dv);
+                            dc_table_value_d(table + offs[0], cmaj, idx, ng, c, tt, v, dv);
                             p += sgd[c] * (v + x * dv);
                         }
                         h = dc_warp_sum(p);
@@ -169,7 +174,7 @@ __global__ void tabulate_fusion_se_e3_bwd(const FPTYPE* table, const FPTYPE* tab
                         for (int c = threadIdx.x; c < ng; c += blockDim.x) {
                             FPTYPE v, dv;
                             if (region <= DC_COARSE) {
-                                dc_horner_d(table + offs[0] + ((long long)idx * ng + c) * 6, tt, v, dv);
+                                dc_table_value_d(table + offs[0], cmaj, idx, ng, c, tt, v, dv);
                             } else {
                                 v = gx[c];
                                 dv = dgx[c];

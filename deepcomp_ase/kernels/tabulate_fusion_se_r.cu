@@ -22,39 +22,43 @@ __global__ void tabulate_fusion_se_r_fwd(const FPTYPE* table, const FPTYPE* tabl
     FPTYPE* scratch = smem;  // [4 * maxw] exact-net scratch
     const int i = blockIdx.x;
     if (i >= nloc) return;
-    const int c = threadIdx.x;
-    const bool active = c < ng;
     const int ti = atype[i];
-    FPTYPE acc = (FPTYPE)0;
     bool any_split = false;  // block-uniform
-    for (int t = 0; t < ntypes; ++t) {
-        const int tab = pair_table[ti * ntypes + t];
-        if (tab < 0) continue;
-        const FPTYPE* info = table_info + DC_INFO_W * tab;
-        const long long* offs = table_offset + 2 * tab;
-        const long long off = offs[0];
-        const int cnt = nnbr[i * ntypes + t];
-        const FPTYPE* e = em + ((long long)i * nnei + sec[t]) * 4;
-        for (int s = 0; s < cnt; ++s, e += 4) {
-            const FPTYPE x = e[0];
-            int idx;
-            FPTYPE tt;
-            const int region = dc_locate_split(x, info, table, offs, idx, tt);
-            any_split |= region == DC_SPLIT;
-            if (region <= DC_COARSE) {
-                if (active) acc += dc_horner(table + off + ((long long)idx * ng + c) * 6, tt);
-            } else {  // block-uniform branch
-                const FPTYPE *g, *dg;
-                dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x, scratch,
-                                     maxw, &g, &dg);
-                if (active) acc += g[c];
+    // a thread per output; wider nets than the block take several block-uniform passes
+    for (int c0 = 0; c0 < ng; c0 += blockDim.x) {
+        const int c = c0 + threadIdx.x;
+        const bool active = c < ng;
+        FPTYPE acc = (FPTYPE)0;
+        for (int t = 0; t < ntypes; ++t) {
+            const int tab = pair_table[ti * ntypes + t];
+            if (tab < 0) continue;
+            const FPTYPE* info = table_info + DC_INFO_W * tab;
+            const int cmaj = dc_table_layout(info);
+            const long long* offs = table_offset + 2 * tab;
+            const long long off = offs[0];
+            const int cnt = nnbr[i * ntypes + t];
+            const FPTYPE* e = em + ((long long)i * nnei + sec[t]) * 4;
+            for (int s = 0; s < cnt; ++s, e += 4) {
+                const FPTYPE x = e[0];
+                int idx;
+                FPTYPE tt;
+                const int region = dc_locate_split(x, info, table, offs, idx, tt);
+                any_split |= region == DC_SPLIT;
+                if (region <= DC_COARSE) {
+                    if (active) acc += dc_table_value(table + off, cmaj, idx, ng, c, tt);
+                } else {  // block-uniform branch
+                    const FPTYPE *g, *dg;
+                    dc_exact_embed_block(net_layers, net_first[2 * tab], net_first[2 * tab + 1], net_params, x, scratch,
+                                         maxw, &g, &dg);
+                    if (active) acc += g[c];
+                }
             }
+            const int npad = (sec[t + 1] - sec[t]) - cnt;
+            if (active && npad > 0) acc += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
         }
-        const int npad = (sec[t + 1] - sec[t]) - cnt;
-        if (active && npad > 0) acc += (FPTYPE)npad * pad_vec[(ti * ntypes + t) * ng + c];
+        if (active) desc[(long long)row_of_atom[i] * ldd + c] = acc * scale;
     }
     if (any_split && threadIdx.x == 0) atom_flags[i] |= 1;  // the backward pass takes the block path
-    if (active) desc[(long long)row_of_atom[i] * ldd + c] = acc * scale;
 }
 
 template <typename FPTYPE>
@@ -77,6 +81,7 @@ __global__ void tabulate_fusion_se_r_bwd(const FPTYPE* table, const FPTYPE* tabl
         const int tab = pair_table[ti * ntypes + t];
         if (tab < 0) continue;
         const FPTYPE* info = table_info + DC_INFO_W * tab;
+        const int cmaj = dc_table_layout(info);
         const long long* offs = table_offset + 2 * tab;
         const FPTYPE* coef = table + offs[0];
         const int cnt = nnbr[i * ntypes + t];
@@ -89,7 +94,7 @@ __global__ void tabulate_fusion_se_r_bwd(const FPTYPE* table, const FPTYPE* tabl
                 FPTYPE b = (FPTYPE)0;
                 for (int c = lane; c < ng; c += 32) {
                     FPTYPE v, dv;
-                    dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
+                    dc_table_value_d(coef, cmaj, idx, ng, c, tt, v, dv);
                     b += dv * gD[c];
                 }
                 b = dc_warp_sum(b);
@@ -113,7 +118,7 @@ __global__ void tabulate_fusion_se_r_bwd(const FPTYPE* table, const FPTYPE* tabl
                 for (int c = threadIdx.x; c < ng; c += blockDim.x) {
                     FPTYPE v, dv;
                     if (region <= DC_COARSE) {
-                        dc_horner_d(coef + ((long long)idx * ng + c) * 6, tt, v, dv);
+                        dc_table_value_d(coef, cmaj, idx, ng, c, tt, v, dv);
                     } else {
                         dv = dgx[c];
                     }

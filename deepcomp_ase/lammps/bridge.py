@@ -12,7 +12,12 @@ the call only):
 * ``f`` (nall, 3): forces are *added*, on ghost atoms too; LAMMPS sums them onto their owners
   (reverse communication, newton pair on);
 * ``eatom`` (nall,) / ``vatom`` (nall, 6) when per-atom energy / virial are wanted (added to,
-  LAMMPS order xx yy zz xy xz yz, sign of sum r (x) f).
+  LAMMPS order xx yy zz xy xz yz, sign of sum r (x) f); ``cvatom`` (nall, 9) for
+  ``compute centroid/stress/atom`` (xx yy zz xy xz yz yx zx zy).
+
+Units: every array is in LAMMPS units. Positions are divided by ``length_scale`` (LAMMPS length
+units per Angstrom) before the model sees them; energies and virials are multiplied by
+``energy_scale`` (LAMMPS energy units per eV), forces by ``energy_scale / length_scale``.
 
 ``compute`` returns the energy of the local atoms and, when asked for, this rank's share of
 the global virial in LAMMPS order (LAMMPS sums over ranks). The DeePMD-kit virial convention
@@ -33,8 +38,9 @@ from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError
 from ..validate import check_structure, too_close_error
 from . import mpi
 
-# DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz
+# DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz (then yx zx zy: centroid virial)
 VIRIAL_TO_LAMMPS = np.array([0, 4, 8, 3, 6, 7])
+VIRIAL_TO_LAMMPS_CENTROID = np.array([0, 4, 8, 3, 6, 7, 1, 2, 5])
 LOG_INFO, LOG_WARNING = 0, 1
 
 
@@ -145,16 +151,21 @@ class LammpsModel:
                 raise BackendUnavailableError(f"pair_style deepcomp device {device}: {exc}") from exc
         self.model_files = files
         self.potential = self.potentials[0]
+        type_names = self._positional_names(type_names)
         # each model maps the pair_coeff elements through its own type_map
         self.typemaps = [self._map_types(type_names, pot, f) for pot, f in zip(self.potentials, files)]
         self.typemap = self.typemaps[0]
         self.all_mapped = bool((self.typemap[1:] >= 0).all())
-        # one neighbour list with the largest cutoff; each model keeps the pairs within its own
-        self.cutoff = max(float(p.rcut) for p in self.potentials)
-        # LAMMPS energy unit per eV: 1 for units metal, kcal/mol per eV for units real
+        # LAMMPS units per eV and per Angstrom (units metal: 1 and 1; real: kcal/mol per eV; si: J and m)
         self.energy_scale = float(options.get("energy_scale", 1.0))
+        self.length_scale = float(options.get("length_scale", 1.0))
+        self.force_scale = self.energy_scale / self.length_scale
+        # one neighbour list with the largest cutoff; each model keeps the pairs within its own
+        self.model_cutoff = max(float(p.rcut) for p in self.potentials)  # A
+        self.cutoff = self.model_cutoff * self.length_scale  # LAMMPS length units (read by the plugin)
         self.reduce = mpi.make_reducer(comm)
-        self.devi = _DeviationOutput(comm, options.get("model_devi") or {}, len(self.potentials), self.energy_scale)
+        self.devi = _DeviationOutput(comm, {**(options.get("model_devi") or {}), "model_files": files},
+                                     len(self.potentials), self.energy_scale, self.force_scale)
         backend = self.potential.backend.name
         self.device = f"{backend} on {gpu}" if gpu else f"{backend} on cpu"
         # CUDA backend with device kernels for this model: LAMMPS hands over x, type, nlocal and
@@ -170,13 +181,14 @@ class LammpsModel:
             log_sink(LOG_INFO,
                      f"deepcomp: {'compressed' if pot.compressed else 'uncompressed'} model {model_file}\n"
                      f"  type_map {' '.join(pot.type_map)}; LAMMPS types -> "
-                     f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.cutoff:g} A\n"
+                     f"{' '.join(n if n is not None else 'NULL' for n in type_names)}; rcut {self.model_cutoff:g} A\n"
                      f"  {self.nprocs} MPI rank(s), backend "
                      f"{self.device if self.nprocs == 1 else '(per rank: at the first step)'}; {check}"
                      + ("; neighbour list built on the device from LAMMPS's local and ghost atoms"
                         if self.device_models is not None else "")
-                     + (f"; energies converted to LAMMPS units (x {self.energy_scale:.8g} per eV)"
-                        if self.energy_scale != 1.0 else "")
+                     + (f"; converted to LAMMPS units: x {self.energy_scale:.10g} per eV, "
+                        f"x {self.length_scale:.10g} per A" if (self.energy_scale, self.length_scale) != (1.0, 1.0)
+                        else "")
                      + (f"\n  model deviation of {len(files)} models every {self.devi.out_freq} steps -> "
                         f"{self.devi.out_file}" + (" (per-atom force deviations too)" if self.devi.atomic else "")
                         + "; other models: " + ", ".join(files[1:]) if self.devi.active else ""))
@@ -187,6 +199,24 @@ class LammpsModel:
 
             return contextlib.nullcontext()
         return _Forwarding(self._handler)
+
+    def _positional_names(self, type_names) -> list:
+        """Bare ``pair_coeff * *`` (every name ""): LAMMPS type k is element k of the first model's
+        type_map, as pair_style deepmd maps it; a warning when the model has more elements."""
+        if not type_names or any(n != "" for n in type_names):
+            return type_names
+        type_map = list(self.potential.type_map)
+        ntypes = len(type_names)
+        if ntypes > len(type_map):
+            raise DeepCompError(
+                f"pair_coeff * *: the system has {ntypes} atom types but model {self.model_file} only "
+                f"{len(type_map)} elements {type_map}; name the element of each type "
+                f"(pair_coeff * * {' '.join(type_map)} ...), NULL for types the model leaves out")
+        if ntypes < len(type_map) and self.rank == 0 and self._log_sink is not None:
+            self._log_sink(LOG_WARNING, f"deepcomp: pair_coeff * * maps the {ntypes} atom types onto the first "
+                                        f"{ntypes} of the model's elements {type_map}; name them "
+                                        f"(pair_coeff * * {' '.join(type_map[:ntypes])}) to be sure of the mapping")
+        return type_map[:ntypes]
 
     def _map_types(self, type_names, potential=None, model_file=None) -> np.ndarray:
         """Model type index of each LAMMPS type (index 0 unused), -1 for NULL."""
@@ -204,7 +234,7 @@ class LammpsModel:
 
     # ------------------------------------------------------------------ per step
     def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
-                natoms=0):
+                natoms=0, cvatom=None):
         """One force call; ``tag`` (int per local and ghost atom): atom IDs, used for model
         deviation and to name atoms in errors. Input errors (NaN positions, two atoms at one
         place) are raised on the rank that sees them only (LAMMPS: error->one)."""
@@ -219,7 +249,7 @@ class LammpsModel:
         with self._forwarding():
             try:
                 return self._compute(x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step,
-                                     tag, natoms)
+                                     tag, natoms, cvatom)
             except TableOverflowError as exc:
                 # raised by the periodic check on the globally reduced counts: every rank
                 # raises it at the same step, so LAMMPS can stop with error->all
@@ -242,20 +272,23 @@ class LammpsModel:
         return name
 
     def _compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
-                 natoms=0):
+                 natoms=0, cvatom=None):
         nall = nlocal + nghost
         x = np.frombuffer(x, dtype=np.float64).reshape(nall, 3)
+        x_lammps = x
         f = np.frombuffer(f, dtype=np.float64).reshape(nall, 3)
         ltype = np.frombuffer(types, dtype=np.intc)
         mtype = self.typemap[ltype]
         devi_step = self.devi.due(step)
-        want_atomic = vatom is not None
+        want_atomic = vatom is not None or cvatom is not None
         # a NaN position drops out of LAMMPS's binning and of the pair list: refuse it by name
         if not np.isfinite(x).all():
             try:
                 check_structure(x, names=self._atom_namer(None, nlocal))
             except NonFiniteInputError as exc:
                 raise NonFiniteInputError(f"{exc} (step {int(step)}, MPI rank {self.rank})") from None
+        if self.length_scale != 1.0:
+            x = x / self.length_scale  # the model works in Angstrom
         energy = 0.0
         virial = np.zeros((3, 3))
 
@@ -288,7 +321,7 @@ class LammpsModel:
                 i, j = exc.atoms
                 name = self._atom_namer(order, nlocal)
                 err = too_close_error(i, j, exc.distance, names=name)
-                pos_i = x[int(i if order is None else order[i])].tolist()
+                pos_i = x_lammps[int(i if order is None else order[i])].tolist()
                 raise type(err)(f"{err} (step {int(step)}, MPI rank {self.rank}, {name(i)} at {pos_i})",
                                 atoms=err.atoms, distance=err.distance) from None
             res = results[0]
@@ -301,13 +334,16 @@ class LammpsModel:
             energy = float(res.energy) * scale
             virial = np.asarray(res.virial).reshape(3, 3) * scale
             idx = slice(None) if order is None else order
-            f[idx] += res.forces * scale
+            f[idx] += res.forces * self.force_scale
             if eatom is not None:
                 ea = np.frombuffer(eatom, dtype=np.float64)
                 ea[slice(0, nloc) if order is None else order[:nloc]] += res.atom_energy * scale
-            if want_atomic:
+            if vatom is not None:
                 va = np.frombuffer(vatom, dtype=np.float64).reshape(nall, 6)
                 va[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS] * scale
+            if cvatom is not None:
+                cva = np.frombuffer(cvatom, dtype=np.float64).reshape(nall, 9)
+                cva[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS_CENTROID] * scale
 
         if devi_step:  # collective: every rank reaches it on the same steps
             self.devi.write(int(step), model_forces, model_virials, tag, nall, int(natoms))
@@ -393,7 +429,7 @@ class LammpsModel:
     def _pairs_within(self, k: int, pi, pj, vectors, cache: dict):
         """The pairs within model k's cutoff (the list is cut at the largest one)."""
         rc = float(self.potentials[k].rcut)
-        if rc >= self.cutoff:
+        if rc >= self.model_cutoff:
             return pi, pj, vectors
         if rc not in cache:
             if "r2" not in cache:
@@ -416,20 +452,22 @@ class _DeviationOutput:
     """The model deviation file of ``pair_style deepcomp M1 M2 ... out_freq N out_file F`` (rank 0 writes).
 
     As pair_style deepmd: every ``out_freq`` steps (step 0 included) one row, the force deviation
-    over all atoms of the system, the virial deviation of W/N; ``relative``/``relative_v`` in LAMMPS
-    units; numbers written in LAMMPS units; ``atomic`` adds eps_f of every atom by atom id.
+    over all atoms of the system, the virial deviation of W/N; ``relative`` (a force) and
+    ``relative_v`` (an energy) in LAMMPS units; numbers written in LAMMPS units; ``atomic`` adds
+    eps_f of every atom by atom id.
     """
 
-    def __init__(self, comm, options: dict, nmodels: int, energy_scale: float):
+    def __init__(self, comm, options: dict, nmodels: int, energy_scale: float, force_scale: float | None = None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.nprocs = comm.Get_size()
         self.out_freq = int(options.get("out_freq", 100))
         self.out_file = str(options.get("out_file", "model_devi.out"))
         self.atomic = bool(options.get("atomic", 0))
-        self.scale = float(energy_scale)  # eV -> LAMMPS energy (and force: the length unit is A in both)
+        self.scale = float(energy_scale)  # eV -> LAMMPS energy
+        self.force_scale = self.scale if force_scale is None else float(force_scale)  # eV/A -> LAMMPS force
         rel, relv = options.get("relative"), options.get("relative_v")
-        self.relative = None if rel is None else float(rel) / self.scale
+        self.relative = None if rel is None else float(rel) / self.force_scale
         self.relative_v = None if relv is None else float(relv) / self.scale
         self.active = nmodels > 1 and self.out_freq > 0
         self.fh = None
@@ -440,10 +478,16 @@ class _DeviationOutput:
         why = ""
         if self.rank == 0:
             try:
+                from ..output import check_output_path
+
+                # the check every writer makes: no directory, device, FIFO or model file replaced
+                check_output_path(self.out_file, inputs=list(options.get("model_files") or ()))
                 self.fh = open(self.out_file, "a" if options.get("append") else "w")  # noqa: SIM115 - kept open
                 if not options.get("append"):
                     self.fh.write(lammps_header(self.atomic))
                     self.fh.flush()
+            except DeepCompError as exc:
+                why = str(exc)
             except OSError as exc:
                 why = f"{type(exc).__name__}: {exc}"
         if self.nprocs > 1:
@@ -497,9 +541,9 @@ class _DeviationOutput:
         atom = force_deviation(by_id, self.relative)
         fmax, fmin, favg = summarize_forces(atom)
         vmax, vmin, vavg = summarize_virial(virial_deviation(vir, natoms, self.relative_v, "component"))
-        s = self.scale
-        row = (vmax * s, vmin * s, vavg * s, fmax * s, fmin * s, favg * s)
-        self.fh.write(lammps_row(step, row, atom * s if self.atomic else None))
+        s, fs = self.scale, self.force_scale
+        row = (vmax * s, vmin * s, vavg * s, fmax * fs, fmin * fs, favg * fs)
+        self.fh.write(lammps_row(step, row, atom * fs if self.atomic else None))
         self.fh.flush()
 
     def close(self) -> None:

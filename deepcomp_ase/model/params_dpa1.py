@@ -20,6 +20,7 @@ from . import params as _params
 from .activations import check_activation
 from .nets import Layer, Network
 from .params import SeAttenV2Params
+from .tree_check import ignore
 
 #: newest DPA-1 / attention serialization versions read here (4 adds ``lmax`` moment bases)
 MAX_DESCRIPTOR_VERSION = 3
@@ -114,107 +115,84 @@ class Dpa1Params:
         return (tj,) if self.type_one_side else (ti, tj)
 
 
-def _layer_norm(ctx, tree: dict, where: str, width: int):
+def _layer_norm(ctx, tree: dict, where: str, width: int, eps: float):
+    ctx.cls(tree, where, "LayerNorm")
     ctx.version(tree, where)
-    if tree.get("@class", "LayerNorm") != "LayerNorm":
-        raise ModelFormatError(f"{ctx.source}: {where} is a {tree.get('@class')!r}, expected a LayerNorm")
+    ignore(tree, "trainable")
+    dtypes = _params._precision(ctx, tree, where)
     var = ctx.get(tree, "@variables", where)
-    w = np.asarray(ctx.get(var, "w", where + ".@variables"), dtype=np.float64).reshape(-1)
-    b = np.asarray(ctx.get(var, "b", where + ".@variables"), dtype=np.float64).reshape(-1)
+    w = _params._array(ctx, ctx.get(var, "w", where + ".@variables"), where + ".@variables.w", dtypes).reshape(-1)
+    b = _params._array(ctx, ctx.get(var, "b", where + ".@variables"), where + ".@variables.b", dtypes).reshape(-1)
     if w.shape != (width,) or b.shape != (width,):
         raise ModelFormatError(f"{ctx.source}: {where}: weights of shape {w.shape}, {b.shape}, expected ({width},)")
-    eps = float(ctx.get(tree, "eps", where))
-    tree.get("trainable")
-    tree.get("precision")
-    return w, b, eps
+    ctx.expect(tree, "eps", where, eps, "the descriptor's ln_eps")
+    return w, b, float(eps)
 
 
 def _linear(ctx, tree: dict, where: str, n_in: int, n_out: int, bias: bool):
-    """A NativeLayer without activation (the attention projections)."""
-    ctx.version(tree, where)
-    var = ctx.get(tree, "@variables", where)
-    w = np.asarray(ctx.get(var, "w", where + ".@variables"), dtype=np.float64)
-    b = var.get("b")
-    if w.shape != (n_in, n_out):
-        raise ModelFormatError(f"{ctx.source}: {where}.@variables.w has shape {w.shape}, expected {(n_in, n_out)}")
-    if b is None:
-        if bias:
-            raise ModelFormatError(f"{ctx.source}: {where}.@variables.b is missing while the layer has a bias")
-        b = np.zeros(n_out)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if b.shape != (n_out,):
-        raise ModelFormatError(f"{ctx.source}: {where}.@variables.b has shape {b.shape}, expected ({n_out},)")
-    if var.get("idt") is not None or tree.get("use_timestep"):
-        raise ctx.fail(where + ".use_timestep", True, "attention projections with a timestep are not supported")
-    act = check_activation(tree.get("activation_function"), f"{ctx.source}: {where}")
-    if act != "none":
+    """A NativeLayer without activation, shortcut or timestep (the attention projections)."""
+    layer = _params._layer(ctx, tree, where, False)
+    if layer.w.shape != (n_in, n_out):
+        raise ModelFormatError(f"{ctx.source}: {where}.@variables.w has shape {layer.w.shape}, expected "
+                               f"{(n_in, n_out)}")
+    if layer.activation != "none" or layer.resnet:
         raise ctx.fail(where + ".activation_function", tree.get("activation_function"),
-                       "attention projections are linear in DeePMD-kit; the file is not a DPA-1 model it wrote")
-    if tree.get("resnet"):
-        raise ctx.fail(where + ".resnet", True, "attention projections have no residual connection")
-    tree.get("bias")
-    tree.get("precision")
-    tree.get("trainable")
-    return w, b
-
-
-def _agree(ctx, tree: dict, where: str, expect: dict) -> None:
-    """Each setting repeated in a sub-tree must equal the descriptor's (absent ones are taken as equal)."""
-    for key, want in expect.items():
-        got = tree.get(key, want)
-        if got != want:
-            raise ModelFormatError(f"{ctx.source}: {where}.{key} is {got!r} but the descriptor says {want!r}; "
-                                   "the file is inconsistent")
+                       "attention projections are linear, without shortcut, in DeePMD-kit; the file is not a "
+                       "DPA-1 model it wrote")
+    ctx.expect(tree, "bias", where, bias, "the attention layer's bias flag")
+    return layer.w, layer.b
 
 
 def _no_self_mask(ctx, tree: dict, where: str, key: str = "do_mask") -> None:
     """attn_mask (TensorFlow's zeroed attention diagonal): DeePMD-kit 3's PyTorch backend refuses it and its
     backend-neutral code ignores it, so no model evaluated by DeePMD-kit 3 can be reproduced with it."""
-    if tree.get(key):
+    if ctx.get(tree, key, where):
         raise ctx.fail(f"{where}.{key}", tree.get(key), "attention with attn_mask (a masked diagonal) is not "
                        "supported; retrain with attn_mask false")
 
 
+def _agree(ctx, tree: dict, where: str, expect: dict) -> None:
+    """Each setting repeated in a sub-tree must equal the descriptor's."""
+    for key, want in expect.items():
+        ctx.expect(tree, key, where, want, "the descriptor's setting")
+
+
 def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: int, hidden: int, dotr: bool,
-               normalize: bool, scaling_factor: float, temperature, smooth: bool):
+               normalize: bool, scaling_factor: float, temperature, smooth: bool, trainable_ln, ln_eps):
     """The NeighborGatedAttention section: its layers, cross-checked against the descriptor's settings."""
+    ctx.cls(tree, where, "NeighborGatedAttention")
     ctx.version(tree, where)
-    if ctx.get(tree, "@class", where) != "NeighborGatedAttention":
-        raise ModelFormatError(f"{ctx.source}: {where}.@class is {tree.get('@class')!r}, "
-                               "expected 'NeighborGatedAttention'")
     layers_tree = ctx.get(tree, "attention_layers", where)
     expect = {"nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr, "normalize": normalize,
               "scaling_factor": scaling_factor, "temperature": temperature}
-    _agree(ctx, tree, where, dict(expect, layer_num=attn_layer))
+    norm = {"trainable_ln": trainable_ln, "ln_eps": ln_eps}
+    _agree(ctx, tree, where, dict(expect, layer_num=attn_layer, **norm))
     _no_self_mask(ctx, tree, where)
-    for key in ("trainable_ln", "ln_eps", "precision"):
-        tree.get(key)  # the layer-norm settings live in each layer
-    if len(layers_tree) != attn_layer:
-        raise ModelFormatError(f"{ctx.source}: {where}.attention_layers has {len(layers_tree)} layers, "
+    _params._precision(ctx, tree, where)
+    if not isinstance(layers_tree, list) or len(layers_tree) != attn_layer:
+        raise ModelFormatError(f"{ctx.source}: {where}.attention_layers has "
+                               f"{len(layers_tree) if isinstance(layers_tree, list) else layers_tree!r} layers, "
                                f"attn_layer is {attn_layer}")
     out = []
     for n, lt in enumerate(layers_tree):
         lw = f"{where}.attention_layers[{n}]"
-        _agree(ctx, lt, lw, expect)
+        _agree(ctx, lt, lw, dict(expect, **norm))
         _no_self_mask(ctx, lt, lw)
-        for key in ("trainable_ln", "ln_eps", "precision"):
-            lt.get(key)
+        _params._precision(ctx, lt, lw)
         at = ctx.get(lt, "attention_layer", lw)
         aw = lw + ".attention_layer"
-        heads = int(at.get("num_heads", 1))
+        heads = int(ctx.get(at, "num_heads", aw))
         if heads != 1:
             raise ctx.fail(aw + ".num_heads", heads, "DeePMD-kit's DPA-1 has one attention head; "
                            "multi-head attention layers are not supported")
-        if bool(at.get("smooth", smooth)) != smooth:
-            raise ModelFormatError(f"{ctx.source}: {aw}.smooth is {at.get('smooth')!r} but the descriptor's "
-                                   f"smooth type embedding is {smooth!r}")
+        ctx.expect(at, "smooth", aw, smooth, "the descriptor's smooth type embedding")
         _agree(ctx, at, aw, expect)
         _no_self_mask(ctx, at, aw)
-        at.get("precision")
-        bias = bool(at.get("bias", True))
+        _params._precision(ctx, at, aw)
+        bias = bool(ctx.get(at, "bias", aw))
         w_in, b_in = _linear(ctx, ctx.get(at, "in_proj", aw), aw + ".in_proj", ng, 3 * hidden, bias)
         w_out, b_out = _linear(ctx, ctx.get(at, "out_proj", aw), aw + ".out_proj", hidden, ng, bias)
-        ln_w, ln_b, eps = _layer_norm(ctx, ctx.get(lt, "attn_layer_norm", lw), lw + ".attn_layer_norm", ng)
+        ln_w, ln_b, eps = _layer_norm(ctx, ctx.get(lt, "attn_layer_norm", lw), lw + ".attn_layer_norm", ng, ln_eps)
         out.append(AttentionLayer(w_in=w_in, b_in=b_in, w_out=w_out, b_out=b_out, ln_w=ln_w, ln_b=ln_b, ln_eps=eps))
     return tuple(out)
 
@@ -241,23 +219,28 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
     return out
 
 
-def parse_dpa1(ctx, tree: dict, where: str, ntypes: int) -> Dpa1Params:
+def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") -> Dpa1Params:
     """A ``dpa1`` / ``se_atten`` / ``se_atten_v2`` descriptor tree (any attn_layer) as :class:`Dpa1Params`."""
-    h = _params  # its shared readers: _geometry, _collection, _network, _pairs
-    kind = tree.get("type")
+    h = _params  # its shared readers: _common_checks, _geometry, _collection, _type_embedding, _pairs
+    ntypes = len(type_map)
+    kind = ctx.get(tree, "type", where)
     ver = tree.get("@version")
     if isinstance(ver, int) and ver > MAX_DESCRIPTOR_VERSION:
         raise ctx.fail(where + ".@version", ver, f"this deepcomp reads DPA-1 descriptor versions up to "
                        f"{MAX_DESCRIPTOR_VERSION} (version 4 adds higher moment bases, lmax); save the model with "
                        "lmax 1 or upgrade deepcomp")
-    tree.get("@class")
-    lmax = int(tree.get("lmax", 1) or 1)
+    lmax = int(ctx.opt(tree, "lmax", 1, "3.2") or 1)
     if lmax != 1:
         raise ctx.fail(where + ".lmax", lmax, "only DPA-1 models with lmax 1 (DeePMD-kit's default) are supported")
     if tree.get("compress") is not None:
         raise ctx.fail(where + ".compress", "present", "this tree holds DeePMD-kit's own compression tables; "
                        "give deepcomp the uncompressed model (it tabulates the nets itself)")
-    if tree.get("use_econf_tebd"):
+    if backend.lower() == "tensorflow":
+        raise ctx.fail(where + ".type", kind, "a DPA-1 tree converted from a TensorFlow graph is not supported: "
+                       "TensorFlow's attention (always normalised, temperature 1, attn_mask, its own switch and "
+                       "padding) is not what the tree describes; use the PyTorch or backend-neutral model")
+    h._common_checks(ctx, tree, where, type_map)
+    if ctx.opt(tree, "use_econf_tebd", False, "3.0"):
         raise ctx.fail(where + ".use_econf_tebd", True, "electronic-configuration type embeddings are not supported")
     if kind == "se_atten_v2":
         mode, smooth = "strip", True
@@ -272,47 +255,34 @@ def parse_dpa1(ctx, tree: dict, where: str, ntypes: int) -> Dpa1Params:
     nsel = int(sel[0] if isinstance(sel, (list, tuple)) else sel)
     geo = h._geometry(ctx, tree, where, 4)
     ng = geo["neuron"][-1]
-    one_side = bool(tree.get("type_one_side", False))
+    one_side = bool(ctx.get(tree, "type_one_side", where))
     _no_self_mask(ctx, tree, where, "attn_mask")
-    for key in ("ntypes", "type_map", "precision", "trainable", "set_davg_zero", "resnet_dt", "env_mat", "spin"):
-        tree.get(key)  # ntypes/type_map/env_mat are the model's; set_davg_zero shows in davg
-    if int(tree.get("ntypes", ntypes)) != ntypes:
-        raise ModelFormatError(f"{ctx.source}: {where}.ntypes is {tree.get('ntypes')}, the type_map has {ntypes}")
+    ctx.expect(tree, "ntypes", where, ntypes, "the number of types in type_map")
 
-    te_tree = ctx.get(tree, "type_embedding", where)
-    ctx.version(te_tree, where + ".type_embedding")
-    if te_tree.get("use_econf_tebd"):
-        raise ctx.fail(where + ".type_embedding.use_econf_tebd", True,
-                       "electronic-configuration type embeddings are not supported")
-    te_net = h._network(ctx, ctx.get(te_tree, "embedding", where + ".type_embedding"),
-                        where + ".type_embedding.embedding", False, False)
-    if te_net.n_in != ntypes:
-        raise ctx.fail(where + ".type_embedding.embedding.in_dim", te_net.n_in,
-                       f"expected a one-hot input of {ntypes} types")
-    if not te_tree.get("padding", True):
-        raise ctx.fail(where + ".type_embedding.padding", False, "a padded type embedding is expected")
-    for key in ("ntypes", "neuron", "resnet_dt", "precision", "activation_function", "trainable", "use_tebd_bias",
-                "type_map", "@class"):
-        te_tree.get(key)  # the net's layers carry these
-    te = np.concatenate([te_net(np.eye(ntypes)), np.zeros((1, te_net.n_out))])
-    tebd_dim = int(tree.get("tebd_dim", te.shape[1]))
-    if tebd_dim != te.shape[1]:
-        raise ModelFormatError(f"{ctx.source}: {where}.tebd_dim is {tebd_dim}, the type embedding net gives "
-                               f"{te.shape[1]}")
-    tree.get("use_tebd_bias")  # the type embedding's layers carry the bias (or not)
+    te = h._type_embedding(ctx, tree, where, ntypes, type_map)
+    ctx.expect(tree, "tebd_dim", where, te.shape[1], "the type embedding's width")
 
-    emb = h._collection(ctx, ctx.get(tree, "embeddings", where), where + ".embeddings", False, True)
+    emb = h._collection(ctx, ctx.get(tree, "embeddings", where), where + ".embeddings", ntypes, "embedding_network",
+                        False, True)
     if list(emb) != [()]:
         raise ModelFormatError(f"{ctx.source}: {where}.embeddings must hold one network (ndim 0)")
+    widths = tuple(l.n_out for l in emb[()].layers)
+    if widths != geo["neuron"] or emb[()].layers[0].activation != geo["activation"]:
+        raise ModelFormatError(f"{ctx.source}: {where}.embeddings: the net's widths {widths} and activation "
+                               f"disagree with '{where}.neuron' {geo['neuron']} / activation_function")
     table = None
     if mode == "strip":
         if emb[()].n_in != 1:
             raise ModelFormatError(f"{ctx.source}: {where}.embeddings: the strip-mode net takes one input, "
                                    f"found {emb[()].n_in}")
-        strip = h._collection(ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", False,
-                              False)
+        strip = h._collection(ctx, ctx.get(tree, "embeddings_strip", where), where + ".embeddings_strip", ntypes,
+                              "embedding_network", False, False)
         if list(strip) != [()]:
             raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
+        if strip[()].n_in != (1 if one_side else 2) * te.shape[1]:
+            raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip takes {strip[()].n_in} inputs; with "
+                                   f"type_one_side {one_side} and tebd_dim {te.shape[1]} it takes "
+                                   f"{(1 if one_side else 2) * te.shape[1]}")
         if one_side:
             table = strip[()](te)
         else:
@@ -332,22 +302,23 @@ def parse_dpa1(ctx, tree: dict, where: str, ntypes: int) -> Dpa1Params:
     attn_layer = int(ctx.get(tree, "attn_layer", where))
     hidden = int(ctx.get(tree, "attn", where))
     dotr = bool(ctx.get(tree, "attn_dotr", where))
-    normalize = bool(tree.get("normalize", True))
-    scaling_factor = float(tree.get("scaling_factor", 1.0))
-    temperature = tree.get("temperature")
-    tree.get("trainable_ln")
-    tree.get("ln_eps")  # each layer norm holds its own eps
+    normalize = bool(ctx.get(tree, "normalize", where))
+    scaling_factor = float(ctx.get(tree, "scaling_factor", where))
+    temperature = ctx.get(tree, "temperature", where)
+    trainable_ln = ctx.get(tree, "trainable_ln", where)  # checked against each layer norm
+    ln_eps = ctx.get(tree, "ln_eps", where)
     if attn_layer < 0:
         raise ctx.fail(where + ".attn_layer", attn_layer, "expected a number of layers >= 0", ModelFormatError)
     layers = _attention(ctx, ctx.get(tree, "attention_layers", where), where + ".attention_layers",
                         attn_layer=attn_layer, nnei=nsel, ng=ng, hidden=hidden, dotr=dotr, normalize=normalize,
-                        scaling_factor=scaling_factor, temperature=temperature, smooth=smooth)
+                        scaling_factor=scaling_factor, temperature=temperature, smooth=smooth,
+                        trainable_ln=trainable_ln, ln_eps=ln_eps)
     scaling = float(temperature) if temperature is not None else float((hidden * scaling_factor) ** -0.5)
     return Dpa1Params(
         rcut=geo["rcut"], rcut_smth=geo["rcut_smth"], nsel=nsel, ntypes_model=ntypes,
         axis_neuron=int(ctx.get(tree, "axis_neuron", where)), type_one_side=one_side,
         concat_output_tebd=bool(ctx.get(tree, "concat_output_tebd", where)),
-        exclude_types=h._pairs(tree.get("exclude_types")), env_protection=geo["env_protection"],
+        exclude_types=h._pairs(ctx.get(tree, "exclude_types", where)), env_protection=geo["env_protection"],
         davg=geo["davg"], dstd=geo["dstd"], embeddings=nets, type_embedding=te, tebd_input_mode=mode,
         type_pair_table=table, smooth=smooth, layers=layers, attn_dotr=dotr, normalize=normalize, scaling=scaling,
         neuron=geo["neuron"], activation=geo["activation"], kind="dpa1",

@@ -184,9 +184,9 @@ DCB_EXPORT void *dcb_create(const dcb_create_args *a, double *cutoff, char *err,
     PyList_SET_ITEM(names, i, s);
   }
 
-  opts = Py_BuildValue("{s:s,s:s,s:s,s:s,s:d,s:i}", "overflow", a->overflow, "device", a->device, "precision",
+  opts = Py_BuildValue("{s:s,s:s,s:s,s:s,s:d,s:d,s:i}", "overflow", a->overflow, "device", a->device, "precision",
                        a->precision, "lammps_version", a->lammps_version ? a->lammps_version : "",
-                       "energy_scale", a->energy_scale, "gpu_id", a->gpu_id);
+                       "energy_scale", a->energy_scale, "length_scale", a->length_scale, "gpu_id", a->gpu_id);
   if (!opts) goto fail;
   {
     PyObject *freq;
@@ -313,7 +313,7 @@ DCB_EXPORT int dcb_compute(void *handle, dcb_compute_args *a, char *err, int err
   PyGILState_STATE gil = PyGILState_Ensure();
   int rc = DCB_OK;
   const Py_ssize_t nall = (Py_ssize_t) a->nlocal + a->nghost;
-  enum { X, F, TYPE, PI, PJ, EATOM, VATOM, TAG, NVIEW };
+  enum { X, F, TYPE, PI, PJ, EATOM, VATOM, TAG, CVATOM, NVIEW };
   PyObject *v[NVIEW] = {NULL};
   PyObject *res = NULL;
 
@@ -337,15 +337,20 @@ DCB_EXPORT int dcb_compute(void *handle, dcb_compute_args *a, char *err, int err
     v[TAG] = Py_None;
     Py_INCREF(Py_None);
   }
+  if (a->cvatom) v[CVATOM] = view(a->cvatom, nall * 9 * (Py_ssize_t) sizeof(double), 1);
+  else {
+    v[CVATOM] = Py_None;
+    Py_INCREF(Py_None);
+  }
   for (int k = 0; k < NVIEW; ++k)
     if (!v[k]) {
       rc = fetch_error(err, errlen);
       goto cleanup;
     }
 
-  res = PyObject_CallMethod(m->model, "compute", "OOOOOiiOOiLOL", v[X], v[F], v[TYPE], v[PI], v[PJ], a->nlocal,
+  res = PyObject_CallMethod(m->model, "compute", "OOOOOiiOOiLOLO", v[X], v[F], v[TYPE], v[PI], v[PJ], a->nlocal,
                             a->nghost, v[EATOM], v[VATOM], a->need_virial, (long long) a->ntimestep, v[TAG],
-                            (long long) a->natoms);
+                            (long long) a->natoms, v[CVATOM]);
   if (!res) {
     rc = fetch_error(err, errlen);
     goto cleanup;

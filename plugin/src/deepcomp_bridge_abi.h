@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 /* bump whenever a struct or a signature below changes */
-#define DCB_ABI_VERSION 3
+#define DCB_ABI_VERSION 4
 
 /* return codes of dcb_compute / dcb_create status */
 #define DCB_OK 0
@@ -33,7 +33,8 @@ typedef void (*dcb_log_fn)(void *ctx, int level, const char *message);
 typedef struct dcb_create_args {
   const char *model_file;
   int ntypes;                    /* number of LAMMPS atom types */
-  const char *const *type_names; /* [ntypes]: element of LAMMPS type i+1, NULL for "NULL" */
+  const char *const *type_names; /* [ntypes]: element of LAMMPS type i+1, NULL for "NULL";
+                                  * all "" for a bare 'pair_coeff * *' (types by position in the type_map) */
   int comm_f;                    /* MPI_Comm_c2f(world) */
   int rank, nprocs;              /* of that communicator */
   int has_check_frequency;       /* 0: use the value stored in the model file */
@@ -42,7 +43,7 @@ typedef struct dcb_create_args {
   const char *device;    /* "auto" | "cpu" | "cuda" */
   const char *precision; /* "double" | "single" */
   const char *lammps_version;
-  double energy_scale; /* LAMMPS energy unit per eV (1 for units metal, kcal/mol per eV for real) */
+  double energy_scale; /* LAMMPS energy units per eV (force->boltz / boltz of units metal) */
   dcb_log_fn log;
   void *log_ctx;
   /* since version 3 (version 1 had none of the fields below): model deviation
@@ -58,6 +59,8 @@ typedef struct dcb_create_args {
   int atomic;        /* per-atom force deviations, by atom id */
   int append;        /* 1: continue out_file (restart), 0: start it with the header */
   int gpu_id; /* >= 0: every rank uses this GPU; -1: local rank mod GPUs visible */
+  /* since version 4 */
+  double length_scale; /* LAMMPS length units per Angstrom (force->angstrom: 1 for metal/real, 1e-10 for si) */
 } dcb_create_args;
 
 /* x, type, nlocal, nghost are always given; the pair list only when dcb_needs_pairs(model)
@@ -81,6 +84,8 @@ typedef struct dcb_compute_args {
   /* since version 3: model deviation */
   const int *tag; /* [nall] atom ids (tagint, int under LAMMPS_SMALLBIG) */
   int64_t natoms; /* atoms in the whole system */
+  /* since version 4: compute centroid/stress/atom */
+  double *cvatom; /* [nall][9] or NULL, per-atom centroid virials are added (xx yy zz xy xz yz yx zx zy) */
 } dcb_compute_args;
 
 /* int dcb_abi_version(void) */

@@ -6,6 +6,10 @@
 // With several models the first drives the dynamics; every out_freq steps all of them are
 // evaluated and their deviation written to out_file, as pair_style deepmd does.
 // pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type)
+// pair_coeff * *                      (LAMMPS type k is element k of the model's type_map)
+// As pair_style deepmd, the style claims every pair of types (so NULL types can be given to
+// other styles under hybrid/overlay), takes any unit style but lj (converted through LAMMPS's
+// Boltzmann constant and Angstrom) and fills compute centroid/stress/atom's 9 components.
 
 #include "pair_deepcomp.h"
 
@@ -21,6 +25,7 @@
 #include "update.h"
 #include "utils.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -81,13 +86,13 @@ PairDeepComp::PairDeepComp(LAMMPS *lmp) :
     Pair(lmp), out_freq(100), out_file("model_devi.out"), has_relative(0), has_relative_v(0), atomic(0),
     relative(0.0), relative_v(0.0), append_out(0), has_check_frequency(0), check_frequency(-1), overflow("warn"),
     device("auto"), precision("double"), gpu_id(-1), model(nullptr), cutoff(0.0), needs_pairs(1),
-    energy_scale(1.0)
+    energy_scale(1.0), length_scale(1.0)
 {
   single_enable = 0;
   restartinfo = 1;
   one_coeff = 1;
   manybody_flag = 1;
-  centroidstressflag = CENTROID_NOTAVAIL;
+  centroidstressflag = CENTROID_AVAIL;   // the model's per-atom virial has 9 components
   unit_convert_flag = 0;
 }
 
@@ -124,17 +129,19 @@ void PairDeepComp::allocate()
 
 void PairDeepComp::check_units()
 {
-  // models work in eV and Angstrom; 'real' shares the Angstrom and converts energies
-  if (strcmp(update->unit_style, "metal") == 0) {
-    energy_scale = 1.0;
-  } else if (strcmp(update->unit_style, "real") == 0) {
-    energy_scale = utils::get_conversion_factor(utils::ENERGY, utils::METAL2REAL);
-  } else {
+  // models work in eV and Angstrom. As pair_style deepmd, every unit style but lj is converted
+  // through that style's own Boltzmann constant (energy) and Angstrom (length), so that
+  // temperatures and pressures mean the same in every style
+  static const double boltz_metal = 8.617343e-5;   // LAMMPS's force->boltz under units metal (eV/K)
+  if (strcmp(update->unit_style, "lj") == 0)
     error->all(FLERR,
-               "pair_style deepcomp requires 'units metal' (eV, Angstrom) or 'units real'; this input uses "
-               "'units {}'",
+               "pair_style deepcomp cannot use 'units lj': the model works in eV and Angstrom, which have no "
+               "lj equivalent; use units metal (or real, si, cgs, electron, micro, nano)");
+  energy_scale = force->boltz / boltz_metal;
+  length_scale = force->angstrom;
+  if (!(energy_scale > 0.0) || !(length_scale > 0.0))
+    error->all(FLERR, "pair_style deepcomp: units {} defines no Boltzmann constant or Angstrom to convert with",
                update->unit_style);
-  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -248,29 +255,33 @@ void PairDeepComp::settings(int narg, char **arg)
 void PairDeepComp::coeff(int narg, char **arg)
 {
   const int ntypes = atom->ntypes;
-  if (narg != 2 + ntypes)
+  if (narg != 2 && narg != 2 + ntypes)
     error->all(FLERR,
                "Incorrect args for pair_coeff deepcomp: expected 'pair_coeff * * E1 ... E{}' with one element "
-               "name (or NULL) per atom type, got {} arguments",
+               "name (or NULL) per atom type, or 'pair_coeff * *' (type k = element k of the model's type_map), "
+               "got {} arguments",
                ntypes, narg);
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "Incorrect args for pair_coeff deepcomp: the first two arguments must be '* *'");
 
   if (!allocated) allocate();
   type_names.assign(ntypes + 1, "NULL");
-  int count = 0;
+  std::string null_types;
   for (int t = 1; t <= ntypes; ++t) {
-    type_names[t] = arg[1 + t];
-    if (type_names[t] != "NULL") ++count;
+    type_names[t] = narg == 2 ? std::string() : std::string(arg[1 + t]);
+    if (type_names[t] == "NULL") null_types += (null_types.empty() ? "" : " ") + std::to_string(t);
   }
-  if (count == 0) error->all(FLERR, "Incorrect args for pair_coeff deepcomp: every type is NULL");
-  if (force->pair == this && count < ntypes)
-    error->all(FLERR, "Incorrect args for pair_coeff deepcomp: NULL is only allowed under pair_style hybrid "
-                      "(every atom type of a plain pair_style deepcomp needs an element)");
+  if (narg > 2 && static_cast<int>(std::count(type_names.begin() + 1, type_names.end(), "NULL")) == ntypes)
+    error->all(FLERR, "Incorrect args for pair_coeff deepcomp: every type is NULL");
+  if (force->pair == this && !null_types.empty() && comm->me == 0)
+    error->warning(FLERR, "pair_coeff deepcomp: atom type(s) {} are NULL: their atoms get no force from the model "
+                          "and, without pair_style hybrid/overlay, from nothing else",
+                   null_types);
 
+  // every pair of types is claimed, those with a NULL type too (the model leaves their atoms out):
+  // under hybrid/overlay another style may then cover the NULL types alone
   for (int i = 1; i <= ntypes; ++i)
-    for (int j = i; j <= ntypes; ++j)
-      setflag[i][j] = (type_names[i] != "NULL" && type_names[j] != "NULL") ? 1 : 0;
+    for (int j = i; j <= ntypes; ++j) setflag[i][j] = 1;
 
   create_model();
 }
@@ -304,6 +315,7 @@ void PairDeepComp::create_model()
   a.precision = precision.c_str();
   a.lammps_version = lmp->version;
   a.energy_scale = energy_scale;
+  a.length_scale = length_scale;
   a.log = &log_trampoline;
   a.log_ctx = this;
   std::vector<const char *> files;
@@ -348,16 +360,21 @@ void PairDeepComp::init_style()
   check_units();
   if (force->newton_pair == 0) error->all(FLERR, "pair_style deepcomp requires newton pair on");
   if (!model) error->all(FLERR, "pair_style deepcomp: no model loaded; give 'pair_coeff * * E1 E2 ...'");
+  // LAMMPS's default skin is 2 A in metal/real but 1 mm in si: ghost atoms would fill that
+  // skin (minutes, then a binning error), so say what to set instead
+  if (neighbor->skin > 100.0 * cutoff)
+    error->all(FLERR,
+               "pair_style deepcomp: the neighbor skin {:g} is {:.3g} times the model cutoff {:g} (units {}); "
+               "set a skin of about 2 Angstrom, e.g. 'neighbor {:g} bin'",
+               neighbor->skin, neighbor->skin / cutoff, cutoff, update->unit_style, 2.0 * length_scale);
   // the device path builds its own list from x; ghosts still reach cutoff + skin, since
   // LAMMPS sizes them from the pair cutoff (init_one), not from list requests
   if (needs_pairs) neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 
-double PairDeepComp::init_one(int i, int j)
+double PairDeepComp::init_one(int, int)
 {
-  if (setflag[i][j] == 0)
-    error->all(FLERR, "pair_style deepcomp: types {} and {} are not mapped to model elements", i, j);
-  return cutoff;
+  return cutoff;   // in LAMMPS length units
 }
 
 /* ---------------------------------------------------------------------- */
@@ -415,6 +432,7 @@ void PairDeepComp::compute(int eflag, int vflag)
   static_assert(sizeof(tagint) == sizeof(int), "the bridge passes atom ids as int (LAMMPS_SMALLBIG)");
   a.tag = (nlocal + nghost && atom->tag_enable) ? reinterpret_cast<const int *>(atom->tag) : nullptr;
   a.natoms = static_cast<int64_t>(atom->natoms);
+  a.cvatom = (cvflag_atom && (nlocal + nghost)) ? &cvatom[0][0] : nullptr;
 
   char err[16384] = {0};
   const int rc = api->compute(model, &a, err, sizeof err);
@@ -483,8 +501,7 @@ void PairDeepComp::read_restart(FILE *fp)
   if (!allocated) allocate();
   type_names = names;
   for (int i = 1; i <= ntypes; ++i)
-    for (int j = i; j <= ntypes; ++j)
-      setflag[i][j] = (type_names[i] != "NULL" && type_names[j] != "NULL") ? 1 : 0;
+    for (int j = i; j <= ntypes; ++j) setflag[i][j] = 1;
   if (comm->me == 0) utils::logmesg(lmp, "  deepcomp: reloading model {} from restart\n", model_path);
   create_model();
 }

@@ -55,13 +55,15 @@ class PairDeepComp : public LAMMPS_NS::Pair {
   std::string device;
   std::string precision;
   int gpu_id;   // -1: local rank mod GPUs
-  // pair_coeff: element of each LAMMPS type (index 1..ntypes), "NULL" for none
+  // pair_coeff: element of each LAMMPS type (index 1..ntypes), "NULL" for none, "" for every
+  // type after a bare 'pair_coeff * *' (types by position in the model's type_map)
   std::vector<std::string> type_names;
 
   void *model;   // bridge handle
   double cutoff;
   int needs_pairs;   // 0: the bridge builds its own neighbour list (device path): LAMMPS builds none
-  double energy_scale;   // LAMMPS energy unit per eV (units metal: 1, units real: kcal/mol per eV)
+  double energy_scale;   // LAMMPS energy units per eV (units metal: 1, units real: kcal/mol per eV)
+  double length_scale;   // LAMMPS length units per Angstrom (units si: 1e-10 m)
   std::vector<int> pair_i, pair_j;
 
   void allocate();

@@ -91,7 +91,7 @@ def main(names: list[str]) -> None:
             train_freeze_convert(dp, name, MODELS[name], work)
             if name in YAML:
                 _yaml(dp, name, work)
-            _refs(name, HERE / "models" / f"{name}.pth", _third_type if name in THREE_TYPES else None)
+            _refs(name, HERE / "models" / f"{name}.pth", relabel=_third_type if name in THREE_TYPES else None)
         print(name, "done", flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Regenerate the small PyTorch-backend test models tests/data/models/pt_*_{se_e2_r,se_e3,hybrid}.
+"""Regenerate the small PyTorch-backend test models tests/data/models/pt_*_{se_e2_r,se_e3,se_e2_a_tos,se_e2_a_excl,hybrid}.
 
 Needs a Python environment with DeePMD-kit and torch (not the test environment, which has no torch):
 
@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from deepmd_refs import eval_outputs
 
 HERE = Path(__file__).resolve().parent
 STEPS = 20
@@ -54,6 +55,13 @@ MODELS = {
                                "neuron": [4, 8, 16], "activation_function": "gelu", "seed": 4}, FIT),
     "pt_cuau_se_e3": _input({"type": "se_e3", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5,
                              "neuron": [4, 8, 16], "activation_function": "tanh", "seed": 5}, FIT),
+    # type_one_side true (one net per neighbour type) and, without it, an excluded type pair
+    "pt_cuau_se_e2_a_tos": _input({"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5,
+                                   "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": True,
+                                   "activation_function": "tanh", "seed": 8}, FIT),
+    "pt_cuau_se_e2_a_excl": _input({"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5,
+                                    "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": False,
+                                    "exclude_types": [[0, 1]], "activation_function": "tanh", "seed": 9}, FIT),
     "pt_cuau_hybrid": _input({"type": "hybrid", "list": [
         {"type": "se_e2_a", "sel": [40, 36], "rcut_smth": 0.5, "rcut": 4.5, "neuron": [4, 8, 16],
          "axis_neuron": 4, "activation_function": "tanh", "seed": 6},
@@ -112,16 +120,17 @@ def _strip_debug(src: Path, dst: Path) -> None:
                 zout.writestr(item, zin.read(item))
 
 
-def _refs(name: str, pth: Path, relabel=None) -> None:
-    """DeePMD-kit's outputs of ``pth`` on the held-out configurations; ``relabel(atype)`` may change the
-    atom types first (they are stored with the references)."""
+def _refs(name: str, pth: Path, variant: str = "pth", names: list[str] | None = None, relabel=None) -> None:
+    """DeePMD-kit's DeepPot outputs of ``pth`` (any model file) on the held-out configurations ``names``
+    (default: all) -> refs/NAME.npz, variant ``variant``; ``relabel(atype)`` may change the atom types
+    first (they are stored with the references)."""
     from deepmd.infer import DeepPot
 
     held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
-    names = [str(n) for n in held["names"]]
+    names = names or [str(n) for n in held["names"]]
     dp = DeepPot(str(pth))
     type_map = held["type_map"] if relabel is None else np.array(dp.get_type_map())
-    out = {"names": np.array(names), "type_map": type_map, "variants": np.array(["pth"])}
+    out = {"names": np.array(names), "type_map": type_map, "variants": np.array([variant])}
     out["model_type_map"] = np.array(dp.get_type_map())
     for c in names:
         for k in ("coord", "box", "atype", "min_dist"):
@@ -130,13 +139,8 @@ def _refs(name: str, pth: Path, relabel=None) -> None:
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
         if relabel is not None:
             atype = out[f"{c}/atype"] = relabel(atype.copy())
-        box = held[f"{c}/box"].reshape(1, 9) if f"{c}/box" in held.files else None
-        e, f, v, ae, av = dp.eval(coord.reshape(1, -1), box, atype, atomic=True)
-        out[f"{c}/pth/energy"] = np.float64(e.ravel()[0])
-        out[f"{c}/pth/force"] = f.reshape(-1, 3)
-        out[f"{c}/pth/virial"] = v.reshape(3, 3)
-        out[f"{c}/pth/atom_energy"] = ae.ravel()
-        out[f"{c}/pth/atom_virial"] = av.reshape(-1, 9)
+        box = held[f"{c}/box"] if f"{c}/box" in held.files else None
+        out.update(eval_outputs(dp, coord, box, atype, f"{c}/{variant}/"))
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 

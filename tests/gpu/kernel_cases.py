@@ -7,12 +7,30 @@ for the CPU, CI); ``test_gpu_backend.py`` with the CuPy backend on a GPU (``pyte
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from twins import Model, twin_backward, twin_env_mat, twin_forward, twin_nlist, twin_prod_force
 
 from deepcomp_ase.backends.cupy_gpu import Workspace
 from deepcomp_ase.evaluate import fitting_energy_and_grad
 
 TOL = {"float64": 1e-11, "float32": 3e-4}
+
+
+@pytest.fixture(scope="session")
+def host_emulation():
+    """The kernels compiled for the CPU (g++, cached), or a skip saying why. A fixture, so the
+    build happens when an emulated test runs, never at collection (``pytest -m gpu`` on the GPU
+    machine collects these files and builds nothing)."""
+    from deepcomp_ase.kernels import loader
+
+    try:
+        return loader.emulation_library()
+    except Exception as exc:  # noqa: BLE001 - no compiler, or no C++20 library
+        pytest.skip(f"host emulation unavailable: {str(exc)[:300]}")
+
+
+#: mark of the tests that run emulated kernels
+needs_emulation = pytest.mark.usefixtures("host_emulation")
 
 
 def rel_err(a, b) -> float:
@@ -157,7 +175,7 @@ def check_tabulate(backend, inp: Inputs):
     t_in = host(backend, t_out).astype(np.float64)
     g_want = twin_backward(m, em, inp.nnbr, inp.atype, inp.row_of_atom, t_in, g_desc)
     g_em = xp.zeros((inp.nloc, dm.nnei, 4), dtype=ctx.fp)
-    ctx.launch("tabulate_fusion_se_a_bwd", *common, inp.dev(t_in), inp.dev(g_desc), g_em, *scalars)
+    ctx.launch("tabulate_fusion_se_a_bwd", *common, inp.dev(t_in), inp.dev(g_desc), g_em, *scalars, dm.tile)
     got = host(backend, g_em)
     errs["bwd"] = assert_close(got[mask], g_want[mask], backend.precision, "tabulate_fusion_se_a_bwd g_em")
     # the same with no flag: only in-table inputs, fast (warp) path
@@ -165,7 +183,7 @@ def check_tabulate(backend, inp: Inputs):
     clean = inp.flags == 0
     g_want2 = twin_backward(m, em2, inp.nnbr, inp.atype, inp.row_of_atom, t_in, g_desc)
     common2 = common[:6] + (inp.dev(em2),) + common[7:]
-    ctx.launch("tabulate_fusion_se_a_bwd", *common2, inp.dev(t_in), inp.dev(g_desc), g_em, *scalars)
+    ctx.launch("tabulate_fusion_se_a_bwd", *common2, inp.dev(t_in), inp.dev(g_desc), g_em, *scalars, dm.tile)
     got2 = host(backend, g_em)
     errs["bwd fast"] = assert_close(got2[mask & clean[:, None]], g_want2[mask & clean[:, None]], backend.precision,
                                     "tabulate_fusion_se_a_bwd (warp path) g_em")

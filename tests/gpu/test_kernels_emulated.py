@@ -18,18 +18,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import Reference, with_ghost_atoms  # noqa: E402
 from kernel_cases import (Inputs, check_cell_list, check_counters, check_env_mat, check_fitting,  # noqa: E402
-                          check_prod_force, check_tabulate, check_whole_model, structure)
+                          check_prod_force, check_tabulate, check_whole_model, needs_emulation, structure)
+from kernel_cases import host_emulation  # noqa: E402,F401 - the fixture behind needs_emulation (built at first use)
 
 from deepcomp_ase.backends.cupy_gpu import Backend, cell_grid, decode_worst, device_for_rank  # noqa: E402
-from deepcomp_ase.kernels import loader  # noqa: E402
 from deepcomp_ase.potential import DeepPotential  # noqa: E402
-
-try:
-    loader.emulation_library()
-    EMU_ERROR = None
-except Exception as exc:  # no compiler, or no C++20 library
-    EMU_ERROR = str(exc)[:300]
-needs_emulation = pytest.mark.skipif(EMU_ERROR is not None, reason=f"host emulation unavailable: {EMU_ERROR}")
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +32,7 @@ def cuau(compressed_model):
 
 
 @pytest.fixture(scope="module", params=["float64", "float32"])
-def backend(request):
-    if EMU_ERROR is not None:
-        pytest.skip(f"host emulation unavailable: {EMU_ERROR}")
+def backend(request, host_emulation):
     return Backend(precision=request.param, emulate=True)
 
 
@@ -190,7 +181,7 @@ def test_other_descriptors_whole_model(backend, compressed_model, name):
     device path: periodic, cluster and overflow (exact-net path) structures."""
     ref = Reference(name)
     path = compressed_model(name)
-    assert Backend.unsupported_reason(pot_of(path)) == ""
+    assert backend.unsupported_reason(pot_of(path)) == ""
     # variants of a descriptor already covered skip the cluster (slow emulation)
     variant = name in ("cuau_se_e2_r_tos", "cuau_se_atten_v2_jax")
     confs = ("p32_0",) + (() if variant else ("cluster55",)) + ("overflow_0.30A",)

@@ -18,7 +18,7 @@ SPEC = KernelSpec(
           ArgSpec("pair_table", "int32", ("ntypes*ntypes",)), ArgSpec("extra", "float64", ("nloc",), optional=True),
           ArgSpec("nloc", "int32", symbol="nloc"), ArgSpec("ntypes", "int32", symbol="ntypes"),
           ArgSpec("scale", "fp")),
-    grid=lambda d: (d["nloc"],), block=lambda d: (128,), shared=lambda d, item: 4 * item * d["nnei"])
+    grid=lambda d, th: (d["nloc"],), block=lambda d, limit: 128, shared=lambda d, item: 4 * item * d["nnei"])
 
 
 def good(fp=np.float64, nloc=12, nnei=48):
@@ -160,10 +160,10 @@ def test_launch_config_and_empty_grid():
     calls.clear()
     checked_launch(lambda *a, **k: calls.append(a), SPEC, good(nloc=0), np.float64)
     assert calls == []  # nothing to do: no launch with an empty grid
-    big = KernelSpec("k", args=(), grid=lambda d: (1,), block=lambda d: (2048,))
-    with pytest.raises(KernelArgumentError, match="block .* exceeds 1024 threads"):
+    big = KernelSpec("k", args=(), grid=lambda d, th: (1,), block=lambda d, limit: 2048)
+    with pytest.raises(KernelArgumentError, match="block of 2048 threads; the compiled kernel allows 1024"):
         launch_config(big, {}, 8)
-    fat = KernelSpec("k", args=(), grid=lambda d: (1,), block=lambda d: (32,), shared=lambda d, i: 1 << 20)
+    fat = KernelSpec("k", args=(), grid=lambda d, th: (1,), block=lambda d, limit: 32, shared=lambda d, i: 1 << 20)
     with pytest.raises(KernelArgumentError, match="shared memory"):
         launch_config(fat, {}, 8)
 

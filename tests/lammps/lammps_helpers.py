@@ -51,6 +51,20 @@ def compressed_model(tmp_path_factory) -> Path:
     return _MODEL_CACHE["model"]
 
 
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    """The example model compressed once (a fixture: import it into a test module to use it)."""
+    return compressed_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def potential(model_file):
+    """:class:`DeepPotential` of ``model_file``, for references (no overflow checks)."""
+    from deepcomp_ase.potential import DeepPotential
+
+    return DeepPotential.from_file(model_file, check_frequency=-1)
+
+
 def new_lammps(log: Path | None = None):
     """An in-process LAMMPS instance (one MPI rank), quiet unless a log file is asked for."""
     args = ["-screen", "none", "-nocite", "-log", str(log) if log else "none"]

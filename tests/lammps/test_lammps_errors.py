@@ -27,7 +27,7 @@ def model_file(tmp_path_factory):
         ("pair_style deepcomp {model} check_frequency\npair_coeff * * Cu Au", r"check_frequency needs a value"),
         ("pair_style deepcomp", r"Illegal pair_style deepcomp command"),
         ("newton off on\npair_style deepcomp {model}\npair_coeff * * Cu Au", r"requires newton pair on"),
-        ("pair_style deepcomp {model}\npair_coeff * * Cu NULL", r"NULL is only allowed under pair_style hybrid"),
+        ("pair_style deepcomp {model}\npair_coeff * * NULL NULL", r"every type is NULL"),
         ("pair_style deepcomp {model} device cuda\npair_coeff * * Cu Au", r"device cuda"),
     ],
 )
@@ -36,9 +36,10 @@ def test_input_errors(model_file, commands, expected):
     assert re.search(expected, message), message
 
 
-def test_units_other_than_metal_or_real_are_refused(model_file):
-    message = lammps_error(f"pair_style deepcomp {model_file}\npair_coeff * * Cu Au", units="si")
-    assert "requires 'units metal'" in message and "'units si'" in message, message
+def test_units_lj_is_refused(model_file):
+    """As pair_style deepmd: every unit style but lj (which has no eV or Angstrom)."""
+    message = lammps_error(f"pair_style deepcomp {model_file}\npair_coeff * * Cu Au", units="lj")
+    assert "cannot use 'units lj'" in message and "units metal" in message, message
 
 
 def test_precision_single(model_file):

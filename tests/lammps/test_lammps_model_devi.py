@@ -138,6 +138,7 @@ def model_with_rcut(src: Path, dst: Path, rcut: float) -> Path:
     with h5py.File(dst, "r+") as f:
         tree = json.loads(f.attrs["json"])
         tree["model"]["descriptor"]["rcut"] = rcut
+        tree["model"]["descriptor"]["env_mat"]["rcut"] = rcut  # the record must agree with it
         f.attrs["json"] = json.dumps(tree)
     return dst
 

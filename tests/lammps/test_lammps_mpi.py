@@ -1,7 +1,8 @@
 """``mpiexec -n N lmp -in deck`` through the pip launcher (plugin auto-loaded, no `plugin load`).
 
 * thermo of 1 and 2 ranks identical to 1e-10 relative over 50 NVE steps, per-atom energy and
-  virial summing to the global values on both, and a small NVE energy drift;
+  virial (stress/atom and the 9 components of centroid/stress/atom) summing to the global values
+  on both, and a small NVE energy drift;
 * the overflow check reports the same global counts on 1 and 2 ranks;
 * ``overflow error`` on 2 ranks stops every rank within seconds with a non-zero status;
 * a Python exception on one rank only aborts the run (error->one) instead of hanging.
@@ -39,10 +40,12 @@ compute         sa all stress/atom NULL virial
 compute         pv all pressure NULL virial
 compute         spa all reduce sum c_pa
 compute         ssa all reduce sum c_sa[1] c_sa[2] c_sa[3] c_sa[4] c_sa[5] c_sa[6]
+compute         ca all centroid/stress/atom NULL virial
+compute         sca all reduce sum c_ca[*]
 thermo          10
 thermo_style    custom step temp pe ke etotal press pxx pyy pzz pxy pxz pyz vol c_spa &
                 c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6] &
-                c_ssa[1] c_ssa[2] c_ssa[3] c_ssa[4] c_ssa[5] c_ssa[6]
+                c_ssa[1] c_ssa[2] c_ssa[3] c_ssa[4] c_ssa[5] c_ssa[6] c_sca[*]
 thermo_modify   format float %.17g
 run             50
 """
@@ -71,7 +74,7 @@ def test_thermo_identical_on_1_and_2_ranks(nve_runs):
         assert np.all(np.abs(one[:, k] - two[:, k]) <= 1e-10 * np.abs(one[:, k])), name
     # tensor components, relative to the largest component of the tensor
     for group in (["Pxx", "Pyy", "Pzz", "Pxy", "Pxz", "Pyz"], [f"c_pv[{i}]" for i in range(1, 7)],
-                  [f"c_ssa[{i}]" for i in range(1, 7)]):
+                  [f"c_ssa[{i}]" for i in range(1, 7)], [f"c_sca[{i}]" for i in range(1, 10)]):
         ks = [col[g] for g in group]
         scale = np.abs(one[:, ks]).max(axis=1, keepdims=True)
         assert np.all(np.abs(one[:, ks] - two[:, ks]) <= 1e-10 * scale), group
@@ -88,6 +91,11 @@ def test_per_atom_sums_equal_global_values(nve_runs, nprocs):
     ssa = t[:, [col[f"c_ssa[{i}]"] for i in range(1, 7)]]
     # sum of stress/atom (pressure * volume) = - virial = pressure(virial part) * (-V)
     assert np.all(np.abs(-ssa / vol[:, None] - pv) <= 1e-10 * np.abs(pv).max(axis=1, keepdims=True))
+    # centroid/stress/atom: the same 6 sums, and yx zx zy equal to xy xz yz (the sum is symmetric)
+    sca = t[:, [col[f"c_sca[{i}]"] for i in range(1, 10)]]
+    scale = np.abs(ssa).max(axis=1, keepdims=True)
+    assert np.all(np.abs(sca[:, :6] - ssa) <= 1e-10 * scale)
+    assert np.all(np.abs(sca[:, 6:] - ssa[:, 3:]) <= 1e-9 * scale)
 
 
 def test_nve_energy_drift_is_small(nve_runs):

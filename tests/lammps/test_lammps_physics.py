@@ -13,21 +13,10 @@ import os
 
 import numpy as np
 import pytest
-from lammps_helpers import DATA_500, compressed_model, lammps, lammps_state, max_rel, new_lammps, setup_system
+from lammps_helpers import (DATA_500, lammps, lammps_state, max_rel, model_file,  # noqa: F401 - fixtures
+                            new_lammps, potential, setup_system)
 
 pytestmark = pytest.mark.lammps
-
-
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory):
-    return compressed_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def potential(model_file):
-    from deepcomp_ase.potential import DeepPotential
-
-    return DeepPotential.from_file(model_file, check_frequency=-1)
 
 
 RTOL = 1e-10
@@ -201,7 +190,8 @@ def test_energy_unchanged_across_reneighboring(model_file, potential):
 
 
 def test_real_units_are_converted(model_file, potential):
-    """units real: same Angstrom, energies in kcal/mol (LAMMPS's own eV -> kcal/mol factor)."""
+    """units real: same Angstrom, energies in kcal/mol (as pair_style deepmd: LAMMPS's Boltzmann
+    constant of units real over that of units metal; other unit styles: test_lammps_compat.py)."""
     results = {}
     for units in ("metal", "real"):
         lmp = new_lammps()
@@ -220,7 +210,7 @@ def test_real_units_are_converted(model_file, potential):
             results[units] = lammps_results(lmp)
         finally:
             lmp.close()
-    factor = 23.060549  # LAMMPS utils::get_conversion_factor(ENERGY, METAL2REAL)
+    factor = 0.0019872067 / 8.617343e-5  # force->boltz of units real / of units metal
     metal, real = results["metal"], results["real"]
     assert abs(real["energy"] - factor * metal["energy"]) <= RTOL * abs(real["energy"])
     for key in ("forces", "virial", "atom_energy", "atom_virial"):
