@@ -17,7 +17,9 @@ def _describe_part(prefix: str, d) -> list[str]:
         flags.append("type_one_side")
     if d.exclude_types:
         flags.append(f"exclude_types {sorted(d.exclude_types)}")
-    if d.mixed_types:  # se_atten_v2
+    if hasattr(d, "summary"):  # DPA-1 with attention layers describes its own settings
+        flags.append(d.summary())
+    elif d.mixed_types:  # se_atten_v2
         flags.append(f"tebd_dim {d.tebd_dim}, strip mode, attn_layer 0"
                      + (", TensorFlow type-term switch" if d.tf_switch else ""))
     lines = [

@@ -16,7 +16,7 @@ def why_unavailable() -> str:
 
 def select_for(part, centers, neighbors, vectors, atype_all, nloc):
     """DeePMD-kit's neighbour selection for one descriptor part (a :class:`~deepcomp_ase.plan.PartPlan`)."""
-    return select_neighbors(centers, neighbors, vectors, atype_all, nloc, part.descriptor.sel, part.rcut,
+    return select_neighbors(centers, neighbors, vectors, atype_all, nloc, part.descriptor.sel, part.select_rcut,
                             part.slot_exclude, part.select_exclude, mixed=part.mixed_types)
 
 

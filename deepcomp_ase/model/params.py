@@ -20,7 +20,7 @@ from .ranges import check_model_ranges
 from .tree_check import describe, ignore, skip, track, unread
 
 #: descriptor types this build evaluates and compresses
-SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "hybrid")
+SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "dpa1", "se_atten", "hybrid")
 #: newest serialization versions we know (newer files may change meaning: refuse them)
 MAX_VERSION = {"Model": 2, "Descriptor": 3, "Fitting": 4, "NetworkCollection": 1, "EmbeddingNetwork": 2,
                "FittingNetwork": 1, "Layer": 2, "TypeEmbedNet": 2, "NeighborGatedAttention": 1}
@@ -30,6 +30,7 @@ _DESCRIPTOR_ALIASES = {
     "se_r": "se_e2_r", "se_e2_r": "se_e2_r",
     "se_e3": "se_e3", "se_at": "se_e3", "se_a_3be": "se_e3", "se_t": "se_e3",
     "se_atten_v2": "se_atten_v2",
+    "dpa1": "dpa1", "se_atten": "dpa1",
     "hybrid": "hybrid",
 }
 
@@ -822,7 +823,13 @@ def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.desc
             if isinstance(sub, dict) and sub.get("type") == "hybrid":
                 raise ctx.fail(f"{where}.list[{k}].type", "hybrid", "nested hybrid descriptors are not supported")
             out.append(_descriptor(ctx, sub, type_map, f"{where}.list[{k}]", backend))
-        return HybridParams(parts=tuple(out))
+        top = max(p.rcut for p in out)
+        # a DPA-1 part selects its neighbours within the hybrid's cutoff (params_dpa1.Dpa1Params.select_rcut)
+        return HybridParams(parts=tuple(p.in_hybrid(top) if hasattr(p, "in_hybrid") else p for p in out))
+    if canon == "dpa1" or (canon == "se_atten_v2" and int(tree.get("attn_layer", 0) or 0) != 0):
+        from .params_dpa1 import parse_dpa1  # DPA-1 with attention layers (its own module; imports this one)
+
+        return parse_dpa1(ctx, tree, where, type_map, backend)
     if "compress" in tree:
         _dp_tables_block(ctx, tree, where)
     # a model compressed by DeePMD-kit: its tables stand in for the nets a TensorFlow graph lost
