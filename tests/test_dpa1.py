@@ -255,3 +255,13 @@ def test_exclusion_semantics_of_se_atten_v2_without_attention(tmp_path):
     pot = DeepPotential.from_file(_edited(tmp_path, name, as_dpa1), backend="numpy")
     assert pot.plan.parts[0].descriptor.kind == "dpa1" and not pot.plan.parts[0].descriptor.layers
     _check(pot, name)
+
+
+@pytest.mark.parametrize("ext", [".pth", ".dp"])
+def test_se_atten_v2_with_excluded_pairs_is_read_as_deepmd_kit_evaluates_it(ext):
+    """The unedited file: se_atten_v2 with exclude_types takes the DPA-1 path and equals DeePMD-kit
+    (the se_atten_v2 path treated excluded pairs as padding: 0.19 eV/A off)."""
+    name = "pt_cuau_se_atten_v2_excl"
+    pot = DeepPotential.from_file(MODELS / f"{name}{ext}", backend="numpy")
+    assert pot.plan.parts[0].descriptor.kind == "dpa1"
+    _check(pot, name)

@@ -826,8 +826,12 @@ def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.desc
         top = max(p.rcut for p in out)
         # a DPA-1 part selects its neighbours within the hybrid's cutoff (params_dpa1.Dpa1Params.select_rcut)
         return HybridParams(parts=tuple(p.in_hybrid(top) if hasattr(p, "in_hybrid") else p for p in out))
-    if canon == "dpa1" or (canon == "se_atten_v2" and int(tree.get("attn_layer", 0) or 0) != 0):
-        from .params_dpa1 import parse_dpa1  # DPA-1 with attention layers (its own module; imports this one)
+    # DPA-1 with attention layers has its own module (it imports this one). se_atten_v2 with excluded
+    # pairs goes there too: DeePMD-kit keeps an excluded neighbour's slot and zeroes its row, which
+    # the DPA-1 path does and the se_atten_v2 kernels (excluded pairs as padding) do not
+    if canon == "dpa1" or (canon == "se_atten_v2" and (int(tree.get("attn_layer", 0) or 0) != 0
+                                                       or (tree.get("exclude_types") and "compress" not in tree))):
+        from .params_dpa1 import parse_dpa1
 
         return parse_dpa1(ctx, tree, where, type_map, backend)
     if "compress" in tree:
