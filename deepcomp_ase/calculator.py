@@ -7,6 +7,7 @@ from ase.calculators.calculator import Calculator, all_changes, compare_atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .errors import DeepCompError
+from .fitting_inputs import check_sizes
 from .potential import OVERFLOW_POLICIES, DeepPotential
 
 
@@ -59,6 +60,12 @@ class DeepCompCalculator(Calculator):
         'numba' or 'cuda'.
     precision
         'float64' (default) or 'float32' (numba or CUDA backends).
+    fparam, aparam
+        Frame parameters (``numb_fparam`` numbers) and atomic parameters (``numb_aparam`` per atom:
+        an (natoms, numb_aparam) array, or ``numb_aparam`` numbers for every atom) of a model
+        trained with them. As with DeePMD-kit's calculator, ``atoms.info['fparam']`` and
+        ``atoms.info['aparam']`` take precedence when present. Without fparam the model's
+        ``default_fparam`` is used where it has one. ``results['dedfparam']`` holds dE/dfparam.
 
     Any other keyword is an error. With a loaded :class:`DeepPotential`, ``overflow``, ``backend``
     and ``precision`` must agree with the settings it was loaded with (``check_frequency`` is
@@ -73,9 +80,12 @@ class DeepCompCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "virial", "stresses"]
 
     #: keywords and their defaults; ``calc.parameters`` holds the values in use (ASE convention)
-    default_parameters = {"check_frequency": None, "overflow": "warn", "backend": "auto", "precision": "float64"}
+    default_parameters = {"check_frequency": None, "overflow": "warn", "backend": "auto", "precision": "float64",
+                          "fparam": None, "aparam": None}
     #: what ``set()`` may change on a live calculator (the rest needs a new one)
-    _settable = ("check_frequency", "overflow")
+    _settable = ("check_frequency", "overflow", "fparam", "aparam")
+    #: keywords that are not settings of the DeepPotential
+    _inputs = ("fparam", "aparam")
 
     def __init__(self, model, *, label=None, atoms=None, directory=".", **kwargs):
         _check_keywords(kwargs)
@@ -86,9 +96,21 @@ class DeepCompCalculator(Calculator):
             if kwargs.get("check_frequency") is not None:
                 model.check_frequency = int(kwargs["check_frequency"])
         else:
-            opts = {**self.default_parameters, **kwargs}
+            opts = {k: v for k, v in {**self.default_parameters, **kwargs}.items() if k not in self._inputs}
             self.potential = DeepPotential.from_file(model, **opts)
+        self._inputs_used = None  # (fparam, aparam) of the last calculation
+        self._set_inputs(kwargs)
         self._sync_parameters(model)
+
+    def _set_inputs(self, kwargs) -> None:
+        """Store fparam/aparam (checked against the model now: a wrong size is an error here, not at the first step)."""
+        for key in self._inputs:
+            if key in kwargs:
+                value = kwargs[key]
+                self.parameters[key] = None if value is None else np.array(value, dtype=np.float64)
+        pot = self.potential
+        check_sizes(pot.params.fitting, self.parameters.get("fparam"), self.parameters.get("aparam"),
+                    pot.params.source)
 
     def _sync_parameters(self, model=None) -> None:
         """Record the settings actually in use (the backend 'auto' resolved to, the file's check frequency)."""
@@ -117,9 +139,14 @@ class DeepCompCalculator(Calculator):
         if kwargs.get("check_frequency") is not None:
             self.potential.check_frequency = int(kwargs["check_frequency"])
         old = dict(self.parameters)
+        inputs = {k: kwargs[k] for k in self._inputs if k in kwargs}
+        if inputs:
+            self._set_inputs(inputs)
         self._sync_parameters()
-        # results do not depend on these settings: keep them (no reset)
-        return {k: v for k, v in self.parameters.items() if old.get(k) != v}
+        changed = {k: v for k, v in self.parameters.items() if not _same(old.get(k), v)}
+        if any(k in changed for k in self._inputs):
+            self.reset()  # the energy depends on fparam / aparam
+        return changed
 
     @property
     def type_map(self):
@@ -137,7 +164,22 @@ class DeepCompCalculator(Calculator):
         """Apply the overflow policy to the counts now (as the periodic check does)."""
         return self.potential.check_overflow()
 
+    def _parameters_for(self, atoms):
+        """(fparam, aparam): atoms.info's where present (DeePMD-kit's calculator reads them there), else the keywords."""
+        info = atoms.info
+        fp = info.get("fparam", self.parameters.get("fparam"))
+        ap = info.get("aparam", self.parameters.get("aparam"))
+        return fp, ap
+
     def check_state(self, atoms, tol=1e-15):
+        changes = self._check_state(atoms, tol)
+        if self._inputs_used is not None and "info" not in changes:
+            fp, ap = self._parameters_for(atoms)
+            if not (_same(fp, self._inputs_used[0]) and _same(ap, self._inputs_used[1])):
+                changes = [*changes, "info"]  # new fparam / aparam in atoms.info
+        return changes
+
+    def _check_state(self, atoms, tol=1e-15):
         """ASE's check, comparing with ASE's tolerance only what is not bit-for-bit unchanged.
 
         ASE compares cell, pbc and every per-atom array element-wise with a tolerance (about 12 us each,
@@ -167,8 +209,13 @@ class DeepCompCalculator(Calculator):
         types = self._types(atoms)
         want_atomic = "stresses" in properties
         pbc = atoms.pbc
+        fparam, aparam = self._parameters_for(atoms)
         res = self.potential.compute_atoms(atoms.positions, types, atoms.cell.array, pbc,
-                                           atomic_virial=want_atomic)
+                                           atomic_virial=want_atomic, fparam=fparam, aparam=aparam)
+        self._inputs_used = (None if fparam is None else np.array(fparam, dtype=np.float64),
+                             None if aparam is None else np.array(aparam, dtype=np.float64))
+        if res.dedfparam is not None:
+            self.results["dedfparam"] = res.dedfparam
         self.results["energy"] = res.energy
         self.results["free_energy"] = res.energy
         self.results["energies"] = res.atom_energy.copy()
@@ -187,6 +234,18 @@ class DeepCompCalculator(Calculator):
 
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         self.potential.step_done()
+
+
+def _same(a, b) -> bool:
+    """Equal settings (arrays element-wise; None only equals None)."""
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (str, int, float, bool)) and isinstance(b, (str, int, float, bool)):
+        return a == b
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a == b
 
 
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:

@@ -234,7 +234,8 @@ def _run_model_devi(args) -> int:
         for k in range(len(fr)):
             sym = fr.symbols[k] if isinstance(fr.symbols[0], list) else fr.symbols
             cell = None if fr.cells is None else fr.cells[k]
-            res = ens.compute(fr.positions[k], sym, cell, fr.pbc)
+            res = ens.compute(fr.positions[k], sym, cell, fr.pbc, fparam=None if fr.fparam is None else fr.fparam[k],
+                              aparam=None if fr.aparam is None else fr.aparam[k])
             devis.append(res.deviation(relative=args.relative, relative_v=args.relative_v, magnitude="tensor",
                                        labels=fr.frame_labels(k) if args.real_error else None))
             done += 1

@@ -73,8 +73,12 @@ class ModelEnsemble:
             raise TypeMapError(f"the models do not share the elements {wanted}: {detail}; "
                                "model deviation needs models trained on the same elements")
 
-    def compute(self, positions, symbols, cell=None, pbc=(False, False, False)) -> EnsembleResults:
+    def compute(self, positions, symbols, cell=None, pbc=(False, False, False), *, fparam=None,
+                aparam=None) -> EnsembleResults:
         """Every model on one frame (ASE conventions: cell rows are lattice vectors).
+
+        ``fparam`` / ``aparam``: the frame's frame and atomic parameters, given to each model that
+        takes them (a model without parameters evaluates without them).
 
         On host backends the pairs are searched once at the largest cutoff, cut once per
         distinct smaller cutoff, and each distinct selection (``PartPlan.selection_key``) is
@@ -90,10 +94,12 @@ class ModelEnsemble:
         shared: dict = {}
         for k, (pot, source) in enumerate(zip(self.potentials, self.sources)):
             types = pot.types_of(symbols)
+            inputs = {"fparam": fparam if pot.dim_fparam else None, "aparam": aparam if pot.dim_aparam else None}
             if pairs is None:
-                res = pot.compute_atoms(positions, types, cell, pbc)
+                res = pot.compute_atoms(positions, types, cell, pbc, **inputs)
             else:
-                res = pot.compute_pairs(types, n, *_within(pairs, float(pot.rcut), within), shared_selection=shared)
+                res = pot.compute_pairs(types, n, *_within(pairs, float(pot.rcut), within), shared_selection=shared,
+                                        **inputs)
             energies[k] = res.energy
             forces[k] = np.asarray(res.forces)[:n]
             virials[k] = np.asarray(res.virial).reshape(3, 3)
@@ -127,7 +133,7 @@ def _within(pairs, rcut: float, cache: dict):
 
 
 def model_devi_frames(models, positions, symbols, cells=None, pbc=True, *, relative: float | None = None,
-                      relative_v: float | None = None, magnitude: str = "component",
+                      relative_v: float | None = None, magnitude: str = "component", fparam=None, aparam=None,
                       **kwargs) -> list[Deviation]:
     """Model deviation of each frame of an array of frames.
 
@@ -136,7 +142,8 @@ def model_devi_frames(models, positions, symbols, cells=None, pbc=True, *, relat
     frame); ``cells`` (n_frames, 3, 3) (rows: lattice vectors) or None for no periodicity;
     ``pbc``: bool or three bools. Returns one :class:`Deviation` per frame (with ``devi_e`` and
     the per-atom ``atom_devi_f``). ``magnitude`` selects the ``relative_v`` convention (see
-    :func:`deepcomp_ase.model_devi.virial_deviation`).
+    :func:`deepcomp_ase.model_devi.virial_deviation`). ``fparam`` (n_frames, numb_fparam) and
+    ``aparam`` (n_frames, natoms, numb_aparam): per-frame parameters of models that take them.
     """
     ens = models if isinstance(models, ModelEnsemble) else ModelEnsemble(models, **kwargs)
     positions = np.asarray(positions, dtype=np.float64)
@@ -154,6 +161,7 @@ def model_devi_frames(models, positions, symbols, cells=None, pbc=True, *, relat
         sym = list(symbols[f]) if per_frame_symbols else list(symbols)
         if f == 0 or per_frame_symbols:
             ens.check_elements(sym)
-        res = ens.compute(positions[f], sym, cells_arr[f], pbc3)
+        res = ens.compute(positions[f], sym, cells_arr[f], pbc3, fparam=None if fparam is None else fparam[f],
+                          aparam=None if aparam is None else aparam[f])
         out.append(res.deviation(relative=relative, relative_v=relative_v, magnitude=magnitude))
     return out

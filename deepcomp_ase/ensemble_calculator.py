@@ -24,6 +24,10 @@ class DeepCompEnsembleCalculator(Calculator):
     devi_every
         Evaluate all models every this many calls (default: every call); on the other calls
         only the first model runs and ``model_devi`` keeps the last deviation computed.
+    fparam, aparam
+        Frame and atomic parameters, given to every model that takes them (as
+        :class:`~deepcomp_ase.calculator.DeepCompCalculator`; ``atoms.info['fparam']`` /
+        ``atoms.info['aparam']`` take precedence).
     Other keyword arguments (check_frequency, overflow, backend, precision) go to every model.
 
     Results: the usual ``energy``, ``forces``, ``stress`` (first model), plus, on calls that
@@ -37,7 +41,8 @@ class DeepCompEnsembleCalculator(Calculator):
 
     def __init__(self, models, *, relative: float | None = None, relative_v: float | None = None,
                  devi_every: int = 1, check_frequency: int | None = None, overflow: str = "warn",
-                 backend: str = "auto", precision: str = "float64", label=None, atoms=None, **kwargs):
+                 backend: str = "auto", precision: str = "float64", fparam=None, aparam=None, label=None,
+                 atoms=None, **kwargs):
         super().__init__(label=label, atoms=atoms, **kwargs)
         self.ensemble = ModelEnsemble(models, check_frequency=check_frequency, overflow=overflow, backend=backend,
                                       precision=precision)
@@ -46,6 +51,7 @@ class DeepCompEnsembleCalculator(Calculator):
         self.devi_every = max(1, int(devi_every))
         self.ncalls = 0
         self.last_devi: Deviation | None = None
+        self.fparam, self.aparam = fparam, aparam
 
     @property
     def potential(self):
@@ -66,17 +72,20 @@ class DeepCompEnsembleCalculator(Calculator):
         symbols = atoms.get_chemical_symbols()
         pbc = atoms.pbc
         cell = atoms.cell.array
+        fparam = atoms.info.get("fparam", self.fparam)
+        aparam = atoms.info.get("aparam", self.aparam)
         want_devi = ("model_devi" in properties or "model_devi_row" in properties
                      or self.ncalls % self.devi_every == 0)
         self.ncalls += 1
         if want_devi:
             self.ensemble.check_elements(symbols)
-            res = self.ensemble.compute(atoms.positions, symbols, cell, pbc)
+            res = self.ensemble.compute(atoms.positions, symbols, cell, pbc, fparam=fparam, aparam=aparam)
             energy, forces, virial = res.energies[0], res.forces[0], res.virials[0]
             self.last_devi = res.deviation(relative=self.relative, relative_v=self.relative_v)
         else:
             pot = self.ensemble.first
-            r = pot.compute_atoms(atoms.positions, pot.types_of(symbols), cell, pbc)
+            r = pot.compute_atoms(atoms.positions, pot.types_of(symbols), cell, pbc,
+                                  fparam=fparam if pot.dim_fparam else None, aparam=aparam if pot.dim_aparam else None)
             pot.step_done(model=self.ensemble.sources[0])
             energy, forces, virial = r.energy, np.asarray(r.forces)[: len(atoms)], np.asarray(r.virial)
         self.results["energy"] = float(energy)

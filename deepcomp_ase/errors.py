@@ -56,6 +56,11 @@ class AtomsTooCloseError(InputError):
         self.distance = distance
 
 
+class FrameParamError(InputError):
+    """Frame or atomic parameters (fparam / aparam) missing, of the wrong size, or given to a model
+    that takes none."""
+
+
 class BuildError(DeepCompError, RuntimeError):
     """Compiling a runtime component (the kernels' host emulation) failed."""
 

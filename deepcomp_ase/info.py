@@ -17,7 +17,9 @@ def _describe_part(prefix: str, d) -> list[str]:
         flags.append("type_one_side")
     if d.exclude_types:
         flags.append(f"exclude_types {sorted(d.exclude_types)}")
-    if d.mixed_types:  # se_atten_v2
+    if hasattr(d, "summary"):  # DPA-1 with attention layers describes its own settings
+        flags.append(d.summary())
+    elif d.mixed_types:  # se_atten_v2
         flags.append(f"tebd_dim {d.tebd_dim}, strip mode, attn_layer 0"
                      + (", TensorFlow type-term switch" if d.tf_switch else ""))
     lines = [
@@ -78,6 +80,10 @@ def describe(path, head: str | None = None) -> str:
         + (" (shared by all types)" if fit.shared is not None else " (one net per type)"),
         f"min_nbor_dist: {model.min_nbor_dist if model.min_nbor_dist is not None else 'not stored'}",
     ]
+    if fit.numb_fparam or fit.numb_aparam:  # what a run must give (docs/ase.md, docs/lammps.md)
+        default = "" if fit.default_fparam is None else f" (default_fparam {fit.default_fparam.tolist()})"
+        mask = " (use_aparam_as_mask: not read by the fitting net)" if fit.use_aparam_as_mask else ""
+        lines.append(f"parameters:  numb_fparam {fit.numb_fparam}{default}, numb_aparam {fit.numb_aparam}{mask}")
     if dp_origin:
         lines += [
             f"tables from: {dp_origin}, used as they are",

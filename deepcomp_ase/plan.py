@@ -30,7 +30,7 @@ from .model.parts import descriptor_parts, embedding_tables_for, table_name
 from .overflow import OverflowTally
 
 #: kernel family of each descriptor kind (the only place a backend-facing choice uses ``kind``)
-_KERNELS = {"se_e2_a": "se_a", "se_atten_v2": "se_atten", "se_e2_r": "se_r", "se_e3": "se_e3"}
+_KERNELS = {"se_e2_a": "se_a", "se_atten_v2": "se_atten", "se_e2_r": "se_r", "se_e3": "se_e3", "dpa1": "dpa1"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class PartPlan:
     env_protection: float
     davg: np.ndarray
     dstd: np.ndarray
+    select_rcut: float  # cutoff of the neighbour selection (a DPA-1 part of a hybrid: the hybrid's)
     keys: tuple  # net keys, sorted: the order of nets, tables and table indices
     net_index: np.ndarray  # (ntypes, ntypes) int64: net of (centre type, neighbour type), -1 none
     section_index: np.ndarray  # (ntypes, nsec) int32: net of (centre type, section), -1 when off
@@ -140,7 +141,7 @@ class PartPlan:
     def selection_key(self) -> tuple:
         """What DeePMD-kit's neighbour selection of this part depends on besides the atoms:
         parts (of any models) with equal keys select the same pairs from the same input."""
-        return (float(self.rcut), tuple(int(s) for s in self.sel), bool(self.mixed_types), self.slot_exclude,
+        return (float(self.select_rcut), tuple(int(s) for s in self.sel), bool(self.mixed_types), self.slot_exclude,
                 self.select_exclude)
 
 
@@ -213,8 +214,9 @@ def _part_plan(k: int, prefix: str, d, params, tables: dict | None, scratch: Ove
             e3_index[t1, t2] = e3_index[t2, t1] = n
     # se_atten turns excluded pairs into non-neighbours (model-level semantics); the others keep the slot
     model_excl = frozenset(params.pair_exclude_types)
-    select_exclude = (model_excl | d.exclude_types) if d.mixed_types else model_excl
-    slot_exclude = frozenset() if d.mixed_types else frozenset(d.exclude_types)
+    keeps_slot = getattr(d, "exclusion_keeps_slot", not d.mixed_types)
+    select_exclude = model_excl if keeps_slot else (model_excl | d.exclude_types)
+    slot_exclude = frozenset(d.exclude_types) if keeps_slot else frozenset()
     pad = evaluator.pad if d.padding != "none" else {}
     type_term = None
     if kernel == "se_atten":
@@ -229,6 +231,7 @@ def _part_plan(k: int, prefix: str, d, params, tables: dict | None, scratch: Ove
         m2=int(getattr(d, "axis_neuron", 1)), dim_out=int(d.dim_out), scale=scale, rcut=float(d.rcut),
         rcut_smth=float(d.rcut_smth), env_protection=float(d.env_protection),
         davg=np.ascontiguousarray(d.davg, dtype=np.float64), dstd=np.ascontiguousarray(d.dstd, dtype=np.float64),
+        select_rcut=float(getattr(d, "select_rcut", None) or d.rcut),
         keys=keys, net_index=net_index, section_index=section_index, e3_index=e3_index,
         select_exclude=select_exclude, slot_exclude=slot_exclude, select_exclude_mask=_mask(select_exclude, nt),
         slot_exclude_mask=_mask(slot_exclude, nt), pad=pad,

@@ -15,6 +15,7 @@ from .backends import get_backend
 from .compress.dp_tables import BEYOND_EXTRAPOLATED, dp_tables, dp_tables_meta
 from .backends.base import Results, select_parts
 from .errors import DeepCompError, TypeMapError
+from .fitting_inputs import fitting_columns
 from .fileformat import is_compressed_file, load_compressed
 from .io import read_model_tree
 from .model.params import ModelParams, parse_model
@@ -69,6 +70,9 @@ class DeepPotential:
         self.parts = [p.descriptor for p in self.plan.parts]
         self.embedders = [p.embed for p in self.plan.parts]
         self.evaluators = [p.evaluator for p in self.plan.parts]
+        if self.takes_parameters and hasattr(self.backend, "unsupported_reason"):  # the CUDA backend
+            log.warning("%s: the %s backend evaluates this model on the host (numpy reference): %s", params.source,
+                        self.backend.name, self.backend.unsupported_reason(self))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -118,7 +122,8 @@ class DeepPotential:
 
     # ------------------------------------------------------------------ evaluation
     def compute_pairs(self, atype_all, nloc: int, centers, neighbors, vectors, *,
-                      atomic_virial: bool = False, shared_selection: dict | None = None) -> Results:
+                      atomic_virial: bool = False, shared_selection: dict | None = None, fparam=None,
+                      aparam=None) -> Results:
         """Evaluate on a raw pair list (any order; pairs beyond rcut are ignored).
 
         Non-finite vectors and pairs closer than :data:`validate.MIN_DISTANCE` raise
@@ -128,32 +133,65 @@ class DeepPotential:
         ``neighbors < len(atype_all)``; ``vectors = r_neighbor - r_center``.
         ``shared_selection``: a dict shared by several models on the same pairs (model deviation):
         a selection is made once per distinct ``PartPlan.selection_key`` (``backends.base.select_parts``).
+        ``fparam`` / ``aparam``: the frame and atomic parameters of a model that takes them
+        (:func:`~deepcomp_ase.fitting_inputs.fitting_columns`; ``aparam`` rows are the local atoms);
+        the result's ``dedfparam`` is then dE/dfparam.
         """
         atype_all = np.asarray(atype_all, dtype=np.int64)
+        extra = self.fitting_columns(int(nloc), fparam, aparam)
         centers = np.asarray(centers, dtype=np.int64)
         neighbors = np.asarray(neighbors, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, 3)
         check_pair_vectors(centers, neighbors, vectors)  # NaN/inf, two atoms at one place: a named error
         pair_lists = select_parts(self.backend, self.plan, centers, neighbors, vectors, atype_all, nloc, self.tally,
                                   shared_selection)
-        return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial)
+        if extra is None:
+            return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial)
+        return self.backend.evaluate(self, pair_lists, atype_all, atomic_virial, extra=extra)
 
     def compute_atoms(self, positions, atype, cell=None, pbc=(False, False, False), *,
-                      atomic_virial: bool = False) -> Results:
+                      atomic_virial: bool = False, fparam=None, aparam=None) -> Results:
         """Evaluate a structure (ASE conventions: cell rows are lattice vectors).
 
         NaN or inf in positions or cell raise :class:`~deepcomp_ase.errors.NonFiniteInputError`
         naming the atom (or cell vector); two atoms at one place :class:`~deepcomp_ase.errors.AtomsTooCloseError`.
+        ``fparam`` / ``aparam`` as in :meth:`compute_pairs`.
         """
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
         check_structure(positions, cell)  # a NaN position would drop out of the neighbour search
         check_cell(positions, cell, pbc, self.rcut)  # a nearly flat cell: images without end
-        if self.backend.builds_neighbors:  # e.g. the GPU backend: neighbour list on the device
+        if self.backend.builds_neighbors and not self.takes_parameters:  # e.g. the GPU backend: on the device
             return self.backend.compute_atoms(self, positions, np.asarray(atype), cell, np.asarray(pbc, dtype=bool),
                                               atomic_virial=atomic_virial)
         i, j, vec = self.backend.pairs_from_atoms(positions, cell, np.asarray(pbc, dtype=bool), self.rcut)
-        return self.compute_pairs(atype, len(positions), i, j, vec, atomic_virial=atomic_virial)
+        return self.compute_pairs(atype, len(positions), i, j, vec, atomic_virial=atomic_virial, fparam=fparam,
+                                  aparam=aparam)
+
+    # ------------------------------------------------------------------ frame / atomic parameters
+    @property
+    def dim_fparam(self) -> int:
+        """Number of frame parameters the model takes (DeePMD-kit's ``get_dim_fparam``)."""
+        return self.params.fitting.numb_fparam
+
+    @property
+    def dim_aparam(self) -> int:
+        """Number of atomic parameters per atom the model takes (``get_dim_aparam``)."""
+        return self.params.fitting.numb_aparam
+
+    @property
+    def has_default_fparam(self) -> bool:
+        return self.params.fitting.default_fparam is not None
+
+    @property
+    def takes_parameters(self) -> bool:
+        return self.dim_fparam > 0 or self.dim_aparam > 0
+
+    def fitting_columns(self, nloc: int, fparam=None, aparam=None):
+        """The fitting net's parameter columns (None for a model without parameters); errors name the model."""
+        if fparam is None and aparam is None and not self.takes_parameters:
+            return None
+        return fitting_columns(self.params.fitting, nloc, fparam, aparam, self.params.source)
 
     # ------------------------------------------------------------------ overflow check
     def step_done(self, step: int | None = None, reduce=None, model=None) -> bool:

@@ -2,7 +2,9 @@
 
 A DeePMD-kit system is a directory with ``type.raw`` (one type index per atom), optionally
 ``type_map.raw`` (the element of each index), ``nopbc`` (no periodicity) and ``set.*/coord.npy``
-(n_frames x 3 natoms, A) with ``set.*/box.npy`` (n_frames x 9, rows = lattice vectors). As
+(n_frames x 3 natoms, A) with ``set.*/box.npy`` (n_frames x 9, rows = lattice vectors), and where
+a model takes them ``set.*/fparam.npy`` (n_frames x numb_fparam) and ``set.*/aparam.npy``
+(n_frames x natoms * numb_aparam), as ``dp model-devi`` reads them. As
 ``dp model-devi`` does, a path is searched recursively for directories holding ``type.raw``
 (here in sorted order); the sets of a system are read in sorted order and their frames numbered
 on. Without ``type_map.raw`` the type indices are those of the first model's type_map.
@@ -32,6 +34,8 @@ class Frames:
     cells: np.ndarray | None
     pbc: tuple
     labels: dict | None = None  # "energy" (nf,), "force" (nf, natoms, 3), "virial" (nf, 9; NaN rows: none)
+    fparam: np.ndarray | None = None  # (nf, numb_fparam) from set.*/fparam.npy
+    aparam: np.ndarray | None = None  # (nf, natoms, numb_aparam) from set.*/aparam.npy
 
     def frame_labels(self, k: int) -> dict:
         """Labels of frame k for :func:`deepcomp_ase.model_devi.model_deviation` (virial None if absent)."""
@@ -137,7 +141,10 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
     positions = np.concatenate(coords).astype(np.float64)
     cells = np.concatenate(boxes).astype(np.float64) if pbc else None
     symbols = [names[t] for t in types]
-    frames = Frames(str(path), positions, symbols, cells, (pbc,) * 3)
+    fparam = _frame_values(sets, coords, "fparam.npy", 1)
+    aparam = _frame_values(sets, coords, "aparam.npy", natoms)
+    frames = Frames(str(path), positions, symbols, cells, (pbc,) * 3, fparam=fparam,
+                    aparam=None if aparam is None else aparam.reshape(len(positions), natoms, -1))
     if labels:
         frames.labels, no_virial = _read_labels(sets, [len(c) for c in coords], natoms)
         if no_virial:
@@ -147,6 +154,31 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
                 f"{path}: no virial.npy in {', '.join(s.name for s in no_virial)}: the virial columns of those "
                 "frames are written as nan (dp model-devi would compare with zeros)")
     return frames
+
+
+def _frame_values(sets, coords, name: str, rows: int) -> np.ndarray | None:
+    """``name`` of every set (n_frames x rows * k), or None where no set has it; some sets only: an error."""
+    have = [(s / name).is_file() for s in sets]
+    if not any(have):
+        return None
+    if not all(have):
+        missing = [str(s / name) for s, h in zip(sets, have) if not h]
+        raise DeepCompError(f"{missing[0]}: missing, while other sets of the system have {name}; "
+                            "give it in every set or in none")
+    out = []
+    for s, c in zip(sets, coords):
+        try:
+            v = _load_npy(s / name)
+        except (OSError, ValueError) as exc:
+            raise DeepCompError(f"{s / name}: cannot read ({exc})") from exc
+        if v.size == 0 or v.size % (len(c) * rows):
+            raise DeepCompError(f"{s / name}: {v.size} numbers are not {len(c)} frames x {rows} x k "
+                                f"(coord.npy has {len(c)} frames)")
+        out.append(np.asarray(v, dtype=np.float64).reshape(len(c), -1))
+    widths = {o.shape[1] for o in out}
+    if len(widths) > 1:
+        raise DeepCompError(f"{sets[0].parent}: the sets' {name} differ in width ({sorted(widths)})")
+    return np.concatenate(out)
 
 
 def read_trajectory(path, type_map=None, fmt: str | None = None) -> Frames:

@@ -20,8 +20,7 @@ def tree():
 
 CASES = {
     "descriptor type": (lambda t: t["model"]["descriptor"].update(type="dpa2"), "model.descriptor.type", "dpa2"),
-    "fparam": (lambda t: t["model"]["fitting"].update(numb_fparam=2), "numb_fparam", "2"),
-    "aparam": (lambda t: t["model"]["fitting"].update(numb_aparam=1), "numb_aparam", "1"),
+    "case embedding": (lambda t: t["model"]["fitting"].update(dim_case_embd=4), "dim_case_embd", "4"),
     "embedding resnet_dt": (lambda t: t["model"]["descriptor"].update(resnet_dt=True), "resnet_dt", "True"),
     "embedding idt": (
         lambda t: t["model"]["descriptor"]["embeddings"]["networks"][0]["layers"][1]["@variables"].update(
@@ -119,10 +118,10 @@ def test_bad_step_is_refused(tmp_path):
 
 
 MORE_CASES = {
-    "attention layers": ("cuau_se_atten_v2.pb", lambda t: t["model"]["descriptor"].update(attn_layer=2),
-                         "attn_layer", "attn_layer 0"),
+    "DPA-1 moment bases": ("pt_cuau_dpa1_concat.dp", lambda t: t["model"]["descriptor"].update(lmax=2),
+                           "lmax", "lmax 1"),
     "se_e3_tebd": ("cuau_se_e3.dp", lambda t: t["model"]["descriptor"].update(type="se_e3_tebd"),
-                   "se_e3_tebd", "se_e2_a, se_e2_r, se_e3, se_atten_v2, hybrid"),
+                   "se_e3_tebd", "se_e2_a, se_e2_r, se_e3, se_atten_v2, dpa1"),
     "dpa3": ("cuau_se_e2_a.dp", lambda t: t["model"]["descriptor"].update(type="dpa3"), "dpa3", "se_atten_v2"),
     "silut": ("cuau_se_e2_r.dp",
               lambda t: t["model"]["descriptor"]["embeddings"]["networks"][0].update(activation_function="silut"),

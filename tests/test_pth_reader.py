@@ -264,8 +264,8 @@ def test_head_refused_for_single_models():
 
 @pytest.mark.parametrize("edit,field,value", [
     (lambda m: m["descriptor"].update(type="dpa2"), "model.descriptor.type", "dpa2"),
-    (lambda m: m["descriptor"].update(type="se_atten"), "model.descriptor.type", "se_atten"),
-    (lambda m: m["descriptor"].update(attn_layer=2), "model.descriptor.attn_layer", "2"),
+    (lambda m: m["descriptor"].update(type="se_e3_tebd"), "model.descriptor.type", "se_e3_tebd"),
+    (lambda m: m["descriptor"].update(attn_layer=2, lmax=2), "model.descriptor.lmax", "2"),
     (lambda m: m["fitting_net"].update(type="dipole"), "model.fitting_net.type", "dipole"),
     (lambda m: m["fitting_net"].update(type="polar"), "model.fitting_net.type", "polar"),
     (lambda m: m.update(spin={"use_spin": [True, False]}), "model.spin", "use_spin"),

@@ -37,6 +37,7 @@ class Results:
     forces: np.ndarray  # (nall, 3)
     virial: np.ndarray  # (3, 3)
     atom_virial: np.ndarray | None  # (nall, 9)
+    dedfparam: np.ndarray | None = None  # (numb_fparam,) dE/dfparam of a model with frame parameters
 
 
 class Evaluable(Protocol):
@@ -62,8 +63,12 @@ class Backend(Protocol):
     def select(self, part: PartPlan, centers, neighbors, vectors, atype_all, nloc: int) -> PairList:
         """DeePMD-kit's neighbour selection of one descriptor part."""
 
-    def evaluate(self, model: Evaluable, pair_lists: list, atype_all, atomic_virial: bool) -> Results:
-        """Energy, forces and virials from one selected pair list per descriptor part."""
+    def evaluate(self, model: Evaluable, pair_lists: list, atype_all, atomic_virial: bool, extra=None) -> Results:
+        """Energy, forces and virials from one selected pair list per descriptor part.
+
+        ``extra``: None, or the (nloc, n) fitting-net input columns after the descriptor of a model
+        with frame/atomic parameters (:func:`~deepcomp_ase.fitting_inputs.fitting_columns`); the
+        result then carries ``dedfparam``."""
 
 
 def select_parts(backend, plan, centers, neighbors, vectors, atype_all, nloc: int, tally,

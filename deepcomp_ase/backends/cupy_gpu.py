@@ -300,6 +300,9 @@ class Backend:
         plan = model.plan
         if not plan.compressed:
             return "uncompressed model (the device kernels evaluate tables)"
+        fit = plan.params.fitting
+        if fit.numb_fparam or fit.numb_aparam:
+            return "frame/atomic parameters (numb_fparam/numb_aparam; the device fitting kernel reads the descriptor only)"
         itemsize = np.dtype(self.precision).itemsize
         for part in plan.parts:
             if part.kernel not in SUPPORTED_KERNELS:
@@ -342,10 +345,10 @@ class Backend:
         """Host selection (the reference's), used with :meth:`evaluate` on host pair lists."""
         return self.reference.select(part, centers, neighbors, vectors, atype_all, nloc)
 
-    def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool):
+    def evaluate(self, potential, pair_lists, atype_all, atomic_virial: bool, extra=None):
         """Evaluate host pair lists (one per descriptor part, from :meth:`select`) on the device."""
-        if not self.supports(potential):
-            return self.reference.evaluate(potential, pair_lists, atype_all, atomic_virial)
+        if extra is not None or not self.supports(potential):
+            return self.reference.evaluate(potential, pair_lists, atype_all, atomic_virial, extra=extra)
         st = self._entry(potential)
         dm = st["model"]
         atype_all = np.asarray(atype_all, dtype=np.int64)

@@ -48,6 +48,7 @@ import numpy as np
 
 from .. import config, numba_cache
 from ..errors import BackendUnavailableError, InputError
+from ..fitting_inputs import dedfparam
 from ..neighbors import PairList
 
 try:  # numba is optional (the "fast" extra)
@@ -433,6 +434,19 @@ class _Fitting:
                                    for a in range(0, n, ROWS_PER_FIT_BLOCK)])
         return self._energy_and_grad(layers, t, x)
 
+    def energy_and_grad_with(self, t: int, x: np.ndarray, extra: np.ndarray | None):
+        """:meth:`energy_and_grad` of a model with frame/atomic parameter columns ``extra`` (n, k) read
+        after the descriptor: dE/dD overwrites ``x``; returns (energies, dE/d(extra)) (None without)."""
+        if extra is None:
+            return self.energy_and_grad(t, x), None
+        d = x.shape[1]
+        full = np.empty((x.shape[0], d + extra.shape[1]), dtype=self.dtype)
+        full[:, :d] = x
+        full[:, d:] = extra
+        energy = self.energy_and_grad(t, full)
+        x[...] = full[:, :d]
+        return energy, full[:, d:]
+
     def _energy_and_grad(self, layers, t, x):
         n = x.shape[0]
         h = x
@@ -582,15 +596,18 @@ class Backend:
     def _pack(self, model, k: int = 0) -> _Packed:
         return self._packs(model)[k]
 
-    def evaluate(self, model, pair_lists, atype_all, atomic_virial: bool):
+    def evaluate(self, model, pair_lists, atype_all, atomic_virial: bool, extra=None):
         if not self.handles(model):
-            return _numpy_backend().evaluate(model, pair_lists, atype_all, atomic_virial)
+            return _numpy_backend().evaluate(model, pair_lists, atype_all, atomic_virial, extra=extra)
         if not isinstance(pair_lists, (list, tuple)):
             pair_lists = [pair_lists]
         with self._threads.blas():
-            return self._evaluate(model, pair_lists, atype_all, atomic_virial)
+            res = self._evaluate(model, pair_lists, atype_all, atomic_virial, extra)
+        if extra is not None:
+            res.dedfparam = dedfparam(model.plan.params.fitting, res.dedfparam)
+        return res
 
-    def _evaluate(self, model, pair_lists, atype_all, atomic_virial):
+    def _evaluate(self, model, pair_lists, atype_all, atomic_virial, extra):
         plan = model.plan
         key = f"evaluate-{self.precision}-{'+'.join(sorted({p.kernel for p in plan.parts}))}-{plan.compressed}"
         with numba_cache.first_use(key):
@@ -600,9 +617,9 @@ class Backend:
                     pk = _PackedSeE3(plan, self.precision)
                     self._packed = {("se_e3", id(plan)): pk}
                 return evaluate_se_e3(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64),
-                                      model.tally, atomic_virial, self.chunk_atoms)
+                                      model.tally, atomic_virial, self.chunk_atoms, extra)
             return evaluate_parts(self._packs(model), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
-                                  model.tally, atomic_virial, self.chunk_atoms)
+                                  model.tally, atomic_virial, self.chunk_atoms, extra)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -693,12 +710,15 @@ def _result_buffers(atype, nloc: int, nall: int, atomic_virial: bool):
             np.zeros((nall, 9)) if atomic_virial else np.zeros((0, 9)), np.zeros((3, 3)))
 
 
-def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial: bool, chunk_atoms=None,
+                   extra=None):
     """Energy, forces and virials of a model whose descriptor parts are all compiled kinds.
 
     Per chunk of centre atoms: each part's fused forward into its columns of the descriptor,
     the fitting nets (BLAS) on the concatenated rows, each part's fused backward and force
-    assembly. A single-part model writes straight into the descriptor buffer.
+    assembly. A single-part model writes straight into the descriptor buffer. ``extra``: the
+    fitting net's frame/atomic parameter columns (nloc, k); the result's ``dedfparam`` then holds
+    dE/d(extra) per atom (the caller reduces it).
     """
     from .base import Results
 
@@ -718,6 +738,7 @@ def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial:
     tbufs = [np.empty((chunk, 4, pk.ngp)) for pk in pks]
     gbufs = [np.empty((0, 3)) for _ in pks]
     order, atom_energy, forces, atom_virial, virial = _result_buffers(atype, nloc, nall, atomic_virial)
+    g_extra = None if extra is None else np.zeros(extra.shape)
     for c0 in range(0, nloc, chunk):
         atoms = np.ascontiguousarray(order[c0:c0 + chunk])
         nb = len(atoms)
@@ -744,7 +765,11 @@ def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial:
         for t in range(pks[0].nt):
             a0, a1 = bounds[t], bounds[t + 1]
             if a1 > a0:
-                atom_energy[atoms[a0:a1]] = fitting.energy_and_grad(t, desc_all[a0:a1])
+                rows = atoms[a0:a1]
+                atom_energy[rows], gx = fitting.energy_and_grad_with(t, desc_all[a0:a1],
+                                                                     None if extra is None else extra[rows])
+                if gx is not None:
+                    g_extra[rows] = gx
         for k, (pk, inp, pbase) in enumerate(zip(pks, inputs, bases)):
             gdesc = desc_all if single else np.ascontiguousarray(desc_all[:, col0[k]:col0[k + 1]])
             if len(gbufs[k]) < pbase[-1]:
@@ -762,7 +787,7 @@ def evaluate_parts(pks: list, pair_lists: list, atype_all, tally, atomic_virial:
             virial += K.assemble_forces_virial(atoms, inp.offsets, pbase, inp.neighbors, inp.vectors, gvec, forces,
                                                atom_virial, atomic_virial)
     return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
-                   atom_virial=atom_virial if atomic_virial else None)
+                   atom_virial=atom_virial if atomic_virial else None, dedfparam=g_extra)
 
 
 def thread_count() -> int:
@@ -857,9 +882,11 @@ def _tally_se_e3(pk: _PackedSeE3, tally, counts, worst_ex, worst_x):
         tally.worst_upper = float(pk.tabf[kk, 1])
 
 
-def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms=None):
+def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms=None,
+                   extra=None):
     """Energy, forces and virials of an se_e3 model: per chunk of centre atoms (ordered by type),
-    the fused forward, the fitting nets (BLAS), the fused backward and the force assembly."""
+    the fused forward, the fitting nets (BLAS), the fused backward and the force assembly
+    (``extra`` as in :func:`evaluate_parts`)."""
     from . import numba_kernels_se_e3 as K3
     from .base import Results
 
@@ -879,6 +906,7 @@ def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_vi
     worst_x = np.full((nloc, nk), np.nan)
     gbuf = np.empty((0, 3))
     order, atom_energy, forces, atom_virial, virial = _result_buffers(atype, nloc, nall, atomic_virial)
+    g_extra = None if extra is None else np.zeros(extra.shape)
     for c0 in range(0, nloc, chunk):
         atoms = np.ascontiguousarray(order[c0:c0 + chunk])
         nb = len(atoms)
@@ -893,7 +921,11 @@ def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_vi
         for t in range(pk.nt):
             a0, a1 = bounds[t], bounds[t + 1]
             if a1 > a0:  # dE/dD overwrites the descriptor rows
-                atom_energy[atoms[a0:a1]] = fitting.energy_and_grad(t, desc[a0:a1])
+                rows = atoms[a0:a1]
+                atom_energy[rows], gx = fitting.energy_and_grad_with(t, desc[a0:a1],
+                                                                     None if extra is None else extra[rows])
+                if gx is not None:
+                    g_extra[rows] = gx
         pbase, _ = K.pair_bases(atoms, offsets)
         if len(gbuf) < pbase[-1]:
             gbuf = np.empty((int(pbase[-1] * 1.1) + 16, 3))
@@ -904,5 +936,5 @@ def evaluate_se_e3(pk: _PackedSeE3, pairs: PairList, atype_all, tally, atomic_vi
     if pk.compressed:
         _tally_se_e3(pk, tally, counts, worst_ex, worst_x)
     return Results(energy=float(atom_energy.sum()), atom_energy=atom_energy, forces=forces, virial=virial,
-                   atom_virial=atom_virial if atomic_virial else None)
+                   atom_virial=atom_virial if atomic_virial else None, dedfparam=g_extra)
 # ============================================================================== end se_e3 (issue 15)

@@ -16,7 +16,7 @@ def why_unavailable() -> str:
 
 def select_for(part, centers, neighbors, vectors, atype_all, nloc):
     """DeePMD-kit's neighbour selection for one descriptor part (a :class:`~deepcomp_ase.plan.PartPlan`)."""
-    return select_neighbors(centers, neighbors, vectors, atype_all, nloc, part.descriptor.sel, part.rcut,
+    return select_neighbors(centers, neighbors, vectors, atype_all, nloc, part.descriptor.sel, part.select_rcut,
                             part.slot_exclude, part.select_exclude, mixed=part.mixed_types)
 
 
@@ -35,10 +35,10 @@ class Backend:
     def select(self, part, centers, neighbors, vectors, atype_all, nloc):
         return select_for(part, centers, neighbors, vectors, atype_all, nloc)
 
-    def evaluate(self, model, pair_lists, atype_all, atomic_virial: bool):
+    def evaluate(self, model, pair_lists, atype_all, atomic_virial: bool, extra=None):
         plan = model.plan
         for part in plan.parts:  # table lookups are counted into the caller's tally
             if part.compressed:
                 part.embed.tally = model.tally
         return evaluate_model(plan.params, [p.evaluator for p in plan.parts], pair_lists, atype_all,
-                              atomic_virial=atomic_virial, block_atoms=plan.block_atoms)
+                              atomic_virial=atomic_virial, block_atoms=plan.block_atoms, extra=extra)

@@ -35,7 +35,7 @@ def _table_specs(d, min_nbor_dist: float):
         lo, up = angular_range(d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
         return {key: (lo, up, True) for key in d.embeddings}
     lower, upper = radial_range_per_type(d.davg, d.dstd, min_nbor_dist, d.rcut_smth, d.rcut)
-    if d.mixed_types:  # one net for every type pair
+    if d.mixed_types and list(d.embeddings) == [()]:  # one net for every type pair (strip mode)
         return {(): (float(lower.min()), float(upper.max()), False)}
     specs = {}
     for key in d.embeddings:

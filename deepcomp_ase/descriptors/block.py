@@ -27,6 +27,7 @@ class Block:
     atype: np.ndarray  # (nb,) centre types
     n_pad: np.ndarray  # (nb, n_sel_blocks) padding slots per sel block
     env: EnvRows
+    pad_type: int  # type of the frame's first atom: what DPA-1 gives its padding slots
 
     @property
     def nb(self) -> int:
@@ -70,6 +71,7 @@ class BlockSlicer:
             atype=atype[a0:a1],
             n_pad=self.n_pad[a0:a1],
             env=env_rows(pairs.vectors[p0:p1], self.rcut_smth, self.rcut, self.protection),
+            pad_type=int(self.atype_all[0]) if len(self.atype_all) else 0,
         )
 
 

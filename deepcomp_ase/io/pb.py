@@ -770,7 +770,8 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
     resnet_dt = bool(f.get("resnet_dt", True))
     nfp = int(f.get("numb_fparam", 0))
     nap = int(f.get("numb_aparam", 0))
-    in_dim = dim_descrpt + nfp + nap
+    mask = bool(f.get("use_aparam_as_mask", False))  # the nets then do not read aparam
+    in_dim = dim_descrpt + nfp + (0 if mask else nap)
     for node, n, key in (("fitting_attr/dfparam", nfp, "numb_fparam"), ("fitting_attr/daparam", nap, "numb_aparam")):
         if graph.has(node) and int(graph.array(node)) != n:
             raise ModelFormatError(f"{graph.path}: graph node '{node}' is {int(graph.array(node))} but "
@@ -861,8 +862,8 @@ def _fitting(graph: _Graph, f: dict, ntypes: int, dim_descrpt: int, mixed_types:
             "bias_atom_e": bias.reshape(ntypes, dim_out),
             "fparam_avg": stat("t_fparam_avg", nfp),
             "fparam_inv_std": stat("t_fparam_istd", nfp),
-            "aparam_avg": stat("t_aparam_avg", nap),
-            "aparam_inv_std": stat("t_aparam_istd", nap),
+            "aparam_avg": stat("t_aparam_avg", 0 if mask else nap),
+            "aparam_inv_std": stat("t_aparam_istd", 0 if mask else nap),
             "case_embd": None,
         },
         "type_map": type_map,

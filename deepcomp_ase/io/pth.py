@@ -34,7 +34,7 @@ TREE_VERSION = "3.2.0"
 # DeePMD-kit's global float precision: PyTorch models resolve "default" to it
 _PRECISIONS = {"default": "float64", "float64": "float64", "double": "float64", "float32": "float32",
                "single": "float32", "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}
-_SUPPORTED_DESCRIPTORS = "se_e2_a, se_e2_r, se_e3, se_atten_v2 (attn_layer 0) and hybrid"
+_SUPPORTED_DESCRIPTORS = "se_e2_a, se_e2_r, se_e3, se_atten_v2, dpa1 (se_atten) and hybrid"
 
 
 class _State:
@@ -316,8 +316,8 @@ def _model(path: Path, m: dict, st: _State) -> dict:
     f = m.get("fitting_net")
     if not isinstance(f, dict):
         raise ModelFormatError(f"{path}: field 'model.fitting_net' is missing from the model definition")
-    mixed = descriptor["type"] == "se_atten_v2" or (
-        descriptor["type"] == "hybrid" and any(c["type"] == "se_atten_v2" for c in descriptor["list"]))
+    mixed = descriptor["type"] in ("se_atten_v2", "dpa1") or (
+        descriptor["type"] == "hybrid" and any(c["type"] in ("se_atten_v2", "dpa1") for c in descriptor["list"]))
     fitting = _fitting(path, f, ntypes, mixed, type_map, st, m.get("atom_exclude_types", []))
     # the atomic model's own exclusion masks (present only when it excludes something)
     st.check_mask("atomic_model.atom_excl.type_mask", _atom_mask(ntypes, m.get("atom_exclude_types")),
@@ -521,12 +521,16 @@ def _descrpt_se_e3(path, d, ntypes, type_map, st, block, where):
     }
 
 
+def _descrpt_dpa1(path, d, ntypes, type_map, st, block, where):
+    from .pth_dpa1 import descrpt_dpa1  # DPA-1 with attention layers: its own module
+
+    return descrpt_dpa1(path, d, ntypes, type_map, st, block, where)
+
+
 def _descrpt_se_atten_v2(path, d, ntypes, type_map, st, block, where):
     attn_layer = d.get("attn_layer", 2)
     if attn_layer != 0:
-        raise _unsupported(path, where + ".attn_layer", attn_layer,
-                           "only se_atten_v2 models without attention layers (attn_layer 0) can be tabulated; "
-                           "retrain with attn_layer 0")
+        return _descrpt_dpa1(path, d, ntypes, type_map, st, block, where)
     sel, neuron, act, resnet_dt, prec = _common(path, d, where)
     raw_prec = d.get("precision", "default")
     tebd_dim = int(d.get("tebd_dim", 8))
@@ -609,6 +613,7 @@ _DESCRIPTORS = {
     "se_e2_r": _descrpt_se_r, "se_r": _descrpt_se_r,
     "se_e3": _descrpt_se_e3, "se_at": _descrpt_se_e3, "se_a_3be": _descrpt_se_e3,
     "se_atten_v2": _descrpt_se_atten_v2,
+    "dpa1": _descrpt_dpa1, "se_atten": _descrpt_dpa1,
     "hybrid": _descrpt_hybrid,
 }
 
@@ -617,15 +622,30 @@ def _descriptor(path, d, ntypes, type_map, st, block, where) -> dict:
     dtype = d.get("type")
     builder = _DESCRIPTORS.get(dtype)
     if builder is None:
-        hint = (" (a DPA-1 se_atten model: only se_atten_v2 with attn_layer 0 is tabulated)"
-                if dtype in ("se_atten", "dpa1") else "")
-        raise _unsupported(path, where + ".type", dtype, f"supported descriptors are {_SUPPORTED_DESCRIPTORS}{hint}")
+        raise _unsupported(path, where + ".type", dtype, f"supported descriptors are {_SUPPORTED_DESCRIPTORS}")
     if d.get("spin"):
         raise _unsupported(path, where + ".spin", d["spin"], "spin models are not supported")
     return builder(path, d, ntypes, type_map, st, block, where)
 
 
 # --------------------------------------------------------------------------- fitting
+
+
+def _default_fparam(path: Path, scripted, stored: np.ndarray | None):
+    """default_fparam: the state dict's ``default_fparam_tensor`` (DeePMD-kit 3.1+), which must repeat
+    the definition's (to the model's precision)."""
+    if stored is None:
+        return scripted
+    values = np.asarray(stored, dtype=np.float64).reshape(-1)
+    try:
+        agree = scripted is not None and np.allclose(np.asarray(scripted, dtype=np.float64).reshape(-1), values,
+                                                     rtol=1e-6, atol=0.0)
+    except (TypeError, ValueError):
+        agree = False
+    if not agree:
+        raise ModelFormatError(f"{path}: tensor 'default_fparam_tensor' {values.tolist()} differs from the "
+                               f"definition's default_fparam {scripted!r}; the file was edited or damaged")
+    return values.tolist()  # what DeePMD-kit evaluates with (the model's precision)
 
 
 def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State, exclude_types: list) -> dict:
@@ -670,11 +690,13 @@ def _fitting(path: Path, f: dict, ntypes: int, mixed: bool, type_map, st: _State
     st.check_mask(block + "emask.type_mask", _atom_mask(ntypes, exclude_types), "model.atom_exclude_types")
     in_dim = nets["networks"][0]["in_dim"]
     bias = st.get(block + "bias_atom_e")
+    default_fparam = _default_fparam(path, f.get("default_fparam"), st.opt(block + "default_fparam_tensor"))
     return {
         "@class": "Fitting", "@version": 4, "var_name": "energy", "ntypes": ntypes,
-        "dim_descrpt": in_dim - nfp - nap, "neuron": neuron, "resnet_dt": resnet_dt,
+        "dim_descrpt": in_dim - nfp - (0 if f.get("use_aparam_as_mask", False) else nap), "neuron": neuron,
+        "resnet_dt": resnet_dt,
         "numb_fparam": nfp, "numb_aparam": nap, "dim_case_embd": 0,
-        "default_fparam": f.get("default_fparam"), "activation_function": act, "precision": raw_prec,
+        "default_fparam": default_fparam, "activation_function": act, "precision": raw_prec,
         "mixed_types": mixed, "nets": nets, "rcond": f.get("rcond"),
         "exclude_types": exclude_types,  # the atomic model hands its atom exclusions to the fitting
         "@variables": {

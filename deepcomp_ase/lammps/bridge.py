@@ -37,6 +37,7 @@ from ..errors import (AtomsTooCloseError, BackendUnavailableError, DeepCompError
                       TableOverflowError)
 from ..validate import check_structure, too_close_error
 from . import mpi
+from .params import check_inputs
 
 # DeePMD-kit row-major 3x3 (a, b) -> LAMMPS xx yy zz xy xz yz (then yx zx zy: centroid virial)
 VIRIAL_TO_LAMMPS = np.array([0, 4, 8, 3, 6, 7])
@@ -152,6 +153,9 @@ class LammpsModel:
         self.model_files = files
         self.potential = self.potentials[0]
         type_names = self._positional_names(type_names)
+        check_inputs(self.potentials, files, options.get("fparam_input"), options.get("aparam_input"))
+        self.dim_fparam = self.potential.dim_fparam
+        self.dim_aparam = self.potential.dim_aparam
         # each model maps the pair_coeff elements through its own type_map
         self.typemaps = [self._map_types(type_names, pot, f) for pot, f in zip(self.potentials, files)]
         self.typemap = self.typemaps[0]
@@ -239,11 +243,19 @@ class LammpsModel:
 
     # ------------------------------------------------------------------ per step
     def compute(self, x, f, types, pair_i, pair_j, nlocal, nghost, eatom, vatom, need_virial, step, tag=None,
-                natoms=0, cvatom=None):
+                natoms=0, cvatom=None, fparam=None, aparam=None, dedfparam=None, probe=0):
         """One force call; ``tag`` (int per local and ghost atom): atom IDs, used for model
         deviation and to name atoms in errors. Input errors (NaN positions, two atoms at one
-        place) are raised on the rank that sees them only (LAMMPS: error->one)."""
+        place) are raised on the rank that sees them only (LAMMPS: error->one).
+
+        ``fparam`` (dim_fparam doubles) and ``aparam`` (nlocal x dim_aparam) as the plugin read
+        them this step, or None; ``dedfparam`` (dim_fparam doubles, or None) receives this rank's
+        share of dE/dfparam (LAMMPS energy units). ``probe``: evaluate the first model only, for
+        ``compute deepcomp/fparam/dedn`` (no forces written, no step counted, no deviation)."""
         self._tag = tag  # borrowed for this call only
+        self._inputs = (None if fparam is None else np.frombuffer(fparam, dtype=np.float64).copy(),
+                        None if aparam is None else np.frombuffer(aparam, dtype=np.float64).reshape(
+                            int(nlocal), -1).copy(), dedfparam, bool(probe))
         if not self._devices_logged:
             # collective, hence here (every rank computes every step) and not in __init__, where
             # a rank that failed to load would leave the others waiting
@@ -262,6 +274,7 @@ class LammpsModel:
                 raise
             finally:
                 self._tag = None
+                self._inputs = None
 
     def _atom_namer(self, order, nlocal: int):
         """How an error names the atom at index k of the arrays given to the potential: by atom ID
@@ -284,7 +297,8 @@ class LammpsModel:
         f = np.frombuffer(f, dtype=np.float64).reshape(nall, 3)
         ltype = np.frombuffer(types, dtype=np.intc)
         mtype = self.typemap[ltype]
-        devi_step = self.devi.due(step)
+        fparam, aparam, dedfparam, probe = getattr(self, "_inputs", None) or (None, None, None, False)
+        devi_step = self.devi.due(step) and not probe
         want_atomic = vatom is not None or cvatom is not None
         # a NaN position drops out of LAMMPS's binning and of the pair list: refuse it by name
         if not np.isfinite(x).all():
@@ -307,6 +321,9 @@ class LammpsModel:
             order = np.concatenate([loc, nlocal + np.flatnonzero(used[nlocal:])])
             mtype = mtype[order]
             nloc = len(loc)
+            if aparam is not None:
+                aparam = aparam[loc]
+        self._step_inputs = {"fparam": fparam, "aparam": aparam}
 
         model_forces = model_virials = None
         if devi_step:
@@ -330,6 +347,11 @@ class LammpsModel:
                 raise type(err)(f"{err} (step {int(step)}, MPI rank {self.rank}, {name(i)} at {pos_i})",
                                 atoms=err.atoms, distance=err.distance) from None
             res = results[0]
+            if dedfparam is not None and res.dedfparam is not None:
+                out = np.frombuffer(dedfparam, dtype=np.float64)
+                out[:] = np.asarray(res.dedfparam) * self.energy_scale
+            if probe:
+                return float(res.energy) * self.energy_scale, None
             if devi_step:
                 idx = slice(None) if order is None else order
                 for k, rk in enumerate(results):
@@ -350,6 +372,10 @@ class LammpsModel:
                 cva = np.frombuffer(cvatom, dtype=np.float64).reshape(nall, 9)
                 cva[idx] += res.atom_virial[:, VIRIAL_TO_LAMMPS_CENTROID] * scale
 
+        elif dedfparam is not None:  # no local atoms: no share of dE/dfparam
+            np.frombuffer(dedfparam, dtype=np.float64)[:] = 0.0
+        if probe:
+            return 0.0, None
         if devi_step:  # collective: every rank reaches it on the same steps
             self.devi.write(int(step), model_forces, model_virials, tag, nall, int(natoms))
         # collective every check_frequency calls: every rank gets here every step
@@ -392,7 +418,7 @@ class LammpsModel:
         for k, tk in enumerate(mtypes):
             out.append(self.potentials[k].compute_pairs(tk, nloc, *self._pairs_within(k, pi, pj, vectors, within),
                                                         atomic_virial=want_atomic and k == 0,
-                                                        shared_selection=selected))
+                                                        shared_selection=selected, **self._step_inputs))
         return out
 
     def _evaluate_device(self, x, order, mtypes, nloc, atom_energy, want_atomic):

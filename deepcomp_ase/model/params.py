@@ -20,7 +20,7 @@ from .ranges import check_model_ranges
 from .tree_check import describe, ignore, skip, track, unread
 
 #: descriptor types this build evaluates and compresses
-SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "hybrid")
+SUPPORTED_DESCRIPTORS = ("se_e2_a", "se_e2_r", "se_e3", "se_atten_v2", "dpa1", "se_atten", "hybrid")
 #: newest serialization versions we know (newer files may change meaning: refuse them)
 MAX_VERSION = {"Model": 2, "Descriptor": 3, "Fitting": 4, "NetworkCollection": 1, "EmbeddingNetwork": 2,
                "FittingNetwork": 1, "Layer": 2, "TypeEmbedNet": 2, "NeighborGatedAttention": 1}
@@ -30,6 +30,7 @@ _DESCRIPTOR_ALIASES = {
     "se_r": "se_e2_r", "se_e2_r": "se_e2_r",
     "se_e3": "se_e3", "se_at": "se_e3", "se_a_3be": "se_e3", "se_t": "se_e3",
     "se_atten_v2": "se_atten_v2",
+    "dpa1": "dpa1", "se_atten": "dpa1",
     "hybrid": "hybrid",
 }
 
@@ -288,12 +289,35 @@ class HybridParams:
 
 @dataclass(frozen=True)
 class FittingParams:
-    """Energy fitting: one net per atom type."""
+    """Energy fitting: one net per atom type.
+
+    The nets read ``[descriptor, (fparam - fparam_avg) * fparam_inv_std, (aparam - aparam_avg) *
+    aparam_inv_std]`` (DeePMD-kit's order); with ``use_aparam_as_mask`` the model takes
+    ``numb_aparam`` atomic parameters but its nets do not read them.
+    """
 
     nets: tuple  # Network per type (None where the type has no net)
     shared: Network | None  # one net for all types (mixed_types, se_atten)
     bias_atom_e: np.ndarray  # (ntypes,)
     exclude_types: frozenset
+    numb_fparam: int = 0
+    numb_aparam: int = 0
+    fparam_avg: np.ndarray | None = None  # (numb_fparam,)
+    fparam_inv_std: np.ndarray | None = None
+    aparam_avg: np.ndarray | None = None  # (numb_aparam,), None with use_aparam_as_mask
+    aparam_inv_std: np.ndarray | None = None
+    default_fparam: np.ndarray | None = None  # used when the caller gives no fparam
+    use_aparam_as_mask: bool = False
+
+    @property
+    def aparam_in_net(self) -> int:
+        """Number of atomic-parameter columns the nets read."""
+        return 0 if self.use_aparam_as_mask else self.numb_aparam
+
+    @property
+    def n_extra(self) -> int:
+        """Columns the nets read after the descriptor."""
+        return self.numb_fparam + self.aparam_in_net
 
 
 @dataclass(frozen=True)
@@ -799,7 +823,17 @@ def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.desc
             if isinstance(sub, dict) and sub.get("type") == "hybrid":
                 raise ctx.fail(f"{where}.list[{k}].type", "hybrid", "nested hybrid descriptors are not supported")
             out.append(_descriptor(ctx, sub, type_map, f"{where}.list[{k}]", backend))
-        return HybridParams(parts=tuple(out))
+        top = max(p.rcut for p in out)
+        # a DPA-1 part selects its neighbours within the hybrid's cutoff (params_dpa1.Dpa1Params.select_rcut)
+        return HybridParams(parts=tuple(p.in_hybrid(top) if hasattr(p, "in_hybrid") else p for p in out))
+    # DPA-1 with attention layers has its own module (it imports this one). se_atten_v2 with excluded
+    # pairs goes there too: DeePMD-kit keeps an excluded neighbour's slot and zeroes its row, which
+    # the DPA-1 path does and the se_atten_v2 kernels (excluded pairs as padding) do not
+    if canon == "dpa1" or (canon == "se_atten_v2" and (int(tree.get("attn_layer", 0) or 0) != 0
+                                                       or (tree.get("exclude_types") and "compress" not in tree))):
+        from .params_dpa1 import parse_dpa1
+
+        return parse_dpa1(ctx, tree, where, type_map, backend)
     if "compress" in tree:
         _dp_tables_block(ctx, tree, where)
     # a model compressed by DeePMD-kit: its tables stand in for the nets a TensorFlow graph lost
@@ -812,21 +846,64 @@ def _descriptor(ctx: _Ctx, tree: dict, type_map: tuple, where: str = "model.desc
     return _PARSERS[canon](ctx, tree, where, ntypes, backend)
 
 
-def _fitting_inputs(ctx: _Ctx, tree: dict, where: str) -> None:
-    """Frame/atomic parameters and case embeddings: not supported, so each must be absent."""
-    for key, since in (("numb_fparam", None), ("numb_aparam", None), ("dim_case_embd", "3.1")):
-        value = ctx.get(tree, key, where) if since is None else ctx.opt(tree, key, 0, since)
-        if int(value or 0) != 0:
-            raise ctx.fail(where + "." + key, value, "frame/atomic parameters are not supported yet")
-    if ctx.opt(tree, "default_fparam", None, "3.1") is not None:
-        raise ctx.fail(where + ".default_fparam", tree["default_fparam"], "frame parameters are not supported yet")
-    if ctx.get(tree, "use_aparam_as_mask", where):
-        raise ctx.fail(where + ".use_aparam_as_mask", True, "atomic parameters are not supported yet")
+def _stat(ctx: _Ctx, variables: dict, key: str, n: int, where: str) -> np.ndarray:
+    """A (n,) finite statistic of the fitting's frame/atomic parameters."""
+    value = variables.get(key)
+    if value is None:
+        raise ModelFormatError(f"{ctx.source}: missing field '{where}.@variables.{key}'; the model file is incomplete")
+    try:
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        arr = np.full(0, np.nan)
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ctx.fail(f"{where}.@variables.{key}", describe(value), f"expected {n} finite numbers", ModelFormatError)
+    return arr
+
+
+def _fitting_inputs(ctx: _Ctx, tree: dict, where: str) -> dict:
+    """Frame/atomic parameters: numb_fparam / numb_aparam, their statistics, default_fparam and
+    use_aparam_as_mask (FittingParams keywords). Case embeddings are refused; a statistic for
+    parameters the fitting does not take contradicts the file."""
+    dim_case = ctx.opt(tree, "dim_case_embd", 0, "3.1")
+    if int(dim_case or 0) != 0:
+        raise ctx.fail(where + ".dim_case_embd", dim_case, "case embeddings are not supported")
+    counts = {}
+    for key in ("numb_fparam", "numb_aparam"):
+        value = ctx.get(tree, key, where) or 0
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ctx.fail(f"{where}.{key}", value, "expected a count >= 0", ModelFormatError)
+        counts[key] = int(value)
+    nfp, nap = counts["numb_fparam"], counts["numb_aparam"]
+    mask = ctx.get(tree, "use_aparam_as_mask", where)
+    if not isinstance(mask, (bool, np.bool_)):
+        raise ctx.fail(f"{where}.use_aparam_as_mask", mask, "expected true or false", ModelFormatError)
     variables = ctx.get(tree, "@variables", where)
-    for key in ("fparam_avg", "fparam_inv_std", "aparam_avg", "aparam_inv_std", "case_embd"):
-        if variables.get(key) is not None:
-            raise ModelFormatError(f"{ctx.source}: '{where}.@variables.{key}' holds {describe(variables[key])} "
-                                   "but the fitting takes no such input; the file contradicts itself")
+    out = dict(numb_fparam=nfp, numb_aparam=nap, use_aparam_as_mask=bool(mask))
+    for name, n, used in (("fparam", nfp, nfp > 0), ("aparam", nap, nap > 0 and not mask)):
+        if used:
+            out[name + "_avg"] = _stat(ctx, variables, name + "_avg", n, where)
+            out[name + "_inv_std"] = _stat(ctx, variables, name + "_inv_std", n, where)
+        elif n == 0:
+            for key in (name + "_avg", name + "_inv_std"):
+                if variables.get(key) is not None:
+                    raise ModelFormatError(f"{ctx.source}: '{where}.@variables.{key}' holds {describe(variables[key])} "
+                                           "but the fitting takes no such input; the file contradicts itself")
+        else:  # use_aparam_as_mask: DeePMD-kit keeps (and never reads) the statistics; read, not used
+            variables.get(name + "_avg"), variables.get(name + "_inv_std")
+    if variables.get("case_embd") is not None:
+        raise ModelFormatError(f"{ctx.source}: '{where}.@variables.case_embd' holds {describe(variables['case_embd'])} "
+                               "but the fitting takes no such input; the file contradicts itself")
+    default = ctx.opt(tree, "default_fparam", None, "3.1")
+    if default is not None:
+        try:
+            arr = np.asarray(default, dtype=np.float64).reshape(-1) if nfp else None
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != (nfp,) or not np.all(np.isfinite(arr)):
+            raise ctx.fail(f"{where}.default_fparam", default, f"expected {nfp} finite numbers (numb_fparam)",
+                           ModelFormatError)
+        out["default_fparam"] = arr
+    return out
 
 
 def _fitting(ctx: _Ctx, tree: dict, type_map: tuple, dim_descrpt: int) -> FittingParams:
@@ -838,7 +915,8 @@ def _fitting(ctx: _Ctx, tree: dict, type_map: tuple, dim_descrpt: int) -> Fittin
         raise ctx.fail(where + ".type", tree.get("type"), "only energy ('ener') fitting is supported")
     ctx.expect(tree, "var_name", where, "energy", "the output of an energy fitting")
     ignore(tree, "trainable", "rcond", "tot_ener_zero")
-    _fitting_inputs(ctx, tree, where)
+    extra = _fitting_inputs(ctx, tree, where)
+    n_in = dim_descrpt + extra["numb_fparam"] + (0 if extra["use_aparam_as_mask"] else extra["numb_aparam"])
     if int(ctx.get(tree, "dim_out", where)) != 1:
         raise ctx.fail(where + ".dim_out", tree.get("dim_out"), "energy fitting must have one output")
     if tree.get("spin") is not None:
@@ -863,15 +941,15 @@ def _fitting(ctx: _Ctx, tree: dict, type_map: tuple, dim_descrpt: int) -> Fittin
             if net_tree is not None:
                 ctx.expect(tree, key, where, net_tree.get(key), f"'{where}.nets.networks[{k}].{key}'")
     shared = nets.get(())
-    if shared is not None and shared.n_in != dim_descrpt:
+    if shared is not None and shared.n_in != n_in:
         raise ModelFormatError(
-            f"{ctx.source}: the shared fitting net takes {shared.n_in} inputs, descriptor gives {dim_descrpt}")
+            f"{ctx.source}: the shared fitting net takes {shared.n_in} inputs, descriptor and parameters give {n_in}")
     per_type = []
     for t in range(ntypes):
         net = nets.get((t,))
-        if net is not None and net.n_in != dim_descrpt:
+        if net is not None and net.n_in != n_in:
             raise ModelFormatError(
-                f"{ctx.source}: fitting net of type {t} takes {net.n_in} inputs, descriptor gives {dim_descrpt}"
+                f"{ctx.source}: fitting net of type {t} takes {net.n_in} inputs, descriptor and parameters give {n_in}"
             )
         per_type.append(net)
     bias = np.asarray(ctx.get(ctx.get(tree, "@variables", where), "bias_atom_e", where + ".@variables"),
@@ -882,7 +960,7 @@ def _fitting(ctx: _Ctx, tree: dict, type_map: tuple, dim_descrpt: int) -> Fittin
     if shared is None and all(n is None for n in per_type):
         raise ModelFormatError(f"{ctx.source}: {where}.nets holds no fitting network")
     return FittingParams(nets=tuple(per_type), shared=shared, bias_atom_e=bias[:, 0].copy(), exclude_types=frozenset(
-        int(t) for t in ctx.get(tree, "exclude_types", where) or []))
+        int(t) for t in ctx.get(tree, "exclude_types", where) or []), **extra)
 
 
 def _min_nbor_dist(tree: dict) -> float | None:

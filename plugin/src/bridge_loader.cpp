@@ -128,7 +128,9 @@ const BridgeAPI *load_bridge(int nthreads, std::string &error)
   a.compute = reinterpret_cast<dcb_compute_fn>(sym("dcb_compute"));
   a.destroy = reinterpret_cast<dcb_destroy_fn>(sym("dcb_destroy"));
   a.needs_pairs = reinterpret_cast<dcb_needs_pairs_fn>(sym("dcb_needs_pairs"));
-  if (!a.abi_version || !a.initialize || !a.create || !a.compute || !a.destroy || !a.needs_pairs) return nullptr;
+  a.param_dims = reinterpret_cast<dcb_param_dims_fn>(sym("dcb_param_dims"));
+  if (!a.abi_version || !a.initialize || !a.create || !a.compute || !a.destroy || !a.needs_pairs || !a.param_dims)
+    return nullptr;
   a.finish = reinterpret_cast<dcb_finish_fn>(dlsym(handle, "dcb_finish"));    // optional
   if (a.abi_version() != DCB_ABI_VERSION) {
     error = "deepcomp: the bridge " + path + " has interface version " + std::to_string(a.abi_version()) +

@@ -19,6 +19,7 @@ struct BridgeAPI {
   dcb_destroy_fn destroy;
   dcb_finish_fn finish;    // may be null: a bridge without the end-of-run summary
   dcb_needs_pairs_fn needs_pairs;
+  dcb_param_dims_fn param_dims;
 };
 
 // The loaded bridge with a running interpreter, or nullptr with `error` set.

@@ -248,6 +248,20 @@ DCB_EXPORT void *dcb_create(const dcb_create_args *a, double *cutoff, char *err,
     if (bad) goto fail;
   }
 
+  {
+    /* frame / atomic parameter keywords (ABI 4), checked by the bridge once the models are loaded */
+    static const char *const sources[] = {"none", "values", "compute", "fix"};
+    const int fs = a->fparam_source >= 0 && a->fparam_source <= 3 ? a->fparam_source : 0;
+    const int as = a->aparam_source >= 0 && a->aparam_source <= 3 ? a->aparam_source : 0;
+    PyObject *fp = Py_BuildValue("{s:s,s:i}", "source", sources[fs], "count", a->nfparam);
+    PyObject *ap = Py_BuildValue("{s:s,s:i}", "source", sources[as], "count", a->naparam);
+    int bad = !fp || !ap || PyDict_SetItemString(opts, "fparam_input", fp) < 0 ||
+        PyDict_SetItemString(opts, "aparam_input", ap) < 0;
+    Py_XDECREF(fp);
+    Py_XDECREF(ap);
+    if (bad) goto fail;
+  }
+
   model = PyObject_CallMethod(mod, "create", "sOiiiOO", a->model_file, names, a->comm_f, a->rank, a->nprocs,
                               opts, logfn);
   if (!model) goto fail;
@@ -313,7 +327,7 @@ DCB_EXPORT int dcb_compute(void *handle, dcb_compute_args *a, char *err, int err
   PyGILState_STATE gil = PyGILState_Ensure();
   int rc = DCB_OK;
   const Py_ssize_t nall = (Py_ssize_t) a->nlocal + a->nghost;
-  enum { X, F, TYPE, PI, PJ, EATOM, VATOM, TAG, CVATOM, NVIEW };
+  enum { X, F, TYPE, PI, PJ, EATOM, VATOM, TAG, CVATOM, FPARAM, APARAM, DEDFPARAM, NVIEW };
   PyObject *v[NVIEW] = {NULL};
   PyObject *res = NULL;
 
@@ -342,15 +356,32 @@ DCB_EXPORT int dcb_compute(void *handle, dcb_compute_args *a, char *err, int err
     v[CVATOM] = Py_None;
     Py_INCREF(Py_None);
   }
+  if (a->fparam && a->dim_fparam > 0) v[FPARAM] = view(a->fparam, a->dim_fparam * (Py_ssize_t) sizeof(double), 0);
+  else {
+    v[FPARAM] = Py_None;
+    Py_INCREF(Py_None);
+  }
+  if (a->aparam && a->dim_aparam > 0)
+    v[APARAM] = view(a->aparam, (Py_ssize_t) a->nlocal * a->dim_aparam * (Py_ssize_t) sizeof(double), 0);
+  else {
+    v[APARAM] = Py_None;
+    Py_INCREF(Py_None);
+  }
+  if (a->dedfparam && a->dim_fparam > 0)
+    v[DEDFPARAM] = view(a->dedfparam, a->dim_fparam * (Py_ssize_t) sizeof(double), 1);
+  else {
+    v[DEDFPARAM] = Py_None;
+    Py_INCREF(Py_None);
+  }
   for (int k = 0; k < NVIEW; ++k)
     if (!v[k]) {
       rc = fetch_error(err, errlen);
       goto cleanup;
     }
 
-  res = PyObject_CallMethod(m->model, "compute", "OOOOOiiOOiLOLO", v[X], v[F], v[TYPE], v[PI], v[PJ], a->nlocal,
-                            a->nghost, v[EATOM], v[VATOM], a->need_virial, (long long) a->ntimestep, v[TAG],
-                            (long long) a->natoms, v[CVATOM]);
+  res = PyObject_CallMethod(m->model, "compute", "OOOOOiiOOiLOLOOOOi", v[X], v[F], v[TYPE], v[PI], v[PJ],
+                            a->nlocal, a->nghost, v[EATOM], v[VATOM], a->need_virial, (long long) a->ntimestep,
+                            v[TAG], (long long) a->natoms, v[CVATOM], v[FPARAM], v[APARAM], v[DEDFPARAM], a->probe);
   if (!res) {
     rc = fetch_error(err, errlen);
     goto cleanup;
@@ -406,6 +437,29 @@ DCB_EXPORT int dcb_finish(void *handle, char *err, int errlen)
   PyObject *r = PyObject_CallMethod(m->model, "finish", NULL);
   if (!r) rc = fetch_error(err, errlen);
   Py_XDECREF(r);
+  PyGILState_Release(gil);
+  return rc;
+}
+
+DCB_EXPORT int dcb_param_dims(void *handle, int *dim_fparam, int *dim_aparam)
+{
+  dcb_model *m = (dcb_model *) handle;
+  *dim_fparam = *dim_aparam = 0;
+  if (!m || !m->model) return DCB_ERROR_LOCAL;
+  PyGILState_STATE gil = PyGILState_Ensure();
+  int rc = DCB_OK;
+  PyObject *f = PyObject_GetAttrString(m->model, "dim_fparam");
+  PyObject *a = f ? PyObject_GetAttrString(m->model, "dim_aparam") : NULL;
+  if (f && a) {
+    *dim_fparam = (int) PyLong_AsLong(f);
+    *dim_aparam = (int) PyLong_AsLong(a);
+  }
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    rc = DCB_ERROR_LOCAL;
+  }
+  Py_XDECREF(f);
+  Py_XDECREF(a);
   PyGILState_Release(gil);
   return rc;
 }

@@ -17,12 +17,18 @@ extern "C" {
 #endif
 
 /* bump whenever a struct or a signature below changes */
-#define DCB_ABI_VERSION 4
+#define DCB_ABI_VERSION 5
 
 /* return codes of dcb_compute / dcb_create status */
 #define DCB_OK 0
 #define DCB_ERROR_LOCAL 1      /* this rank failed: the plugin calls error->one */
 #define DCB_ERROR_COLLECTIVE 2 /* every rank fails together: the plugin calls error->all */
+
+/* where the frame / atomic parameters come from (pair_style keywords) */
+#define DCB_PARAM_NONE 0
+#define DCB_PARAM_VALUES 1  /* fparam X ... / aparam X ... */
+#define DCB_PARAM_COMPUTE 2 /* fparam_from_compute ID / aparam_from_compute ID */
+#define DCB_PARAM_FIX 3     /* fparam_from_fix ID [index] */
 
 /* log levels passed to the log callback */
 #define DCB_LOG_INFO 0
@@ -61,6 +67,11 @@ typedef struct dcb_create_args {
   int gpu_id; /* >= 0: every rank uses this GPU; -1: local rank mod GPUs visible */
   /* since version 4 */
   double length_scale; /* LAMMPS length units per Angstrom (force->angstrom: 1 for metal/real, 1e-10 for si) */
+  /* since version 5: frame / atomic parameters (checked against the models when they load) */
+  int fparam_source; /* DCB_PARAM_* */
+  int nfparam;       /* values given with the fparam keyword */
+  int aparam_source; /* DCB_PARAM_* */
+  int naparam;       /* values given with the aparam keyword */
 } dcb_create_args;
 
 /* x, type, nlocal, nghost are always given; the pair list only when dcb_needs_pairs(model)
@@ -86,6 +97,12 @@ typedef struct dcb_compute_args {
   int64_t natoms; /* atoms in the whole system */
   /* since version 4: compute centroid/stress/atom */
   double *cvatom; /* [nall][9] or NULL, per-atom centroid virials are added (xx yy zz xy xz yz yx zx zy) */
+  /* since version 5: frame / atomic parameters of this step (dims from dcb_param_dims) */
+  const double *fparam; /* [dim_fparam] or NULL */
+  const double *aparam; /* [nlocal][dim_aparam] or NULL */
+  int dim_fparam, dim_aparam;
+  double *dedfparam; /* [dim_fparam] or NULL: receives this rank's share of dE/dfparam */
+  int probe;         /* 1: evaluate the first model for dedfparam only (f is scratch; no step counted) */
 } dcb_compute_args;
 
 /* int dcb_abi_version(void) */
@@ -99,6 +116,8 @@ typedef void (*dcb_destroy_fn)(void *model);
 /* end of a run (Pair::finish, every rank): print the overflow summary; returns DCB_* like compute.
  * Optional: the plugin checks for the symbol. */
 typedef int (*dcb_finish_fn)(void *model, char *err, int errlen);
+/* numb_fparam and numb_aparam of the loaded models (since version 5) */
+typedef int (*dcb_param_dims_fn)(void *model, int *dim_fparam, int *dim_aparam);
 /* 1: compute needs LAMMPS's full neighbour list as pairs; 0: x and type suffice (device path) */
 typedef int (*dcb_needs_pairs_fn)(void *model);
 

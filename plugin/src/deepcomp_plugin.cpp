@@ -3,6 +3,7 @@
 // Registration of pair_style deepcomp with LAMMPS (`plugin load` or LAMMPS_PLUGIN_PATH
 // auto-loading, which the `lammps.plugins` entry point of deepcomp-ase sets up).
 
+#include "compute_deepcomp_fparam_dedn.h"
 #include "pair_deepcomp.h"
 #include "plugin_abi.h"
 
@@ -27,6 +28,11 @@ using namespace LAMMPS_NS;
 static void *create_pair_deepcomp(void *lmp)
 {
   return new deepcomp::PairDeepComp(static_cast<LAMMPS *>(lmp));
+}
+
+static void *create_compute_fparam_dedn(void *lmp, int argc, char **argv)
+{
+  return new deepcomp::ComputeDeepCompFparamDedn(static_cast<LAMMPS *>(lmp), argc, argv);
 }
 
 extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *lmpptr, void *handle,
@@ -59,5 +65,13 @@ extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *l
   rec.author = "deepcomp developers";
   rec.creator.v1 = reinterpret_cast<dcp_factory1 *>(&create_pair_deepcomp);
   rec.handle = handle;
+  (*reinterpret_cast<dcp_register_fn>(regfunc))(&rec, lmp);
+
+  // dE/dfparam of a model with a frame parameter (as compute deepmd/fparam/dedn)
+  static const std::string info_dedn = std::string("deepcomp ") + DEEPCOMP_VERSION + " dE/dfparam compute";
+  rec.style = "compute";
+  rec.name = "deepcomp/fparam/dedn";
+  rec.info = info_dedn.c_str();
+  rec.creator.v2 = reinterpret_cast<dcp_factory2 *>(&create_compute_fparam_dedn);
   (*reinterpret_cast<dcp_register_fn>(regfunc))(&rec, lmp);
 }

@@ -3,6 +3,8 @@
 // pair_style deepcomp MODEL [MODEL2 ...] [check_frequency N] [overflow warn|error|ignore]
 //                           [device auto|cpu|cuda] [precision double|single] [gpu_id N]
 //                           [out_freq N] [out_file FILE] [relative X] [relative_v Y] [atomic]
+//                           [fparam X ...] [aparam X ...] [fparam_from_compute ID]
+//                           [fparam_from_fix ID [index]] [aparam_from_compute ID]
 // With several models the first drives the dynamics; every out_freq steps all of them are
 // evaluated and their deviation written to out_file, as pair_style deepmd does.
 // pair_coeff * * Elem1 Elem2 ...      (one element name or NULL per LAMMPS atom type; types past the
@@ -18,15 +20,19 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "compute.h"
 #include "error.h"
+#include "fix.h"
 #include "force.h"
 #include "memory.h"
+#include "modify.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
 #include "utils.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -87,7 +93,8 @@ PairDeepComp::PairDeepComp(LAMMPS *lmp) :
     Pair(lmp), out_freq(100), out_file("model_devi.out"), has_relative(0), has_relative_v(0), atomic(0),
     relative(0.0), relative_v(0.0), append_out(0), has_check_frequency(0), check_frequency(-1), overflow("warn"),
     device("auto"), precision("double"), gpu_id(-1), model(nullptr), cutoff(0.0), needs_pairs(1),
-    energy_scale(1.0), length_scale(1.0)
+    energy_scale(1.0), length_scale(1.0), fparam_source(DCB_PARAM_NONE), aparam_source(DCB_PARAM_NONE),
+    fix_fparam_index(-1), dim_fparam(0), dim_aparam(0), dedn_timestep(-1)
 {
   single_enable = 0;
   restartinfo = 1;
@@ -152,10 +159,12 @@ void PairDeepComp::settings(int narg, char **arg)
   static const char *usage =
       "expected pair_style deepcomp MODEL [MODEL2 ...] [check_frequency N] [overflow warn|error|ignore] "
       "[device auto|cpu|cuda] [precision double|single] [gpu_id N] [out_freq N] [out_file FILE] [relative X] "
-      "[relative_v Y] [atomic]";
+      "[relative_v Y] [atomic] [fparam X ...] [aparam X ...] [fparam_from_compute ID] [fparam_from_fix ID [index]] "
+      "[aparam_from_compute ID]";
   auto is_key = [](const std::string &k) {
     for (const char *key : {"check_frequency", "overflow", "device", "precision", "gpu_id", "out_freq", "out_file",
-                            "relative", "relative_v", "atomic"})
+                            "relative", "relative_v", "atomic", "fparam", "aparam", "fparam_from_compute",
+                            "fparam_from_fix", "aparam_from_compute"})
       if (k == key) return true;
     return false;
   };
@@ -174,7 +183,8 @@ void PairDeepComp::settings(int narg, char **arg)
     if (access(model_files[k].c_str(), R_OK) != 0)
       error->all(FLERR,
                  "Illegal pair_style deepcomp keyword '{}': neither a keyword (check_frequency, overflow, device, "
-                 "precision, gpu_id, out_freq, out_file, relative, relative_v, atomic) nor a readable model file",
+                 "precision, gpu_id, out_freq, out_file, relative, relative_v, atomic, fparam, aparam, "
+                 "fparam_from_compute, fparam_from_fix, aparam_from_compute) nor a readable model file",
                  model_files[k]);
   model_file = model_files[0];
   model_path = model_paths[0];
@@ -190,6 +200,14 @@ void PairDeepComp::settings(int narg, char **arg)
   append_out = 0;
   bool has_out_file = false;
   gpu_id = -1;
+  fparam_source = aparam_source = DCB_PARAM_NONE;
+  fparam_values.clear();
+  aparam_values.clear();
+  compute_fparam_id.clear();
+  compute_aparam_id.clear();
+  fix_fparam_id.clear();
+  fix_fparam_index = -1;
+  bool has_fparam_compute = false, has_fparam_fix = false, has_aparam_compute = false;
 
   auto choice = [&](const char *key, const char *value, std::initializer_list<const char *> allowed) {
     for (const char *a : allowed)
@@ -204,6 +222,54 @@ void PairDeepComp::settings(int narg, char **arg)
     if (key == "atomic") {
       atomic = 1;
       iarg += 1;
+      continue;
+    }
+    if (key == "fparam" || key == "aparam") {
+      // the values up to the next keyword; their number is checked against the model's numb_fparam /
+      // numb_aparam once it is loaded (pair_coeff)
+      std::vector<double> &values = key == "fparam" ? fparam_values : aparam_values;
+      values.clear();
+      int k = iarg + 1;
+      for (; k < narg && !is_key(arg[k]); ++k) values.push_back(utils::numeric(FLERR, arg[k], false, lmp));
+      if (values.empty())
+        error->all(FLERR, "Illegal {}, the dimension should be the model's numb_{} (no value given)", key, key);
+      (key == "fparam" ? fparam_source : aparam_source) = DCB_PARAM_VALUES;
+      iarg = k;
+      continue;
+    }
+    if (key == "fparam_from_fix") {
+      if (iarg + 1 >= narg || is_key(arg[iarg + 1]))
+        error->all(FLERR, "invalid fparam_from_fix key: should be fparam_from_fix fix_fparam_id(str) "
+                          "[fix_vector_index]");
+      fix_fparam_id = arg[iarg + 1];
+      fix_fparam_index = -1;
+      has_fparam_fix = true;
+      fparam_source = DCB_PARAM_FIX;
+      iarg += 2;
+      if (iarg < narg && !is_key(arg[iarg])) {
+        char *end = nullptr;
+        errno = 0;
+        const long one_based = strtol(arg[iarg], &end, 10);
+        if (end == arg[iarg] || *end != '\0' || errno == ERANGE || one_based < 1 || one_based > INT_MAX)
+          error->all(FLERR, "invalid fparam_from_fix key: vector index must be a positive 1-based integer");
+        fix_fparam_index = static_cast<int>(one_based - 1);
+        ++iarg;
+      }
+      continue;
+    }
+    if (key == "fparam_from_compute" || key == "aparam_from_compute") {
+      if (iarg + 1 >= narg || is_key(arg[iarg + 1]))
+        error->all(FLERR, "invalid {} key: should be {} compute_{}_id(str)", key, key, key.substr(0, 6));
+      if (key == "fparam_from_compute") {
+        compute_fparam_id = arg[iarg + 1];
+        has_fparam_compute = true;
+        fparam_source = DCB_PARAM_COMPUTE;
+      } else {
+        compute_aparam_id = arg[iarg + 1];
+        has_aparam_compute = true;
+        aparam_source = DCB_PARAM_COMPUTE;
+      }
+      iarg += 2;
       continue;
     }
     if (!is_key(key))
@@ -240,6 +306,15 @@ void PairDeepComp::settings(int narg, char **arg)
     }
     iarg += 2;
   }
+  // the checks of pair_style deepmd
+  if (has_aparam_compute && !aparam_values.empty())
+    error->all(FLERR, "aparam, aparam_from_compute, and ttm should NOT be set simultaneously");
+  if (has_fparam_compute && !fparam_values.empty())
+    error->all(FLERR, "fparam and fparam_from_compute should NOT be set simultaneously");
+  if (has_fparam_fix && !fparam_values.empty())
+    error->all(FLERR, "fparam and fparam_from_fix should NOT be set simultaneously");
+  if (has_fparam_fix && has_fparam_compute)
+    error->all(FLERR, "fparam_from_compute and fparam_from_fix should NOT be set simultaneously");
   if (atomic && !has_out_file)
     error->all(FLERR, "pair_style deepcomp: keyword atomic needs out_file FILE (the per-atom force deviations "
                       "go to that file)");
@@ -343,6 +418,10 @@ void PairDeepComp::create_model()
   a.atomic = atomic;
   a.append = append_out;
   a.gpu_id = gpu_id;
+  a.fparam_source = fparam_source;
+  a.nfparam = static_cast<int>(fparam_values.size());
+  a.aparam_source = aparam_source;
+  a.naparam = static_cast<int>(aparam_values.size());
 
   char err[16384] = {0};
   double cut = 0.0;
@@ -362,6 +441,9 @@ void PairDeepComp::create_model()
   model = handle;
   cutoff = cut;
   needs_pairs = api->needs_pairs(model);
+  if (api->param_dims(model, &dim_fparam, &dim_aparam) != DCB_OK)
+    error->all(FLERR, "pair_style deepcomp: cannot read numb_fparam / numb_aparam of model {}", model_file);
+  dedn_timestep = -1;
   if (!(cutoff > 0.0)) error->all(FLERR, "pair_style deepcomp: model {} has no positive cutoff", model_file);
 }
 
@@ -427,6 +509,11 @@ void PairDeepComp::compute(int eflag, int vflag)
   if (pair_i.size() > static_cast<size_t>(INT_MAX))
     error->one(FLERR, "pair_style deepcomp: too many pairs on one rank; use more MPI ranks");
 
+  // this step's frame / atomic parameters, read as pair_style deepmd reads them
+  make_aparam(aparam_step);
+  make_fparam(fparam_step);
+  dedn_step.assign(static_cast<size_t>(dim_fparam), 0.0);
+
   dcb_compute_args a;
   memset(&a, 0, sizeof a);
   a.nlocal = nlocal;
@@ -445,11 +532,17 @@ void PairDeepComp::compute(int eflag, int vflag)
   a.tag = (nlocal + nghost && atom->tag_enable) ? reinterpret_cast<const int *>(atom->tag) : nullptr;
   a.natoms = static_cast<int64_t>(atom->natoms);
   a.cvatom = (cvflag_atom && (nlocal + nghost)) ? &cvatom[0][0] : nullptr;
+  a.dim_fparam = dim_fparam;
+  a.dim_aparam = dim_aparam;
+  a.fparam = fparam_step.empty() ? nullptr : fparam_step.data();
+  a.aparam = aparam_step.empty() ? nullptr : aparam_step.data();
+  a.dedfparam = dim_fparam > 0 ? dedn_step.data() : nullptr;
 
   char err[16384] = {0};
   const int rc = api->compute(model, &a, err, sizeof err);
   if (rc == DCB_ERROR_COLLECTIVE) error->all(FLERR, "pair_style deepcomp: {}", err);
   if (rc != DCB_OK) error->one(FLERR, "pair_style deepcomp: {}", err);
+  dedn_timestep = static_cast<int64_t>(update->ntimestep);
 
   if (eflag_global) eng_vdwl += a.energy;
   if (vflag_fdotr) {
@@ -458,6 +551,124 @@ void PairDeepComp::compute(int eflag, int vflag)
     if (!a.have_virial) error->one(FLERR, "pair_style deepcomp: the Python side returned no virial");
     for (int k = 0; k < 6; ++k) virial[k] += a.virial[k];
   }
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairDeepComp::make_fparam(std::vector<double> &out)
+{
+  out.clear();
+  if (fparam_source == DCB_PARAM_VALUES) {
+    out = fparam_values;
+  } else if (fparam_source == DCB_PARAM_COMPUTE) {
+    Compute *c = modify->get_compute_by_id(compute_fparam_id);
+    if (!c) error->all(FLERR, "compute {} for fparam is not found", compute_fparam_id);
+    out.resize(dim_fparam);
+    if (dim_fparam == 1) {
+      if (!c->scalar_flag) error->all(FLERR, "compute {} does not provide a scalar for fparam", compute_fparam_id);
+      if (!(c->invoked_flag & Compute::INVOKED_SCALAR)) {
+        c->compute_scalar();
+        c->invoked_flag |= Compute::INVOKED_SCALAR;
+      }
+      out[0] = c->scalar;
+    } else if (dim_fparam > 1) {
+      if (!c->vector_flag) error->all(FLERR, "compute {} does not provide a vector for fparam", compute_fparam_id);
+      if (!(c->invoked_flag & Compute::INVOKED_VECTOR)) {
+        c->compute_vector();
+        c->invoked_flag |= Compute::INVOKED_VECTOR;
+      }
+      if (c->size_vector < dim_fparam || !c->vector)
+        error->all(FLERR, "compute {} vector is shorter than fparam dimension", compute_fparam_id);
+      for (int k = 0; k < dim_fparam; ++k) out[k] = c->vector[k];
+    }
+  } else if (fparam_source == DCB_PARAM_FIX) {
+    Fix *fix = modify->get_fix_by_id(fix_fparam_id);
+    if (!fix) error->all(FLERR, "fix id is not found: {}", fix_fparam_id);
+    out.resize(dim_fparam);
+    if (fix_fparam_index < 0) {
+      if (!fix->scalar_flag) error->all(FLERR, "fix {} does not provide a scalar for fparam", fix_fparam_id);
+      const double value = fix->compute_scalar();
+      for (int k = 0; k < dim_fparam; ++k) out[k] = value;
+    } else {
+      if (!fix->vector_flag) error->all(FLERR, "fix {} does not provide a vector for fparam", fix_fparam_id);
+      if (fix_fparam_index > fix->size_vector - dim_fparam)
+        error->all(FLERR, "fix {} vector is shorter than fparam dimension", fix_fparam_id);
+      for (int k = 0; k < dim_fparam; ++k) out[k] = fix->compute_vector(fix_fparam_index + k);
+    }
+  }
+}
+
+void PairDeepComp::make_aparam(std::vector<double> &out)
+{
+  out.clear();
+  const int nlocal = atom->nlocal;
+  if (aparam_source == DCB_PARAM_VALUES) {
+    // the same values for every atom
+    const size_t dim = aparam_values.size();
+    out.resize(dim * nlocal);
+    for (int i = 0; i < nlocal; ++i)
+      for (size_t k = 0; k < dim; ++k) out[i * dim + k] = aparam_values[k];
+  } else if (aparam_source == DCB_PARAM_COMPUTE) {
+    Compute *c = modify->get_compute_by_id(compute_aparam_id);
+    if (!c) error->all(FLERR, "compute {} for aparam is not found", compute_aparam_id);
+    if (!c->peratom_flag)
+      error->all(FLERR, "compute {} does not provide per-atom data for aparam", compute_aparam_id);
+    if (dim_aparam == 1 && c->size_peratom_cols != 0)
+      error->all(FLERR, "compute {} does not provide a per-atom vector for aparam", compute_aparam_id);
+    if (dim_aparam > 1 && c->size_peratom_cols < dim_aparam)
+      error->all(FLERR, "compute {} array has fewer columns than aparam dimension", compute_aparam_id);
+    out.resize(static_cast<size_t>(dim_aparam) * nlocal);
+    if (!(c->invoked_flag & Compute::INVOKED_PERATOM)) {
+      c->compute_peratom();
+      c->invoked_flag |= Compute::INVOKED_PERATOM;
+    }
+    if (nlocal == 0) return;
+    if (dim_aparam == 1) {
+      if (!c->vector_atom) error->one(FLERR, "compute {} returned a null per-atom vector for aparam", compute_aparam_id);
+      out.assign(c->vector_atom, c->vector_atom + nlocal);
+    } else {
+      if (!c->array_atom) error->one(FLERR, "compute {} returned a null per-atom array for aparam", compute_aparam_id);
+      for (int i = 0; i < nlocal; ++i)
+        for (int k = 0; k < dim_aparam; ++k) out[static_cast<size_t>(i) * dim_aparam + k] = c->array_atom[i][k];
+    }
+  }
+}
+
+double PairDeepComp::dedfparam_local(const std::vector<double> &value)
+{
+  if (dim_fparam < 1) error->all(FLERR, "compute deepcomp/fparam/dedn: the model takes no frame parameter");
+  if (dedn_timestep != static_cast<int64_t>(update->ntimestep))
+    error->all(FLERR, "compute deepcomp/fparam/dedn: pair_style deepcomp has not computed forces on step {} "
+                      "(the compute is evaluated with the positions of the pair style's last force call)",
+               update->ntimestep);
+  if (value == fparam_step) return dedn_step[0];   // the derivative of this step's force call
+  const BridgeAPI *api = loaded_bridge();
+  const int nall = atom->nlocal + atom->nghost;
+  std::vector<double> scratch(static_cast<size_t>(nall) * 3, 0.0), dedn(static_cast<size_t>(dim_fparam), 0.0);
+  dcb_compute_args a;
+  memset(&a, 0, sizeof a);
+  a.nlocal = atom->nlocal;
+  a.nghost = atom->nghost;
+  a.npairs = static_cast<int>(pair_i.size());
+  a.x = nall ? &atom->x[0][0] : nullptr;
+  a.f = nall ? scratch.data() : nullptr;
+  a.type = atom->type;
+  a.pair_i = needs_pairs ? pair_i.data() : nullptr;
+  a.pair_j = needs_pairs ? pair_j.data() : nullptr;
+  a.ntimestep = static_cast<int64_t>(update->ntimestep);
+  a.tag = (nall && atom->tag_enable) ? reinterpret_cast<const int *>(atom->tag) : nullptr;
+  a.natoms = static_cast<int64_t>(atom->natoms);
+  a.dim_fparam = dim_fparam;
+  a.dim_aparam = dim_aparam;
+  a.fparam = value.data();
+  a.aparam = aparam_step.empty() ? nullptr : aparam_step.data();
+  a.dedfparam = dedn.data();
+  a.probe = 1;
+  char err[16384] = {0};
+  const int rc = api->compute(model, &a, err, sizeof err);
+  if (rc == DCB_ERROR_COLLECTIVE) error->all(FLERR, "compute deepcomp/fparam/dedn: {}", err);
+  if (rc != DCB_OK) error->one(FLERR, "compute deepcomp/fparam/dedn: {}", err);
+  return dedn[0];
 }
 
 /* ---------------------------------------------------------------------- */

@@ -38,6 +38,11 @@ class PairDeepComp : public LAMMPS_NS::Pair {
   // called by the bridge to print through LAMMPS
   void log_message(int level, const char *message);
 
+  // for compute deepcomp/fparam/dedn: numb_fparam of the model, and this rank's share of
+  // dE/dfparam at `value` with the positions and pairs of this step's force call
+  int get_dim_fparam() const { return dim_fparam; }
+  double dedfparam_local(const std::vector<double> &value);
+
  private:
   // pair_style arguments
   std::string model_file;   // as given (the first model: it drives the dynamics)
@@ -65,6 +70,18 @@ class PairDeepComp : public LAMMPS_NS::Pair {
   double energy_scale;   // LAMMPS energy units per eV (units metal: 1, units real: kcal/mol per eV)
   double length_scale;   // LAMMPS length units per Angstrom (units si: 1e-10 m)
   std::vector<int> pair_i, pair_j;
+
+  // frame / atomic parameters, as pair_style deepmd takes them (DCB_PARAM_* sources)
+  int fparam_source, aparam_source;
+  std::vector<double> fparam_values, aparam_values;   // given with the fparam / aparam keywords
+  std::string compute_fparam_id, compute_aparam_id, fix_fparam_id;
+  int fix_fparam_index;   // -1: the fix's scalar
+  int dim_fparam, dim_aparam;   // of the loaded models
+  std::vector<double> fparam_step, aparam_step;   // this step's values
+  std::vector<double> dedn_step;   // this rank's share of dE/dfparam at fparam_step
+  int64_t dedn_timestep;   // step of the last force call (-1: none)
+  void make_fparam(std::vector<double> &out);
+  void make_aparam(std::vector<double> &out);
 
   void allocate();
   void create_model();

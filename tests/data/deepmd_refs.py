@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def eval_outputs(dp, coord, box, atype, prefix: str) -> dict:
-    """``DeepPot.eval`` of one frame (``box`` None: no periodicity) as ``{prefix}energy``, ``force``, ..."""
+def eval_outputs(dp, coord, box, atype, prefix: str, **kwargs) -> dict:
+    """``DeepPot.eval`` of one frame (``box`` None: no periodicity) as ``{prefix}energy``, ``force``, ...;
+    ``kwargs`` (fparam, aparam) go to ``eval``."""
     box = None if box is None else np.asarray(box).reshape(1, 9)
-    e, f, v, ae, av = dp.eval(np.asarray(coord).reshape(1, -1), box, atype, atomic=True)
+    e, f, v, ae, av = dp.eval(np.asarray(coord).reshape(1, -1), box, atype, atomic=True, **kwargs)
     return {
         f"{prefix}energy": np.float64(e.ravel()[0]),
         f"{prefix}force": f.reshape(-1, 3),

@@ -142,21 +142,27 @@ def generate(plugin: Path, model: Path) -> None:
     print(f"# written {OUT}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def deepmd_plugin(description: str, script: str) -> Path:
+    """DeePMD-kit's LAMMPS plugin of ``--deepmd-venv``; first re-runs ``script`` with the thread
+    variables and the library path that plugin needs (this returns in that child only)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--deepmd-venv", type=Path, required=True)
     args = ap.parse_args()
     sp = sorted(args.deepmd_venv.glob("lib/python3*/site-packages"))[0]
-    if os.environ.get("_COMPAT_REFS_CHILD") != "1":
+    if os.environ.get("_DEEPMD_PLUGIN_CHILD") != "1":
         from make_model_devi_refs import thread_env
 
         env = thread_env()
-        env["_COMPAT_REFS_CHILD"] = "1"
+        env["_DEEPMD_PLUGIN_CHILD"] = "1"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (str(Path(sys.executable).parent.parent / "lib"), str(args.deepmd_venv / "lib"),
                         str(sp / "tensorflow"), os.environ.get("LD_LIBRARY_PATH", "")) if p)
-        raise SystemExit(subprocess.call([sys.executable, __file__, *sys.argv[1:]], env=env))
-    generate(sp / "deepmd" / "lib" / "libdeepmd_lmpplugin.so", HERE / "models" / "cuau_se_e2_a.pb")
+        raise SystemExit(subprocess.call([sys.executable, script, *sys.argv[1:]], env=env))
+    return sp / "deepmd" / "lib" / "libdeepmd_lmpplugin.so"
+
+
+def main() -> None:
+    generate(deepmd_plugin(__doc__.splitlines()[0], __file__), HERE / "models" / "cuau_se_e2_a.pb")
 
 
 if __name__ == "__main__":

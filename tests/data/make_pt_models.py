@@ -120,24 +120,37 @@ def _strip_debug(src: Path, dst: Path) -> None:
                 zout.writestr(item, zin.read(item))
 
 
-def _refs(name: str, pth: Path, variant: str = "pth", names: list[str] | None = None) -> None:
+def _refs(name: str, pth: Path, variant: str = "pth", names: list[str] | None = None, relabel=None) -> None:
     """DeePMD-kit's DeepPot outputs of ``pth`` (any model file) on the held-out configurations ``names``
-    (default: all) -> refs/NAME.npz, variant ``variant``."""
+    (default: all) -> refs/NAME.npz, variant ``variant``; ``relabel(atype)`` may change the atom types
+    first (they are stored with the references)."""
     from deepmd.infer import DeepPot
 
     held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
     names = names or [str(n) for n in held["names"]]
-    out = {"names": np.array(names), "type_map": held["type_map"], "variants": np.array([variant])}
     dp = DeepPot(str(pth))
+    type_map = held["type_map"] if relabel is None else np.array(dp.get_type_map())
+    out = {"names": np.array(names), "type_map": type_map, "variants": np.array([variant])}
     out["model_type_map"] = np.array(dp.get_type_map())
     for c in names:
         for k in ("coord", "box", "atype", "min_dist"):
             if f"{c}/{k}" in held.files:
                 out[f"{c}/{k}"] = held[f"{c}/{k}"]
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
+        if relabel is not None:
+            atype = out[f"{c}/atype"] = relabel(atype.copy())
         box = held[f"{c}/box"] if f"{c}/box" in held.files else None
         out.update(eval_outputs(dp, coord, box, atype, f"{c}/{variant}/"))
     np.savez(HERE / "refs" / f"{name}.npz", **out)
+
+
+def train_freeze_convert(dp: str, name: str, config: dict, work: Path) -> None:
+    """``dp --pt train`` on ``config``, freeze to models/NAME.pth (debug members dropped), convert to NAME.dp."""
+    (work / "input.json").write_text(json.dumps(config, indent=1))
+    _run([dp, "--pt", "train", "input.json"], work)
+    _run([dp, "--pt", "freeze", "-o", "frozen.pth"], work)
+    _strip_debug(work / "frozen.pth", HERE / "models" / f"{name}.pth")
+    _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.dp")], work)
 
 
 def main(names: list[str]) -> None:
@@ -149,11 +162,7 @@ def main(names: list[str]) -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            (work / "input.json").write_text(json.dumps(MODELS[name], indent=1))
-            _run([dp, "--pt", "train", "input.json"], work)
-            _run([dp, "--pt", "freeze", "-o", "frozen.pth"], work)
-            _strip_debug(work / "frozen.pth", HERE / "models" / f"{name}.pth")
-            _run([dp, "convert-backend", str(HERE / "models" / f"{name}.pth"), str(HERE / "models" / f"{name}.dp")], work)
+            train_freeze_convert(dp, name, MODELS[name], work)
             _refs(name, HERE / "models" / f"{name}.pth")
             if name == "pt_cuau_se_e2_r":  # a model compressed by DeePMD-kit, which deepcomp refuses
                 # (coarse tables: only its refusal is tested, so keep the file small)
