@@ -27,7 +27,11 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 MODELS = DATA / "models"
 GRAPHS = MODELS / "tf_graphs"
 DEFAULT_PLACES, STRICT_PLACES = 7, 12
-FPARAM_XFAIL = pytest.mark.xfail(reason="fparam/aparam: merged separately", strict=False)
+# The .pb's environment op holds rcut_smth 1.8 in float32 and DeePMD-kit's switch ends at float32(6.0 - 1.8)
+# above it: deepcomp takes that end, 5.99999976, as the model's cut-off (io/pb.py _op_cutoffs, to reproduce
+# the switch exactly) and reports it as rcut, where DeePMD-kit's get_rcut() reports descrpt_attr/rcut, 6.0.
+RCUT_XFAIL = pytest.mark.xfail(reason="rcut reported as the float32 end of the switch (5.99999976), not "
+                                      "descrpt_attr/rcut (6.0): io/pb.py _op_cutoffs", strict=True)
 
 CASES = {  # DeePMD-kit key: testcase, model files (its extensions .yaml, .pb, .pth)
     "se_e2_a": ("deeppot-testcase.json", {".yaml": MODELS / "deeppot_sea.yaml", ".pb": GRAPHS / "deepmd_deeppot_sea.pb",
@@ -37,8 +41,7 @@ CASES = {  # DeePMD-kit key: testcase, model files (its extensions .yaml, .pb, .
     "fparam_aparam": ("deepmd_suite/fparam_aparam-testcase.json", {".yaml": MODELS / "fparam_aparam.yaml",
                                                                     ".pb": GRAPHS / "deepmd_fparam_aparam-yaml.pb"}),
 }
-PARAMS = [pytest.param((key, ext), id=f"{key}{ext}", marks=[FPARAM_XFAIL] if key == "fparam_aparam" else [])
-          for key, (_, files) in CASES.items() for ext in files]
+PARAMS = [pytest.param((key, ext), id=f"{key}{ext}") for key, (_, files) in CASES.items() for ext in files]
 
 
 class Case:
@@ -77,8 +80,10 @@ def case(request):
     return _LOADED[key]
 
 
-def test_attrs(case):
+def test_attrs(case, request):
     d = case.data
+    if case.path.name == "deepmd_fparam_aparam-yaml.pb":
+        request.applymarker(RCUT_XFAIL)
     assert len(case.pot.type_map) == d["ntypes"]
     np.testing.assert_almost_equal(case.pot.rcut, d["rcut"], case.places)
     assert list(case.pot.type_map) == d["type_map"]

@@ -5,8 +5,8 @@ expected values written in those modules (tests/data/refs/deepmd_suite/*.json, r
 tests/data/make_deepmd_suite_refs.py) with their tolerance (``pytest.approx`` defaults).
 test_lammps drives DeePMD-kit's deeppot.pbtxt (as .pb), test_lammps_pt its deeppot_sea.pth; both
 take deeppot-1.pbtxt as the second model of the model deviation. test_lammps_faparam (fparam_aparam.pbtxt,
-``fparam``/``aparam`` keywords): its test_pair_deepmd and test_pair_deepmd_virial, xfail until
-fparam/aparam are merged. The water system: 6 atoms in a
+``fparam``/``aparam`` keywords): its test_pair_deepmd and test_pair_deepmd_virial (its compute-source
+tests: tests/lammps' own fparam tests against pair_style deepmd). The water system: 6 atoms in a
 13 A box (test_lammps_3types: a 7th atom of a third LAMMPS type the model does not know, mapped by
 position to no element, so it feels no force). Not ported: the MPI runs (tests/lammps/test_lammps_mpi.py
 covers them for pair_style deepcomp) and DeePMD-kit's plugin-internal smoke tests.
@@ -329,14 +329,12 @@ FAPARAM = "pair_style deepcomp {} fparam 0.25852028 aparam 0.25852028\npair_coef
     GRAPHS / "deepmd_fparam_aparam.pb")
 
 
-@pytest.mark.xfail(reason="fparam/aparam: merged separately", strict=False)
 def test_faparam_pair_deepmd(files):
     e = expected("test_lammps_faparam")
     run = Run(files["test_lammps_faparam"]["metal"], FAPARAM, masses=(16,))
     assert_energy_forces(run, e)
 
 
-@pytest.mark.xfail(reason="fparam/aparam: merged separately", strict=False)
 def test_faparam_pair_deepmd_virial(files):
     e = expected("test_lammps_faparam")
     run = Run(files["test_lammps_faparam"]["metal"], FAPARAM, masses=(16,))

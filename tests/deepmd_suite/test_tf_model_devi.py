@@ -9,7 +9,7 @@ Expected rows and places: the test's (``assert_almost_equal`` to 6 places; where
 build the expected virial deviation from the 3x3 virial summed over one axis (3 numbers, passing only
 by that rtol=6, and relative_v as a per-component |mean|); here from the 9 components and the norm of
 their mean, as dp model-devi computes them (deepmd/infer/model_devi.py calc_model_devi_v; EXPECT agrees).
-TestMakeModelDeviFparamAparam is ported as xfail (fparam/aparam merged separately).
+TestMakeModelDeviFparamAparam: fparam.npy/aparam.npy read from the system.
 """
 
 from __future__ import annotations
@@ -121,7 +121,6 @@ def test_make_model_devi_atomic_relative_v(system, tmp_path, pots):
     np.testing.assert_almost_equal(md[1:4], [np.max(md_v), np.min(md_v), np.sqrt(np.mean(np.square(md_v)))], 6)
 
 
-@pytest.mark.xfail(reason="fparam/aparam: merged separately", strict=False)
 def test_make_model_devi_fparam_aparam(system, tmp_path):
     """TestMakeModelDeviFparamAparam: one type, fparam.npy/aparam.npy in the system; DeePMD-kit passes the one
     fparam_aparam model (deviation 0), deepcomp needs two models: the same one twice (deviation 0 too)."""
