@@ -39,22 +39,15 @@ def _result(variant: str, conf: str):
             "atom_energy": res.atom_energy, "atom_virial": res.atom_virial.reshape(-1, 9)}
 
 
+@pytest.mark.parametrize("which", ["original", "compressed"])
 @pytest.mark.parametrize("conf", CONFS)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_compressed_matches_deepmd(variant, conf):
+def test_compressed_matches(variant, conf, which):
+    """The tests' own criterion (``which`` = original: the compressed graph gives the original's values to
+    10 places), and DeePMD-kit's evaluation of the compressed graph to the same places."""
     got = _result(variant, conf)
     for key in KEYS:
-        want = REF[f"{variant}/{conf}/compressed/{key}"]
-        np.testing.assert_almost_equal(np.ravel(got[key]), np.ravel(want), PLACES, err_msg=key)
-
-
-@pytest.mark.parametrize("conf", CONFS)
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_compressed_matches_original(variant, conf):
-    """The tests' own criterion: the compressed graph gives the original's values to 10 places."""
-    got = _result(variant, conf)
-    for key in KEYS:
-        want = REF[f"{variant}/{conf}/original/{key}"]
+        want = REF[f"{variant}/{conf}/{which}/{key}"]
         np.testing.assert_almost_equal(np.ravel(got[key]), np.ravel(want), PLACES, err_msg=key)
 
 
