@@ -71,11 +71,17 @@ def check_central_differences(pot, ref, conf="p32_0"):
 
 
 SLOW_FD = ("cuau_se_e3", "cuau_se_atten_v2", "cuau_se_atten_v2_jax")  # large sel or three-body on numpy
+#: the fast loop's representatives (37 numpy evaluations each): se_e2_a + se_e2_r through the
+#: hybrid, the relu split tables, and the activations no DeePMD-kit reference checks (the others'
+#: exact forces equal DeePMD-kit's in test_reference_evaluation); the rest run with the slow tests
+FAST_FD = {("cuau_hybrid", False), ("cuau_hybrid", True), ("cu_se_e2_a_relu", True), ("swap:sigmoid", False),
+           ("swap:relu6", False)}
 
 
-@pytest.mark.parametrize("compressed", [False, True], ids=["exact", "compressed"])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FD else n
-                                  for n in DESCRIPTOR_MODELS + ACTIVATION_MODELS])
+@pytest.mark.parametrize("name, compressed", [
+    pytest.param(n, c, id=f"{n}-{'compressed' if c else 'exact'}",
+                 marks=() if (n, c) in FAST_FD and n not in SLOW_FD else pytest.mark.slow)
+    for n in DESCRIPTOR_MODELS + ACTIVATION_MODELS for c in (False, True)])
 def test_forces_and_virial_by_central_differences(potentials, name, compressed):
     pot, ref = potentials(name, compressed)
     check_central_differences(pot, ref)

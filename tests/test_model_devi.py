@@ -249,6 +249,7 @@ def test_calculator_devi_every_and_first_model_drives():
     assert calc.get_model_devi(atoms) is not first  # asked for explicitly: computed now
 
 
+@pytest.mark.slow  # four models (se_e3 among them) on 90 atoms with numpy; the ensemble test below shares too
 def test_models_share_selections_with_the_same_signature(monkeypatch):
     """Several models on one pair list (LAMMPS's model deviation): each distinct (rcut, sel,
     selection kind, exclusions) is selected once, results are those of separate selections,

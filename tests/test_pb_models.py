@@ -14,7 +14,12 @@ PB_MODELS = sorted(p.stem for p in MODELS.glob("*.pb") if not p.stem.endswith("-
 CONFS = ("p32_0", "p108_1", "p256")
 
 
-@pytest.mark.parametrize("name", PB_MODELS)
+#: the fast loop's graphs: se_e2_a, a hybrid (se_e2_a + se_e2_r) and the graph-only se_atten_v2;
+#: every other graph runs with the slow tests
+FAST_PB = ("cuau_se_e2_a", "cuau_hybrid", "cuau_se_atten_v2")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_PB else pytest.param(n, marks=pytest.mark.slow) for n in PB_MODELS])
 def test_compress_pb_and_reproduce_deepmd(tmp_path, name):
     out = tmp_path / f"{name}.dcz"
     assert main(["compress", "-i", str(MODELS / f"{name}.pb"), "-o", str(out), "-v", "WARNING"]) == 0

@@ -128,11 +128,17 @@ def test_fitting_pipeline(backend, cuau):
 
 
 # ---------------------------------------------------------------------------- whole model
+# the fast loop keeps one whole step (float64, periodic); the float32 kernels are checked one by
+# one above, and test_validate_emulated runs whole float32 steps
 @needs_emulation
-@pytest.mark.parametrize("conf", ["p32_0", pytest.param("cluster55", marks=pytest.mark.slow),
-                                  pytest.param("overflow_0.30A", marks=pytest.mark.slow)])
-def test_whole_model_matches_reference(backend, cuau, conf):
+@pytest.mark.parametrize("precision, conf", [
+    ("float64", "p32_0"), pytest.param("float32", "p32_0", marks=pytest.mark.slow),
+    *[pytest.param(p, c, marks=pytest.mark.slow)
+      for c in ("cluster55", "overflow_0.30A") for p in ("float64", "float32")],
+])
+def test_whole_model_matches_reference(host_emulation, cuau, precision, conf):
     path, ref = cuau
+    backend = Backend(precision=precision, emulate=True)
     if conf.startswith("overflow") and backend.precision == "float32":
         pytest.skip("exact-net path is covered in float64 here and by the float32 kernel test (slow emulation)")
     dev_pot, ref_pot = pot_of(path), pot_of(path)
@@ -288,9 +294,10 @@ def _with_exclusions(path, model_pairs, descriptor_pairs):
 
 @needs_emulation
 @pytest.mark.parametrize("name, model_pairs, descriptor_pairs", [
-    # mixed list: excluded neighbours leave the selection (slow emulation)
+    # mixed list: excluded neighbours leave the selection; descriptor exclusions become padding
+    # too (slow emulation: minutes each on 2 cores)
     pytest.param("cuau_se_atten_v2_jax", [(0, 1)], [], marks=pytest.mark.slow),
-    ("cuau_se_atten_v2_jax", [], [(1, 0), (1, 1)]),   # descriptor exclusions become padding too
+    pytest.param("cuau_se_atten_v2_jax", [], [(1, 0), (1, 1)], marks=pytest.mark.slow),
     ("cuau_se_e2_r", [(1, 0)], [(0, 0)]),
 ])
 def test_exclusions_on_the_device(compressed_model, name, model_pairs, descriptor_pairs):

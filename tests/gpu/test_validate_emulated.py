@@ -21,12 +21,25 @@ from deepcomp_ase.validate import MIN_DISTANCE  # noqa: E402
 pytestmark = needs_emulation  # the kernels are compiled for the CPU when a test first runs
 
 
+@pytest.fixture(scope="module")
+def device_pots(compressed_model):
+    """{precision: potential on the emulated device}, made at first use."""
+    made = {}
+
+    def get(precision):
+        if precision not in made:
+            p = DeepPotential.from_file(compressed_model("cuau_se_e2_a"), backend="numpy", overflow="ignore")
+            p.backend = Backend(precision=precision, emulate=True)
+            assert p.backend.builds_neighbors
+            made[precision] = p
+        return made[precision]
+
+    return get
+
+
 @pytest.fixture(scope="module", params=["float64", "float32"])
-def device_pot(request, compressed_model):
-    p = DeepPotential.from_file(compressed_model("cuau_se_e2_a"), backend="numpy", overflow="ignore")
-    p.backend = Backend(precision=request.param, emulate=True)
-    assert p.backend.builds_neighbors
-    return p
+def device_pot(request, device_pots):
+    return device_pots(request.param)
 
 
 def structure(p):
@@ -36,8 +49,16 @@ def structure(p):
     return atoms.positions.copy(), p.types_of(atoms.get_chemical_symbols()), atoms.cell.array, atoms.pbc
 
 
-@pytest.mark.parametrize("offset", [0.0, 1e-9, 5e-4])
-def test_two_atoms_at_one_place(device_pot, offset):
+# each case is a whole emulated step (~18 s of CPU): the fast loop keeps one, float32 runs with
+# the slow tests (its kernels are checked one by one in test_kernels_emulated.py)
+@pytest.mark.parametrize("precision, offset", [
+    ("float64", 0.0),
+    *[pytest.param(p, o, marks=pytest.mark.slow) for p, o in (("float64", 1e-9), ("float64", 5e-4),
+                                                              ("float32", 0.0), ("float32", 1e-9),
+                                                              ("float32", 5e-4))],
+])
+def test_two_atoms_at_one_place(device_pots, precision, offset):
+    device_pot = device_pots(precision)
     pos, types, cell, pbc = structure(device_pot)
     pos[7] = pos[3] + [offset, 0.0, 0.0]
     with pytest.raises(AtomsTooCloseError) as info:
@@ -47,7 +68,9 @@ def test_two_atoms_at_one_place(device_pot, offset):
     assert "same position" in str(info.value)
 
 
-def test_just_above_the_limit_evaluates(device_pot):
+@pytest.mark.parametrize("precision", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
+def test_just_above_the_limit_evaluates(device_pots, precision):
+    device_pot = device_pots(precision)
     pos, types, cell, pbc = structure(device_pot)
     pos[7] = pos[3] + [2 * MIN_DISTANCE, 0.0, 0.0]
     assert np.isfinite(device_pot.compute_atoms(pos, types, cell, pbc).energy)

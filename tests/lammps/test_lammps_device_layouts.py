@@ -186,6 +186,7 @@ def test_step_bytes_are_o_atoms(layouts, compressed_model):
         + sum(path.last_step_bytes)
 
 
+@pytest.mark.slow  # four emulated steps on the largest layouts (test_step_bytes_are_o_atoms is the fast one)
 @needs_emulation
 def test_buffers_grow_only_with_the_atom_count(layouts, compressed_model):
     """nall changes at every re-neighbouring: smaller layouts reuse the buffers (views), only a
@@ -319,6 +320,7 @@ def test_models_back_to_back_on_the_device(layouts, compressed_model):
     assert models.last_step_bytes == expected_step_bytes(nloc, nall, nparts[0], types_changed=False)
 
 
+@pytest.mark.slow  # LAMMPS runs twice, three models emulated; test_models_back_to_back_on_the_device is the fast one
 @needs_emulation
 def test_lammps_model_devi_on_the_device_path(tmp_path, monkeypatch, compressed_model):
     """``pair_style deepcomp M1 M2 M3 out_freq 1 out_file F atomic`` in-process: ``device cuda``

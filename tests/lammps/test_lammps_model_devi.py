@@ -62,7 +62,10 @@ def assert_same_model_devi(ours: str, ref: str):
 
 
 @pytest.mark.parametrize("nprocs", [1, pytest.param(2, marks=[pytest.mark.slow, pytest.mark.mpi])])
-@pytest.mark.parametrize("case", list(OPTIONS))
+# the fast loop runs the deck once (every option, models mixed); the plain file with the other
+# mix of compressed and uncompressed models runs with the slow tests
+@pytest.mark.parametrize("case", [c if c == "lammps_rel_atomic" else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in OPTIONS])
 def test_model_devi_equals_pair_style_deepmd(tmp_path, compressed, case, nprocs):
     models = model_list(compressed, first_compressed=(case == "lammps_plain"))
     (tmp_path / "pair.in").write_text(f"pair_style deepcomp {' '.join(map(str, models))} out_file md.out "
