@@ -251,8 +251,8 @@ def test_se_e3_on_the_device(backend, compressed_model, squeeze):
 
 
 @needs_emulation
-@pytest.mark.parametrize("name", ["cuau_se_e2_a", pytest.param("cuau_se_atten_v2_jax", marks=pytest.mark.slow),
-                                  pytest.param("cuau_hybrid", marks=pytest.mark.slow)])
+@pytest.mark.slow  # the fast loop keeps tests/lammps/test_lammps_device_layouts.py's ghost-atom decks
+@pytest.mark.parametrize("name", ["cuau_se_e2_a", "cuau_se_atten_v2_jax", "cuau_hybrid"])
 def test_lammps_style_ghost_atoms(compressed_model, name):
     """The LAMMPS hand-off on the device path: a pair list over local + ghost atoms
     (DeepPotential.compute_pairs -> host select -> Backend.evaluate). Ghost forces folded onto
@@ -298,7 +298,7 @@ def _with_exclusions(path, model_pairs, descriptor_pairs):
     # too (slow emulation: minutes each on 2 cores)
     pytest.param("cuau_se_atten_v2_jax", [(0, 1)], [], marks=pytest.mark.slow),
     pytest.param("cuau_se_atten_v2_jax", [], [(1, 0), (1, 1)], marks=pytest.mark.slow),
-    ("cuau_se_e2_r", [(1, 0)], [(0, 0)]),
+    pytest.param("cuau_se_e2_r", [(1, 0)], [(0, 0)], marks=pytest.mark.slow),
 ])
 def test_exclusions_on_the_device(compressed_model, name, model_pairs, descriptor_pairs):
     backend = Backend(precision="float64", emulate=True)

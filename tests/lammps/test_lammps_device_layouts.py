@@ -135,6 +135,7 @@ CASES = [("cuau_se_e2_a", ("p32_0", "cluster")), ("cuau_se_atten_v2", ("p32_0", 
 
 
 @needs_emulation
+@pytest.mark.slow  # ~15 s of emulation; the periodic deck stays in the fast loop
 def test_cluster_layouts_se_e2_a(layouts, compressed_model):
     """Fast case: the last step of every rank of the cluster on 1 and 2 ranks, one device path."""
     dev, ref = _potentials(compressed_model, "cuau_se_e2_a")
@@ -276,6 +277,7 @@ def test_lammps_run_on_the_device_path(tmp_path, monkeypatch, compressed_model, 
 
 
 @needs_emulation
+@pytest.mark.slow  # ~10 s of emulation
 def test_models_back_to_back_on_the_device(layouts, compressed_model):
     """Model deviation on the device path: three models (one a hybrid) on a 2-rank layout. Every
     upload comes first (positions once for all models), then every model's kernels with no
