@@ -744,10 +744,11 @@ def _se_atten_v2(ctx: _Ctx, tree: dict, where: str, ntypes: int, type_map: tuple
     ctx.expect(tree, "tebd_dim", where, tebd_dim, "the type embedding's width")
     dp_type_table = type_embd_table(tree)  # DeePMD-kit's tabulated strip net (dp compress)
     strip_tree = ctx.get(tree, "embeddings_strip", where)
-    strip_nets = [n for n in strip_tree.get("networks") or [] if n is not None] if dp_type_table is not None else [1]
-    strip = {} if not strip_nets else _collection(ctx, strip_tree, where + ".embeddings_strip", ntypes,
-                                                  "embedding_network", False, False)
-    if strip_nets and () not in strip:
+    # a graph compressed by DeePMD-kit keeps only the strip net's table: its collection holds nulls
+    strip_lost = dp_type_table is not None and all(n is None for n in strip_tree.get("networks") or [])
+    strip = {} if strip_lost else _collection(ctx, strip_tree, where + ".embeddings_strip", ntypes,
+                                              "embedding_network", False, False)
+    if not strip_lost and () not in strip:
         raise ModelFormatError(f"{ctx.source}: {where}.embeddings_strip must hold one network")
     if strip:
         # the strip net reads the neighbour's embedding (type_one_side) or [neighbour, centre]
