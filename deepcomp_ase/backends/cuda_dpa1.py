@@ -1,0 +1,122 @@
+"""DPA-1 on the CUDA backend: the constants the kernels of ``kernels/dpa1.cu`` read, and their launches.
+
+The numpy reference is :mod:`deepcomp_ase.descriptors.dpa1`; the kernels evaluate the same math on
+the part's tables (exact net for inputs outside them). What is uploaded once per potential
+(:class:`Dpa1Device`): the table of every (centre type, neighbour type), the descriptor's slot
+exclusions, the strip-mode type-pair term, the attention layers packed into one flat array with an
+offset row per layer, and the constant padding rows (the reference evaluator's ``pad_rows``, so
+both paths fold the same numbers). Per system size a scratch buffer of one row per block holds
+the intermediates of the atom a block works on (``dpa1.cu``, ``dpa1_layout``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.launch import DPA1_MAX_BLOCKS
+
+#: kernels/dpa1.cu DC_DPA1_* flags
+SMOOTH, STRIP, DOTR, NORMALIZE = 1, 2, 4, 8
+#: most scratch a DPA-1 part may ask for per block (float64 bytes), beyond which the device path is refused
+MAX_SCRATCH_BYTES_PER_BLOCK = 64 << 20
+
+
+def scratch_stride(nnei: int, ng: int, hidden: int, nlayer: int, maxw: int) -> int:
+    """FPTYPE elements of one block's scratch row: the total of ``dpa1_layout`` in kernels/dpa1.cu."""
+    n, nn, ng_n, h_n = nnei, nnei * nnei, nnei * ng, nnei * hidden
+    fixed = 4 * n + n + n + 3 * n + n + n + 2 * ng_n
+    per_layer = ng_n + 3 * h_n + 3 * n + 2 * nn + ng_n + n
+    grads = 3 * ng_n + h_n + 3 * nn + 3 * h_n + 4 * n + n + 3 * n + 4 * ng + 4 * maxw
+    return fixed + per_layer * nlayer + grads
+
+
+def unsupported_reason(part, maxw: int) -> str:
+    """Empty when the DPA-1 kernels run this part, else why not."""
+    d = part.descriptor
+    hidden = max([1] + [layer.hidden for layer in d.layers])
+    need = scratch_stride(part.nnei, part.ng, hidden, len(d.layers), maxw) * 8
+    if need > MAX_SCRATCH_BYTES_PER_BLOCK:
+        return (f"DPA-1 with sel {part.nnei}, embedding width {part.ng} and attention width {hidden} needs "
+                f"{need >> 20} MiB of scratch per thread block (more than {MAX_SCRATCH_BYTES_PER_BLOCK >> 20})")
+    return ""
+
+
+class Dpa1Device:
+    """The uploaded constants of one DPA-1 part (``ctx``: the backend's KernelContext)."""
+
+    def __init__(self, ctx, part, maxw: int):
+        d = part.descriptor
+        fp = ctx.fp
+        nt = part.ntypes
+        self.nlayer = len(d.layers)
+        self.hidden = max([1] + [layer.hidden for layer in d.layers])
+        self.flags = ((SMOOTH if d.smooth else 0) | (STRIP if d.tebd_input_mode == "strip" else 0)
+                      | (DOTR if d.attn_dotr else 0) | (NORMALIZE if d.normalize else 0))
+        self.scaling = float(d.scaling)
+        self.stride = scratch_stride(part.nnei, part.ng, self.hidden, self.nlayer, maxw)
+        ti, tj = np.divmod(np.arange(nt * nt), nt)
+        self.tab_of = ctx.asarray(part.net_index.reshape(-1), np.int32)
+        if (part.net_index < 0).any():
+            raise ValueError(f"DPA-1 part {part.prefix!r}: a type pair without an embedding net")
+        self.excl = ctx.asarray(part.slot_exclude_mask.reshape(-1).astype(np.int32), np.int32)
+        if d.tebd_input_mode == "strip":
+            self.pair_term = ctx.asarray(np.asarray(d.type_pair_table, dtype=np.float64), fp)
+            self.term_row = ctx.asarray(np.asarray(d.type_pair_row(ti, tj)).reshape(-1), np.int32)
+        else:  # concat: the type enters through the per-pair tables
+            self.pair_term = ctx.asarray(np.zeros((1, part.ng)), fp)
+            self.term_row = ctx.asarray(np.zeros(nt * nt), np.int32)
+        flat, layout, pos = [], [], 0
+
+        def put(a) -> int:
+            nonlocal pos
+            a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+            flat.append(a)
+            pos += a.size
+            return pos - a.size
+
+        for layer in d.layers:
+            h = layer.hidden
+            b_in = np.zeros(3 * h) if layer.b_in is None else layer.b_in
+            b_out = np.zeros(part.ng) if layer.b_out is None else layer.b_out
+            layout.append([put(layer.w_in), put(b_in), put(layer.w_out), put(b_out), put(layer.ln_w),
+                           put(layer.ln_b), put([layer.ln_eps]), h])
+        self.attn_params = ctx.asarray(np.concatenate(flat) if flat else np.zeros(1), fp)
+        self.attn_layout = ctx.asarray(np.array(layout if layout else [[0] * 8], dtype=np.int32), np.int32)
+        ev = part.evaluator
+        self.pad_rows = ctx.asarray(ev.pad_rows, fp)
+        self.pad_rhat = ctx.asarray(ev.pad_rhat, fp)
+
+
+def _args(part, pws, ws, scratch):
+    dd = part.dpa1
+    return (part.table, part.table_info, part.table_offset, part.net_layers, part.net_first, part.net_params,
+            pws.nlist, pws.rij, pws.nnbr, ws.atype, ws.row_of_atom, dd.tab_of, dd.excl, part.davg, part.dstd,
+            dd.pair_term, dd.term_row, dd.attn_params, dd.attn_layout, dd.pad_rows, dd.pad_rhat, scratch)
+
+
+def _scalars(part, nloc):
+    dd = part.dpa1
+    return (nloc, part.nnei, part.ntypes, part.ng, part.m2, part.ldd, part.maxw, dd.nlayer, dd.hidden, dd.flags,
+            dd.scaling, part.scale, part.rcut_smth, part.rcut, part.protection, dd.stride)
+
+
+def scratch_of(ctx, part, pws, nloc: int):
+    """The part workspace's scratch rows (made at first use; one per block, at most DPA1_MAX_BLOCKS)."""
+    s = getattr(pws, "dpa1_scratch", None)
+    if s is None:
+        s = ctx.xp.zeros((max(1, min(nloc, DPA1_MAX_BLOCKS)), part.dpa1.stride), dtype=ctx.fp)
+        pws.dpa1_scratch = s
+    return s
+
+
+def forward(ctx, part, pws, ws) -> None:
+    """T and the descriptor of every local atom, and the table-input counters."""
+    scratch = scratch_of(ctx, part, pws, ws.nloc)
+    ctx.launch("dpa1_fwd", *_args(part, pws, ws, scratch), part.counters, pws.t, pws.desc, *_scalars(part, ws.nloc))
+
+
+def backward(ctx, part, pws, ws) -> None:
+    """dE/d(normalised rows) into g_em and dE/d(switch) dw/dr into g_r, for prod_force_virial."""
+    scratch = scratch_of(ctx, part, pws, ws.nloc)
+    ctx.launch("dpa1_bwd", *_args(part, pws, ws, scratch), pws.t, pws.g_desc, pws.g_em, pws.g_r,
+               *_scalars(part, ws.nloc))
