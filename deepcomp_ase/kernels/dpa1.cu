@@ -40,6 +40,12 @@
 #define DC_AL_LNB 5
 #define DC_AL_EPS 6
 #define DC_AL_H 7
+// 128 threads and at most 128 registers (4 blocks per SM partition); kernels/launch.py DPA1_THREADS
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define DC_DPA1_BOUNDS __launch_bounds__(128, 4)
+#else
+#define DC_DPA1_BOUNDS
+#endif
 // DeePMD-kit's logit shift of the smooth attention (model/params_dpa1.py ATTNW_SHIFT)
 #define DC_ATTNW_SHIFT 20.0
 
@@ -395,11 +401,13 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
     // dE/dT
     for (int c = tid; c < ng; c += nth) {
         FPTYPE g[4] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0, (FPTYPE)0};
+        #pragma unroll 1
         for (int l = 0; l < m2; ++l) {
             const FPTYPE d = gD[c * m2 + l];
             for (int m = 0; m < 4; ++m) g[m] += d * Ti[4 * l + m];
         }
         if (c < m2)
+            #pragma unroll 1
             for (int k = 0; k < ng; ++k) {
                 const FPTYPE d = gD[k * m2 + c];
                 for (int m = 0; m < 4; ++m) g[m] += d * Ti[4 * k + m];
@@ -415,6 +423,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
     for (int e = tid; e < nr * 4; e += nth) {
         const int r = e / 4, m = e % 4;
         FPTYPE acc = (FPTYPE)0;
+        #pragma unroll 1
         for (int c = 0; c < ng; ++c) acc += X[(long long)r * ng + c] * gT[4 * c + m];
         grh[e] = acc;
     }
@@ -435,6 +444,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
         for (int r = tid; r < nr; r += nth) {
             const FPTYPE *g = gx + (long long)r * ng, *y = yh + (long long)r * ng;
             FPTYPE m1 = (FPTYPE)0, m2s = (FPTYPE)0;
+            #pragma unroll 1
             for (int c = 0; c < ng; ++c) {
                 const FPTYPE gh = g[c] * ln_w[c];
                 m1 += gh;
@@ -443,6 +453,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             m1 /= (FPTYPE)ng;
             m2s /= (FPTYPE)ng;
             FPTYPE* out = gy + (long long)r * ng;
+            #pragma unroll 1
             for (int c = 0; c < ng; ++c) out[c] = (g[c] * ln_w[c] - m1 - y[c] * m2s) / sig[r];
         }
         __syncthreads();
@@ -452,6 +463,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             const FPTYPE* g = gy + (long long)r * ng;
             const FPTYPE* wr = w_out + (long long)c * ng;
             FPTYPE acc = (FPTYPE)0;
+            #pragma unroll 1
             for (int m = 0; m < ng; ++m) acc += g[m] * wr[m];
             go[(long long)r * H + c] = acc;
         }
@@ -461,6 +473,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             const int r = (int)(e / nr), t = (int)(e % nr);
             const FPTYPE *gr_ = go + (long long)r * H, *vt = v + (long long)t * H;
             FPTYPE acc = (FPTYPE)0;
+            #pragma unroll 1
             for (int c = 0; c < h; ++c) acc += gr_[c] * vt[c];
             gw[(long long)r * n + t] = acc;
         }
@@ -474,6 +487,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             FPTYPE* gdr = gd + (long long)r * n;
             FPTYPE* gsr = gs + (long long)r * n;
             FPTYPE dotsum = (FPTYPE)0;
+            #pragma unroll 1
             for (int t = 0; t < nr; ++t) {
                 const FPTYPE s_rt = smooth ? sw[r] * sw[t] : (FPTYPE)1;
                 const FPTYPE amp = ar[t] * s_rt;
@@ -489,6 +503,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
                 gwr[t] = g_a;
                 dotsum += g_a * ar[t];
             }
+            #pragma unroll 1
             for (int t = 0; t < nr; ++t) {
                 const FPTYPE g_lp = ar[t] * (gwr[t] - dotsum);
                 if (smooth) {
@@ -506,12 +521,15 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             FPTYPE acc = (FPTYPE)0;
             if (which == 0) {
                 const FPTYPE* gwr = gw + (long long)r * n;
+                #pragma unroll 1
                 for (int t = 0; t < nr; ++t) acc += gwr[t] * k[(long long)t * H + c];
                 acc *= K.scaling;
             } else if (which == 1) {
+                #pragma unroll 1
                 for (int t = 0; t < nr; ++t) acc += gw[(long long)t * n + r] * q[(long long)t * H + c];
                 acc *= K.scaling;
             } else {
+                #pragma unroll 1
                 for (int t = 0; t < nr; ++t) {
                     // weights[t][r] of the forward pass
                     FPTYPE wgt = a[(long long)t * n + r];
@@ -526,6 +544,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
         // the row and column sums of gd and gs onto the directions and switches
         for (int r = tid; r < nr; r += nth) {
             FPTYPE g3[3] = {(FPTYPE)0, (FPTYPE)0, (FPTYPE)0}, gsum = (FPTYPE)0;
+            #pragma unroll 1
             for (int t = 0; t < nr; ++t) {
                 if (dotr) {
                     const FPTYPE d = gd[(long long)r * n + t] + gd[(long long)t * n + r];
@@ -544,7 +563,9 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
                 const FPTYPE nrm = (Ly + (which == 0 ? L.nq : (which == 1 ? L.nk : L.nv)))[r];
                 FPTYPE* g = gp + (long long)r * 3 * H + which * h;
                 FPTYPE dot = (FPTYPE)0;
+                #pragma unroll 1
                 for (int c = 0; c < h; ++c) dot += y[c] * g[c];
+                #pragma unroll 1
                 for (int c = 0; c < h; ++c) g[c] = (g[c] - y[c] * dot) / nrm;
             }
             __syncthreads();
@@ -555,6 +576,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             const FPTYPE* g = gp + (long long)r * 3 * H;
             const FPTYPE* wr = w_in + (long long)c * h3;
             FPTYPE acc = gy[e];
+            #pragma unroll 1
             for (int m = 0; m < h3; ++m) acc += g[m] * wr[m];
             gx[e] = acc;
         }
@@ -565,6 +587,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
     const bool smooth_strip = smooth && (K.flags & DC_DPA1_STRIP);
     for (int r = tid; r < nr; r += nth) {
         FPTYPE gs0 = (FPTYPE)0, gsw_e = (FPTYPE)0;
+        #pragma unroll 1
         for (int c = 0; c < ng; ++c) {
             const long long e = (long long)r * ng + c;
             FPTYPE tt;
@@ -635,15 +658,31 @@ DC_D Dpa1K<FPTYPE> dpa1_args(const FPTYPE* table, const FPTYPE* table_info, cons
     return K;
 }
 
-DC_D Dpa1Rows dpa1_rows(int nnei) {
-    DC_DYNAMIC_SHARED(int, ish);
-    Dpa1Rows R;
+// Dynamic shared memory: the scratch layout and the kernel arguments (written once per block, read
+// from shared memory where used rather than held in registers), then the compact-row ints.
+#define DC_DPA1_HEADER_BYTES 320
+static_assert(sizeof(Dpa1Layout) <= DC_DPA1_HEADER_BYTES, "kernels/launch.py _dpa1_shared reserves 2 x 320 bytes");
+static_assert(sizeof(Dpa1K<double>) <= DC_DPA1_HEADER_BYTES, "kernels/launch.py _dpa1_shared reserves 2 x 320 bytes");
+
+template <typename FPTYPE>
+DC_D void dpa1_shared(const Dpa1K<FPTYPE>& args, const Dpa1K<FPTYPE>*& K, const Dpa1Layout*& L, Dpa1Rows& R) {
+    DC_DYNAMIC_SHARED(long long, lsh);
+    Dpa1Layout* Ls = reinterpret_cast<Dpa1Layout*>(lsh);
+    Dpa1K<FPTYPE>* Ks = reinterpret_cast<Dpa1K<FPTYPE>*>(lsh + DC_DPA1_HEADER_BYTES / 8);
+    if (threadIdx.x == 0) {
+        *Ls = dpa1_layout(args.nnei, args.ng, args.hidden, args.nlayer, args.maxw);
+        *Ks = args;
+    }
+    int* ish = reinterpret_cast<int*>(lsh + 2 * DC_DPA1_HEADER_BYTES / 8);
+    const int nnei = args.nnei;
     R.slot = ish;
     R.idx = ish + nnei;
     R.tab = ish + 2 * nnei;
     R.tj = ish + 3 * nnei;
     R.nr = ish + 4 * nnei;
-    return R;
+    __syncthreads();
+    K = Ks;
+    L = Ls;
 }
 
 #define DC_DPA1_ARGS                                                                                               \
@@ -652,7 +691,7 @@ DC_D Dpa1Rows dpa1_rows(int nnei) {
         nnei, ntypes, ng, m2, ldd, maxw, nlayer, hidden, flags, scaling, inv_nnei, rcut_smth, rcut, protection, stride
 
 template <typename FPTYPE>
-__global__ void dpa1_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+__global__ void DC_DPA1_BOUNDS dpa1_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
                          const int* net_layers, const int* net_first, const FPTYPE* net_params, const int* nlist,
                          const FPTYPE* rij, const int* nnbr, const int* atype, const int* row_of_atom,
                          const int* tab_of, const int* excl, const FPTYPE* davg, const FPTYPE* dstd,
@@ -662,9 +701,12 @@ __global__ void dpa1_fwd(const FPTYPE* table, const FPTYPE* table_info, const lo
                          int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw, int nlayer, int hidden,
                          int flags, FPTYPE scaling, FPTYPE inv_nnei, FPTYPE rcut_smth, FPTYPE rcut,
                          FPTYPE protection, long long stride) {
-    const Dpa1K<FPTYPE> K = dpa1_args<FPTYPE>(DC_DPA1_ARGS);
-    const Dpa1Layout L = dpa1_layout(nnei, ng, hidden, nlayer, maxw);
-    const Dpa1Rows R = dpa1_rows(nnei);
+    const Dpa1K<FPTYPE>* Kp;
+    const Dpa1Layout* Lp;
+    Dpa1Rows R;
+    dpa1_shared(dpa1_args<FPTYPE>(DC_DPA1_ARGS), Kp, Lp, R);
+    const Dpa1K<FPTYPE>& K = *Kp;
+    const Dpa1Layout& L = *Lp;
     FPTYPE* S = scratch + (long long)blockIdx.x * stride;
     for (int i = blockIdx.x; i < nloc; i += gridDim.x) {
         dpa1_atom_forward(K, L, i, S, R, counters);
@@ -673,7 +715,7 @@ __global__ void dpa1_fwd(const FPTYPE* table, const FPTYPE* table_info, const lo
 }
 
 template <typename FPTYPE>
-__global__ void dpa1_bwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
+__global__ void DC_DPA1_BOUNDS dpa1_bwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
                          const int* net_layers, const int* net_first, const FPTYPE* net_params, const int* nlist,
                          const FPTYPE* rij, const int* nnbr, const int* atype, const int* row_of_atom,
                          const int* tab_of, const int* excl, const FPTYPE* davg, const FPTYPE* dstd,
@@ -683,9 +725,12 @@ __global__ void dpa1_bwd(const FPTYPE* table, const FPTYPE* table_info, const lo
                          int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw, int nlayer, int hidden,
                          int flags, FPTYPE scaling, FPTYPE inv_nnei, FPTYPE rcut_smth, FPTYPE rcut,
                          FPTYPE protection, long long stride) {
-    const Dpa1K<FPTYPE> K = dpa1_args<FPTYPE>(DC_DPA1_ARGS);
-    const Dpa1Layout L = dpa1_layout(nnei, ng, hidden, nlayer, maxw);
-    const Dpa1Rows R = dpa1_rows(nnei);
+    const Dpa1K<FPTYPE>* Kp;
+    const Dpa1Layout* Lp;
+    Dpa1Rows R;
+    dpa1_shared(dpa1_args<FPTYPE>(DC_DPA1_ARGS), Kp, Lp, R);
+    const Dpa1K<FPTYPE>& K = *Kp;
+    const Dpa1Layout& L = *Lp;
     FPTYPE* S = scratch + (long long)blockIdx.x * stride;
     for (int i = blockIdx.x; i < nloc; i += gridDim.x) {
         dpa1_atom_forward(K, L, i, S, R, (unsigned long long*)0);

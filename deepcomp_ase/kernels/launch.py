@@ -675,8 +675,9 @@ _DPA1_SCALARS = (
 
 
 def _dpa1_shared(dims: dict, itemsize: int) -> int:
-    """Per compact row: slot, table interval, table and neighbour type (ints), and the row count."""
-    return 4 * (4 * dims["nnei"] + 1)
+    """The scratch layout and the arguments (2 x 320 bytes, dpa1.cu DC_DPA1_HEADER_BYTES), then per
+    compact row its slot, table interval, table and neighbour type (ints), and the row count."""
+    return 640 + 4 * (4 * dims["nnei"] + 1)
 
 
 def _dpa1_grid(dims: dict, threads: int) -> tuple:
