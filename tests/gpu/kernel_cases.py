@@ -56,6 +56,27 @@ def structure(ref, conf):
     return np.asarray(coord, dtype=np.float64), np.asarray(atype, dtype=np.int64), cell, pbc
 
 
+def random_structure(kind: str, ntypes: int, seed: int = 0):
+    """(coord, atype, cell, pbc) of the DPA-1 checks (rcut 4, sel 24): 'periodic' (12 atoms, padding),
+    'dense' (36 atoms, more neighbours than sel), 'cluster' (non-periodic, one isolated atom),
+    'close' (periodic, one pair 0.25 A apart: an input beyond the table)."""
+    rng = np.random.default_rng(seed)
+    n = {"periodic": 12, "dense": 36, "cluster": 10, "close": 12}[kind]
+    if kind == "cluster":
+        coord = rng.uniform(0, 4.0, size=(n, 3))
+        coord[-1] = [20.0, 20.0, 20.0]  # no neighbour within rcut: only padding rows
+        cell, pbc = np.zeros((3, 3)), np.array([False] * 3)
+    else:
+        cell = np.diag([7.0, 7.2, 7.4]) + np.array([[0, 0, 0], [0.4, 0, 0], [0.2, 0.3, 0]])
+        coord = rng.uniform(0, 1, size=(n, 3)) @ cell
+        pbc = np.array([True] * 3)
+        if kind == "close":
+            coord[1] = coord[0] + [0.25, 0.0, 0.0]
+    atype = rng.integers(0, ntypes, n)
+    atype[0] = ntypes - 1  # DPA-1's padding rows take the type of atom 0: not always type 0
+    return coord, atype.astype(np.int64), cell, pbc
+
+
 # ---------------------------------------------------------------------------- cell list
 def sections_sorted(nlist, rij, sec):
     """Per (atom, section): rows sorted by (distance rounded, j) so ties compare equal."""

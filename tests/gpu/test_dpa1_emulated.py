@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import with_ghost_atoms  # noqa: E402
-from kernel_cases import check_whole_model, needs_emulation, rel_err  # noqa: E402
+from kernel_cases import check_whole_model, needs_emulation, random_structure, rel_err  # noqa: E402
 from kernel_cases import host_emulation  # noqa: E402,F401 - the fixture behind needs_emulation
 
 from deepcomp_ase.backends import cuda_dpa1  # noqa: E402
@@ -56,27 +56,6 @@ def dpa1_model(tmp_path_factory):
 
 def pot_of(path):
     return DeepPotential.from_file(path, backend="numpy", check_frequency=-1)
-
-
-def random_structure(kind: str, ntypes: int, seed: int = 0):
-    """(coord, atype, cell, pbc): 'periodic' (padding), 'dense' (more neighbours than sel),
-    'cluster' (non-periodic, one isolated atom), 'close' (one pair 0.25 A apart)."""
-    rng = np.random.default_rng(seed)
-    n = {"periodic": 12, "dense": 36, "cluster": 10, "close": 12}[kind]
-    if kind == "cluster":
-        coord = rng.uniform(0, 4.0, size=(n, 3))
-        coord[-1] = [20.0, 20.0, 20.0]  # no neighbour within rcut: only padding rows
-        cell, pbc = np.zeros((3, 3)), np.array([False] * 3)
-    else:
-        cell = np.diag([7.0, 7.2, 7.4]) + np.array([[0, 0, 0], [0.4, 0, 0], [0.2, 0.3, 0]])
-        frac = rng.uniform(0, 1, size=(n, 3))
-        coord = frac @ cell
-        pbc = np.array([True] * 3)
-        if kind == "close":
-            coord[1] = coord[0] + [0.25, 0.0, 0.0]
-    atype = rng.integers(0, ntypes, n)
-    atype[0] = ntypes - 1  # the padding rows take the type of atom 0: not always type 0
-    return coord, atype.astype(np.int64), cell, pbc
 
 
 @pytest.fixture(scope="module")
