@@ -651,8 +651,9 @@ _register(KernelSpec(
     grid=lambda d, th: (_blocks(d["nloc"], th),), block=_linear(LINEAR_THREADS)))
 
 # ---------------------------------------------------------------------------- DPA-1 (dpa1.cu)
-#: most blocks of the DPA-1 kernels: each has its own row of the scratch buffer (backends/cuda_dpa1.py)
-DPA1_MAX_BLOCKS = 1024
+#: most blocks of the DPA-1 kernels, each with its own row of the scratch buffer (backends/cuda_dpa1.py):
+#: 128 threads and 128 registers allow 4 blocks per SM, so 512 keep an A100 (108 SMs) or H100 (132) busy
+DPA1_MAX_BLOCKS = 512
 DPA1_THREADS = 128
 
 _DPA1_ARGS = _TABLE_ARGS + (

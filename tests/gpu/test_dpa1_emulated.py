@@ -72,6 +72,22 @@ def _device_step_parts(backend, pot, coord, atype, cell, pbc):
 
 
 @needs_emulation
+def test_blocks_loop_over_several_atoms(backend64, dpa1_model):
+    """Fewer scratch rows than atoms: each block works through several atoms in turn (the grid is
+    capped at DPA1_MAX_BLOCKS on a card), reusing its scratch row; same step as one block per atom."""
+    path = dpa1_model("pt_cuau_se_atten_v2_a2")
+    structure = random_structure("cluster", 2, seed=12)
+    want = pot_of(path).compute_atoms(*structure, atomic_virial=True)
+    pot = pot_of(path)
+    part, pws, ws = _device_step_parts(backend64, pot, *structure)
+    pws.dpa1_scratch = np.full((3, part.dpa1.stride), np.nan)  # stale values must never be read
+    got = backend64.compute_atoms(pot, *structure, atomic_virial=True)
+    assert abs(got.energy - want.energy) <= 1e-12 * abs(want.energy)
+    for name in ("forces", "virial", "atom_energy", "atom_virial"):
+        assert rel_err(getattr(got, name), getattr(want, name)) <= 1e-12, name
+
+
+@needs_emulation
 @pytest.mark.parametrize("name, kind", [
     ("pt_cuau_se_atten_v2_a2", "periodic"),
     pytest.param("pt_cuau_dpa1_concat", "dense", marks=pytest.mark.slow),
