@@ -5,8 +5,8 @@ the part's tables (exact net for inputs outside them). What is uploaded once per
 (:class:`Dpa1Device`): the table of every (centre type, neighbour type), the descriptor's slot
 exclusions, the strip-mode type-pair term, the attention layers packed into one flat array with an
 offset row per layer, and the constant padding rows (the reference evaluator's ``pad_rows``, so
-both paths fold the same numbers). Per system size a scratch buffer of one row per block holds
-the intermediates of the atom a block works on (``dpa1.cu``, ``dpa1_layout``).
+both paths fold the same numbers); with them a scratch buffer of one row per block for the
+intermediates of the atom a block works on (``dpa1.cu``, ``dpa1_layout``), grown with the system.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class Dpa1Device:
         ev = part.evaluator
         self.pad_rows = ctx.asarray(ev.pad_rows, fp)
         self.pad_rhat = ctx.asarray(ev.pad_rhat, fp)
+        self.scratch = None  # (blocks, stride): made at the first step (scratch_of)
 
 
 def _args(part, pws, ws, scratch):
@@ -100,23 +101,26 @@ def _scalars(part, nloc):
             dd.scaling, part.scale, part.rcut_smth, part.rcut, part.protection, dd.stride)
 
 
-def scratch_of(ctx, part, pws, nloc: int):
-    """The part workspace's scratch rows (made at first use; one per block, at most DPA1_MAX_BLOCKS)."""
-    s = getattr(pws, "dpa1_scratch", None)
-    if s is None:
-        s = ctx.xp.zeros((max(1, min(nloc, DPA1_MAX_BLOCKS)), part.dpa1.stride), dtype=ctx.fp)
-        pws.dpa1_scratch = s
-    return s
+def scratch_of(ctx, part, nloc: int):
+    """The part's scratch rows, one per block (at most DPA1_MAX_BLOCKS). Kept with the uploaded
+    model, since forward and backward of one step use it in turn; it grows only when a larger
+    system needs more blocks (no allocation in a step otherwise: LAMMPS's workspace views change
+    at every re-neighbouring)."""
+    dd = part.dpa1
+    rows = max(1, min(nloc, DPA1_MAX_BLOCKS))
+    if dd.scratch is None or dd.scratch.shape[0] < rows:
+        dd.scratch = ctx.xp.zeros((rows, dd.stride), dtype=ctx.fp)
+    return dd.scratch
 
 
 def forward(ctx, part, pws, ws) -> None:
     """T and the descriptor of every local atom, and the table-input counters."""
-    scratch = scratch_of(ctx, part, pws, ws.nloc)
+    scratch = scratch_of(ctx, part, ws.nloc)
     ctx.launch("dpa1_fwd", *_args(part, pws, ws, scratch), part.counters, pws.t, pws.desc, *_scalars(part, ws.nloc))
 
 
 def backward(ctx, part, pws, ws) -> None:
     """dE/d(normalised rows) into g_em and dE/d(switch) dw/dr into g_r, for prod_force_virial."""
-    scratch = scratch_of(ctx, part, pws, ws.nloc)
+    scratch = scratch_of(ctx, part, ws.nloc)
     ctx.launch("dpa1_bwd", *_args(part, pws, ws, scratch), pws.t, pws.g_desc, pws.g_em, pws.g_r,
                *_scalars(part, ws.nloc))

@@ -223,7 +223,8 @@ class LammpsDevicePath:
         work.set_types(ws, mtype, self._upload)
         grids = []
         for part in self.dm.parts:
-            frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.select_rcut, x_host, np)
+            frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.select_rcut,
+                                                     x_host, np)
             grids.append((self._up(frame, np.float64), self._up(inv, np.float64), self._up(grid_info, np.int32),
                           nbins))
         return ws, grids

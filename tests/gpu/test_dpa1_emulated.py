@@ -79,8 +79,8 @@ def test_blocks_loop_over_several_atoms(backend64, dpa1_model):
     structure = random_structure("cluster", 2, seed=12)
     want = pot_of(path).compute_atoms(*structure, atomic_virial=True)
     pot = pot_of(path)
-    part, pws, ws = _device_step_parts(backend64, pot, *structure)
-    pws.dpa1_scratch = np.full((3, part.dpa1.stride), np.nan)  # stale values must never be read
+    part = backend64.device_model(pot).parts[0]
+    part.dpa1.scratch = np.full((3, part.dpa1.stride), np.nan)  # values never written must never be read
     got = backend64.compute_atoms(pot, *structure, atomic_virial=True)
     assert abs(got.energy - want.energy) <= 1e-12 * abs(want.energy)
     for name in ("forces", "virial", "atom_energy", "atom_virial"):
@@ -240,3 +240,27 @@ def test_uncompressed_dpa1_stays_on_the_reference(host_emulation):
     backend = Backend(precision="float64", emulate=True)
     pot = DeepPotential.from_file(MODELS / "pt_cuau_dpa1_concat.dp", backend="numpy")
     assert "uncompressed" in backend.unsupported_reason(pot)
+
+
+@needs_emulation
+def test_lammps_device_path(dpa1_model):
+    """The LAMMPS device path (positions of local + ghost atoms, the list built on the device over
+    all of them) equals the reference on the pair list over local + ghost atoms; the same path
+    again after the ghost count changed (new workspace views, the scratch kept)."""
+    from deepcomp_ase.backends.cuda_lammps import LammpsDevicePath
+
+    path = dpa1_model("pt_cuau3_dpa1_concat_smooth")
+    ref_pot, dev_pot = pot_of(path), pot_of(path)
+    device = LammpsDevicePath(Backend(precision="float64", emulate=True), dev_pot)
+    for seed in (13, 14):
+        coord, atype, cell, _ = random_structure("periodic", 3, seed=seed)
+        atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, dev_pot.rcut)
+        nloc = len(coord)
+        x = np.zeros((len(atype_all), 3))
+        x[:nloc] = coord
+        x[neighbors] = coord[centers] + vectors  # each ghost where a local atom sees it
+        want = ref_pot.compute_pairs(atype_all, nloc, centers, neighbors, vectors, atomic_virial=True)
+        got = device.compute(x, atype_all, nloc, atom_energy=True, atomic_virial=True)
+        assert abs(got.energy - want.energy) <= 1e-12 * abs(want.energy)
+        for name in ("forces", "virial", "atom_energy", "atom_virial"):
+            assert rel_err(getattr(got, name), getattr(want, name)) <= 1e-12, name
