@@ -268,6 +268,31 @@ def check_whole_model(backend, dev_pot, ref_pot, coord, atype, cell, pbc, tol=No
     return errs
 
 
+def check_ghost_atoms(backend, dev_pot, ref_pot, coord, atype, cell, tol=1e-10):
+    """The LAMMPS hand-off on the device path: a pair list over local + ghost atoms
+    (DeepPotential.compute_pairs -> host select -> Backend.evaluate) of a periodic cell. Ghost
+    forces and atom virials folded onto their owners, energy, virial and local atom energies
+    equal the periodic reference within ``tol`` (relative)."""
+    from conftest import with_ghost_atoms
+
+    pbc = np.array([True] * 3)
+    want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, dev_pot.rcut)
+    assert len(owner) > len(coord)  # many ghosts: a real domain-decomposition layout
+    dev_pot.backend = backend
+    got = dev_pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
+    assert backend.supports(dev_pot)
+    nloc = len(coord)
+    forces = got.forces[:nloc].copy()
+    np.add.at(forces, owner, got.forces[nloc:])
+    atom_virial = got.atom_virial[:nloc].copy()
+    np.add.at(atom_virial, owner, got.atom_virial[nloc:])
+    assert abs(got.energy - want.energy) <= tol * abs(want.energy)
+    for a, b in ((forces, want.forces), (got.virial, want.virial), (got.atom_energy, want.atom_energy),
+                 (atom_virial, want.atom_virial)):
+        assert rel_err(a, b) <= tol
+
+
 def check_counters(backend, dev_pot, ref_pot):
     """Device overflow counters, flushed into the tally, equal the reference tally."""
     backend.flush_overflow(dev_pot)
