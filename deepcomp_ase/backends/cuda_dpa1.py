@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import BackendUnavailableError
 from ..kernels.launch import DPA1_MAX_BLOCKS
 
 #: kernels/dpa1.cu DC_DPA1_* flags
@@ -55,9 +56,11 @@ class Dpa1Device:
         self.scaling = float(d.scaling)
         self.stride = scratch_stride(part.nnei, part.ng, self.hidden, self.nlayer, maxw)
         ti, tj = np.divmod(np.arange(nt * nt), nt)
+        if (part.net_index < 0).any():  # DPA-1 has a net (or the shared strip net) for every type pair
+            raise BackendUnavailableError(f"DPA-1 part {part.prefix!r}: no embedding net for the type pairs "
+                                          f"{np.argwhere(part.net_index < 0).tolist()}; the CUDA kernels need one "
+                                          "for every pair")
         self.tab_of = ctx.asarray(part.net_index.reshape(-1), np.int32)
-        if (part.net_index < 0).any():
-            raise ValueError(f"DPA-1 part {part.prefix!r}: a type pair without an embedding net")
         self.excl = ctx.asarray(part.slot_exclude_mask.reshape(-1).astype(np.int32), np.int32)
         if d.tebd_input_mode == "strip":
             self.pair_term = ctx.asarray(np.asarray(d.type_pair_table, dtype=np.float64), fp)

@@ -140,17 +140,21 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
     const int tid = threadIdx.x, nth = blockDim.x;
     const int ti = K.atype[i], nt = K.ntypes, n = K.nnei, ng = K.ng;
     __syncthreads();  // the previous atom's rows are no longer read
+    // compaction: the slots' neighbour types in parallel (R.idx as a temporary), then one
+    // thread's scan over shared memory
+    const int cnt = K.nnbr[i];
+    for (int s = tid; s < cnt; s += nth) {
+        const int j = K.nlist[(long long)i * n + s];
+        const int tj = j >= 0 ? K.atype[j] : -1;
+        R.idx[s] = (tj >= 0 && !K.excl[ti * nt + tj]) ? tj : -1;
+    }
+    __syncthreads();
     if (tid == 0) {
         int nr = 0;
-        const int cnt = K.nnbr[i];
         for (int s = 0; s < cnt; ++s) {
-            const int j = K.nlist[(long long)i * n + s];
-            if (j < 0) continue;
-            const int tj = K.atype[j];
-            if (K.excl[ti * nt + tj]) continue;
+            if (R.idx[s] < 0) continue;
             R.slot[nr] = s;
-            R.tj[nr] = tj;
-            R.tab[nr] = K.tab_of[ti * nt + tj];
+            R.tj[nr] = R.idx[s];
             ++nr;
         }
         R.nr[0] = nr;
@@ -178,7 +182,8 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
         nrm = nrm > (FPTYPE)1e-12 ? nrm : (FPTYPE)1e-12;  // torch's normalize: zero rows stay zero
         rn[r] = nrm;
         for (int a = 0; a < 3; ++a) ru[3 * r + a] = e[1 + a] / nrm;
-        const int tab = R.tab[r];
+        const int tab = K.tab_of[ti * nt + R.tj[r]];
+        R.tab[r] = tab;
         const FPTYPE* info = K.table_info + DC_INFO_W * tab;
         int idx;
         FPTYPE t;
