@@ -245,3 +245,20 @@ def test_script_without_type_embedding_refused(tmp_path):
 def _script_text(path):
     get = _graph_consts(path)
     return get("train_attr/training_script").item().decode()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("type", "se_e2_r", "'model.descriptor.type' is 'se_e2_r'; of the descriptors with a model-level type_embedding"),
+    ("tebd_input_mode", "strip", "'model.descriptor.tebd_input_mode' is 'strip'"),
+    ("type_one_side", True, "'model.descriptor.type_one_side' is True but 'filter_type_all/matrix_1' reads 9"),
+])
+def test_script_settings_checked(tmp_path, key, value, message):
+    import json
+
+    src = MODELS / "tf32_cuau_se_a_tebd.pb"
+    script = json.loads(_script_text(src))
+    script["model"]["descriptor"][key] = value
+    path = _edit(src, tmp_path / "edited.pb", drop={"train_attr/training_script"},
+                 add=[pw.encode_const_node("train_attr/training_script", np.array(json.dumps(script), dtype=object))])
+    with pytest.raises((UnsupportedModelError, ModelFormatError), match=message):
+        read_pb(path)
