@@ -40,9 +40,9 @@ def _folded_type_embedding(tree: dict, model) -> list[str]:
     d = model.descriptor
     if not isinstance(te, dict) or getattr(d, "kind", None) != "se_e2_a":
         return []
+    per = "per neighbour type" if d.type_one_side else "per type pair"
     return [f"  type embedding: {te.get('neuron', [8])} {te.get('activation_function', 'tanh')}, folded into "
-            f"{len(d.embeddings)} scalar-input embedding nets ({'per neighbour type' if d.type_one_side else 'per type pair'})"
-            " and one fitting net per type"]
+            f"{len(d.embeddings)} scalar-input embedding nets ({per}) and one fitting net per type"]
 
 
 def _kind(compressed: bool, dp_origin: str | None) -> str:

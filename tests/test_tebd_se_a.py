@@ -25,7 +25,7 @@ from deepcomp_ase.model.params import parse_model
 from deepcomp_ase.potential import DeepPotential
 
 DATA = Path(__file__).parent / "data"
-MODELS = DATA / "models"
+MODELS = DATA / "models" / "tf_graphs"
 NAMES = ("tf32_cuau_se_a_tebd", "tf32_cuau_se_a_tebd_tos", "tf32_cuau3_se_a_tebd", "tf22_cuau_se_a_tebd",
          "tf22_cuau_se_a_tebd_tos")
 ONE_SIDE = {"tf32_cuau_se_a_tebd_tos", "tf22_cuau_se_a_tebd_tos"}
@@ -79,7 +79,7 @@ def test_references_exercise_padding_and_every_type():
 def test_deepmd_kit_test_graph():
     """DeePMD-kit's own se_e2_a + type embedding test graph (one side, a fitting net without hidden layers)."""
     z = np.load(DATA / "refs" / "deepmd_se_e2_a_tebd.npz")
-    pot = DeepPotential.from_file(MODELS / "tf_graphs" / "deepmd_se_e2_a_tebd.pb", backend="numpy")
+    pot = DeepPotential.from_file(MODELS / "deepmd_se_e2_a_tebd.pb", backend="numpy")
     res = pot.compute_atoms(z["coord"], z["atype"], z["box"], [True] * 3, atomic_virial=True)
     n = len(z["atype"])
     assert abs(res.energy - float(z["energy"])) / n <= 1e-10
@@ -237,8 +237,8 @@ def test_script_without_type_embedding_refused(tmp_path):
     del script["model"]["type_embedding"]
     path = _edit(src, tmp_path / "noscript.pb", drop={"train_attr/training_script"},
                  add=[pw.encode_const_node("train_attr/training_script", np.array(json.dumps(script), dtype=object))])
-    with pytest.raises(ModelFormatError, match="'model.type_embedding' is None and graph node 'type_embed_net/matrix_1' "
-                                               "is present"):
+    with pytest.raises(ModelFormatError,
+                       match="'model.type_embedding' is None and graph node 'type_embed_net/matrix_1' is present"):
         read_pb(path)
 
 

@@ -1,4 +1,4 @@
-"""Regenerate the small TensorFlow test models tests/data/models/tf{22,32}_cuau*_se_a_tebd*.pb (se_e2_a with a
+"""Regenerate the small TensorFlow test models tests/data/models/tf_graphs/tf{22,32}_cuau*_se_a_tebd*.pb (se_e2_a with a
 model-level ``type_embedding``) and their references refs/NAME.npz.
 
 Run with the Python of the DeePMD-kit release the model is for (2.2.x for ``tf22_*``, 3.x for ``tf32_*``):
@@ -112,7 +112,7 @@ def main(args: list[str]) -> None:
             (work / "cuau").symlink_to(HERE / "training" / "cuau")
             (work / "input.json").write_text(json.dumps(_script(name), indent=1))
             _run([dp, *backend, "train", "input.json"], work)
-            pb = HERE / "models" / f"{name}.pb"
+            pb = HERE / "models" / "tf_graphs" / f"{name}.pb"
             _run([dp, *backend, "freeze", "-o", str(pb)], work)
             if name not in REFUSED:
                 _refs(name, pb, variant="pb", relabel=_third_type if name in THREE_TYPES else None)

@@ -17,7 +17,7 @@ from deepcomp_ase.backends.cupy_gpu import Backend  # noqa: E402
 from deepcomp_ase.compress.api import compress_model  # noqa: E402
 from deepcomp_ase.potential import DeepPotential  # noqa: E402
 
-MODELS = Path(__file__).parents[1] / "data" / "models"
+MODELS = Path(__file__).parents[1] / "data" / "models" / "tf_graphs"
 
 
 @needs_emulation

@@ -11,7 +11,7 @@ from test_lammps_physics import RTOL, TO_LAMMPS, check_against_reference, lammps
 
 pytestmark = pytest.mark.lammps
 
-MODELS = Path(__file__).parent.parent / "data" / "models"
+MODELS = Path(__file__).parent.parent / "data" / "models" / "tf_graphs"
 
 
 @pytest.mark.parametrize("name, elements", [("tf32_cuau_se_a_tebd", ("Cu", "Au")),
