@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Reference, central_difference_force, deviations, evaluate
+from conftest import Reference, assert_within_table_error, central_difference_force, deviations, evaluate
 from test_pb_graph_settings import _edit
 
 from deepcomp_ase.cli import main
@@ -151,13 +151,7 @@ def test_finite_difference_forces(potential):
 def test_compressed_within_table_error(potential, name):
     exact, tab = potential(name), potential(name, compressed=True)
     assert tab.plan.parts[0].compressed
-    ref = Reference(name)
-    for conf in ("p32_0", "p108_1", "cluster55", "stretched_1.08A"):
-        a, b = evaluate(exact, ref, conf), evaluate(tab, ref, conf)
-        n = len(a.atom_energy)
-        assert abs(a.energy - b.energy) / n <= 1e-8, conf
-        assert np.abs(a.forces - b.forces).max() <= 1e-7, conf
-        assert np.abs(a.virial - b.virial).max() / n <= 1e-7, conf
+    assert_within_table_error(exact, tab, Reference(name), ("p32_0", "p108_1", "cluster55", "stretched_1.08A"))
 
 
 @pytest.mark.slow  # compiles the numba kernels where no cache exists
