@@ -256,3 +256,19 @@ def test_script_settings_checked(tmp_path, key, value, message):
                  add=[pw.encode_const_node("train_attr/training_script", np.array(json.dumps(script), dtype=object))])
     with pytest.raises((UnsupportedModelError, ModelFormatError), match=message):
         read_pb(path)
+
+
+def test_frame_and_atomic_parameters():
+    """TF's fitting net reads [D, tebd(type), fparam, aparam]: the columns after the type embedding stay."""
+    z = np.load(DATA / "refs" / "tf32_cuau_se_a_tebd_f2a1.npz")
+    pot = DeepPotential.from_file(MODELS / "tf32_cuau_se_a_tebd_f2a1.pb", backend="numpy")
+    assert (pot.dim_fparam, pot.dim_aparam) == (2, 1)
+    for conf in z["names"]:
+        atype = z[f"{conf}/atype"]
+        n = len(atype)
+        res = pot.compute_atoms(z[f"{conf}/coord"].reshape(-1, 3), atype, z[f"{conf}/box"].reshape(3, 3), (True,) * 3,
+                                atomic_virial=True, fparam=z[f"{conf}/fparam"], aparam=z[f"{conf}/aparam"])
+        assert abs(res.energy - float(z[f"{conf}/energy"])) / n <= 1e-10
+        assert np.abs(res.atom_energy - z[f"{conf}/atom_energy"]).max() <= 1e-10
+        assert np.abs(res.forces - z[f"{conf}/force"]).max() <= 1e-9
+        assert np.abs(res.virial - z[f"{conf}/virial"].reshape(3, 3)).max() / n <= 1e-9

@@ -12,8 +12,9 @@ Each model is trained a few steps on tests/data/training/cuau (``dp train``, Ten
 refs/cuau_se_e2_a.npz (variant ``pb``; the cluster is non-periodic and its neighbour lists are padded).
 Between them the models cover type_one_side true and false, type-embedding nets of one and two layers
 (with resnet_dt, the one-hot input passing through a doubling shortcut), with and without the
-type-embedding bias (3.x's use_tebd_bias; 2.2 always has one), exclude_types and three types (the
-third, Ag, has no training data: every third atom is relabelled in the references).
+type-embedding bias (3.x's use_tebd_bias; 2.2 always has one), exclude_types, three types (the
+third, Ag, has no training data: every third atom is relabelled in the references) and frame/atomic
+parameters.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ MODELS = {
         dict(_DESC, type_one_side=True),
         {"neuron": [2, 4], "resnet_dt": True, "activation_function": "tanh", "seed": 7}),
 }
+#: with frame and atomic parameters: TF's fitting net reads [D, tebd(type), fparam, aparam]; trained on
+#: copies of two systems with seeded fparam/aparam and referenced as make_fparam_models.py does (refs/NAME.npz
+#: in its layout, read by tests/test_tebd_se_a.py)
+PARAMS = {"tf32_cuau_se_a_tebd_f2a1": {"numb_fparam": 2, "numb_aparam": 1}}
+MODELS["tf32_cuau_se_a_tebd_f2a1"] = (dict(_DESC, type_one_side=False),
+                                      {"neuron": [3], "activation_function": "tanh", "seed": 8})
 THREE_TYPES = ("tf32_cuau3_se_a_tebd",)
 REFUSED = ("tf32_cuau_se_a_tebd_shortcut",)  # no references
 
@@ -67,16 +74,31 @@ def _third_type(atype):
     return atype
 
 
-def _script(name: str) -> dict:
+def _script(name: str, work: Path) -> dict:
     desc, tebd = MODELS[name]
-    script = _input(desc, FIT)
+    script = _input(desc, dict(FIT, **PARAMS.get(name, {})))
     script["model"]["type_embedding"] = dict(tebd)
     if name in THREE_TYPES:
         script["model"]["type_map"] = ["Cu", "Au", "Ag"]
     # relative data paths: the graph stores its training script, which must not name this machine
-    script["training"]["training_data"]["systems"] = [
-        str(Path(s).relative_to(HERE / "training")) for s in script["training"]["training_data"]["systems"]]
+    if name in PARAMS:
+        from make_fparam_models import _data
+
+        systems = _data(work / "data", PARAMS[name].get("numb_fparam", 0), PARAMS[name].get("numb_aparam", 0))
+        script["training"]["training_data"] = {"systems": [str(Path(s).relative_to(work)) for s in systems],
+                                               "batch_size": 1}
+    else:
+        script["training"]["training_data"]["systems"] = [
+            str(Path(s).relative_to(HERE / "training")) for s in script["training"]["training_data"]["systems"]]
     return script
+
+
+def _param_refs(name: str, pb: Path) -> None:
+    """References with seeded fparam/aparam, by make_fparam_models.py's own reference writer."""
+    import make_fparam_models
+
+    make_fparam_models.MODELS[name] = ("dp32", "tf", PARAMS[name])
+    make_fparam_models._refs(name, pb)
 
 
 def _deepmd_graph_refs() -> None:
@@ -110,11 +132,13 @@ def main(args: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "cuau").symlink_to(HERE / "training" / "cuau")
-            (work / "input.json").write_text(json.dumps(_script(name), indent=1))
+            (work / "input.json").write_text(json.dumps(_script(name, work), indent=1))
             _run([dp, *backend, "train", "input.json"], work)
             pb = HERE / "models" / "tf_graphs" / f"{name}.pb"
             _run([dp, *backend, "freeze", "-o", str(pb)], work)
-            if name not in REFUSED:
+            if name in PARAMS:
+                _param_refs(name, pb)
+            elif name not in REFUSED:
                 _refs(name, pb, variant="pb", relabel=_third_type if name in THREE_TYPES else None)
         print(name, "done", flush=True)
 
