@@ -14,7 +14,7 @@ Graphs made:
   ``dp convert-from 0.12``; no training script, no type map, a 0.12 layout: refused.
 * ``deepmd_deeppot_sea.pb``: ``dp convert-backend deeppot_sea.yaml deeppot_sea.pb`` (one-side
   embedding nets, no ``type_one_side`` key in its script).
-* ``deepmd_se_e2_a_tebd.pb``: se_e2_a with a type embedding (its references: make_tf_tebd_models.py).
+* ``deepmd_se_e2_a_tebd.pb``: se_e2_a with a type embedding (refused by name).
 
 References (refs/deepmd_graphs.npz): DeePMD-kit's ``DeepPot`` on the 6-atom water configuration
 of its tests (source/tests/infer/*-testcase.yaml, first block: 13 A cubic box), keys
