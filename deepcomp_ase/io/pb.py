@@ -901,13 +901,13 @@ def _model(graph: _Graph, m: dict) -> dict:
     d = m.get("descriptor")
     if not isinstance(d, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.descriptor' is missing from the training script")
+    tebd = None
     if d.get("type") not in _ATTENTION_TYPES and (m.get("type_embedding") or graph.has("type_embed_net/matrix_1")):
-        raise UnsupportedModelError(
-            f"{graph.path}: this is a {d.get('type', 'se_e2_a')} model with a type embedding "
-            "(field 'model.type_embedding', graph nodes 'type_embed_net/*'): its embedding nets take the "
-            "neighbor's type embedding as input, a mixed-type model that deepcomp cannot read yet"
-        )
-    if d.get("type") in _ATTENTION_TYPES:
+        from .pb_tebd import se_a_tebd_descriptor  # se_e2_a with a type embedding: folded into se_e2_a
+
+        descriptor, tebd = se_a_tebd_descriptor(graph, m, ntypes, type_map)
+        mixed_types = True  # until fold_fitting: TF's one fitting net reads [D, tebd(type)]
+    elif d.get("type") in _ATTENTION_TYPES:
         if d.get("type") != "se_atten_v2":
             raise _unsupported(graph, "model.descriptor.type", d.get("type"),
                                "of the attention descriptors only se_atten_v2 (attn_layer 0) is supported")
@@ -923,7 +923,12 @@ def _model(graph: _Graph, m: dict) -> dict:
     f = m.get("fitting_net")
     if not isinstance(f, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.fitting_net' is missing from the training script")
-    fitting = _fitting(graph, f, ntypes, _descriptor_dim(descriptor), mixed_types, type_map)
+    fitting = _fitting(graph, f, ntypes, _descriptor_dim(descriptor) + (0 if tebd is None else tebd.shape[1]),
+                       mixed_types, type_map)
+    if tebd is not None:
+        from .pb_tebd import fold_fitting
+
+        fitting = fold_fitting(graph, fitting, tebd, _descriptor_dim(descriptor))
 
     shape = (1, ntypes, 1)
     out_bias = _first(graph, "model_attr/t_out_bias", "model_attr/model_attr/t_out_bias")
