@@ -24,6 +24,7 @@ graph node                                               tree field
 ``filter_type_all/matrix_{l}``                           se_atten_v2 ``embeddings`` (radial part)
 ``filter_type_all/matrix_{l}_two_side_ebd``              se_atten_v2 ``embeddings_strip``
 ``type_embed_net/matrix_1`` (+``bias_1``)                se_atten_v2 ``type_embedding``
+``attention_layer_{i}/...``, strip/concat DPA-1 nets     a ``dpa1`` tree: see :mod:`.pb_dpa1`
 ``layer_{l}_type_{t}/matrix`` (+bias, idt)               fitting network t, layer l
 ``final_layer_type_{t}/matrix``, ``bias``                fitting network t, output layer
 ``layer_{l}/...``, ``final_layer/...``                   the single fitting network (mixed types)
@@ -563,6 +564,16 @@ def _descrpt_hybrid(graph, d, ntypes, suffix, type_map, where):
     return {"@class": "Descriptor", "type": "hybrid", "@version": 1, "list": out}
 
 
+def _plain_se_atten_v2(graph: _Graph, d: dict, model_def: dict) -> bool:
+    """An se_atten_v2 graph that maps onto the se_atten_v2 tree (no attention layers or excluded pairs,
+    one linear type-embedding layer); every other DPA-1 graph becomes a ``dpa1`` tree (:mod:`.pb_dpa1`)."""
+    te = model_def.get("type_embedding") or {}
+    linear_tebd = not list(te.get("neuron", [8]))[1:] and te.get("activation_function") in (
+        None, "linear", "Linear", "none") and not graph.has("type_embed_net/matrix_2")
+    return (d.get("type") == "se_atten_v2" and d.get("attn_layer", 2) == 0 and not d.get("exclude_types")
+            and linear_tebd)
+
+
 def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     """TF ``se_atten_v2`` (strip type embedding, smooth) as dpmodel's ``se_atten_v2`` tree.
 
@@ -726,7 +737,7 @@ def _descriptor_dim(desc: dict) -> int:
         return desc["neuron"][-1]
     if t == "hybrid":
         return sum(_descriptor_dim(c) for c in desc["list"])
-    if t == "se_atten_v2":
+    if t in ("se_atten_v2", "dpa1"):
         out = desc["neuron"][-1] * desc["axis_neuron"]
         return out + desc["tebd_dim"] if desc["concat_output_tebd"] else out
     raise AssertionError(t)
@@ -908,10 +919,12 @@ def _model(graph: _Graph, m: dict) -> dict:
             "neighbor's type embedding as input, a mixed-type model that deepcomp cannot read yet"
         )
     if d.get("type") in _ATTENTION_TYPES:
-        if d.get("type") != "se_atten_v2":
-            raise _unsupported(graph, "model.descriptor.type", d.get("type"),
-                               "of the attention descriptors only se_atten_v2 (attn_layer 0) is supported")
-        descriptor = _descrpt_se_atten_v2(graph, d, ntypes, "", type_map, "model.descriptor", m)
+        if _plain_se_atten_v2(graph, d, m):
+            descriptor = _descrpt_se_atten_v2(graph, d, ntypes, "", type_map, "model.descriptor", m)
+        else:  # attention layers, concat mode or excluded pairs: DPA-1's own path
+            from .pb_dpa1 import descrpt_dpa1
+
+            descriptor = descrpt_dpa1(graph, d, ntypes, type_map, "model.descriptor", m)
         mixed_types = True
     else:
         descriptor = _descriptor(graph, d, ntypes, "", type_map, "model.descriptor")

@@ -27,6 +27,10 @@ MAX_DESCRIPTOR_VERSION = 3
 MAX_ATTENTION_VERSION = 1
 #: DeePMD-kit's logit shift for the smooth attention (``attnw_shift``, fixed in its code)
 ATTNW_SHIFT = 20.0
+#: the tree field that marks TensorFlow's evaluation (written by io/pb_dpa1.py) and its norm floor:
+#: tf.nn.l2_normalize divides by sqrt(max(|x|^2, 1e-12))
+TF_EVALUATION = "tensorflow"
+TF_UNIT_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,14 @@ class Dpa1Params:
     #: neighbours within the hybrid's cutoff; those beyond rcut keep their type and slot with zero
     #: environment rows and switch (they still enter the attention without the smooth type embedding)
     select_rcut: float | None = None
+    #: TensorFlow's evaluation (a graph read by io/pb_dpa1.py; defaults: DeePMD-kit 3's other backends):
+    #: the smooth type embedding weighs with 1 - (1 - rcut_smth s)^3 instead of the switch w(r)
+    #: (descriptors/se_atten_v2.type_term_switch), vectors are normalised with the norm floored at
+    #: unit_floor (l2_normalize's 1e-6) and a padding slot's first embedding row is pad_input[centre
+    #: type] (the padding type's zero embedding) instead of coming from the frame's first atom's type
+    tf_switch: bool = False
+    unit_floor: float = 1e-12
+    pad_input: np.ndarray | None = None  # (ntypes, ng)
     kind: str = field(default="dpa1")
 
     mixed_types = True  # descriptor properties: see params.SeE2AParams
@@ -219,6 +231,29 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
     return out
 
 
+def _tf_padding_input(net: Network, geo: dict, te: np.ndarray, table, mode: str, smooth: bool,
+                      ntypes: int) -> np.ndarray:
+    """TensorFlow: a padding slot's first embedding row per centre type, from the stored net itself.
+
+    The slot has the radial input -davg/dstd and the padding type (its type embedding is the zero last
+    row of ``te``); in strip mode its type term is the (centre, padding) row of the strip table, which
+    the smooth type embedding weighs with a switch of 0."""
+    s = -geo["davg"][:, 0] / geo["dstd"][:, 0]
+    pad = ntypes
+    if mode == "strip":
+        g = net(s[:, None])
+        if smooth:
+            return g
+        rows = np.arange(ntypes) * (ntypes + 1) + pad
+        return g * (1.0 + table[rows])
+    tebd = te.shape[1]
+    one_side = net.n_in == 1 + tebd
+    x = [s[:, None], np.repeat(te[pad][None, :], ntypes, axis=0)]
+    if not one_side:
+        x.append(te[:ntypes])
+    return net(np.concatenate(x, axis=1))
+
+
 def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") -> Dpa1Params:
     """A ``dpa1`` / ``se_atten`` / ``se_atten_v2`` descriptor tree (any attn_layer) as :class:`Dpa1Params`."""
     h = _params  # its shared readers: _common_checks, _geometry, _collection, _type_embedding, _pairs
@@ -235,10 +270,14 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
     if tree.get("compress") is not None:
         raise ctx.fail(where + ".compress", "present", "this tree holds DeePMD-kit's own compression tables; "
                        "give deepcomp the uncompressed model (it tabulates the nets itself)")
-    if backend.lower() == "tensorflow":
+    tf_eval = tree.get("evaluation") is not None
+    if tf_eval and (tree["evaluation"] != TF_EVALUATION or backend.lower() != "tensorflow"):
+        raise ctx.fail(where + ".evaluation", tree["evaluation"], f"deepcomp's readers write '{TF_EVALUATION}' "
+                       "there, in trees of TensorFlow graphs only", ModelFormatError)
+    if backend.lower() == "tensorflow" and not tf_eval:
         raise ctx.fail(where + ".type", kind, "a DPA-1 tree converted from a TensorFlow graph is not supported: "
                        "TensorFlow's attention (always normalised, temperature 1, attn_mask, its own switch and "
-                       "padding) is not what the tree describes; use the PyTorch or backend-neutral model")
+                       "padding) is not what the tree describes; give deepcomp the .pb graph itself")
     h._common_checks(ctx, tree, where, type_map)
     if ctx.opt(tree, "use_econf_tebd", False, "3.0"):
         raise ctx.fail(where + ".use_econf_tebd", True, "electronic-configuration type embeddings are not supported")
@@ -314,6 +353,13 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
                         scaling_factor=scaling_factor, temperature=temperature, smooth=smooth,
                         trainable_ln=trainable_ln, ln_eps=ln_eps)
     scaling = float(temperature) if temperature is not None else float((hidden * scaling_factor) ** -0.5)
+    tf = {}
+    if tf_eval:
+        if not normalize or temperature != 1.0 or mode == "strip" and one_side:
+            raise ctx.fail(where + ".evaluation", TF_EVALUATION, "TensorFlow's DPA-1 normalises, has temperature "
+                           "1 and a two-side strip net; the tree says otherwise", ModelFormatError)
+        tf = dict(tf_switch=True, unit_floor=TF_UNIT_FLOOR,
+                  pad_input=_tf_padding_input(emb[()], geo, te, table, mode, smooth, ntypes))
     return Dpa1Params(
         rcut=geo["rcut"], rcut_smth=geo["rcut_smth"], nsel=nsel, ntypes_model=ntypes,
         axis_neuron=int(ctx.get(tree, "axis_neuron", where)), type_one_side=one_side,
@@ -321,5 +367,5 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
         exclude_types=h._pairs(ctx.get(tree, "exclude_types", where)), env_protection=geo["env_protection"],
         davg=geo["davg"], dstd=geo["dstd"], embeddings=nets, type_embedding=te, tebd_input_mode=mode,
         type_pair_table=table, smooth=smooth, layers=layers, attn_dotr=dotr, normalize=normalize, scaling=scaling,
-        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1",
+        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1", **tf,
     )
