@@ -64,8 +64,9 @@ def _type_embedding(graph, te: dict, ntypes: int, type_map, trainable) -> tuple[
                                "holds its type embedding net there")
     neuron = list(te.get("neuron", [8]))
     if len(neuron) != nlayer:
+        first_odd = f"type_embed_net/matrix_{min(nlayer, len(neuron)) + 1}"
         raise _disagree(graph, "model.type_embedding.neuron", neuron, f"the graph holds {nlayer} type-embedding "
-                        "layers (type_embed_net/matrix_*)")
+                        f"layers (graph node '{first_odd}' is {'missing' if nlayer < len(neuron) else 'extra'})")
     bias = graph.has("type_embed_net/bias_1")
     # DeePMD-kit 2.2 scripts have no use_tebd_bias key and its graphs always hold the bias
     if "use_tebd_bias" in te and bool(te["use_tebd_bias"]) != bias:

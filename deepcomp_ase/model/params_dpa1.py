@@ -119,6 +119,8 @@ class Dpa1Params:
                          + (", normalize" if self.normalize else "") + f", logit scale {self.scaling:.6g}")
         if self.smooth:
             parts.append("smooth type embedding")
+        if self.tf_switch:
+            parts.append("evaluated as TensorFlow does")
         return ", ".join(parts)
 
     def net_key(self, ti: int, tj: int) -> tuple:

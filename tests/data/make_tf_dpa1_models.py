@@ -9,8 +9,10 @@ Each model trains a few steps on tests/data/training/cuau (``dp [--tf] train``),
 (``dp [--tf] freeze``) and evaluated by the same DeePMD-kit (``DeepPot``, atomic virials included)
 on held-out configurations of refs/cuau_se_e2_a.npz: a periodic 32-atom and 108-atom cell and the
 non-periodic 55-atom cluster. With sel 40 and rcut 4 every atom has fewer neighbours than sel, so
-the padded slots of the neighbour list are always exercised. The references go to refs/NAME.npz
-(keys ``CONF/{coord,box,atype}`` and ``CONF/pb/{energy,force,virial,atom_energy,atom_virial}``).
+the padded slots of the neighbour list are always exercised. A fifth configuration, ``near_cut``, is
+a small cluster with one neighbour 0.004 A inside rcut: its normalised direction is shorter than
+TensorFlow's l2_normalize floor (1e-6), which then decides the angular gate. The references go to
+refs/NAME.npz (keys ``CONF/{coord,box,atype}`` and ``CONF/pb/{energy,force,virial,atom_energy,atom_virial}``).
 
 Between them the models set every DPA-1 option TensorFlow has to a non-default value: concat and
 strip type embedding (``se_atten`` / ``se_atten_v2``), attention layers 0, 1 and 2, type_one_side,
@@ -103,16 +105,26 @@ def _third_type(atype: np.ndarray) -> np.ndarray:
     return atype
 
 
+def _near_cut(rcut: float) -> dict:
+    """Five atoms, one of them 0.004 A inside rcut of the first (no periodicity)."""
+    coord = np.array([[0.0, 0.0, 0.0], [2.5, 0.1, 0.0], [0.2, 2.6, 0.1], [-1.5, -1.9, 0.3],
+                      [0.3, 0.2, 0.0]])
+    coord[4] = coord[4] / np.linalg.norm(coord[4]) * (rcut - 0.004)
+    return {"near_cut/coord": coord, "near_cut/atype": np.array([0, 1, 0, 1, 1])}
+
+
 def refs(name: str, pb: Path) -> None:
     """DeePMD-kit's own energies/forces/virials of ``pb`` on the held-out configurations."""
     from deepmd.infer import DeepPot
 
-    held = np.load(HERE / "refs" / "cuau_se_e2_a.npz")
+    held = dict(np.load(HERE / "refs" / "cuau_se_e2_a.npz"))
+    held.update(_near_cut(4.0))
     dp = DeepPot(str(pb))
-    out = {"names": np.array(CONFS), "type_map": np.array(dp.get_type_map())}
-    for c in CONFS:
+    assert dp.get_rcut() == 4.0
+    out = {"names": np.array([*CONFS, "near_cut"]), "type_map": np.array(dp.get_type_map())}
+    for c in [*CONFS, "near_cut"]:
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
-        box = held[f"{c}/box"] if f"{c}/box" in held.files else None
+        box = held.get(f"{c}/box")
         if "cuau3" in name:
             atype = _third_type(atype)
         out[f"{c}/coord"], out[f"{c}/atype"] = coord, atype
