@@ -581,19 +581,8 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     backends write for it (a ``se_atten_v2`` tree implies ``tebd_input_mode='strip'`` and
     ``smooth_type_embedding=True``; those keys are not stored, as in DeePMD-kit).
     """
-    attn_layer = d.get("attn_layer", 2)
-    if attn_layer != 0:
-        raise _unsupported(graph, where + ".attn_layer", attn_layer,
-                           "only se_atten_v2 models with attn_layer 0 can be read from a TF graph; "
-                           "retrain with attn_layer 0 or use a .dp model")
-    if d.get("exclude_types"):
-        raise _unsupported(graph, where + ".exclude_types", d["exclude_types"],
-                           "exclude_types is not supported for se_atten_v2 graphs")
-    if model_def.get("type_embedding") not in (None, {}):
-        te = model_def["type_embedding"]
-        if list(te.get("neuron", [8]))[1:] or te.get("activation_function") not in (None, "linear", "Linear", "none"):
-            raise _unsupported(graph, "model.type_embedding", te,
-                               "only a single linear type-embedding layer maps onto se_atten_v2")
+    # only graphs that _plain_se_atten_v2 accepts come here (attn_layer 0, no exclusions, one linear
+    # type-embedding layer); the others are read as DPA-1 (pb_dpa1.py)
     precision_raw = d.get("precision", "default")
     precision = _precision_name(graph, precision_raw)
     sel = _sel_list(graph, d, where)
@@ -612,9 +601,6 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     use_tebd_bias = graph.has("type_embed_net/bias_1") or bool(d.get("use_tebd_bias", False))
 
     tebd_w = graph.array("type_embed_net/matrix_1")
-    if graph.has("type_embed_net/matrix_2"):
-        raise _unsupported(graph, "type_embed_net", "several layers",
-                           "only a single linear type-embedding layer maps onto se_atten_v2")
     if tebd_w.ndim != 2 or tebd_w.shape[0] != ntypes:
         raise ModelFormatError(f"{graph.path}: constant 'type_embed_net/matrix_1' has shape {tebd_w.shape}, "
                                f"expected ({ntypes}, tebd_dim)")
@@ -721,8 +707,8 @@ def _descriptor(graph: _Graph, d: dict, ntypes: int, suffix: str, type_map, wher
     builder = _DESCRIPTORS.get(dtype)
     if builder is None:
         raise _unsupported(graph, where + ".type", dtype,
-                           "the descriptors read from a TF graph are se_e2_a, se_e2_r, se_e3, hybrid and "
-                           "se_atten_v2 (attn_layer 0)")
+                           "the descriptors read from a TF graph are se_e2_a, se_e2_r, se_e3, their hybrids "
+                           "and DPA-1 (se_atten, dpa1, se_atten_v2)")
     for key in ("stripped_type_embedding",):
         if d.get(key):
             raise _unsupported(graph, f"{where}.{key}", d[key], "this option is not supported")
