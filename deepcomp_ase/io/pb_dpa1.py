@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..model.params_dpa1 import TF_EVALUATION  # the tree's marker of TensorFlow's evaluation
+from .pb_settings import find_activation
 from .tree import layer_record as _layer
 
 #: DeePMD-kit's TF layer-norm eps when the script gives none (3.x: ln_eps null; 2.2: Keras' default)
@@ -54,7 +55,9 @@ def _count(graph, pattern: str) -> int:
 
 
 def _type_embedding(graph, te: dict, ntypes: int, type_map, trainable) -> tuple[dict, int]:
-    """``type_embed_net``: layers as the graph holds them, activation and widths from the script."""
+    """``type_embed_net``: depth, widths and bias as the graph holds them (checked against the script's
+    ``model.type_embedding``, which DeePMD-kit's older test graphs lack), the activation from the script
+    or, without one, from the op the graph applies."""
     pb = _pb()
     nlayer = 0
     while graph.has(f"type_embed_net/matrix_{nlayer + 1}"):
@@ -62,7 +65,8 @@ def _type_embedding(graph, te: dict, ntypes: int, type_map, trainable) -> tuple[
     if nlayer == 0:
         raise ModelFormatError(f"{graph.path}: graph node 'type_embed_net/matrix_1' is missing: a DPA-1 graph "
                                "holds its type embedding net there")
-    neuron = list(te.get("neuron", [8]))
+    widths = [int(graph.shape(f"type_embed_net/matrix_{l}")[-1]) for l in range(1, nlayer + 1)]
+    neuron = list(te.get("neuron", widths))
     if len(neuron) != nlayer:
         first_odd = f"type_embed_net/matrix_{min(nlayer, len(neuron)) + 1}"
         raise _disagree(graph, "model.type_embedding.neuron", neuron, f"the graph holds {nlayer} type-embedding "
@@ -75,7 +79,9 @@ def _type_embedding(graph, te: dict, ntypes: int, type_map, trainable) -> tuple[
     if te.get("use_econf_tebd"):
         raise pb._unsupported(graph, "model.type_embedding.use_econf_tebd", True,
                               "electronic-configuration type embeddings are not supported")
-    act = te.get("activation_function", "tanh")
+    act = te.get("activation_function")
+    if act is None:
+        act = find_activation(graph, "type_embed_net/matrix_1") or _linear_type_embedding(graph, nlayer)
     resnet_dt = bool(te.get("resnet_dt", False))
     raw_prec = te.get("precision", "default")
     prec = pb._precision_name(graph, raw_prec)
@@ -87,6 +93,24 @@ def _type_embedding(graph, te: dict, ntypes: int, type_map, trainable) -> tuple[
         "use_econf_tebd": False, "use_tebd_bias": bias, "type_map": type_map, "embedding": net,
     }
     return tree, int(neuron[-1])
+
+
+def _linear_type_embedding(graph, nlayer: int) -> str:
+    """"linear" when one type-embedding layer feeds the padded table (``t_typeebd``) with no op but
+    reshapes in between, as in DeePMD-kit's older graphs without a ``type_embedding`` section."""
+    node = next((n for n in graph.consumers("type_embed_net/matrix_1/read") + graph.consumers("type_embed_net/matrix_1")
+                 if n.op == "MatMul"), None)
+    for _ in range(8 if node is not None and nlayer == 1 else 0):
+        nxt = [n for n in graph.consumers(node.name) if n.op in ("BiasAdd", "Add", "AddV2", "Reshape", "ConcatV2",
+                                                                    "Identity")]
+        if len(nxt) != 1:
+            break
+        node = nxt[0]
+        if node.name.startswith("t_typeebd"):
+            return "linear"
+    raise ModelFormatError(f"{graph.path}: the training script has no 'model.type_embedding' and the graph does "
+                           "not show the type embedding's activation (the op after 'type_embed_net/matrix_1' is "
+                           "no activation deepcomp knows)")
 
 
 def _linear(graph, names: list[str], n_in: int, prec: str) -> dict:
@@ -221,10 +245,9 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
     trainable = d.get("trainable", True)
-    te = model_def.get("type_embedding")
+    te = model_def.get("type_embedding") or {}
     if not isinstance(te, dict):
-        raise ModelFormatError(f"{graph.path}: field 'model.type_embedding' is missing from the training script; "
-                               "a TF DPA-1 model always has one")
+        raise ModelFormatError(f"{graph.path}: field 'model.type_embedding' is {te!r}, expected a section")
     te_tree, tebd_dim = _type_embedding(graph, te, ntypes, type_map, trainable)
 
     if mode == "strip":

@@ -228,7 +228,8 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
     for ti in range(1 if one_side else ntypes):
         for tj in range(ntypes):
             b = first.b + te[tj] @ w_j + (0.0 if one_side else te[ti] @ w_i)
-            layer = Layer(w=w_s.copy(), b=b, idt=first.idt, activation=first.activation, resnet=first.resnet)
+            # no shortcut (refused above): with one input, a width of 1 or 2 would otherwise gain one
+            layer = Layer(w=w_s.copy(), b=b, idt=first.idt, activation=first.activation, resnet=False)
             out[(tj,) if one_side else (ti, tj)] = Network((layer, *net.layers[1:]))
     return out
 

@@ -78,6 +78,11 @@ MODELS = {
                                                   smooth_type_embedding=True, attn_dotr=False,
                                                   exclude_types=[[0, 2]], set_davg_zero=True),
                                              dict(TEBD, use_tebd_bias=True), ("Cu", "Au", "Ag")),
+        # strip mode without the smooth type embedding: padding slots take the (centre, padding type) row of
+        # the strip table, and with a non-zero davg they add to the descriptor
+        "tf32_cuau_se_atten_strip_sharp": _input(dict(_BASE, type="se_atten", tebd_input_mode="strip",
+                                                      smooth_type_embedding=False, attn_layer=1,
+                                                      set_davg_zero=False), TEBD),
         # concat without attention, an excluded pair without the smooth type embedding, non-zero davg
         "tf32_cuau_se_atten_a0_excl": _input(dict(_BASE, type="se_atten", attn_layer=0, type_one_side=False,
                                                   exclude_types=[[1, 1]], set_davg_zero=False), TEBD),
