@@ -23,38 +23,21 @@ embeddings of one and two layers with and without bias. Models named ``*cuau3*``
 
 from __future__ import annotations
 
-import copy
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from deepmd_refs import eval_outputs
+from make_tf_models import HERE, train_freeze
+from make_tf_models import _input as _tf_input
 
-HERE = Path(__file__).resolve().parent
-STEPS = 10
 CONFS = ("p32_0", "p108_1", "cluster55")
-ENV = dict(os.environ, OMP_NUM_THREADS="1", TF_INTRA_OP_PARALLELISM_THREADS="1",
-           TF_INTER_OP_PARALLELISM_THREADS="1", DP_INTRA_OP_PARALLELISM_THREADS="1",
-           DP_INTER_OP_PARALLELISM_THREADS="1")
 
 
 def _input(descriptor: dict, type_embedding: dict, type_map=("Cu", "Au")) -> dict:
-    d = copy.deepcopy(json.loads((HERE / "training" / "input.json").read_text()))
+    d = _tf_input(descriptor, {"neuron": [8, 8], "resnet_dt": True, "seed": 5})
     d["model"]["type_map"] = list(type_map)
-    d["model"]["descriptor"] = descriptor
     d["model"]["type_embedding"] = type_embedding
-    d["model"]["fitting_net"] = {"neuron": [8, 8], "resnet_dt": True, "seed": 5}
-    tr = d["training"]
-    tr.update(numb_steps=STEPS, save_freq=STEPS, disp_freq=STEPS)
-    tr["training_data"]["systems"] = [str(HERE / "training" / "cuau" / "train" / s)
-                                      for s in ("n32_x25", "n32_x50")]
-    tr["training_data"]["batch_size"] = 1
-    d["learning_rate"]["decay_steps"] = 5
     return d
 
 
@@ -98,12 +81,6 @@ MODELS = {
 }
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-
-
 def _third_type(atype: np.ndarray) -> np.ndarray:
     atype = atype.copy()
     atype[::3] = 2
@@ -140,17 +117,11 @@ def refs(name: str, pb: Path) -> None:
 
 
 def main(version: str, names: list[str]) -> None:
-    dp = shutil.which("dp", path=os.path.dirname(sys.executable)) or "dp"
-    flag = [] if version == "22" else ["--tf"]
     for name, inp in MODELS[version].items():
         if names and name not in names:
             continue
         target = HERE / "models" / "tf_graphs" / f"{name}.pb"
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            (work / "input.json").write_text(json.dumps(inp, indent=1))
-            _run([dp, *flag, "train", "input.json"], work)
-            _run([dp, *flag, "freeze", "-o", str(target)], work)
+        train_freeze(version, inp, target)
         refs(name, target)
         print(name, "done", flush=True)
 

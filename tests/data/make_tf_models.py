@@ -102,18 +102,23 @@ def refs(name: str, pb: Path) -> None:
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 
-def main(version: str, names: list[str]) -> None:
+def train_freeze(version: str, inp: dict, target: Path) -> None:
+    """``dp [--tf] train`` on ``inp`` and ``dp [--tf] freeze`` to ``target`` (version "22": DeePMD-kit 2.2)."""
     dp = shutil.which("dp", path=os.path.dirname(sys.executable)) or "dp"
     flag = [] if version == "22" else ["--tf"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "input.json").write_text(json.dumps(inp, indent=1))
+        _run([dp, *flag, "train", "input.json"], work)
+        _run([dp, *flag, "freeze", "-o", str(target)], work)
+
+
+def main(version: str, names: list[str]) -> None:
     for name, inp in MODELS[version].items():
         if names and name not in names:
             continue
         target = HERE / "models" / "tf_graphs" / f"{name}.pb"
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            (work / "input.json").write_text(json.dumps(inp, indent=1))
-            _run([dp, *flag, "train", "input.json"], work)
-            _run([dp, *flag, "freeze", "-o", str(target)], work)
+        train_freeze(version, inp, target)
         refs(name, target)
         print(name, "done", flush=True)
 
