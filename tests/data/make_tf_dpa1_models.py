@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from deepmd_refs import eval_outputs
-from make_tf_models import HERE, train_freeze
+from make_tf_models import HERE, main
 from make_tf_models import _input as _tf_input
 
 CONFS = ("p32_0", "p108_1", "cluster55")
@@ -116,15 +116,5 @@ def refs(name: str, pb: Path) -> None:
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 
-def main(version: str, names: list[str]) -> None:
-    for name, inp in MODELS[version].items():
-        if names and name not in names:
-            continue
-        target = HERE / "models" / "tf_graphs" / f"{name}.pb"
-        train_freeze(version, inp, target)
-        refs(name, target)
-        print(name, "done", flush=True)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    main(sys.argv[1], sys.argv[2:], MODELS, refs)

@@ -113,13 +113,15 @@ def train_freeze(version: str, inp: dict, target: Path) -> None:
         _run([dp, *flag, "freeze", "-o", str(target)], work)
 
 
-def main(version: str, names: list[str]) -> None:
-    for name, inp in MODELS[version].items():
+def main(version: str, names: list[str], models: dict | None = None, make_refs=None) -> None:
+    """Train, freeze and reference the models of ``version`` (``names``: only those); another script's
+    ``models`` and ``make_refs(name, pb)`` may stand in for this one's."""
+    for name, inp in (models or MODELS)[version].items():
         if names and name not in names:
             continue
         target = HERE / "models" / "tf_graphs" / f"{name}.pb"
         train_freeze(version, inp, target)
-        refs(name, target)
+        (make_refs or refs)(name, target)
         print(name, "done", flush=True)
 
 
