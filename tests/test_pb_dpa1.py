@@ -244,9 +244,13 @@ def test_smooth_exclusion_with_davg_refused(tmp_path):
 def test_tensorflow_evaluation_only_in_tensorflow_trees():
     """The marker belongs to trees of TF graphs; a DeePMD-kit tree of a TF model (no marker) stays refused."""
     tree = read_dp(MODELS / "pt_cuau_dpa1_concat.dp")
-    tree["model"]["descriptor"]["evaluation"] = "tensorflow"
+    tree["model"]["descriptor"]["evaluation"] = {"backend": "tensorflow", "switch_rcut_smth": 0.5}
     with pytest.raises(ModelFormatError, match="evaluation"):
         parse_model(tree, "edited.dp")
+    tree = read_pb(GRAPHS / "tf32_cuau_se_atten.pb")
+    tree["model"]["descriptor"]["evaluation"]["switch_rcut_smth"] = 0.6
+    with pytest.raises(ModelFormatError, match="switch_rcut_smth"):
+        parse_model(tree, "edited.pb")
     tree = read_pb(GRAPHS / "tf32_cuau_se_atten.pb")
     del tree["model"]["descriptor"]["evaluation"]
     with pytest.raises(UnsupportedModelError, match="converted from a TensorFlow graph"):

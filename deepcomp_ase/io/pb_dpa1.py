@@ -14,10 +14,11 @@ graph node                                             tree field
 =====================================================  =============================================
 
 TensorFlow evaluates DPA-1 differently from DeePMD-kit's other backends, and the tree records it
-in ``evaluation: "tensorflow"`` (a deepcomp field; model/params_dpa1.py reads it): the logits are not
+in ``evaluation: {backend: tensorflow, ...}`` (a deepcomp field; model/params_dpa1.py reads it): the logits are not
 scaled (temperature 1) and q, k, v are always normalised with a norm floor of 1e-6 (``l2_normalize``),
 a padding slot has the padding type (the zero type embedding) rather than the first atom's, and the
-smooth type embedding weighs with 1 - (1 - rcut_smth s)^3 rebuilt from s = w(r)/r instead of w(r).
+smooth type embedding weighs with 1 - (1 - rcut_smth s)^3 rebuilt from s = w(r)/r instead of w(r), its
+rcut_smth the script's double (``switch_rcut_smth``) where the environment op has float32 cut-offs.
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
     prec = pb._precision_name(graph, raw_prec)
     sel = pb._sel_list(graph, d, where)
     pb._check_descrpt_attrs(graph, "", sel, where, d)
+    switch_rcut_smth = float(d["rcut_smth"])  # TF's smooth switch takes the double, the op float32
     d = pb._op_cutoffs(graph, "", d)
     nnei = sum(sel)
     neuron = list(d["neuron"])
@@ -306,6 +308,6 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
         "@variables": stats,
         "trainable": trainable,
         "spin": None,
-        "evaluation": TF_EVALUATION,
+        "evaluation": {"backend": TF_EVALUATION, "switch_rcut_smth": switch_rcut_smth},
     })
     return tree

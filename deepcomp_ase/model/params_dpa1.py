@@ -27,8 +27,8 @@ MAX_DESCRIPTOR_VERSION = 3
 MAX_ATTENTION_VERSION = 1
 #: DeePMD-kit's logit shift for the smooth attention (``attnw_shift``, fixed in its code)
 ATTNW_SHIFT = 20.0
-#: the tree field that marks TensorFlow's evaluation (written by io/pb_dpa1.py) and its norm floor:
-#: tf.nn.l2_normalize divides by sqrt(max(|x|^2, 1e-12))
+#: the tree field ``evaluation: {backend: tensorflow, switch_rcut_smth: ...}`` marks TensorFlow's evaluation
+#: (written by io/pb_dpa1.py); its norm floor: tf.nn.l2_normalize divides by sqrt(max(|x|^2, 1e-12))
 TF_EVALUATION = "tensorflow"
 TF_UNIT_FLOOR = 1e-6
 
@@ -87,6 +87,8 @@ class Dpa1Params:
     #: unit_floor (l2_normalize's 1e-6) and a padding slot's first embedding row is pad_input[centre
     #: type] (the padding type's zero embedding) instead of coming from the frame's first atom's type
     tf_switch: bool = False
+    #: the rcut_smth of that function: TF's Python double, where the environment op has rcut_smth in float32
+    switch_rcut_smth: float | None = None
     unit_floor: float = 1e-12
     pad_input: np.ndarray | None = None  # (ntypes, ng)
     kind: str = field(default="dpa1")
@@ -234,6 +236,21 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
     return out
 
 
+def _tf_evaluation(ctx, tree: dict, where: str, backend: str) -> float:
+    """The ``evaluation`` marker of a TF graph's tree: its rcut_smth of the smooth type embedding's switch."""
+    ew = where + ".evaluation"
+    ev = tree["evaluation"]
+    if not isinstance(ev, dict) or ev.get("backend") != TF_EVALUATION or backend.lower() != "tensorflow":
+        raise ctx.fail(ew, ev, f"deepcomp's readers write {{backend: {TF_EVALUATION}, switch_rcut_smth: ...}} "
+                       "there, in trees of TensorFlow graphs only", ModelFormatError)
+    value = ctx.get(ev, "switch_rcut_smth", ew)
+    rcut_smth = float(ctx.get(tree, "rcut_smth", where))
+    if not isinstance(value, (int, float)) or abs(float(value) - rcut_smth) > 1e-6 * max(1.0, rcut_smth):
+        raise ctx.fail(ew + ".switch_rcut_smth", value, f"expected the script's rcut_smth, {rcut_smth} within float32 "
+                       "rounding", ModelFormatError)
+    return float(value)
+
+
 def _tf_padding_input(net: Network, geo: dict, te: np.ndarray, table, mode: str, smooth: bool,
                       ntypes: int) -> np.ndarray:
     """TensorFlow: a padding slot's first embedding row per centre type, from the stored net itself.
@@ -274,9 +291,7 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
         raise ctx.fail(where + ".compress", "present", "this tree holds DeePMD-kit's own compression tables; "
                        "give deepcomp the uncompressed model (it tabulates the nets itself)")
     tf_eval = tree.get("evaluation") is not None
-    if tf_eval and (tree["evaluation"] != TF_EVALUATION or backend.lower() != "tensorflow"):
-        raise ctx.fail(where + ".evaluation", tree["evaluation"], f"deepcomp's readers write '{TF_EVALUATION}' "
-                       "there, in trees of TensorFlow graphs only", ModelFormatError)
+    switch_rcut_smth = _tf_evaluation(ctx, tree, where, backend) if tf_eval else None
     if backend.lower() == "tensorflow" and not tf_eval:
         raise ctx.fail(where + ".type", kind, "a DPA-1 tree converted from a TensorFlow graph is not supported: "
                        "TensorFlow's attention (always normalised, temperature 1, attn_mask, its own switch and "
@@ -361,7 +376,7 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
         if not normalize or temperature != 1.0 or mode == "strip" and one_side:
             raise ctx.fail(where + ".evaluation", TF_EVALUATION, "TensorFlow's DPA-1 normalises, has temperature "
                            "1 and a two-side strip net; the tree says otherwise", ModelFormatError)
-        tf = dict(tf_switch=True, unit_floor=TF_UNIT_FLOOR,
+        tf = dict(tf_switch=True, switch_rcut_smth=switch_rcut_smth, unit_floor=TF_UNIT_FLOOR,
                   pad_input=_tf_padding_input(emb[()], geo, te, table, mode, smooth, ntypes))
     return Dpa1Params(
         rcut=geo["rcut"], rcut_smth=geo["rcut_smth"], nsel=nsel, ntypes_model=ntypes,
