@@ -19,6 +19,10 @@ the attention never mixes them with real rows (their keys are masked), so each p
 constant per (centre type, first atom's type), computed once, and adds n_pad X_pad (x) R^_pad to T.
 Excluded pairs keep their slot and contribute nothing (DeePMD-kit zeroes their rows).
 
+Models read from TensorFlow graphs (Dpa1Params.tf_switch, unit_floor, pad_input) take TF's smooth
+weight instead of w, floor every norm at 1e-6, and give padding slots a first row of their own per
+centre type (the padding type), so pad_type plays no part (docs/descriptors.md).
+
 The backward pass is written out by hand (no autodiff): LayerNorm, projections, softmax, the
 switch products S and the angular gate r^_i . r^_j, back to s_j, w_j and r^_j.
 """
