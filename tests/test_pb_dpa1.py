@@ -192,10 +192,14 @@ def test_extra_weight_refused(tmp_path):
         read_pb(path)
 
 
-@pytest.mark.parametrize("node", ["attention_layer_1/c_key/bias", "attention_layer_0/layer_normalization/beta",
-                                  "filter_type_all/bias_2_two_side_ebd", "type_embed_net/matrix_2"])
-def test_removed_weight_named(tmp_path, node):
-    path = _edit(GRAPHS / "tf32_cuau_se_atten_v2_a2.pb", tmp_path / "removed.pb", drop={node})
+@pytest.mark.parametrize("name, node", [
+    ("tf32_cuau_se_atten_v2_a2", "attention_layer_1/c_key/bias"),
+    ("tf32_cuau_se_atten_v2_a2", "attention_layer_0/layer_normalization/beta"),
+    ("tf32_cuau_se_atten_v2_a2", "filter_type_all/bias_2_two_side_ebd"),
+    ("tf32_cuau_se_atten_strip_sharp", "type_embed_net/matrix_2"),
+])
+def test_removed_weight_named(tmp_path, name, node):
+    path = _edit(GRAPHS / f"{name}.pb", tmp_path / "removed.pb", drop={node})
     with pytest.raises(ModelFormatError, match=node):
         read_pb(path)
 

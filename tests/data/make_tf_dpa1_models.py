@@ -50,11 +50,9 @@ MODELS = {
         # TF's default DPA-1: concat, two attention layers; two-side type input and a non-zero davg
         "tf32_cuau_se_atten": _input(dict(_BASE, type="se_atten", attn_layer=2, type_one_side=False,
                                           set_davg_zero=False), dict(TEBD, use_tebd_bias=True)),
-        # strip mode with attention (smooth type embedding); a two-layer type embedding without bias,
-        # fixed layer norm with its own eps
+        # strip mode with attention (smooth type embedding), fixed layer norm with its own eps
         "tf32_cuau_se_atten_v2_a2": _input(dict(_BASE, type="se_atten_v2", attn_layer=2, set_davg_zero=False,
-                                             trainable_ln=False, ln_eps=1e-4),
-                                        dict(TEBD, neuron=[2, 4], activation_function="gelu")),
+                                                trainable_ln=False, ln_eps=1e-4), TEBD),
         # three types, concat with the smooth type embedding, one-side type input, no angular gate,
         # an excluded pair (set_davg_zero: TF's smooth exclusion then leaves no trace)
         "tf32_cuau3_se_atten_smooth": _input(dict(_BASE, type="se_atten", attn_layer=1, type_one_side=True,
@@ -62,10 +60,12 @@ MODELS = {
                                                   exclude_types=[[0, 2]], set_davg_zero=True),
                                              dict(TEBD, use_tebd_bias=True), ("Cu", "Au", "Ag")),
         # strip mode without the smooth type embedding: padding slots take the (centre, padding type) row of
-        # the strip table, and with a non-zero davg they add to the descriptor
+        # the strip table, and with a non-zero davg they add to the descriptor; a two-layer gelu type
+        # embedding without bias (its first layer as wide as the one-hot input: a shortcut, then a doubling)
         "tf32_cuau_se_atten_strip_sharp": _input(dict(_BASE, type="se_atten", tebd_input_mode="strip",
                                                       smooth_type_embedding=False, attn_layer=1,
-                                                      set_davg_zero=False), TEBD),
+                                                      set_davg_zero=False),
+                                                 dict(TEBD, neuron=[2, 4], activation_function="gelu")),
         # concat without attention, an excluded pair without the smooth type embedding, non-zero davg
         "tf32_cuau_se_atten_a0_excl": _input(dict(_BASE, type="se_atten", attn_layer=0, type_one_side=False,
                                                   exclude_types=[[1, 1]], set_davg_zero=False), TEBD),
@@ -76,7 +76,7 @@ MODELS = {
                                           set_davg_zero=False), TEBD),
         # 2.2's se_atten_v2 with attention
         "tf22_cuau_se_atten_v2_a2": _input(dict(_BASE, type="se_atten_v2", attn_layer=2, set_davg_zero=False),
-                                        dict(TEBD, neuron=[2, 4])),
+                                           TEBD),
     },
 }
 
