@@ -111,7 +111,8 @@ def test_settings_from_the_graph(potential):
     assert all(got[n].scaling == 1.0 and got[n].normalize for n in NAMES)
 
 
-@pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp"])
+@pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp",
+                                  "tf32_cuau3_se_atten_smooth", "tf22_cuau_se_atten"])
 def test_compressed_within_table_error(potential, name):
     exact, tab = potential(name), potential(name, compressed=True)
     assert tab.plan.parts[0].compressed and tab.plan.parts[0].descriptor.tf_switch
