@@ -287,7 +287,7 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
     tree = {
         "@class": "Descriptor", "type": "dpa1", "@version": 2, "rcut": d["rcut"], "rcut_smth": d["rcut_smth"],
         "sel": sel, "ntypes": ntypes, "neuron": neuron, "axis_neuron": d.get("axis_neuron", 4),
-        "tebd_dim": tebd_dim, "tebd_input_mode": mode, "set_davg_zero": d.get("set_davg_zero", mode == "concat"),
+        "tebd_dim": tebd_dim, "tebd_input_mode": mode, "set_davg_zero": d.get("set_davg_zero", not np.any(stats["davg"])),
         "attn": hidden, "attn_layer": nlayer, "attn_dotr": dotr, "attn_mask": False, "activation_function": act,
         "resnet_dt": resnet_dt, "scaling_factor": 1.0, "normalize": True, "temperature": 1.0,
         "trainable_ln": trainable_ln, "ln_eps": ln_eps, "smooth_type_embedding": smooth, "type_one_side": one_side,
