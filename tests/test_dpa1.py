@@ -78,8 +78,12 @@ def test_compressed_within_table_error(potential, name):
     exact = potential(MODELS / f"{name}.pth")
     tab = potential(MODELS / f"{name}.pth", compressed=True)
     assert tab.plan.parts[0].compressed
-    ref = Reference(name)
-    for conf in ("p32_0", "p108_1", "cluster55", "stretched_1.08A"):
+    assert_within_table_error(exact, tab, Reference(name), ("p32_0", "p108_1", "cluster55", "stretched_1.08A"))
+
+
+def assert_within_table_error(exact, tab, ref, confs):
+    """The compressed model ``tab`` against the uncompressed ``exact`` on ``confs`` of ``ref``."""
+    for conf in confs:
         a, b = evaluate(exact, ref, conf), evaluate(tab, ref, conf)
         n = len(a.atom_energy)
         assert abs(a.energy - b.energy) / n <= 1e-8, conf

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Reference, central_difference_force, deviations, evaluate, with_ghost_atoms
-from test_dpa1 import check_central_differences
+from test_dpa1 import assert_within_table_error, check_central_differences
 from test_pb_graph_settings import _assert_matches, _edit
 
 from deepcomp_ase.compress.api import compress_model
@@ -116,13 +116,7 @@ def test_settings_from_the_graph(potential):
 def test_compressed_within_table_error(potential, name):
     exact, tab = potential(name), potential(name, compressed=True)
     assert tab.plan.parts[0].compressed and tab.plan.parts[0].descriptor.tf_switch
-    ref = Reference(name)
-    for conf in ("p32_0", "p108_1", "cluster55", "near_cut"):
-        a, b = evaluate(exact, ref, conf), evaluate(tab, ref, conf)
-        n = len(a.atom_energy)
-        assert abs(a.energy - b.energy) / n <= 1e-8, conf
-        assert np.abs(a.forces - b.forces).max() <= 1e-7, conf
-        assert np.abs(a.virial - b.virial).max() / n <= 1e-7, conf
+    assert_within_table_error(exact, tab, Reference(name), ("p32_0", "p108_1", "cluster55", "near_cut"))
 
 
 @pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp"])
