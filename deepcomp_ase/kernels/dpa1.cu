@@ -31,6 +31,8 @@
 #define DC_DPA1_STRIP 2
 #define DC_DPA1_DOTR 4
 #define DC_DPA1_NORMALIZE 8
+#define DC_DPA1_TF_SWITCH 16  // TensorFlow's smooth weight 1 - (1 - rcut_smth s)^3 (graphs read from .pb)
+#define DC_DPA1_FLOOR 32      // norms floored at unit_floor above 1e-12 (TF's l2_normalize): its backward branch
 // attn_layout columns (one row per attention layer, offsets into attn_params)
 #define DC_AL_WIN 0
 #define DC_AL_BIN 1
@@ -112,7 +114,7 @@ struct Dpa1K {
     const FPTYPE *rij, *davg, *dstd, *pair_term, *attn_params, *pad_rows, *pad_rhat;
     FPTYPE* scratch;
     int nloc, nnei, ntypes, ng, m2, ldd, maxw, nlayer, hidden, flags;
-    FPTYPE scaling, inv_nnei, rcut_smth, rcut, protection;
+    FPTYPE scaling, inv_nnei, rcut_smth, rcut, protection, unit_floor, switch_rcut_smth;
     long long stride;
 };
 
@@ -176,10 +178,18 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
         const FPTYPE raw[4] = {w / rho, v[0] * sc, v[1] * sc, v[2] * sc};
         FPTYPE* e = rh + 4 * r;
         for (int m = 0; m < 4; ++m) e[m] = (raw[m] - K.davg[4 * ti + m]) / K.dstd[4 * ti + m];
-        sw[r] = w;
-        dw[r] = dwv;
+        if (K.flags & DC_DPA1_TF_SWITCH) {  // descriptors/se_atten_v2.py type_term_switch
+            const FPTYPE uu = (FPTYPE)1 - K.switch_rcut_smth * (w / rho);
+            const FPTYPE v3 = (FPTYPE)1 - uu * uu * uu;
+            const bool inside = v3 > (FPTYPE)0 && v3 < (FPTYPE)1;
+            dw[r] = inside ? (FPTYPE)3 * uu * uu * K.switch_rcut_smth * (dwv / rho - w / (rho * rho)) : (FPTYPE)0;
+            sw[r] = v3 < (FPTYPE)0 ? (FPTYPE)0 : (v3 > (FPTYPE)1 ? (FPTYPE)1 : v3);
+        } else {
+            sw[r] = w;
+            dw[r] = dwv;
+        }
         FPTYPE nrm = sqrt(e[1] * e[1] + e[2] * e[2] + e[3] * e[3]);
-        nrm = nrm > (FPTYPE)1e-12 ? nrm : (FPTYPE)1e-12;  // torch's normalize: zero rows stay zero
+        nrm = nrm > K.unit_floor ? nrm : K.unit_floor;  // torch's normalize: zero rows stay zero
         rn[r] = nrm;
         for (int a = 0; a < 3; ++a) ru[3 * r + a] = e[1 + a] / nrm;
         const int tab = K.tab_of[ti * nt + R.tj[r]];
@@ -275,7 +285,7 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
                 FPTYPE s2 = (FPTYPE)0;
                 for (int c = 0; c < h; ++c) s2 += y[c] * y[c];
                 FPTYPE nrm = sqrt(s2);
-                nrm = nrm > (FPTYPE)1e-12 ? nrm : (FPTYPE)1e-12;
+                nrm = nrm > K.unit_floor ? nrm : K.unit_floor;
                 for (int c = 0; c < h; ++c) y[c] /= nrm;
                 (Ly + (which == 0 ? L.nq : (which == 1 ? L.nk : L.nv)))[r] = nrm;
             }
@@ -567,11 +577,12 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
                 const FPTYPE* y = (which == 0 ? q : (which == 1 ? k : v)) + (long long)r * H;
                 const FPTYPE nrm = (Ly + (which == 0 ? L.nq : (which == 1 ? L.nk : L.nv)))[r];
                 FPTYPE* g = gp + (long long)r * 3 * H + which * h;
+                const bool below = (K.flags & DC_DPA1_FLOOR) && nrm <= K.unit_floor;  // y = x / floor
                 FPTYPE dot = (FPTYPE)0;
                 #pragma unroll 1
                 for (int c = 0; c < h; ++c) dot += y[c] * g[c];
                 #pragma unroll 1
-                for (int c = 0; c < h; ++c) g[c] = (g[c] - y[c] * dot) / nrm;
+                for (int c = 0; c < h; ++c) g[c] = below ? g[c] / nrm : (g[c] - y[c] * dot) / nrm;
             }
             __syncthreads();
         }
@@ -606,7 +617,8 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
         const long long q = (long long)i * n + R.slot[r];
         FPTYPE* out = g_em + 4 * q;
         out[0] = grh[4 * r] + gs0;
-        for (int m = 0; m < 3; ++m) out[1 + m] = grh[4 * r + 1 + m] + (g3[m] - u[m] * dot) / rn[r];
+        const bool below = (K.flags & DC_DPA1_FLOOR) && rn[r] <= K.unit_floor;
+        for (int m = 0; m < 3; ++m) out[1 + m] = grh[4 * r + 1 + m] + (below ? g3[m] : g3[m] - u[m] * dot) / rn[r];
         g_r[q] = (gsw[r] + gsw_e) * dwv[r];
     }
 }
@@ -620,7 +632,7 @@ DC_D Dpa1K<FPTYPE> dpa1_args(const FPTYPE* table, const FPTYPE* table_info, cons
                              const int* attn_layout, const FPTYPE* pad_rows, const FPTYPE* pad_rhat, FPTYPE* scratch,
                              int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw, int nlayer,
                              int hidden, int flags, FPTYPE scaling, FPTYPE inv_nnei, FPTYPE rcut_smth, FPTYPE rcut,
-                             FPTYPE protection, long long stride) {
+                             FPTYPE protection, FPTYPE unit_floor, FPTYPE switch_rcut_smth, long long stride) {
     Dpa1K<FPTYPE> K;
     K.table = table;
     K.table_info = table_info;
@@ -659,6 +671,8 @@ DC_D Dpa1K<FPTYPE> dpa1_args(const FPTYPE* table, const FPTYPE* table_info, cons
     K.rcut_smth = rcut_smth;
     K.rcut = rcut;
     K.protection = protection;
+    K.unit_floor = unit_floor;
+    K.switch_rcut_smth = switch_rcut_smth;
     K.stride = stride;
     return K;
 }
@@ -693,7 +707,7 @@ DC_D void dpa1_shared(const Dpa1K<FPTYPE>& args, const Dpa1K<FPTYPE>*& K, const 
 #define DC_DPA1_ARGS                                                                                               \
     table, table_info, table_offset, net_layers, net_first, net_params, nlist, rij, nnbr, atype, row_of_atom,      \
         tab_of, excl, davg, dstd, pair_term, term_row, attn_params, attn_layout, pad_rows, pad_rhat, scratch, nloc, \
-        nnei, ntypes, ng, m2, ldd, maxw, nlayer, hidden, flags, scaling, inv_nnei, rcut_smth, rcut, protection, stride
+        nnei, ntypes, ng, m2, ldd, maxw, nlayer, hidden, flags, scaling, inv_nnei, rcut_smth, rcut, protection, unit_floor, switch_rcut_smth, stride
 
 template <typename FPTYPE>
 __global__ void DC_DPA1_BOUNDS dpa1_fwd(const FPTYPE* table, const FPTYPE* table_info, const long long* table_offset,
@@ -705,7 +719,7 @@ __global__ void DC_DPA1_BOUNDS dpa1_fwd(const FPTYPE* table, const FPTYPE* table
                          unsigned long long* counters, FPTYPE* t_out, FPTYPE* desc,
                          int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw, int nlayer, int hidden,
                          int flags, FPTYPE scaling, FPTYPE inv_nnei, FPTYPE rcut_smth, FPTYPE rcut,
-                         FPTYPE protection, long long stride) {
+                         FPTYPE protection, FPTYPE unit_floor, FPTYPE switch_rcut_smth, long long stride) {
     const Dpa1K<FPTYPE>* Kp;
     const Dpa1Layout* Lp;
     Dpa1Rows R;
@@ -729,7 +743,7 @@ __global__ void DC_DPA1_BOUNDS dpa1_bwd(const FPTYPE* table, const FPTYPE* table
                          const FPTYPE* t_in, const FPTYPE* g_desc, FPTYPE* g_em, FPTYPE* g_r,
                          int nloc, int nnei, int ntypes, int ng, int m2, int ldd, int maxw, int nlayer, int hidden,
                          int flags, FPTYPE scaling, FPTYPE inv_nnei, FPTYPE rcut_smth, FPTYPE rcut,
-                         FPTYPE protection, long long stride) {
+                         FPTYPE protection, FPTYPE unit_floor, FPTYPE switch_rcut_smth, long long stride) {
     const Dpa1K<FPTYPE>* Kp;
     const Dpa1Layout* Lp;
     Dpa1Rows R;
@@ -748,7 +762,7 @@ __global__ void DC_DPA1_BOUNDS dpa1_bwd(const FPTYPE* table, const FPTYPE* table
     const T *, const T *, const long long *, const int *, const int *, const T *, const int *, const T *,         \
         const int *, const int *, const int *, const int *, const int *, const T *, const T *, const T *,           \
         const int *, const T *, const int *, const T *, const T *, T *
-#define DC_DPA1_INST_S(T) int, int, int, int, int, int, int, int, int, int, T, T, T, T, T, long long
+#define DC_DPA1_INST_S(T) int, int, int, int, int, int, int, int, int, int, T, T, T, T, T, T, T, long long
 #define DC_DPA1_INST(T)                                                                                              \
     template __global__ void dpa1_fwd<T>(DC_DPA1_INST_P(T), unsigned long long*, T*, T*, DC_DPA1_INST_S(T));     \
     template __global__ void dpa1_bwd<T>(DC_DPA1_INST_P(T), const T*, const T*, T*, T*, DC_DPA1_INST_S(T));

@@ -672,7 +672,7 @@ _DPA1_SCALARS = (
     A("ng", "int32", symbol="ng"), A("m2", "int32", symbol="m2"), A("ldd", "int32", symbol="ldd"),
     A("maxw", "int32", symbol="maxw"), A("nlayer", "int32"), A("hidden", "int32"), A("flags", "int32"),
     A("scaling", "fp"), A("inv_nnei", "fp"), A("rcut_smth", "fp"), A("rcut", "fp"), A("protection", "fp"),
-    A("stride", "int64", symbol="stride"),
+    A("unit_floor", "fp"), A("switch_rcut_smth", "fp"), A("stride", "int64", symbol="stride"),
 )
 
 
