@@ -13,8 +13,9 @@ when the stage ends (a timeout still returns the stages before it):
              max threads per block of the compiled function, and the launch (block, grid,
              dynamic shared memory) of the bundled cuau_se_e2_a model; then the host work per
              step of the 4000-atom deck with a no-op launcher (gpu_host_overhead.py);
-* smoke   -> smoke.json: float64 on one small configuration against the CPU reference; exits 1
-             with a verdict line when any relative error exceeds 1e-10 (the script then stops).
+* smoke   -> smoke.json: float64 on one small configuration against the CPU reference, for the
+             bundled se_e2_a model and a DPA-1 model with two attention layers (key "dpa1");
+             exits 1 with a verdict line when any relative error exceeds 1e-10 (the script then stops).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def stage_env(out: Path) -> int:
 
 def stage_kernels(out: Path) -> int:
     """Compile both precisions; report each compiled kernel and the launch of the bundled model."""
-    from deepcomp_ase.kernels.launch import KERNELS, launch_config, se_a_tile
+    from deepcomp_ase.kernels.launch import DPA1_MAX_BLOCKS, KERNELS, launch_config, se_a_tile
     from deepcomp_ase.kernels.loader import kernel_thread_limit
 
     lines = ["| kernel | precision | registers | static shared B | local B | max threads/block | block | grid | "
@@ -114,7 +115,7 @@ def stage_kernels(out: Path) -> int:
         itemsize = np.dtype(precision).itemsize
         dims = {"n": nloc, "nloc": nloc, "nnei": part.nnei, "ntypes": part.ntypes, "nsec": part.nsec, "ng": part.ng,
                 "m2": part.m2, "ldd": part.dim_out, "maxw": maxw, "tile": se_a_tile(part.ng, part.m2, maxw, itemsize),
-                "m": 240, "m_in": part.dim_out}
+                "m": 240, "m_in": part.dim_out, "nblk": DPA1_MAX_BLOCKS}  # nblk: the DPA-1 kernels' scratch rows
         for name in KERNELS:
             row = be.ctx.kernel_report(name)
             try:
@@ -155,31 +156,50 @@ def smoke_structure():
     return atoms, pos, cell, pbc
 
 
-def stage_smoke(out: Path) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = compressed(Path(tmp))
-        ref_pot, dev_pot = potential(path), potential(path)
-    atoms, pos, cell, pbc = smoke_structure()
-    types = ref_pot.types_of(atoms.get_chemical_symbols()[:len(pos)])
-    start = time.perf_counter()
+def _smoke_errors(path: Path, pos, types, cell, pbc) -> dict:
+    """float64 on the device vs the CPU reference: relative errors of every output."""
+    ref_pot, dev_pot = potential(path), potential(path)
     want = ref_pot.compute_atoms(pos, types, cell, pbc, atomic_virial=True)
-    got = backend("float64").compute_atoms(dev_pot, pos, types, cell, pbc, atomic_virial=True)
+    be = backend("float64")
+    if be.unsupported_reason(dev_pot):  # the smoke test is about the device kernels
+        raise RuntimeError(f"{path.name} does not run on the device: {be.unsupported_reason(dev_pot)}")
+    got = be.compute_atoms(dev_pot, pos, types, cell, pbc, atomic_virial=True)
 
     def rel(a, b):
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
-    errs = {name: rel(getattr(got, name), getattr(want, name))
+    return {name: rel(getattr(got, name), getattr(want, name))
             for name in ("energy", "forces", "virial", "atom_energy", "atom_virial")}
+
+
+#: the DPA-1 model of the smoke test (two attention layers, strip, smooth; kernels/dpa1.cu)
+SMOKE_DPA1 = "pt_cuau_se_atten_v2_a2"
+
+
+def stage_smoke(out: Path) -> int:
+    atoms, pos, cell, pbc = smoke_structure()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compressed(Path(tmp))
+        types = potential(path).types_of(atoms.get_chemical_symbols()[:len(pos)])
+        errs = _smoke_errors(path, pos, types, cell, pbc)
+        t_se_a = time.perf_counter() - start
+        dpa1_errs = _smoke_errors(compressed(Path(tmp), SMOKE_DPA1), pos, types, cell, pbc)
     ok = all(np.isfinite(v) and v <= SMOKE_TOL for v in errs.values())
+    ok_dpa1 = all(np.isfinite(v) and v <= SMOKE_TOL for v in dpa1_errs.values())
     row = {"atoms": len(pos), "periodic": bool(pbc.all()), "precision": "float64", "tolerance": SMOKE_TOL,
-           "relative_errors": errs, "seconds": round(time.perf_counter() - start, 2),
-           "verdict": "PASS" if ok else "FAIL"}
+           "relative_errors": errs, "seconds": round(t_se_a, 2),
+           "dpa1": {"model": SMOKE_DPA1, "relative_errors": dpa1_errs, "verdict": "PASS" if ok_dpa1 else "FAIL",
+                    "seconds": round(time.perf_counter() - start - t_se_a, 2)},
+           "verdict": "PASS" if ok and ok_dpa1 else "FAIL"}
     (out / "smoke.json").write_text(json.dumps(row, indent=1) + "\n")
-    worst = max(errs, key=errs.get)
-    print(f"gpu_stages smoke: {row['verdict']} -- float64 on {len(pos)} atoms vs the CPU reference, worst relative "
-          f"error {errs[worst]:.2e} ({worst}; limit {SMOKE_TOL:g})", flush=True)
-    return 0 if ok else 1
+    for label, e in (("cuau_se_e2_a", errs), (SMOKE_DPA1, dpa1_errs)):
+        worst = max(e, key=e.get)
+        print(f"gpu_stages smoke: {'PASS' if max(e.values()) <= SMOKE_TOL else 'FAIL'} -- {label}, float64 on "
+              f"{len(pos)} atoms vs the CPU reference, worst relative error {e[worst]:.2e} ({worst}; limit "
+              f"{SMOKE_TOL:g})", flush=True)
+    return 0 if ok and ok_dpa1 else 1
 
 
 STAGES = {"env": stage_env, "kernels": stage_kernels, "smoke": stage_smoke}

@@ -223,7 +223,8 @@ class LammpsDevicePath:
         work.set_types(ws, mtype, self._upload)
         grids = []
         for part in self.dm.parts:
-            frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.rcut, x_host, np)
+            frame, inv, grid_info, nbins = cell_grid(np.zeros((3, 3)), (False, False, False), part.select_rcut,
+                                                     x_host, np)
             grids.append((self._up(frame, np.float64), self._up(inv, np.float64), self._up(grid_info, np.int32),
                           nbins))
         return ws, grids
@@ -260,7 +261,7 @@ class LammpsDevicePath:
                 xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
             ctx.launch("build_nlist", pws.pos_wrapped, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype,
                        part.sec, part.model_exclude, pws.nlist, pws.rij, pws.key, pws.nnbr, part.counters, nall,
-                       nloc, part.nnei, part.ntypes, part.nsec, nbins, part.rcut * part.rcut, MIN_R2)
+                       nloc, part.nnei, part.ntypes, part.nsec, nbins, part.select_rcut ** 2, MIN_R2)
 
 
 class LammpsDeviceModels:

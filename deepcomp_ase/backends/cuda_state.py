@@ -143,6 +143,16 @@ class DevicePart:
             self.tf_switch = int(tt.tf_switch)
             if tt.tebd.shape[1]:
                 self.tebd = tt.tebd
+        # DPA-1 (attention layers, kernels/dpa1.cu): its constants, and the type embedding it appends
+        self.dpa1 = None
+        if part.kernel == "dpa1":
+            from .cuda_dpa1 import Dpa1Device
+
+            self.dpa1 = Dpa1Device(ctx, part, maxw)
+            if part.descriptor.concat_output_tebd:
+                self.tebd = np.asarray(part.descriptor.type_embedding[:nt], dtype=np.float64)
+        # the neighbour search cutoff (a DPA-1 part of a hybrid selects within the hybrid's)
+        self.select_rcut = part.select_rcut
         self.counters = ctx.xp.zeros(8, dtype=np.uint64)  # overflow counters (common.cuh DC_CNT_*)
 
 

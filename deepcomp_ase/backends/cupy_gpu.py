@@ -39,13 +39,14 @@ from .. import config
 from ..errors import BackendUnavailableError, InputError
 from ..neighbors import rank_in_group
 from ..validate import MIN_DISTANCE, check_pair_vectors, too_close_error
+from . import cuda_dpa1
 from .base import Results, select_parts
 from .cuda_state import DeviceModel, Workspace, _rows, part_max_width
 
 log = logging.getLogger(__name__)
 
 #: kernel families (plan.PartPlan.kernel) with device kernels; others go to the numpy reference backend
-SUPPORTED_KERNELS = ("se_a", "se_r", "se_e3", "se_atten")
+SUPPORTED_KERNELS = ("se_a", "se_r", "se_e3", "se_atten", "dpa1")
 #: counters[] slots of the first too-close pair (common.cuh DC_CNT_CLOSE_PAIR, DC_CNT_CLOSE_R2)
 CLOSE_PAIR, CLOSE_R2 = 6, 7
 
@@ -307,7 +308,10 @@ class Backend:
         for part in plan.parts:
             if part.kernel not in SUPPORTED_KERNELS:
                 return f"descriptor {part.descriptor.kind} has no device kernels"
-            problem = shared_memory_problem(part.ng, part.m2, part_max_width(part), itemsize)
+            if part.kernel == "dpa1":  # per-block scratch in global memory, a few ints of shared memory
+                problem = cuda_dpa1.unsupported_reason(part, part_max_width(part))
+            else:
+                problem = shared_memory_problem(part.ng, part.m2, part_max_width(part), itemsize)
             if problem:
                 return problem
         return ""
@@ -490,7 +494,7 @@ class Backend:
         dm: DeviceModel = st["model"]
         pos = ctx.asarray(positions, np.float64)
         n = len(atype)
-        grids = [self._device_grid(st, cell, pbc, part.rcut, pos, n) for part in dm.parts]
+        grids = [self._device_grid(st, cell, pbc, part.select_rcut, pos, n) for part in dm.parts]
         if any(g is None for g in grids):
             return None
         ws = self._workspace(st, atype, n)
@@ -503,7 +507,7 @@ class Backend:
                 xp.searchsorted(bins[order], xp.arange(nbins + 1, dtype=np.int32)).astype(np.int32))
             ctx.launch("build_nlist", pw, frame_d, info_d, bins, bin_start, bin_atoms, ws.atype, part.sec,
                        part.model_exclude, pws.nlist, pws.rij, key, pws.nnbr, part.counters, n, n, part.nnei,
-                       part.ntypes, part.nsec, nbins, part.rcut * part.rcut, MIN_DISTANCE * MIN_DISTANCE)
+                       part.ntypes, part.nsec, nbins, part.select_rcut ** 2, MIN_DISTANCE * MIN_DISTANCE)
         return ws
 
     def _device_grid(self, st, cell, pbc, rcut: float, pos, n: int):
@@ -582,6 +586,9 @@ class Backend:
     def _descriptor_forward(self, part, pws, ws) -> None:
         """Environment matrix (+ counters), then the fused tabulate-contract forward of one part."""
         ctx, nloc = self.ctx, ws.nloc
+        if part.kernel == "dpa1":  # environment rows, tables and attention in one kernel
+            cuda_dpa1.forward(ctx, part, pws, ws)
+            return
         pws.atom_flags.fill(0)
         e3 = part.kernel == "se_e3"
         ctx.launch("env_mat_se_a", pws.nlist, pws.rij, ws.atype, part.sec, part.pair_table, part.davg, part.dstd,
@@ -603,7 +610,9 @@ class Backend:
         """dE/d em of one part, then forces (accumulated) and this part's per-centre virial rows."""
         ctx, nloc = self.ctx, ws.nloc
         common, scalars = self._tabulate_args(part, pws, ws), self._scalars(part, nloc)
-        if part.kernel == "se_e3":
+        if part.kernel == "dpa1":
+            cuda_dpa1.backward(ctx, part, pws, ws)
+        elif part.kernel == "se_e3":
             ctx.launch("tabulate_fusion_se_e3_bwd", *common, part.e3_table, pws.g_desc, pws.g_em, *scalars)
         elif part.kernel == "se_r":
             ctx.launch("tabulate_fusion_se_r_bwd", *common, pws.g_desc, pws.g_em, *scalars)

@@ -182,14 +182,18 @@ DC_HD void dc_table_value_d(const FPTYPE* coef, int cmajor, int idx, int ng, int
 }
 
 // ---------------------------------------------------------------------------- environment
-// DeePMD-kit's smooth switch w(r) and dw/dr (deepcomp_ase.envmat.switch)
+// DeePMD-kit's smooth switch w(r) and dw/dr (deepcomp_ase.envmat.switch), evaluated in double for
+// both precisions: near rc the polynomial cancels, and in float it gives a w of either sign (a
+// negative w turns DPA-1's direction r^, the attn_dotr gate, around). Every kernel computes w of
+// a pair from the same r the same way, so forward and backward passes agree.
 template <typename FPTYPE>
 DC_HD void dc_switch(FPTYPE r, FPTYPE rs, FPTYPE rc, FPTYPE& w, FPTYPE& dw) {
-    FPTYPE u = (r - rs) / (rc - rs);
-    u = u < (FPTYPE)0 ? (FPTYPE)0 : (u > (FPTYPE)1 ? (FPTYPE)1 : u);
-    const FPTYPE u2 = u * u;
-    w = u2 * u * ((FPTYPE)-6 * u2 + (FPTYPE)15 * u - (FPTYPE)10) + (FPTYPE)1;
-    dw = (r > rs && r < rc) ? ((FPTYPE)-30 * u2 * u2 + (FPTYPE)60 * u2 * u - (FPTYPE)30 * u2) / (rc - rs) : (FPTYPE)0;
+    const double rd = (double)r, rsd = (double)rs, rcd = (double)rc;
+    double u = (rd - rsd) / (rcd - rsd);
+    u = u < 0.0 ? 0.0 : (u > 1.0 ? 1.0 : u);
+    const double u2 = u * u;
+    w = (FPTYPE)(u2 * u * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0);
+    dw = (FPTYPE)((rd > rsd && rd < rcd) ? (-30.0 * u2 * u2 + 60.0 * u2 * u - 30.0 * u2) / (rcd - rsd) : 0.0);
 }
 
 // Smooth factor of se_atten_v2's type-pair term and its d/dr (descriptors/se_atten_v2.py,

@@ -650,3 +650,54 @@ _register(KernelSpec(
           A("type_info", "float64", ("ntypes", 4)), A("atom_energy", "float64", ("nloc",), output=True),
           A("nloc", "int32", symbol="nloc")),
     grid=lambda d, th: (_blocks(d["nloc"], th),), block=_linear(LINEAR_THREADS)))
+
+# ---------------------------------------------------------------------------- DPA-1 (dpa1.cu)
+#: most blocks of the DPA-1 kernels, each with its own row of the scratch buffer (backends/cuda_dpa1.py):
+#: 128 threads and 128 registers allow 4 blocks per SM, so 512 keep an A100 (108 SMs) or H100 (132) busy
+DPA1_MAX_BLOCKS = 512
+DPA1_THREADS = 128
+
+_DPA1_ARGS = _TABLE_ARGS + (
+    A("nlist", "int32", ("nloc", "nnei")), A("rij", "fp", ("nloc", "nnei", 3)), A("nnbr", "int32", ("nloc", 1)),
+    A("atype", "int32", ("nall",)), A("row_of_atom", "int32", ("nloc",)),
+    A("tab_of", "int32", ("ntypes*ntypes",)), A("excl", "int32", ("ntypes*ntypes",)),
+    A("davg", "fp", ("ntypes", 4)), A("dstd", "fp", ("ntypes", 4)),
+    A("pair_term", "fp", ("nterm", "ng")), A("term_row", "int32", ("ntypes*ntypes",)),
+    A("attn_params", "fp", ("nattn",)), A("attn_layout", "int32", ("nla", 8)),
+    A("pad_rows", "fp", ("ntypes", "ntypes", "ng")), A("pad_rhat", "fp", ("ntypes", 4)),
+    A("scratch", "fp", ("nblk", "stride"), output=True),
+)
+_DPA1_SCALARS = (
+    A("nloc", "int32", symbol="nloc"), A("nnei", "int32", symbol="nnei"), A("ntypes", "int32", symbol="ntypes"),
+    A("ng", "int32", symbol="ng"), A("m2", "int32", symbol="m2"), A("ldd", "int32", symbol="ldd"),
+    A("maxw", "int32", symbol="maxw"), A("nlayer", "int32"), A("hidden", "int32"), A("flags", "int32"),
+    A("scaling", "fp"), A("inv_nnei", "fp"), A("rcut_smth", "fp"), A("rcut", "fp"), A("protection", "fp"),
+    A("unit_floor", "fp"), A("switch_rcut_smth", "fp"), A("stride", "int64", symbol="stride"),
+)
+
+
+def _dpa1_shared(dims: dict, itemsize: int) -> int:
+    """The scratch layout and the arguments (2 x 320 bytes, dpa1.cu DC_DPA1_HEADER_BYTES), then per
+    compact row its slot, table interval, table and neighbour type (ints), and the row count."""
+    return 640 + 4 * (4 * dims["nnei"] + 1)
+
+
+def _dpa1_grid(dims: dict, threads: int) -> tuple:
+    return (min(dims["nloc"], dims["nblk"]),)
+
+
+_register(KernelSpec(
+    "dpa1_fwd", source="dpa1.cu",
+    args=_DPA1_ARGS + (
+        A("counters", "uint64", (8,), output=True), A("t_out", "fp", ("nloc", "ng", 4), output=True),
+        A("desc", "fp", ("nloc", "ldd"), output=True),
+    ) + _DPA1_SCALARS,
+    grid=_dpa1_grid, block=_linear(DPA1_THREADS), shared=_dpa1_shared))
+
+_register(KernelSpec(
+    "dpa1_bwd", source="dpa1.cu",
+    args=_DPA1_ARGS + (
+        A("t_in", "fp", ("nloc", "ng", 4)), A("g_desc", "fp", ("nloc", "ldd")),
+        A("g_em", "fp", ("nloc", "nnei", 4), output=True), A("g_r", "fp", ("nloc", "nnei"), output=True),
+    ) + _DPA1_SCALARS,
+    grid=_dpa1_grid, block=_linear(DPA1_THREADS), shared=_dpa1_shared))

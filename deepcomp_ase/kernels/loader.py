@@ -31,7 +31,7 @@ from .launch import KERNELS, LaunchCache, kernel_thread_limit, usable_threads
 
 #: source files of the module, in order (common.cuh comes in through the includes)
 SOURCES = ("cell_list.cu", "env_mat.cu", "tabulate_fusion_se_a.cu", "tabulate_fusion_se_r.cu",
-           "tabulate_fusion_se_e3.cu", "prod_force_virial.cu", "fitting.cu")
+           "tabulate_fusion_se_e3.cu", "prod_force_virial.cu", "fitting.cu", "dpa1.cu")
 CTYPE = {"float32": "float", "float64": "double"}
 #: NVRTC options: IEEE division and square root (no fast math), so float64 matches numpy
 NVRTC_OPTIONS = ("--std=c++14",)

@@ -56,6 +56,27 @@ def structure(ref, conf):
     return np.asarray(coord, dtype=np.float64), np.asarray(atype, dtype=np.int64), cell, pbc
 
 
+def random_structure(kind: str, ntypes: int, seed: int = 0):
+    """(coord, atype, cell, pbc) of the DPA-1 checks (rcut 4, sel 24): 'periodic' (12 atoms, padding),
+    'dense' (36 atoms, more neighbours than sel), 'cluster' (non-periodic, one isolated atom),
+    'close' (periodic, one pair 0.25 A apart: an input beyond the table)."""
+    rng = np.random.default_rng(seed)
+    n = {"periodic": 12, "dense": 36, "cluster": 10, "close": 12}[kind]
+    if kind == "cluster":
+        coord = rng.uniform(0, 4.0, size=(n, 3))
+        coord[-1] = [20.0, 20.0, 20.0]  # no neighbour within rcut: only padding rows
+        cell, pbc = np.zeros((3, 3)), np.array([False] * 3)
+    else:
+        cell = np.diag([7.0, 7.2, 7.4]) + np.array([[0, 0, 0], [0.4, 0, 0], [0.2, 0.3, 0]])
+        coord = rng.uniform(0, 1, size=(n, 3)) @ cell
+        pbc = np.array([True] * 3)
+        if kind == "close":
+            coord[1] = coord[0] + [0.25, 0.0, 0.0]
+    atype = rng.integers(0, ntypes, n)
+    atype[0] = ntypes - 1  # DPA-1's padding rows take the type of atom 0: not always type 0
+    return coord, atype.astype(np.int64), cell, pbc
+
+
 # ---------------------------------------------------------------------------- cell list
 def sections_sorted(nlist, rij, sec):
     """Per (atom, section): rows sorted by (distance rounded, j) so ties compare equal."""
@@ -245,6 +266,31 @@ def check_whole_model(backend, dev_pot, ref_pot, coord, atype, cell, pbc, tol=No
     assert rel_err(via_pairs.forces, want.forces) <= tol
     assert abs(via_pairs.energy - want.energy) / abs(want.energy) <= tol
     return errs
+
+
+def check_ghost_atoms(backend, dev_pot, ref_pot, coord, atype, cell, tol=1e-10):
+    """The LAMMPS hand-off on the device path: a pair list over local + ghost atoms
+    (DeepPotential.compute_pairs -> host select -> Backend.evaluate) of a periodic cell. Ghost
+    forces and atom virials folded onto their owners, energy, virial and local atom energies
+    equal the periodic reference within ``tol`` (relative)."""
+    from conftest import with_ghost_atoms
+
+    pbc = np.array([True] * 3)
+    want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, dev_pot.rcut)
+    assert len(owner) > len(coord)  # many ghosts: a real domain-decomposition layout
+    dev_pot.backend = backend
+    got = dev_pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
+    assert backend.supports(dev_pot)
+    nloc = len(coord)
+    forces = got.forces[:nloc].copy()
+    np.add.at(forces, owner, got.forces[nloc:])
+    atom_virial = got.atom_virial[:nloc].copy()
+    np.add.at(atom_virial, owner, got.atom_virial[nloc:])
+    assert abs(got.energy - want.energy) <= tol * abs(want.energy)
+    for a, b in ((forces, want.forces), (got.virial, want.virial), (got.atom_energy, want.atom_energy),
+                 (atom_virial, want.atom_virial)):
+        assert rel_err(a, b) <= tol
 
 
 def check_counters(backend, dev_pot, ref_pot):

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import SE_E2_A_MODELS, Reference  # noqa: E402
 from kernel_cases import (Inputs, check_cell_list, check_counters, check_env_mat, check_fitting,  # noqa: E402
-                          check_prod_force, check_tabulate, check_whole_model, structure)
+                          check_prod_force, check_tabulate, check_whole_model, random_structure, structure)
 
 from deepcomp_ase.backends import cupy_gpu  # noqa: E402
 from deepcomp_ase.potential import DeepPotential  # noqa: E402
@@ -170,3 +170,21 @@ def test_lammps_layout_device_path(compressed_model, name):
     assert max(errs.values()) <= 1e-10, errs
     assert dev.last_step_bytes == expected_step_bytes(len(coord), len(x), len(dev_pot.parts), types_changed=False,
                                                       atom_energy=True, atomic_virial=True)
+
+
+@pytest.mark.parametrize("name", ["pt_cuau_se_atten_v2_a2.dp", "pt_cuau_dpa1_concat.dp", "pt_cuau3_dpa1_concat_smooth.dp",
+                                  "tf_graphs/tf32_cuau_se_atten.pb"])
+def test_dpa1_whole_model(backend, tmp_path, name):
+    """DPA-1 with attention layers (kernels/dpa1.cu) vs the CPU reference: padding, sel truncation,
+    an isolated atom and an input beyond the table (exact net); a TensorFlow graph too."""
+    from deepcomp_ase.compress.api import compress_model
+
+    path = tmp_path / f"{Path(name).stem}.dcz"
+    compress_model(Path(__file__).parents[1] / "data" / "models" / name, path)
+    assert backend.unsupported_reason(pot_of(path)) == ""
+    ntypes = pot_of(path).plan.ntypes
+    for kind in ("periodic", "dense", "cluster", "close"):
+        # the close pair of a TF graph passes a norm below its 1e-6 floor: digits lost (tests/gpu/test_dpa1_emulated.py)
+        tol = 1e-9 if kind == "close" and backend.precision == "float64" else None
+        errs = check_whole_model(backend, pot_of(path), pot_of(path), *random_structure(kind, ntypes, seed=1), tol=tol)
+        report(test="dpa1", model=name, conf=kind, precision=backend.precision, **errs)

@@ -45,6 +45,7 @@ def test_dry_run_writes_the_results_a_device_call_returns(tmp_path, host_emulati
     assert re.search(r"^\| lammps \| skipped \| 0 \| not in STAGES \|", summary, re.M)
     smoke = json.loads((out / "smoke.json").read_text())
     assert smoke["verdict"] == "PASS" and max(smoke["relative_errors"].values()) <= 1e-10
+    assert smoke["dpa1"]["verdict"] == "PASS" and max(smoke["dpa1"]["relative_errors"].values()) <= 1e-10
     kernels = (out / "kernels.md").read_text()
     for name in ("build_nlist", "tabulate_fusion_se_a_bwd", "prod_force_virial"):
         assert f"| {name} | float64 |" in kernels and f"| {name} | float32 |" in kernels

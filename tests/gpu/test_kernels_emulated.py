@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import Reference, with_ghost_atoms  # noqa: E402
+from conftest import Reference  # noqa: E402
 from kernel_cases import (Inputs, check_cell_list, check_counters, check_env_mat, check_fitting,  # noqa: E402
-                          check_prod_force, check_tabulate, check_whole_model, needs_emulation, structure)
+                          check_ghost_atoms, check_prod_force, check_tabulate, check_whole_model, needs_emulation,
+                          structure)
 from kernel_cases import host_emulation  # noqa: E402,F401 - the fixture behind needs_emulation (built at first use)
 
 from deepcomp_ase.backends.cupy_gpu import Backend, cell_grid, decode_worst, device_for_rank  # noqa: E402
@@ -259,23 +260,8 @@ def test_lammps_style_ghost_atoms(compressed_model, name):
     their owners equal the periodic reference; energy, virial and local atom energies too."""
     backend = Backend(precision="float64", emulate=True)
     path = compressed_model(name)
-    coord, atype, cell, pbc = structure(Reference(name), "p32_2")
-    ref_pot, dev_pot = pot_of(path), pot_of(path)
-    want = ref_pot.compute_atoms(coord, atype, cell, pbc, atomic_virial=True)
-    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, dev_pot.rcut)
-    assert len(owner) > len(coord)  # many ghosts: a real domain-decomposition layout
-    dev_pot.backend = backend
-    got = dev_pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors, atomic_virial=True)
-    assert backend.supports(dev_pot)
-    nloc = len(coord)
-    forces = got.forces[:nloc].copy()
-    np.add.at(forces, owner, got.forces[nloc:])
-    atom_virial = got.atom_virial[:nloc].copy()
-    np.add.at(atom_virial, owner, got.atom_virial[nloc:])
-    assert abs(got.energy - want.energy) <= 1e-10 * abs(want.energy)
-    for a, b in ((forces, want.forces), (got.virial, want.virial), (got.atom_energy, want.atom_energy),
-                 (atom_virial, want.atom_virial)):
-        assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max()
+    coord, atype, cell, _ = structure(Reference(name), "p32_2")
+    check_ghost_atoms(backend, pot_of(path), pot_of(path), coord, atype, cell)
 
 
 def _with_exclusions(path, model_pairs, descriptor_pairs):

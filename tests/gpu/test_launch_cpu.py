@@ -169,7 +169,8 @@ def test_launch_config_and_empty_grid():
 
 
 # ---------------------------------------------------------------------------- specs vs .cu sources
-_KERNEL = re.compile(r"template\s*<typename FPTYPE>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)", re.S)
+# an optional launch-bounds macro may stand between "void" and the name (dpa1.cu DC_DPA1_BOUNDS)
+_KERNEL = re.compile(r"template\s*<typename FPTYPE>\s*__global__\s+void\s+(?:[A-Z_0-9]+\s+)?(\w+)\s*\(([^)]*)\)", re.S)
 
 
 def kernel_signatures() -> dict:
