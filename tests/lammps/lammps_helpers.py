@@ -51,6 +51,17 @@ def compressed_model(tmp_path_factory) -> Path:
     return _MODEL_CACHE["model"]
 
 
+def compress_models(directory: Path, names, suffix: str = ".dp") -> dict:
+    """``tests/data/models/NAME+suffix`` compressed into ``directory`` (deepcomp compress defaults), by name."""
+    from deepcomp_ase.compress.api import compress_model
+
+    out = {}
+    for name in names:
+        out[name] = directory / f"{name}.dcz"
+        compress_model(REPO / "tests" / "data" / "models" / f"{name}{suffix}", out[name])
+    return out
+
+
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory):
     """The example model compressed once (a fixture: import it into a test module to use it)."""

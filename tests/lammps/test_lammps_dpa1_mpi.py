@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lammps_helpers import DATA_500, REPO, run_lmp, thermo_table
+from lammps_helpers import DATA_500, REPO, compress_models, run_lmp, thermo_table
 
 pytestmark = [pytest.mark.lammps, pytest.mark.mpi, pytest.mark.slow]
 
-MODELS = REPO / "tests" / "data" / "models"
 # strip + smooth type embedding: padding rows do not depend on the first local atom
 NAMES = ("pt_cuau_dpa1_strip", "pt_cuau_se_atten_v2_a2")
 
@@ -44,14 +43,7 @@ run             10
 
 @pytest.fixture(scope="module")
 def dcz(tmp_path_factory) -> dict:
-    from deepcomp_ase.compress.api import compress_model
-
-    d = tmp_path_factory.mktemp("dpa1_models")
-    out = {}
-    for name in NAMES:
-        out[name] = d / f"{name}.dcz"
-        compress_model(MODELS / f"{name}.pth", out[name])
-    return out
+    return compress_models(tmp_path_factory.mktemp("dpa1_models"), NAMES, ".pth")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lammps_helpers import DATA_500, REPO, lammps_error, new_lammps, run_lmp, thermo_table
+from lammps_helpers import DATA_500, REPO, compress_models, lammps_error, new_lammps, run_lmp, thermo_table
 
 pytestmark = pytest.mark.lammps
 
@@ -29,14 +29,7 @@ OPTIONS = {"lammps_plain": "out_freq 5", "lammps_rel_atomic": "out_freq 5 relati
 
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory) -> dict:
-    from deepcomp_ase.compress.api import compress_model
-
-    d = tmp_path_factory.mktemp("model_devi_models")
-    out = {}
-    for name in NAMES:
-        out[name] = d / f"{name}.dcz"
-        compress_model(MODELS / f"{name}.dp", out[name])
-    return out
+    return compress_models(tmp_path_factory.mktemp("model_devi_models"), NAMES)
 
 
 def model_list(compressed: dict, first_compressed: bool) -> list[Path]:
