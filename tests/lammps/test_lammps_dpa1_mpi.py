@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lammps_helpers import DATA_500, REPO, compress_models, run_lmp, thermo_table
+from lammps_helpers import DATA_500, compress_models, run_lmp, thermo_table
 
 pytestmark = [pytest.mark.lammps, pytest.mark.mpi, pytest.mark.slow]
 
