@@ -108,13 +108,13 @@ def test_ghost_atoms_like_lammps(potential, name):
     assert np.abs(got.virial - want.virial).max() <= 1e-9 * len(coord)
 
 
-def test_numba_backend_selects_and_delegates(tmp_path):
-    """The numba backend selects neighbours (excluded pairs keep their slot) and hands the evaluation
-    of a DPA-1 part to the numpy reference."""
+def test_numba_backend_evaluates_dpa1(tmp_path):
+    """The numba backend selects neighbours (excluded pairs keep their slot) and evaluates a DPA-1 model
+    with its own kernels (backends/numba_dpa1.py; tests/test_numba_dpa1.py compares them with numpy)."""
     pytest.importorskip("numba")
     name = "pt_cuau_dpa1_strip_sharp"
     pot = DeepPotential.from_file(MODELS / f"{name}.pth", backend="numba")
-    assert not pot.backend.handles(pot)
+    assert pot.backend.handles(pot)
     _check(pot, name)
 
 

@@ -151,13 +151,12 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
         dead = np.ascontiguousarray(dead_all[a0:a1])
         ctxs = []
         for la in pk.layers:
-            qkv = np.matmul(x, la.w_in)
-            qkv += la.b_in
+            qkv = np.matmul(x, la.w_in)  # + b_in in the kernel
             nrm = np.empty((m, 3)) if pk.normalize else empty2
             a_st = np.empty(int(o2[-1]))
             l_st = np.empty(int(o2[-1]))
             o = np.empty((m, la.h))
-            K.attention_forward(offs, o2, dead, qkv, nrm, pk.normalize, pk.scaling, pk.smooth, pk.dotr, sw, runit,
+            K.attention_forward(offs, o2, dead, qkv, la.b_in, nrm, pk.normalize, pk.scaling, pk.smooth, pk.dotr, sw, runit,
                                 a_st, l_st, o)
             y = np.matmul(o, la.w_out)
             y += la.b_out

@@ -108,19 +108,32 @@ def strip_input(g, dg, tt, pair_row, sw, smooth, x0, dx0, dx0w):
 
 
 # ---------------------------------------------------------------------------------- attention
+@njit(cache=True, fastmath=_FM)
+def _dotr(runit, b, n, dr):
+    """r^_j . r^_l of a centre's neighbours into dr (n, n)."""
+    for j in range(n):
+        for l in range(n):
+            dr[j, l] = runit[b + j, 0] * runit[b + l, 0] + runit[b + j, 1] * runit[b + l, 1] + \
+                runit[b + j, 2] * runit[b + l, 2]
+
+
 @njit(**_PAR)
-def attention_forward(offs, o2, dead, qkv, nrm, normalize, scaling, smooth, dotr, sw, runit, a_st, l_st, out):
-    """Per centre: q, k, v (rows of ``qkv``, normalised in place when ``normalize``; norms into ``nrm``),
-    logits L = scaling q k^T (kept in ``l_st``), softmax a (kept in ``a_st``), weights a S (r^.r^) and
-    O = weights v into ``out`` (m, h)."""
+def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, scaling, smooth, dotr, sw, runit, a_st, l_st,
+                      out):
+    """Per centre: q, k, v = rows of ``qkv`` (X W_in) + b_in, normalised in place when ``normalize`` (norms
+    into ``nrm``); logits L = scaling q k^T (kept in ``l_st``), softmax a (kept in ``a_st``), weights a S
+    (r^.r^) and O = weights v into ``out`` (m, h). Loops run over neighbours or the width innermost
+    (k transposed per centre) so that they vectorise without reductions."""
     h = out.shape[1]
     for i in prange(offs.shape[0] - 1):
         b = offs[i]
         n = offs[i + 1] - b
         if n == 0:
             continue
-        if normalize:
-            for j in range(b, b + n):
+        for j in range(b, b + n):
+            for c in range(3 * h):
+                qkv[j, c] += b_in[c]
+            if normalize:
                 for part in range(3):
                     ss = 0.0
                     for c in range(part * h, part * h + h):
@@ -129,22 +142,31 @@ def attention_forward(offs, o2, dead, qkv, nrm, normalize, scaling, smooth, dotr
                     nrm[j, part] = nn
                     for c in range(part * h, part * h + h):
                         qkv[j, c] = qkv[j, c] / nn
+        kt = np.empty((h, n))
+        for l in range(n):
+            for c in range(h):
+                kt[c, l] = qkv[b + l, h + c]
+        dr = np.empty((n, n))
+        if dotr:
+            _dotr(runit, b, n, dr)
         base = o2[i]
         nd = dead[i]
         row = np.empty(n)
         acc = np.empty(h)
         for j in range(n):
-            qj = qkv[b + j]
+            for l in range(n):
+                row[l] = 0.0
+            for c in range(h):
+                qc = qkv[b + j, c]
+                for l in range(n):
+                    row[l] += qc * kt[c, l]
+            swj = sw[b + j]
             top = -np.inf
             for l in range(n):
-                kl = qkv[b + l]
-                s = 0.0
-                for c in range(h):
-                    s += qj[c] * kl[h + c]
-                lg = scaling * s
+                lg = scaling * row[l]
                 l_st[base + j * n + l] = lg
                 if smooth:
-                    lg = (lg + SHIFT) * (sw[b + j] * sw[b + l]) - SHIFT
+                    lg = (lg + SHIFT) * (swj * sw[b + l]) - SHIFT
                 row[l] = lg
                 top = max(top, lg)
             if smooth and nd > 0:
@@ -163,10 +185,9 @@ def attention_forward(offs, o2, dead, qkv, nrm, normalize, scaling, smooth, dotr
                 a_st[base + j * n + l] = a
                 wt = a
                 if smooth:
-                    wt *= sw[b + j] * sw[b + l]
+                    wt *= swj * sw[b + l]
                 if dotr:
-                    wt *= runit[b + j, 0] * runit[b + l, 0] + runit[b + j, 1] * runit[b + l, 1] + \
-                        runit[b + j, 2] * runit[b + l, 2]
+                    wt *= dr[j, l]
                 vl = qkv[b + l]
                 for c in range(h):
                     acc[c] += wt * vl[2 * h + c]
@@ -186,7 +207,15 @@ def attention_backward(offs, o2, qkv, nrm, normalize, scaling, smooth, dotr, sw,
         if n == 0:
             continue
         base = o2[i]
+        vt = np.empty((h, n))
+        for l in range(n):
+            for c in range(h):
+                vt[c, l] = qkv[b + l, 2 * h + c]
+        dr = np.empty((n, n))
+        if dotr:
+            _dotr(runit, b, n, dr)
         gl = np.empty((n, n))  # dE/dlogit
+        gw = np.empty(n)
         gamp_row = np.empty(n)
         gv = np.zeros((n, h))
         gq = np.zeros((n, h))
@@ -194,28 +223,28 @@ def attention_backward(offs, o2, qkv, nrm, normalize, scaling, smooth, dotr, sw,
         for j in range(n):
             go = g_out[b + j]
             swj = sw[b + j]
-            # dE/d(weights) -> through the r^ gate and the switch product -> dE/da; dE/dv
+            # dE/d(weights) = g_o v^T -> through the r^ gate and the switch product -> dE/da; dE/dv
+            for l in range(n):
+                gw[l] = 0.0
+            for c in range(h):
+                goc = go[c]
+                for l in range(n):
+                    gw[l] += goc * vt[c, l]
             dot_sum = 0.0
             for l in range(n):
-                vl = qkv[b + l]
-                gw = 0.0
-                for c in range(h):
-                    gw += go[c] * vl[2 * h + c]
                 a = a_st[base + j * n + l]
                 s = swj * sw[b + l] if smooth else 1.0
                 amp = a * s
                 if dotr:
-                    dr = runit[b + j, 0] * runit[b + l, 0] + runit[b + j, 1] * runit[b + l, 1] + \
-                        runit[b + j, 2] * runit[b + l, 2]
-                    gd = gw * amp
+                    gd = gw[l] * amp
                     for x in range(3):
                         g_ru[b + j, x] += gd * runit[b + l, x]
                         g_ru[b + l, x] += gd * runit[b + j, x]
-                    wt = amp * dr
-                    gamp = gw * dr
+                    wt = amp * dr[j, l]
+                    gamp = gw[l] * dr[j, l]
                 else:
                     wt = amp
-                    gamp = gw
+                    gamp = gw[l]
                 gvl = gv[l]
                 for c in range(h):
                     gvl[c] += wt * go[c]
@@ -232,14 +261,14 @@ def attention_backward(offs, o2, qkv, nrm, normalize, scaling, smooth, dotr, sw,
                     gs = gamp_row[l] * a + glp * (l_st[base + j * n + l] + SHIFT)
                     g_sw[b + j] += gs * sw[b + l]
                     g_sw[b + l] += gs * swj
-                    gl[j, l] = glp * (swj * sw[b + l])
+                    gl[j, l] = scaling * glp * (swj * sw[b + l])
                 else:
-                    gl[j, l] = glp
+                    gl[j, l] = scaling * glp
         for j in range(n):
             qj = qkv[b + j]
             gqj = gq[j]
             for l in range(n):
-                gjl = scaling * gl[j, l]
+                gjl = gl[j, l]
                 kl = qkv[b + l]
                 gkl = gk[l]
                 for c in range(h):

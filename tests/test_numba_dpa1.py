@@ -1,0 +1,171 @@
+"""DPA-1 with attention layers on the numba backend (backends/numba_dpa1*.py) against the numpy reference.
+
+Oracle: descriptors/dpa1.py (itself checked against DeePMD-kit in test_dpa1.py) on the same potential
+file; every DPA-1 test model, exact and compressed, on the reference structures, on randomly displaced
+ones, with LAMMPS-like ghost atoms, with descriptor exclusions and non-zero angular statistics, and in
+chunks of a few atoms. The table tally must be the numpy reference's, count for count.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import Reference, with_ghost_atoms
+
+from deepcomp_ase.compress.api import compress_model
+from deepcomp_ase.io.load import read_model_tree
+from deepcomp_ase.io.tree import write_h5_tree
+from deepcomp_ase.potential import DeepPotential
+
+pytest.importorskip("numba")
+
+MODELS = Path(__file__).parent / "data" / "models"
+NAMES = ("pt_cuau_dpa1_concat", "pt_cuau_dpa1_strip", "pt_cuau_dpa1_strip_sharp", "pt_cuau_dpa1_concat_a0",
+         "pt_cuau_se_atten_v2_a2", "pt_cuau3_dpa1_concat_smooth", "pt_cuau_dpa1_scaled")
+CONFS = ("p32_0", "p108_1", "cluster55", "stretched_1.08A")
+#: relative to the largest magnitude of each quantity
+RTOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Model file per (name, compressed): compressed files made once per module."""
+    tmp = tmp_path_factory.mktemp("numba_dpa1")
+    cache = {}
+
+    def get(src: Path, compressed: bool) -> Path:
+        key = (str(src), compressed)
+        if key not in cache:
+            out = src
+            if compressed:
+                out = tmp / f"{src.stem}-{len(cache)}.dcz"
+                compress_model(src, out)
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+def _pair(path):
+    return (DeepPotential.from_file(path, backend="numpy"), DeepPotential.from_file(path, backend="numba"))
+
+
+def _assert_close(a, b, what=""):
+    for name in ("energy", "forces", "virial", "atom_virial", "atom_energy"):
+        x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        scale = max(float(np.abs(x).max()), 1e-300)
+        assert float(np.abs(x - y).max()) <= RTOL * scale, (what, name, float(np.abs(x - y).max()), scale)
+
+
+def _compare(ref_pot, pot, structures):
+    for label, (coord, atype, box) in structures.items():
+        pbc = [box is not None] * 3
+        a = ref_pot.compute_atoms(coord, atype, box, pbc, atomic_virial=True)
+        b = pot.compute_atoms(coord, atype, box, pbc, atomic_virial=True)
+        _assert_close(a, b, label)
+    want, got = ref_pot.tally.counts(), pot.tally.counts()
+    assert np.array_equal(want.pop("worst_input"), got.pop("worst_input"), equal_nan=True)
+    assert want == got
+
+
+def _structures(name, confs=CONFS):
+    ref = Reference(name)
+    return {c: ref.structure(c) for c in confs if c in ref.names}
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["exact", "compressed"])
+@pytest.mark.parametrize("name", NAMES)
+def test_equals_numpy_on_reference_structures(files, name, compressed):
+    ref_pot, pot = _pair(files(MODELS / f"{name}.pth", compressed))
+    assert pot.backend.handles(pot)
+    _compare(ref_pot, pot, _structures(name))
+    if compressed:  # the reference structures reach beyond the tables: the exact side rows are used
+        assert pot.tally.n_inputs > 0
+
+
+@pytest.mark.parametrize("name", ["pt_cuau_dpa1_concat", "pt_cuau_dpa1_strip", "pt_cuau3_dpa1_concat_smooth"])
+def test_equals_numpy_on_random_displacements(files, name):
+    rng = np.random.default_rng(11)
+    coord, atype, box = Reference(name).structure("p108_1")
+    structures = {f"random{k}": (coord + rng.normal(scale=0.15, size=coord.shape), rng.permutation(atype), box)
+                  for k in range(2)}
+    for compressed in (False, True):
+        _compare(*_pair(files(MODELS / f"{name}.pth", compressed)), structures)
+
+
+def _edited(tmp_path, name, edit):
+    tree = copy.deepcopy(read_model_tree(MODELS / f"{name}.dp"))
+    edit(tree["model"]["descriptor"])
+    path = tmp_path / f"{name}-edited.dp"
+    with h5py.File(path, "w") as f:
+        write_h5_tree(f, tree)
+    return path
+
+
+def _exclude_and_davg(d):
+    """Descriptor exclusions (the slot stays, the pair adds nothing) and non-zero angular statistics
+    (padding rows and the r^.r^ gate move)."""
+    d["exclude_types"] = [[0, 1]]
+    d["set_davg_zero"] = False
+    d["@variables"]["davg"][..., 1:] = np.array([0.03, -0.02, 0.05])
+    d["@variables"]["dstd"][..., 1:] *= np.array([1.0, 1.3, 0.8])
+
+
+def _smooth(d):
+    d["smooth_type_embedding"] = True
+    for layer in d["attention_layers"]["attention_layers"]:
+        layer["attention_layer"]["smooth"] = True
+
+
+@pytest.mark.parametrize("name,extra_edit", [("pt_cuau_dpa1_concat", _smooth), ("pt_cuau_dpa1_strip", None),
+                                             ("pt_cuau_dpa1_strip_sharp", None)])
+def test_exclusions_and_angular_statistics(files, tmp_path, name, extra_edit):
+    def edit(d):
+        _exclude_and_davg(d)
+        if extra_edit is not None:
+            extra_edit(d)
+
+    src = _edited(tmp_path, name, edit)
+    for compressed in (False, True):
+        ref_pot, pot = _pair(files(src, compressed))
+        assert pot.plan.parts[0].slot_exclude
+        _compare(ref_pot, pot, _structures(name, ("p32_0", "cluster55")))
+
+
+@pytest.mark.parametrize("name", ["pt_cuau_dpa1_concat", "pt_cuau_dpa1_strip_sharp"])
+def test_ghost_atoms_like_lammps(files, name):
+    """Local + ghost atoms (LAMMPS) give the periodic result; padding takes local atom 0's type."""
+    pot = DeepPotential.from_file(files(MODELS / f"{name}.pth", True), backend="numba")
+    coord, atype, box = Reference(name).structure("p32_2")
+    cell = np.asarray(box, dtype=np.float64).reshape(3, 3)
+    want = pot.compute_atoms(coord, atype, cell, [True] * 3)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, pot.rcut)
+    got = pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors)
+    forces = got.forces[:len(coord)].copy()
+    np.add.at(forces, owner, got.forces[len(coord):])
+    assert abs(got.energy - want.energy) <= 1e-10 * len(coord)
+    assert np.abs(forces - want.forces).max() <= 1e-9
+    assert np.abs(got.virial - want.virial).max() <= 1e-9 * len(coord)
+
+
+def test_chunks_of_a_few_atoms(files):
+    """Chunk boundaries (consecutive centre atoms, their pairs as GEMM rows) do not change the result."""
+    name = "pt_cuau3_dpa1_concat_smooth"
+    path = files(MODELS / f"{name}.pth", True)
+    whole = DeepPotential.from_file(path, backend="numba")
+    small = DeepPotential.from_file(path, backend="numba")
+    small.backend.chunk_atoms = 7
+    coord, atype, box = Reference(name).structure("p108_1")
+    _assert_close(whole.compute_atoms(coord, atype, box, [True] * 3, atomic_virial=True),
+                  small.compute_atoms(coord, atype, box, [True] * 3, atomic_virial=True), "chunks")
+
+
+def test_hybrid_stays_on_numpy(files):
+    """A hybrid with a DPA-1 part is evaluated by the numpy reference (numba_cpu._dpa1_compiled)."""
+    ref_pot, pot = _pair(MODELS / "pt_cuau_hybrid_dpa1.pth")
+    assert not pot.backend.handles(pot)
+    _compare(ref_pot, pot, _structures("pt_cuau_hybrid_dpa1", ("p32_0",)))
