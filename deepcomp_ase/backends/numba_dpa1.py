@@ -75,6 +75,12 @@ class PackedDpa1:
         self.tebd = (np.asarray(d.type_embedding[:nt], dtype=np.float64) if d.concat_output_tebd
                      else np.zeros((nt, 0)))
         self.dim = self.ng * self.m2 + self.tebd.shape[1]
+        # concat, compressed: the first layer's input is G itself, so X0 W_in is a quintic in s with the
+        # coefficients of G times W_in (exact up to rounding); strip mode's factor depends on the type pair
+        # and (smooth) on the switch, so there the projection stays a GEMM
+        self.pcoeffs = None
+        if base.compressed and not self.strip and self.layers:
+            self.pcoeffs = np.ascontiguousarray(np.matmul(base.coeffs[:, :, :self.ng], self.layers[0].w_in))
 
 
 def _exact_rows(pk: PackedDpa1, keys, xs):
@@ -133,7 +139,20 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
         K.pair_geometry(vec, ti, pk.davg, pk.dstd, *pk.env, rhat, sw, runit, rnorm)
         keys = key_all[p0:p1]
         xs = inp.xs[p0:p1]
-        if base.compressed:
+        proj = dproj = None
+        if pk.pcoeffs is not None:
+            g, dg = np.empty((m, ng)), np.empty((m, ng))
+            w3 = pk.pcoeffs.shape[2]
+            proj, dproj = np.empty((m, w3)), np.empty((m, w3))
+            ext = ext_all[p0:p1]
+            K.table_embedding_projection(xs, keys, ext, base.tabf, base.tabi, base.coeffs, pk.pcoeffs, g, dg, proj,
+                                         dproj)
+            rows = np.flatnonzero(ext >= 0)
+            if len(rows):  # exact side rows: projected by a (small) GEMM
+                g[rows], dg[rows] = inp.g_ext[ext[rows], :ng], inp.dg_ext[ext[rows], :ng]
+                proj[rows] = g[rows] @ pk.layers[0].w_in
+                dproj[rows] = dg[rows] @ pk.layers[0].w_in
+        elif base.compressed:
             g = np.empty((m, ng))
             dg = np.empty((m, ng))
             K.table_embedding(xs, keys, ext_all[p0:p1], inp.g_ext, inp.dg_ext, base.tabf, base.tabi,
@@ -150,8 +169,8 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
             x, dx0 = g, dg
         dead = np.ascontiguousarray(dead_all[a0:a1])
         ctxs = []
-        for la in pk.layers:
-            qkv = np.matmul(x, la.w_in)  # + b_in in the kernel
+        for n_layer, la in enumerate(pk.layers):
+            qkv = proj if n_layer == 0 and proj is not None else np.matmul(x, la.w_in)  # + b_in in the kernel
             nrm = np.empty((m, 3)) if pk.normalize else empty2
             a_st = np.empty(int(o2[-1]))
             l_st = np.empty(int(o2[-1]))
@@ -191,16 +210,22 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
         K.descriptor_backward(offs, x, rhat, t_mat, g_desc, pk.inv_n, m2, g_x, g_rhat)
         g_sw = np.zeros(m)
         g_ru = np.zeros((m, 3))
-        for la, (qkv, nrm, a_st, l_st, yh, sig) in zip(reversed(pk.layers), reversed(ctxs)):
+        g_proj = empty2
+        for n_layer in range(len(pk.layers) - 1, -1, -1):
+            la = pk.layers[n_layer]
+            qkv, nrm, a_st, l_st, yh, sig = ctxs[n_layer]
             K.layer_norm_backward(g_x, yh, sig, la.ln_w)  # g_x becomes dE/dY
             g_o = np.matmul(g_x, la.w_out_t)
             g_qkv = np.empty((m, 3 * la.h))
             K.attention_backward(offs, o2, qkv, nrm, pk.normalize, pk.scaling, pk.smooth, pk.dotr, sw, runit, a_st,
                                  l_st, g_o, g_qkv, g_sw, g_ru)
-            g_x += np.matmul(g_qkv, la.w_in_t)
+            if n_layer == 0 and proj is not None:
+                g_proj = g_qkv  # dE/ds gets g_qkv . d(X0 W_in)/ds in input_backward
+            else:
+                g_x += np.matmul(g_qkv, la.w_in_t)
         gvec = np.empty((m, 3))
-        K.input_backward(vec, ti, pk.dstd, *pk.env, g_x, dx0, dx0w, empty2, empty2, g_rhat, g_sw, g_ru, runit, rnorm,
-                         gvec)
+        K.input_backward(vec, ti, pk.dstd, *pk.env, g_x, dx0, dx0w, g_proj, empty2 if dproj is None else dproj,
+                         g_rhat, g_sw, g_ru, runit, rnorm, gvec)
         pbase, _ = KB.pair_bases(atoms, offsets)
         virial += KB.assemble_forces_virial(atoms, offsets, pbase, inp.neighbors, inp.vectors, gvec, forces,
                                             atom_virial, atomic_virial)
