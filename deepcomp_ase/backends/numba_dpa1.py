@@ -178,11 +178,10 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
             K.attention_forward(offs, o2, dead, qkv, la.b_in, nrm, pk.normalize, pk.scaling, pk.smooth, pk.dotr, sw, runit,
                                 a_st, l_st, o)
             y = np.matmul(o, la.w_out)
-            y += la.b_out
-            y += x
-            x = np.empty((m, ng))
+            x_new = np.empty((m, ng))
             sig = np.empty(m)
-            K.layer_norm(y, la.ln_w, la.ln_b, la.eps, x, sig)  # y becomes y^
+            K.layer_norm(y, x, la.b_out, la.ln_w, la.ln_b, la.eps, x_new, sig)  # + b_out + x; y becomes y^
+            x = x_new
             ctxs.append((qkv, nrm, a_st, l_st, y, sig))
         atoms = np.arange(a0, a1)
         types = atype[a0:a1]
