@@ -20,7 +20,8 @@ import numpy as np
 
 from ..neighbors import PairList
 
-#: centre atoms per chunk: bounds the per-layer context (about 1.2 kB per pair and layer)
+#: centre atoms per chunk: bounds the context of the backward pass (about 2.3 kB per pair and attention
+#: layer, 5 kB per pair of inputs and gradients: ~100 MB for 256 centres of 42 neighbours, two layers)
 CHUNK_ATOMS = 256
 
 
