@@ -169,3 +169,16 @@ def test_hybrid_stays_on_numpy(files):
     ref_pot, pot = _pair(MODELS / "pt_cuau_hybrid_dpa1.pth")
     assert not pot.backend.handles(pot)
     _compare(ref_pot, pot, _structures("pt_cuau_hybrid_dpa1", ("p32_0",)))
+
+
+def test_float32_fitting(files):
+    """precision='float32' (descriptor rows and fitting net in float32) stays within float32 rounding."""
+    name = "pt_cuau_dpa1_concat"
+    path = files(MODELS / f"{name}.pth", True)
+    ref_pot = DeepPotential.from_file(path, backend="numpy")
+    pot = DeepPotential.from_file(path, backend="numba", precision="float32")
+    coord, atype, box = Reference(name).structure("p32_0")
+    a = ref_pot.compute_atoms(coord, atype, box, [True] * 3)
+    b = pot.compute_atoms(coord, atype, box, [True] * 3)
+    assert abs(a.energy - b.energy) <= 1e-5 * abs(a.energy)
+    assert np.abs(a.forces - b.forces).max() <= 1e-4 * np.abs(a.forces).max()
