@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import (Reference, central_difference_force, central_difference_virial, deviations, evaluate,
-                      with_ghost_atoms)
+from conftest import (Reference, assert_ghost_atoms_agree, central_difference_force, central_difference_virial,
+                      deviations, evaluate)
 from test_pth_reader import assert_bitwise_same
 
 from deepcomp_ase.compress.api import compress_model
@@ -96,16 +96,7 @@ def test_yaml_model_matches_deepmd(potential):
 def test_ghost_atoms_like_lammps(potential, name):
     """LAMMPS's local + ghost atoms give the periodic result: padding takes local atom 0's type."""
     pot = potential(MODELS / f"{name}.pth")
-    coord, atype, box = Reference(name).structure("p32_2")
-    cell = np.asarray(box, dtype=np.float64).reshape(3, 3)
-    want = pot.compute_atoms(coord, atype, cell, [True] * 3)
-    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, pot.rcut)
-    got = pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors)
-    forces = got.forces[:len(coord)].copy()
-    np.add.at(forces, owner, got.forces[len(coord):])
-    assert abs(got.energy - want.energy) <= 1e-10 * len(coord)
-    assert np.abs(forces - want.forces).max() <= 1e-9
-    assert np.abs(got.virial - want.virial).max() <= 1e-9 * len(coord)
+    assert_ghost_atoms_agree(pot, *Reference(name).structure("p32_2"))
 
 
 def test_numba_backend_evaluates_dpa1(tmp_path):

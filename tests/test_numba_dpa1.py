@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import Reference, with_ghost_atoms
+from conftest import Reference, assert_ghost_atoms_agree
 
 from deepcomp_ase.compress.api import compress_model
 from deepcomp_ase.io.load import read_model_tree
@@ -140,16 +140,7 @@ def test_exclusions_and_angular_statistics(files, tmp_path, name, extra_edit):
 def test_ghost_atoms_like_lammps(files, name):
     """Local + ghost atoms (LAMMPS) give the periodic result; padding takes local atom 0's type."""
     pot = DeepPotential.from_file(files(MODELS / f"{name}.pth", True), backend="numba")
-    coord, atype, box = Reference(name).structure("p32_2")
-    cell = np.asarray(box, dtype=np.float64).reshape(3, 3)
-    want = pot.compute_atoms(coord, atype, cell, [True] * 3)
-    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, pot.rcut)
-    got = pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors)
-    forces = got.forces[:len(coord)].copy()
-    np.add.at(forces, owner, got.forces[len(coord):])
-    assert abs(got.energy - want.energy) <= 1e-10 * len(coord)
-    assert np.abs(forces - want.forces).max() <= 1e-9
-    assert np.abs(got.virial - want.virial).max() <= 1e-9 * len(coord)
+    assert_ghost_atoms_agree(pot, *Reference(name).structure("p32_2"))
 
 
 def test_chunks_of_a_few_atoms(files):

@@ -72,6 +72,15 @@ def pair_geometry(vectors, ti, davg, dstd, rcut_smth, rcut, protection, rhat, sw
         runit[p, 2] = h3 / nn
 
 
+@njit(inline="always")
+def _quintic_rows(cf, t, p, out, dout):
+    """Value and slope of every output of the quintic piece ``cf`` at offset t into row p of out / dout."""
+    t2, t3, t4, t5 = _powers(t)
+    for m in range(out.shape[1]):
+        out[p, m] = _quintic(cf, m, t, t2, t3, t4, t5)
+        dout[p, m] = _quintic_slope(cf, m, t, t2, t3, t4)
+
+
 @njit(**_PAR)
 def table_embedding(xs, keys, ext, g_ext, dg_ext, tabf, tabi, coeffs, g, dg):
     """G (m, ng) and dG/ds of every pair: the quintic of its table interval, or row ``ext[p]`` of the
@@ -85,11 +94,7 @@ def table_embedding(xs, keys, ext, g_ext, dg_ext, tabf, tabi, coeffs, g, dg):
                 dg[p, m] = dg_ext[e, m]
             continue
         row, t, region = _locate(xs[p], tabf, tabi, keys[p])
-        cf = coeffs[row]
-        t2, t3, t4, t5 = _powers(t)
-        for m in range(ng):
-            g[p, m] = _quintic(cf, m, t, t2, t3, t4, t5)
-            dg[p, m] = _quintic_slope(cf, m, t, t2, t3, t4)
+        _quintic_rows(coeffs[row], t, p, g, dg)
 
 
 @njit(**_PAR)
@@ -100,21 +105,12 @@ def table_embedding_projection(xs, keys, ext, tabf, tabi, coeffs, pcoeffs, g, dg
     transposed GEMM in the backward pass. Pairs with ``ext[p] >= 0`` are left to the driver (exact rows).
     (Visiting the pairs sorted by key and input, for cache reuse of coefficient rows, was slower: 5.8 vs
     3.6 ms per 10k pairs; a centre's pairs come in distance order already.)"""
-    ng = g.shape[1]
-    w = proj.shape[1]
     for p in prange(xs.shape[0]):
         if ext[p] >= 0:
             continue
         row, t, region = _locate(xs[p], tabf, tabi, keys[p])
-        cf = coeffs[row]
-        t2, t3, t4, t5 = _powers(t)
-        for m in range(ng):
-            g[p, m] = _quintic(cf, m, t, t2, t3, t4, t5)
-            dg[p, m] = _quintic_slope(cf, m, t, t2, t3, t4)
-        cp = pcoeffs[row]
-        for m in range(w):
-            proj[p, m] = _quintic(cp, m, t, t2, t3, t4, t5)
-            dproj[p, m] = _quintic_slope(cp, m, t, t2, t3, t4)
+        _quintic_rows(coeffs[row], t, p, g, dg)
+        _quintic_rows(pcoeffs[row], t, p, proj, dproj)
 
 
 @njit(**_PAR)
