@@ -33,8 +33,9 @@ says when such a path was given). Threads: 1 (OMP/OPENBLAS/NUMBA/TF/DP intra-op 
 
 Per variant and size: median and minimum of ``--repeats`` force calls after ``--warmup`` calls (one
 atom moved by 1e-6 A before each), the first call, and the subprocess's peak
-resident memory (ru_maxrss). Ratios are within one run. The machine's load average is printed before
-and after: on a shared machine the numbers move with it.
+resident memory (ru_maxrss); also the median CPU time of the process per call (all its threads): on a
+shared machine wall times move with the other processes' load, CPU times much less. Ratios are within one
+run. The machine's load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -97,22 +98,24 @@ def worker(variant: str, model: str, cell_file: str, repeats: int, warmup: int) 
             atoms.positions = pos
             return float(atoms.get_potential_energy()), atoms.get_forces()
     load = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     first = None
     for k in range(warmup + repeats):
         pos[0, 0] += 1e-6  # a new configuration: ASE recomputes
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         energy, f = call()
         dt = time.perf_counter() - t
         if first is None:
             first = dt
         if k >= warmup:
             times.append(dt)
+            cpu.append(time.process_time() - c)
     info = {}
     if not variant.startswith("deepmd"):
         pot = atoms.calc.potential
         info = {"backend": pot.backend.name, "compiled": bool(getattr(pot.backend, "handles", lambda m: False)(pot))}
     return {"variant": variant, "natoms": natoms, "median_s": statistics.median(times), "min_s": min(times),
+            "cpu_s": statistics.median(cpu),
             "times_s": times, "first_call_s": first, "load_s": load,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "energy": energy, "fmax": float(np.abs(f).max()), **info}
@@ -203,18 +206,20 @@ def run_variant(py, variant, model, natoms, cell_file, repeats, warmup, timeout,
 # ------------------------------------------------------------------------------ report
 def table(results: list[dict]) -> str:
     by = {(r["variant"], r["natoms"]): r for r in results if "error" not in r}
-    lines = ["| atoms | variant | ms/call (median) | min | first call s | peak RSS MB | DeePMD PT / this | "
-             "DeePMD TF / this |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| atoms | variant | ms/call (median) | min | CPU ms/call | first call s | peak RSS MB | "
+             "DeePMD PT / this | DeePMD TF / this | same, CPU time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (variant, n), r in sorted(by.items(), key=lambda kv: (kv[0][1], VARIANTS.index(kv[0][0]))):
         pt, tf = by.get(("deepmd-pt", n)), by.get(("deepmd-tf", n))
         rpt = f"{pt['median_s'] / r['median_s']:.2f}x" if pt else "-"
         rtf = f"{tf['median_s'] / r['median_s']:.2f}x" if tf else "-"
-        lines.append(f"| {n} | {variant} | {r['median_s'] * 1e3:.1f} | {r['min_s'] * 1e3:.1f} | "
-                     f"{r['first_call_s']:.2f} | {r['peak_rss_mb']:.0f} | {rpt} | {rtf} |")
+        cpu = (f"{pt['cpu_s'] / r['cpu_s']:.2f}x" if pt else "-") + " / " + \
+            (f"{tf['cpu_s'] / r['cpu_s']:.2f}x" if tf else "-")
+        lines.append(f"| {n} | {variant} | {r['median_s'] * 1e3:.1f} | {r['min_s'] * 1e3:.1f} | {r['cpu_s'] * 1e3:.1f} | "
+                     f"{r['first_call_s']:.2f} | {r['peak_rss_mb']:.0f} | {rpt} | {rtf} | {cpu} |")
     for r in results:
         if "error" in r:
             lines.append(f"| {r['natoms']} | {r['variant']} | failed: {r['error'].strip().splitlines()[-1][:80]} "
-                         f"| | | | | |")
+                         f"| | | | | | | |")
     return "\n".join(lines)
 
 
@@ -270,7 +275,8 @@ def main(argv=None):
                             envs.get(v, our_env))
             results.append(r)
             msg = (f"failed: {r['error'].strip().splitlines()[-1]}" if "error" in r else
-                   f"{r['median_s'] * 1e3:.1f} ms/call (min {r['min_s'] * 1e3:.1f}), {r['peak_rss_mb']:.0f} MB")
+                   f"{r['median_s'] * 1e3:.1f} ms/call (min {r['min_s'] * 1e3:.1f}, CPU {r['cpu_s'] * 1e3:.1f}), "
+                   f"{r['peak_rss_mb']:.0f} MB")
             print(f"# {n} atoms, {v}: {msg}", flush=True)
     print(f"# load average after: {load_average()}")
     print(table(results))
