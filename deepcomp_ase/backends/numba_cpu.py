@@ -7,7 +7,8 @@ with its type-pair term; its neighbour selection, "mixed" over types, is the num
 a hybrid runs each part's kernels into its columns of the descriptor); compressed se_e3 models
 run their own fused kernels (:mod:`.numba_kernels_se_e3`, packing and driver at the end of this
 module); uncompressed se_e3 models and hybrids with an se_e3 part are delegated to the numpy
-reference backend.
+reference backend. DPA-1 models with attention layers run :mod:`.numba_dpa1` (GEMMs over the pairs
+of a chunk of atoms and per-centre attention kernels); hybrids with a DPA-1 part are delegated.
 
 Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
 rows are contiguous):
