@@ -173,3 +173,23 @@ def test_float32_fitting(files):
     b = pot.compute_atoms(coord, atype, box, [True] * 3)
     assert abs(a.energy - b.energy) <= 1e-5 * abs(a.energy)
     assert np.abs(a.forces - b.forces).max() <= 1e-4 * np.abs(a.forces).max()
+
+
+def test_exact_net_slope_is_the_reference_one():
+    """The uncompressed path's net evaluation equals Network.value_and_first_derivative bit for bit
+    (shortcuts of both kinds, timestep, tanh and another activation)."""
+    from deepcomp_ase.backends.numba_dpa1 import _value_and_slope
+    from deepcomp_ase.model.nets import Layer, Network
+
+    rng = np.random.default_rng(5)
+
+    def layer(n_in, n_out, activation="tanh", resnet=False, idt=False):
+        return Layer(w=rng.normal(size=(n_in, n_out)), b=rng.normal(size=n_out),
+                     idt=rng.normal(size=n_out) if idt else None, activation=activation, resnet=resnet)
+
+    net = Network((layer(1, 4), layer(4, 8, resnet=True), layer(8, 8, resnet=True, idt=True),
+                   layer(8, 8, activation="gelu")))
+    assert [la.shortcut for la in net.layers] == [0, 2, 1, 0]
+    x = rng.normal(size=50) * 3
+    want, got = net.value_and_first_derivative(x), _value_and_slope(net, x)
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
