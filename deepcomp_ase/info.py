@@ -33,6 +33,18 @@ def _describe_part(prefix: str, d) -> list[str]:
     return lines
 
 
+def _folded_type_embedding(tree: dict, model) -> list[str]:
+    """A TF se_e2_a model with a model-level type embedding is read folded (io/pb_tebd.py): say so."""
+    script = tree.get("model_def_script")
+    te = script.get("type_embedding") if isinstance(script, dict) else None
+    d = model.descriptor
+    if not isinstance(te, dict) or getattr(d, "kind", None) != "se_e2_a":
+        return []
+    per = "per neighbour type" if d.type_one_side else "per type pair"
+    return [f"  type embedding: {te.get('neuron', [8])} {te.get('activation_function', 'tanh')}, folded into "
+            f"{len(d.embeddings)} scalar-input embedding nets ({per}) and one fitting net per type"]
+
+
 def _kind(compressed: bool, dp_origin: str | None) -> str:
     if compressed:
         return "deepcomp compressed model"
@@ -75,6 +87,7 @@ def describe(path, head: str | None = None) -> str:
     ]
     for prefix, part in descriptor_parts(model):
         lines += _describe_part(prefix, part)
+    lines += _folded_type_embedding(tree, model)
     lines += [
         f"fitting:     {[layer.n_out for layer in net.layers[:-1]]} {net.layers[0].activation}"
         + (" (shared by all types)" if fit.shared is not None else " (one net per type)"),

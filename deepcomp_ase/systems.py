@@ -4,7 +4,9 @@ A DeePMD-kit system is a directory with ``type.raw`` (one type index per atom), 
 ``type_map.raw`` (the element of each index), ``nopbc`` (no periodicity) and ``set.*/coord.npy``
 (n_frames x 3 natoms, A) with ``set.*/box.npy`` (n_frames x 9, rows = lattice vectors), and where
 a model takes them ``set.*/fparam.npy`` (n_frames x numb_fparam) and ``set.*/aparam.npy``
-(n_frames x natoms * numb_aparam), as ``dp model-devi`` reads them. As
+(n_frames x natoms * numb_aparam), as ``dp model-devi`` reads them. A mixed-type system (DeePMD-kit's
+layout for type-embedding models) holds the types of every frame in ``set.*/real_atom_types.npy``
+(n_frames x natoms indices into ``type_map.raw``); its ``type.raw`` then only gives the atom count. As
 ``dp model-devi`` does, a path is searched recursively for directories holding ``type.raw``
 (here in sorted order); the sets of a system are read in sorted order and their frames numbered
 on. Without ``type_map.raw`` the type indices are those of the first model's type_map.
@@ -110,9 +112,6 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
     if types.min() < 0 or types.max() >= len(names):
         raise DeepCompError(f"{path / 'type.raw'}: type index {int(types.max())} has no element in {source} "
                             f"({names}); add the element to type_map.raw")
-    if (path / "real_atom_types.npy").exists() or any(path.glob("set.*/real_atom_type.npy")):
-        raise DeepCompError(f"{path}: mixed-type systems (real_atom_type.npy) are not supported by "
-                            "deepcomp model-devi; convert the system to a standard one (dpdata)")
     sets = sorted(d for d in path.glob("set.*") if d.is_dir())
     if not sets:
         raise DeepCompError(f"{path}: no set.* directory with coord.npy")
@@ -140,7 +139,11 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
             boxes.append(b)
     positions = np.concatenate(coords).astype(np.float64)
     cells = np.concatenate(boxes).astype(np.float64) if pbc else None
-    symbols = [names[t] for t in types]
+    mixed = _mixed_types(sets, coords, natoms, names, source)
+    if mixed is None:
+        symbols = [names[t] for t in types]
+    else:  # DeePMD-kit's mixed-type layout (DPA-1 data): the types of each frame, type.raw only counts atoms
+        symbols = [[names[t] for t in frame] for frame in mixed]
     fparam = _frame_values(sets, coords, "fparam.npy", 1)
     aparam = _frame_values(sets, coords, "aparam.npy", natoms)
     frames = Frames(str(path), positions, symbols, cells, (pbc,) * 3, fparam=fparam,
@@ -154,6 +157,26 @@ def read_npy_system(path, default_type_map, labels: bool = False) -> Frames:
                 f"{path}: no virial.npy in {', '.join(s.name for s in no_virial)}: the virial columns of those "
                 "frames are written as nan (dp model-devi would compare with zeros)")
     return frames
+
+
+def _mixed_types(sets, coords, natoms: int, names: list, source: str) -> np.ndarray | None:
+    """The per-frame types of a mixed-type system (``set.*/real_atom_types.npy``, n_frames x natoms
+    indices into type_map.raw), or None for a standard system."""
+    values = _frame_values(sets, coords, "real_atom_types.npy", natoms)
+    if values is None:
+        return None
+    if values.shape[1] != natoms:
+        raise DeepCompError(f"{sets[0].parent}: real_atom_types.npy has {values.shape[1]} types per frame for "
+                            f"{natoms} atoms (type.raw); it holds one type index per atom of each frame")
+    if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        raise DeepCompError(f"{sets[0].parent}: real_atom_types.npy holds non-integer types; each entry is the "
+                            "type index (into type_map.raw) of one atom of one frame")
+    types = values.reshape(-1, natoms).astype(np.int64)
+    if types.min() < 0 or types.max() >= len(names):
+        bad = int(types.min()) if types.min() < 0 else int(types.max())
+        raise DeepCompError(f"{sets[0].parent}: real_atom_types.npy has the type index {bad}, which has no "
+                            f"element in {source} ({names}); add the element to type_map.raw")
+    return types
 
 
 def _frame_values(sets, coords, name: str, rows: int) -> np.ndarray | None:

@@ -83,6 +83,16 @@ def evaluate(potential, ref: Reference, conf: str, atomic_virial=True):
     return potential.compute_atoms(coord, atype, box, pbc, atomic_virial=atomic_virial)
 
 
+def assert_within_table_error(exact, tab, ref: Reference, confs) -> None:
+    """A compressed model against its uncompressed one: the table error (<= 1e-7 eV/A) on ``confs``."""
+    for conf in confs:
+        a, b = evaluate(exact, ref, conf), evaluate(tab, ref, conf)
+        n = len(a.atom_energy)
+        assert abs(a.energy - b.energy) / n <= 1e-8, conf
+        assert np.abs(a.forces - b.forces).max() <= 1e-7, conf
+        assert np.abs(a.virial - b.virial).max() / n <= 1e-7, conf
+
+
 def deviations(res, out: dict, natoms: int) -> dict:
     return {
         "e_per_atom": abs(res.energy - float(out["energy"])) / natoms,

@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import (Reference, assert_ghost_atoms_agree, central_difference_force, central_difference_virial,
-                      deviations, evaluate)
+from conftest import (Reference, assert_ghost_atoms_agree, assert_within_table_error, central_difference_force,
+                      central_difference_virial, deviations, evaluate)
 from test_pth_reader import assert_bitwise_same
 
 from deepcomp_ase.compress.api import compress_model
@@ -78,13 +78,7 @@ def test_compressed_within_table_error(potential, name):
     exact = potential(MODELS / f"{name}.pth")
     tab = potential(MODELS / f"{name}.pth", compressed=True)
     assert tab.plan.parts[0].compressed
-    ref = Reference(name)
-    for conf in ("p32_0", "p108_1", "cluster55", "stretched_1.08A"):
-        a, b = evaluate(exact, ref, conf), evaluate(tab, ref, conf)
-        n = len(a.atom_energy)
-        assert abs(a.energy - b.energy) / n <= 1e-8, conf
-        assert np.abs(a.forces - b.forces).max() <= 1e-7, conf
-        assert np.abs(a.virial - b.virial).max() / n <= 1e-7, conf
+    assert_within_table_error(exact, tab, Reference(name), ("p32_0", "p108_1", "cluster55", "stretched_1.08A"))
 
 
 def test_yaml_model_matches_deepmd(potential):

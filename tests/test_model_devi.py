@@ -161,6 +161,41 @@ def test_npy_systems_recursive():
     assert fr.symbols == [names[t] for t in types]
 
 
+def test_mixed_type_system_reads_the_types_of_each_frame(tmp_path):
+    """DeePMD-kit's mixed-type layout: set.*/real_atom_types.npy gives each frame's types (type.raw only
+    counts the atoms); a row of it that swaps two types gives that frame the swapped elements."""
+    import shutil
+
+    from deepcomp_ase.errors import DeepCompError
+    from deepcomp_ase.systems import read_npy_system
+
+    src = REFS / "valid" / "n32_x25"
+    ref = read_npy_system(src, ("Cu", "Au"))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(src, mixed)
+    names = (mixed / "type_map.raw").read_text().split()
+    types = np.tile([names.index(s) for s in ref.symbols], (len(ref), 1))
+    types[1, [0, -1]] = types[1, [-1, 0]] if types[1, 0] != types[1, -1] else 1 - types[1, [0, -1]]
+    sets = sorted(mixed.glob("set.*"))
+    assert len(sets) == 1
+    np.save(sets[0] / "real_atom_types.npy", types)
+    (mixed / "type.raw").write_text("0\n" * types.shape[1])
+    fr = read_npy_system(mixed, ("Cu", "Au"))
+    assert fr.symbols[0] == ref.symbols and fr.symbols[2] == ref.symbols
+    assert fr.symbols[1] == [names[t] for t in types[1]] != ref.symbols
+    np.testing.assert_array_equal(fr.positions, ref.positions)
+
+    np.save(sets[0] / "real_atom_types.npy", np.where(types == 1, 2, types))
+    with pytest.raises(DeepCompError, match="type index 2.*add the element to type_map.raw"):
+        read_npy_system(mixed, ("Cu", "Au"))
+    np.save(sets[0] / "real_atom_types.npy", types[:, :-1])
+    with pytest.raises(DeepCompError, match="real_atom_types.npy"):
+        read_npy_system(mixed, ("Cu", "Au"))
+    np.save(sets[0] / "real_atom_types.npy", types + 0.5)
+    with pytest.raises(DeepCompError, match="non-integer"):
+        read_npy_system(mixed, ("Cu", "Au"))
+
+
 def test_extxyz_and_lammps_dump_trajectories(tmp_path):
     """ASE-readable trajectories give the same frames as the npy system they were written from."""
     from ase import Atoms

@@ -118,11 +118,6 @@ def test_sea_012_upgraded_by_convert_from(tmp_path):
         read_pb(named)
 
 
-def test_type_embedding_se_e2_a_named():
-    with pytest.raises(UnsupportedModelError, match="se_e2_a model with a type embedding"):
-        read_pb(MODELS / "deepmd_se_e2_a_tebd.pb")
-
-
 @pytest.mark.parametrize("src", ["tf32_cuau_se_e2_r_fitw.pb", "deepmd_deeppot.pb"])
 def test_extra_weight_refused(tmp_path, src):
     extra = pw.encode_const_node("layer_1_type_0/matrix_extra", np.ones((6, 6)))

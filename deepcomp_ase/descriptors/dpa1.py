@@ -19,6 +19,10 @@ the attention never mixes them with real rows (their keys are masked), so each p
 constant per (centre type, first atom's type), computed once, and adds n_pad X_pad (x) R^_pad to T.
 Excluded pairs keep their slot and contribute nothing (DeePMD-kit zeroes their rows).
 
+Models read from TensorFlow graphs (Dpa1Params.tf_switch, unit_floor, pad_input) take TF's smooth
+weight instead of w, floor every norm at 1e-6, and give padding slots a first row of their own per
+centre type (the padding type), so pad_type plays no part (docs/descriptors.md).
+
 The backward pass is written out by hand (no autodiff): LayerNorm, projections, softmax, the
 switch products S and the angular gate r^_i . r^_j, back to s_j, w_j and r^_j.
 """
@@ -30,19 +34,29 @@ import numpy as np
 from ..envmat import rows_to_vector_gradient
 from ..model.params_dpa1 import ATTNW_SHIFT
 from .block import Block, embed_by_key
+from .se_atten_v2 import type_term_switch
 from .se_e2_a import angular_backward
 
 
-def _unit(x: np.ndarray):
-    """x / |x| along the last axis and |x| (zero rows stay zero, as torch's normalize does)."""
+def _unit(x: np.ndarray, floor: float = 1e-12):
+    """x / max(|x|, floor) along the last axis and that divisor (zero rows stay zero, as torch's
+    normalize does; TensorFlow's l2_normalize floors at 1e-6, see Dpa1Params.unit_floor)."""
     n = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
-    safe = np.maximum(n, 1e-12)
+    safe = np.maximum(n, floor)
     return x / safe, safe
 
 
-def _unit_backward(y: np.ndarray, n: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """dE/dx of y = x / |x| from dE/dy."""
-    return (g - y * np.einsum("...i,...i->...", y, g)[..., None]) / n
+def _unit_backward(y: np.ndarray, n: np.ndarray, g: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """dE/dx of y = x / max(|x|, floor) from dE/dy; ``floor`` None: every |x| above the floor."""
+    out = (g - y * np.einsum("...i,...i->...", y, g)[..., None]) / n
+    if floor is not None:  # below the floor y = x / floor: a plain scaling
+        out = np.where(n <= floor, g / floor, out)
+    return out
+
+
+def _floor(d):
+    """The floor of the backward's _unit_backward: None for DeePMD-kit 3's 1e-12 (as before)."""
+    return d.unit_floor if d.unit_floor != 1e-12 else None
 
 
 def layer_forward(d, layer, x, mask, sw, dead, runit):
@@ -55,7 +69,7 @@ def layer_forward(d, layer, x, mask, sw, dead, runit):
     p = x @ layer.w_in + layer.b_in
     q, k, v = p[..., :h], p[..., h:2 * h], p[..., 2 * h:]
     if d.normalize:
-        (q, nq), (k, nk), (v, nv) = _unit(q), _unit(k), _unit(v)
+        (q, nq), (k, nk), (v, nv) = _unit(q, d.unit_floor), _unit(k, d.unit_floor), _unit(v, d.unit_floor)
     else:
         nq = nk = nv = None
     logits = d.scaling * np.matmul(q, k.transpose(0, 2, 1))
@@ -131,7 +145,8 @@ def layer_backward(d, layer, ctx, g_out, mask, sw, runit):
     g_q = d.scaling * np.matmul(g_logit, k)
     g_k = d.scaling * np.matmul(g_logit.transpose(0, 2, 1), q)
     if d.normalize:
-        g_q, g_k, g_v = _unit_backward(q, nq, g_q), _unit_backward(k, nk, g_k), _unit_backward(v, nv, g_v)
+        fl = _floor(d)
+        g_q, g_k, g_v = _unit_backward(q, nq, g_q, fl), _unit_backward(k, nk, g_k, fl), _unit_backward(v, nv, g_v, fl)
     g_p = np.concatenate([g_q, g_k, g_v], axis=2)
     g_x += g_p @ layer.w_in.T
     return g_x * m3, g_sw * mask, g_r
@@ -140,13 +155,16 @@ def layer_backward(d, layer, ctx, g_out, mask, sw, runit):
 def padding_rows(d, embed) -> np.ndarray:
     """(ntypes centre, ntypes first-atom type, ng): a padding slot's row after every layer.
 
-    Its query never sees a key (all masked), so a layer maps it to LN(x + b_out)."""
+    Its query never sees a key (all masked), so a layer maps it to LN(x + b_out). With
+    ``d.pad_input`` (TensorFlow) the first row depends on the centre type alone."""
     nt = d.ntypes
     out = np.zeros((nt, nt, d.ng))
     for ti in range(nt):
         x_pad = np.array([-d.davg[ti, 0] / d.dstd[ti, 0]])
         for tp in range(nt):
-            if d.tebd_input_mode == "strip":
+            if d.pad_input is not None:
+                row = d.pad_input[ti]
+            elif d.tebd_input_mode == "strip":
                 g, _ = embed((), x_pad)
                 # smooth: the switch of a padding slot is 0, so the type term vanishes
                 row = g[0] * (1.0 if d.smooth else 1.0 + d.type_pair_table[d.type_pair_row(ti, tp)])
@@ -193,9 +211,9 @@ class Dpa1:
         nb, n, ng, m2 = blk.nb, blk.nmax, d.ng, d.axis_neuron
         env = blk.env
         rhat = (env.rows - d.davg[blk.ti]) / d.dstd[blk.ti]
-        sw = env.w
+        sw, dsw = type_term_switch(d, env)  # the smooth weight: w(r), or TensorFlow's
         x0, dx0, dx0_sw = self._input(blk, rhat, sw)
-        runit_p, rnorm = _unit(rhat[:, 1:4])
+        runit_p, rnorm = _unit(rhat[:, 1:4], d.unit_floor)
         mask = np.zeros((nb, n), dtype=bool)
         mask[blk.ci, blk.slot] = True
         swd = np.zeros((nb, n))
@@ -219,12 +237,12 @@ class Dpa1:
         desc = np.matmul(t_mat, t_mat[:, :m2, :].transpose(0, 2, 1)).reshape(nb, ng * m2)
         if d.concat_output_tebd:
             desc = np.concatenate([desc, d.type_embedding[blk.atype]], axis=1)
-        ctx = ((xd, rd, t_mat), ctxs, mask, swd, rud, dx0, dx0_sw, runit_p, rnorm)
+        ctx = ((xd, rd, t_mat), ctxs, mask, swd, rud, dx0, dx0_sw, runit_p, rnorm, dsw)
         return desc, ctx
 
     def backward(self, blk: Block, ctx, g_desc):
         d = self.d
-        actx, ctxs, mask, swd, rud, dx0, dx0_sw, runit_p, rnorm = ctx
+        actx, ctxs, mask, swd, rud, dx0, dx0_sw, runit_p, rnorm, dsw = ctx
         g_desc = g_desc[:, : d.ng * d.axis_neuron]  # the type embedding does not move
         # q: dE/dX_j of the last layer's rows; the padding rows are constants
         g_rhat, q = angular_backward(d, blk, actx, np.zeros((blk.npair, d.ng)), g_desc)
@@ -242,8 +260,8 @@ class Dpa1:
         g_sw = g_swd[blk.ci, blk.slot]
         if dx0_sw is not None:
             g_sw = g_sw + np.einsum("pa,pa->p", g0, dx0_sw)
-        g_rhat[:, 1:4] += _unit_backward(runit_p, rnorm, g_rud[blk.ci, blk.slot])
+        g_rhat[:, 1:4] += _unit_backward(runit_p, rnorm, g_rud[blk.ci, blk.slot], _floor(d))
         env = blk.env
         g_vec = rows_to_vector_gradient(env, g_rhat / d.dstd[blk.ti])
-        g_vec += (g_sw * env.dw / env.r)[:, None] * env.vec
+        g_vec += (g_sw * dsw / env.r)[:, None] * env.vec
         return g_vec

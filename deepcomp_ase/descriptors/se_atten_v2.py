@@ -24,12 +24,14 @@ def type_term_switch(d, env):
     """
     if not d.tf_switch:
         return env.w, env.dw
+    rs = getattr(d, "switch_rcut_smth", None)  # DPA-1 graphs: TF's double (the op's is float32)
+    rs = d.rcut_smth if rs is None else rs
     s = env.w / env.rho
-    uu = 1.0 - d.rcut_smth * s
+    uu = 1.0 - rs * s
     w = 1.0 - uu * uu * uu
     inside = (w > 0.0) & (w < 1.0)
     ds_dr = env.dw / env.rho - env.w / (env.rho * env.rho)
-    dw = np.where(inside, 3.0 * uu * uu * d.rcut_smth * ds_dr, 0.0)
+    dw = np.where(inside, 3.0 * uu * uu * rs * ds_dr, 0.0)
     return np.clip(w, 0.0, 1.0), dw
 
 

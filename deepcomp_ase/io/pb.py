@@ -24,6 +24,7 @@ graph node                                               tree field
 ``filter_type_all/matrix_{l}``                           se_atten_v2 ``embeddings`` (radial part)
 ``filter_type_all/matrix_{l}_two_side_ebd``              se_atten_v2 ``embeddings_strip``
 ``type_embed_net/matrix_1`` (+``bias_1``)                se_atten_v2 ``type_embedding``
+``attention_layer_{i}/...``, strip/concat DPA-1 nets     a ``dpa1`` tree: see :mod:`.pb_dpa1`
 ``layer_{l}_type_{t}/matrix`` (+bias, idt)               fitting network t, layer l
 ``final_layer_type_{t}/matrix``, ``bias``                fitting network t, output layer
 ``layer_{l}/...``, ``final_layer/...``                   the single fitting network (mixed types)
@@ -563,6 +564,16 @@ def _descrpt_hybrid(graph, d, ntypes, suffix, type_map, where):
     return {"@class": "Descriptor", "type": "hybrid", "@version": 1, "list": out}
 
 
+def _plain_se_atten_v2(graph: _Graph, d: dict, model_def: dict) -> bool:
+    """An se_atten_v2 graph that maps onto the se_atten_v2 tree (no attention layers or excluded pairs,
+    one linear type-embedding layer); every other DPA-1 graph becomes a ``dpa1`` tree (:mod:`.pb_dpa1`)."""
+    te = model_def.get("type_embedding") or {}
+    linear_tebd = not list(te.get("neuron", [8]))[1:] and te.get("activation_function") in (
+        None, "linear", "Linear", "none") and not graph.has("type_embed_net/matrix_2")
+    return (d.get("type") == "se_atten_v2" and d.get("attn_layer", 2) == 0 and not d.get("exclude_types")
+            and linear_tebd)
+
+
 def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     """TF ``se_atten_v2`` (strip type embedding, smooth) as dpmodel's ``se_atten_v2`` tree.
 
@@ -570,19 +581,8 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     backends write for it (a ``se_atten_v2`` tree implies ``tebd_input_mode='strip'`` and
     ``smooth_type_embedding=True``; those keys are not stored, as in DeePMD-kit).
     """
-    attn_layer = d.get("attn_layer", 2)
-    if attn_layer != 0:
-        raise _unsupported(graph, where + ".attn_layer", attn_layer,
-                           "only se_atten_v2 models with attn_layer 0 can be read from a TF graph; "
-                           "retrain with attn_layer 0 or use a .dp model")
-    if d.get("exclude_types"):
-        raise _unsupported(graph, where + ".exclude_types", d["exclude_types"],
-                           "exclude_types is not supported for se_atten_v2 graphs")
-    if model_def.get("type_embedding") not in (None, {}):
-        te = model_def["type_embedding"]
-        if list(te.get("neuron", [8]))[1:] or te.get("activation_function") not in (None, "linear", "Linear", "none"):
-            raise _unsupported(graph, "model.type_embedding", te,
-                               "only a single linear type-embedding layer maps onto se_atten_v2")
+    # only graphs that _plain_se_atten_v2 accepts come here (attn_layer 0, no exclusions, one linear
+    # type-embedding layer); the others are read as DPA-1 (pb_dpa1.py)
     precision_raw = d.get("precision", "default")
     precision = _precision_name(graph, precision_raw)
     sel = _sel_list(graph, d, where)
@@ -601,9 +601,6 @@ def _descrpt_se_atten_v2(graph, d, ntypes, suffix, type_map, where, model_def):
     use_tebd_bias = graph.has("type_embed_net/bias_1") or bool(d.get("use_tebd_bias", False))
 
     tebd_w = graph.array("type_embed_net/matrix_1")
-    if graph.has("type_embed_net/matrix_2"):
-        raise _unsupported(graph, "type_embed_net", "several layers",
-                           "only a single linear type-embedding layer maps onto se_atten_v2")
     if tebd_w.ndim != 2 or tebd_w.shape[0] != ntypes:
         raise ModelFormatError(f"{graph.path}: constant 'type_embed_net/matrix_1' has shape {tebd_w.shape}, "
                                f"expected ({ntypes}, tebd_dim)")
@@ -710,8 +707,8 @@ def _descriptor(graph: _Graph, d: dict, ntypes: int, suffix: str, type_map, wher
     builder = _DESCRIPTORS.get(dtype)
     if builder is None:
         raise _unsupported(graph, where + ".type", dtype,
-                           "the descriptors read from a TF graph are se_e2_a, se_e2_r, se_e3, hybrid and "
-                           "se_atten_v2 (attn_layer 0)")
+                           "the descriptors read from a TF graph are se_e2_a, se_e2_r, se_e3, their hybrids "
+                           "and DPA-1 (se_atten, dpa1, se_atten_v2)")
     for key in ("stripped_type_embedding",):
         if d.get(key):
             raise _unsupported(graph, f"{where}.{key}", d[key], "this option is not supported")
@@ -726,7 +723,7 @@ def _descriptor_dim(desc: dict) -> int:
         return desc["neuron"][-1]
     if t == "hybrid":
         return sum(_descriptor_dim(c) for c in desc["list"])
-    if t == "se_atten_v2":
+    if t in ("se_atten_v2", "dpa1"):
         out = desc["neuron"][-1] * desc["axis_neuron"]
         return out + desc["tebd_dim"] if desc["concat_output_tebd"] else out
     raise AssertionError(t)
@@ -901,17 +898,19 @@ def _model(graph: _Graph, m: dict) -> dict:
     d = m.get("descriptor")
     if not isinstance(d, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.descriptor' is missing from the training script")
+    tebd = None
     if d.get("type") not in _ATTENTION_TYPES and (m.get("type_embedding") or graph.has("type_embed_net/matrix_1")):
-        raise UnsupportedModelError(
-            f"{graph.path}: this is a {d.get('type', 'se_e2_a')} model with a type embedding "
-            "(field 'model.type_embedding', graph nodes 'type_embed_net/*'): its embedding nets take the "
-            "neighbor's type embedding as input, a mixed-type model that deepcomp cannot read yet"
-        )
-    if d.get("type") in _ATTENTION_TYPES:
-        if d.get("type") != "se_atten_v2":
-            raise _unsupported(graph, "model.descriptor.type", d.get("type"),
-                               "of the attention descriptors only se_atten_v2 (attn_layer 0) is supported")
-        descriptor = _descrpt_se_atten_v2(graph, d, ntypes, "", type_map, "model.descriptor", m)
+        from .pb_tebd import se_a_tebd_descriptor  # se_e2_a with a type embedding: folded into se_e2_a
+
+        descriptor, tebd = se_a_tebd_descriptor(graph, m, ntypes, type_map)
+        mixed_types = True  # until fold_fitting: TF's one fitting net reads [D, tebd(type)]
+    elif d.get("type") in _ATTENTION_TYPES:
+        if _plain_se_atten_v2(graph, d, m):
+            descriptor = _descrpt_se_atten_v2(graph, d, ntypes, "", type_map, "model.descriptor", m)
+        else:  # attention layers, concat mode or excluded pairs: DPA-1's own path
+            from .pb_dpa1 import descrpt_dpa1
+
+            descriptor = descrpt_dpa1(graph, d, ntypes, type_map, "model.descriptor", m)
         mixed_types = True
     else:
         descriptor = _descriptor(graph, d, ntypes, "", type_map, "model.descriptor")
@@ -923,7 +922,12 @@ def _model(graph: _Graph, m: dict) -> dict:
     f = m.get("fitting_net")
     if not isinstance(f, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.fitting_net' is missing from the training script")
-    fitting = _fitting(graph, f, ntypes, _descriptor_dim(descriptor), mixed_types, type_map)
+    fitting = _fitting(graph, f, ntypes, _descriptor_dim(descriptor) + (0 if tebd is None else tebd.shape[1]),
+                       mixed_types, type_map)
+    if tebd is not None:
+        from .pb_tebd import fold_fitting
+
+        fitting = fold_fitting(graph, fitting, tebd, _descriptor_dim(descriptor))
 
     shape = (1, ntypes, 1)
     out_bias = _first(graph, "model_attr/t_out_bias", "model_attr/model_attr/t_out_bias")

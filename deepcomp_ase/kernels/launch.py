@@ -488,7 +488,8 @@ def shared_memory_problem(ng: int, m2: int, maxw: int, itemsize: int) -> str:
     shared memory a block gets without an opt-in, else why not."""
     need = max(_se_a_fwd_shared({"m2": m2, "maxw": maxw}, itemsize),
                _se_e3_shared({"ng": ng, "maxw": maxw}, itemsize))
-    if need > MAX_DYNAMIC_SHARED or se_a_tile(ng, m2, maxw, itemsize) < 32:
+    # a net narrower than 32 outputs is one pass (tile == ng), not a failed fallback
+    if need > MAX_DYNAMIC_SHARED or se_a_tile(ng, m2, maxw, itemsize) < min(ng, 32):
         return (f"embedding width {ng} (widest layer {maxw}) needs more than {MAX_DYNAMIC_SHARED // 1024} KiB of "
                 f"shared memory per block in {np.dtype(f'f{itemsize}').name}")
     return ""

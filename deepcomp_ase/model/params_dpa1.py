@@ -27,6 +27,10 @@ MAX_DESCRIPTOR_VERSION = 3
 MAX_ATTENTION_VERSION = 1
 #: DeePMD-kit's logit shift for the smooth attention (``attnw_shift``, fixed in its code)
 ATTNW_SHIFT = 20.0
+#: the tree field ``evaluation: {backend: tensorflow, switch_rcut_smth: ...}`` marks TensorFlow's evaluation
+#: (written by io/pb_dpa1.py); its norm floor: tf.nn.l2_normalize divides by sqrt(max(|x|^2, 1e-12))
+TF_EVALUATION = "tensorflow"
+TF_UNIT_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,16 @@ class Dpa1Params:
     #: neighbours within the hybrid's cutoff; those beyond rcut keep their type and slot with zero
     #: environment rows and switch (they still enter the attention without the smooth type embedding)
     select_rcut: float | None = None
+    #: TensorFlow's evaluation (a graph read by io/pb_dpa1.py; defaults: DeePMD-kit 3's other backends):
+    #: the smooth type embedding weighs with 1 - (1 - rcut_smth s)^3 instead of the switch w(r)
+    #: (descriptors/se_atten_v2.type_term_switch), vectors are normalised with the norm floored at
+    #: unit_floor (l2_normalize's 1e-6) and a padding slot's first embedding row is pad_input[centre
+    #: type] (the padding type's zero embedding) instead of coming from the frame's first atom's type
+    tf_switch: bool = False
+    #: the rcut_smth of that function: TF's Python double, where the environment op has rcut_smth in float32
+    switch_rcut_smth: float | None = None
+    unit_floor: float = 1e-12
+    pad_input: np.ndarray | None = None  # (ntypes, ng)
     kind: str = field(default="dpa1")
 
     mixed_types = True  # descriptor properties: see params.SeE2AParams
@@ -107,6 +121,8 @@ class Dpa1Params:
                          + (", normalize" if self.normalize else "") + f", logit scale {self.scaling:.6g}")
         if self.smooth:
             parts.append("smooth type embedding")
+        if self.tf_switch:
+            parts.append("evaluated as TensorFlow does")
         return ", ".join(parts)
 
     def net_key(self, ti: int, tj: int) -> tuple:
@@ -214,9 +230,48 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
     for ti in range(1 if one_side else ntypes):
         for tj in range(ntypes):
             b = first.b + te[tj] @ w_j + (0.0 if one_side else te[ti] @ w_i)
-            layer = Layer(w=w_s.copy(), b=b, idt=first.idt, activation=first.activation, resnet=first.resnet)
+            # no shortcut (refused above): with one input, a width of 1 or 2 would otherwise gain one
+            layer = Layer(w=w_s.copy(), b=b, idt=first.idt, activation=first.activation, resnet=False)
             out[(tj,) if one_side else (ti, tj)] = Network((layer, *net.layers[1:]))
     return out
+
+
+def _tf_evaluation(ctx, tree: dict, where: str, backend: str) -> float:
+    """The ``evaluation`` marker of a TF graph's tree: its rcut_smth of the smooth type embedding's switch."""
+    ew = where + ".evaluation"
+    ev = tree["evaluation"]
+    if not isinstance(ev, dict) or ev.get("backend") != TF_EVALUATION or backend.lower() != "tensorflow":
+        raise ctx.fail(ew, ev, f"deepcomp's readers write {{backend: {TF_EVALUATION}, switch_rcut_smth: ...}} "
+                       "there, in trees of TensorFlow graphs only", ModelFormatError)
+    value = ctx.get(ev, "switch_rcut_smth", ew)
+    rcut_smth = float(ctx.get(tree, "rcut_smth", where))
+    if not isinstance(value, (int, float)) or abs(float(value) - rcut_smth) > 1e-6 * max(1.0, rcut_smth):
+        raise ctx.fail(ew + ".switch_rcut_smth", value, f"expected the script's rcut_smth, {rcut_smth} within float32 "
+                       "rounding", ModelFormatError)
+    return float(value)
+
+
+def _tf_padding_input(net: Network, geo: dict, te: np.ndarray, table, mode: str, smooth: bool,
+                      ntypes: int) -> np.ndarray:
+    """TensorFlow: a padding slot's first embedding row per centre type, from the stored net itself.
+
+    The slot has the radial input -davg/dstd and the padding type (its type embedding is the zero last
+    row of ``te``); in strip mode its type term is the (centre, padding) row of the strip table, which
+    the smooth type embedding weighs with a switch of 0."""
+    s = -geo["davg"][:, 0] / geo["dstd"][:, 0]
+    pad = ntypes
+    if mode == "strip":
+        g = net(s[:, None])
+        if smooth:
+            return g
+        rows = np.arange(ntypes) * (ntypes + 1) + pad
+        return g * (1.0 + table[rows])
+    tebd = te.shape[1]
+    one_side = net.n_in == 1 + tebd
+    x = [s[:, None], np.repeat(te[pad][None, :], ntypes, axis=0)]
+    if not one_side:
+        x.append(te[:ntypes])
+    return net(np.concatenate(x, axis=1))
 
 
 def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") -> Dpa1Params:
@@ -235,10 +290,12 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
     if tree.get("compress") is not None:
         raise ctx.fail(where + ".compress", "present", "this tree holds DeePMD-kit's own compression tables; "
                        "give deepcomp the uncompressed model (it tabulates the nets itself)")
-    if backend.lower() == "tensorflow":
+    tf_eval = tree.get("evaluation") is not None
+    switch_rcut_smth = _tf_evaluation(ctx, tree, where, backend) if tf_eval else None
+    if backend.lower() == "tensorflow" and not tf_eval:
         raise ctx.fail(where + ".type", kind, "a DPA-1 tree converted from a TensorFlow graph is not supported: "
                        "TensorFlow's attention (always normalised, temperature 1, attn_mask, its own switch and "
-                       "padding) is not what the tree describes; use the PyTorch or backend-neutral model")
+                       "padding) is not what the tree describes; give deepcomp the .pb graph itself")
     h._common_checks(ctx, tree, where, type_map)
     if ctx.opt(tree, "use_econf_tebd", False, "3.0"):
         raise ctx.fail(where + ".use_econf_tebd", True, "electronic-configuration type embeddings are not supported")
@@ -314,6 +371,13 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
                         scaling_factor=scaling_factor, temperature=temperature, smooth=smooth,
                         trainable_ln=trainable_ln, ln_eps=ln_eps)
     scaling = float(temperature) if temperature is not None else float((hidden * scaling_factor) ** -0.5)
+    tf = {}
+    if tf_eval:
+        if not normalize or temperature != 1.0 or mode == "strip" and one_side:
+            raise ctx.fail(where + ".evaluation", TF_EVALUATION, "TensorFlow's DPA-1 normalises, has temperature "
+                           "1 and a two-side strip net; the tree says otherwise", ModelFormatError)
+        tf = dict(tf_switch=True, switch_rcut_smth=switch_rcut_smth, unit_floor=TF_UNIT_FLOOR,
+                  pad_input=_tf_padding_input(emb[()], geo, te, table, mode, smooth, ntypes))
     return Dpa1Params(
         rcut=geo["rcut"], rcut_smth=geo["rcut_smth"], nsel=nsel, ntypes_model=ntypes,
         axis_neuron=int(ctx.get(tree, "axis_neuron", where)), type_one_side=one_side,
@@ -321,5 +385,5 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
         exclude_types=h._pairs(ctx.get(tree, "exclude_types", where)), env_protection=geo["env_protection"],
         davg=geo["davg"], dstd=geo["dstd"], embeddings=nets, type_embedding=te, tebd_input_mode=mode,
         type_pair_table=table, smooth=smooth, layers=layers, attn_dotr=dotr, normalize=normalize, scaling=scaling,
-        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1",
+        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1", **tf,
     )

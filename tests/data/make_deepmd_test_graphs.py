@@ -14,7 +14,9 @@ Graphs made:
   ``dp convert-from 0.12``; no training script, no type map, a 0.12 layout: refused.
 * ``deepmd_deeppot_sea.pb``: ``dp convert-backend deeppot_sea.yaml deeppot_sea.pb`` (one-side
   embedding nets, no ``type_one_side`` key in its script).
-* ``deepmd_se_e2_a_tebd.pb``: se_e2_a with a type embedding (refused by name).
+* ``deepmd_se_e2_a_tebd.pb``: se_e2_a with a type embedding.
+* ``deepmd_se_atten_no_atten_1.pb``, ``deepmd_se_atten_no_atten_2.pb``: se_atten (concat type embedding,
+  attn_layer 0), model version 1.1, the two models of DeePMD-kit's source/tests/tf/test_model_devi_mix.py.
 
 References (refs/deepmd_graphs.npz): DeePMD-kit's ``DeepPot`` on the 6-atom water configuration
 of its tests (source/tests/infer/*-testcase.yaml, first block: 13 A cubic box), keys
@@ -37,7 +39,7 @@ COORD = np.array([12.83, 2.56, 2.18, 12.09, 2.87, 2.74, 00.25, 3.32, 1.68,
                   3.36, 3.00, 1.81, 3.51, 2.51, 2.60, 4.27, 3.22, 1.56])
 ATYPE = np.array([0, 1, 1, 0, 1, 1])
 BOX = np.array([13.0, 0.0, 0.0, 0.0, 13.0, 0.0, 0.0, 0.0, 13.0])
-EVALUATED = ("deeppot", "deeppot-r", "deeppot_sea")
+EVALUATED = ("deeppot", "deeppot-r", "deeppot_sea", "se_atten_no_atten_1", "se_atten_no_atten_2")
 
 
 def pbtxt_to_pb(src: Path, dst: Path) -> None:
@@ -52,7 +54,7 @@ def main(checkout: str) -> None:
     infer = Path(checkout) / "source" / "tests" / "infer"
     models = HERE / "models" / "tf_graphs"
     dp = str(Path(sys.executable).parent / "dp")
-    for name in ("deeppot", "deeppot-r", "se_e2_a_tebd"):
+    for name in ("deeppot", "deeppot-r", "se_e2_a_tebd", "se_atten_no_atten_1", "se_atten_no_atten_2"):
         pbtxt_to_pb(infer / f"{name}.pbtxt", models / f"deepmd_{name}.pb")
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "sea_012.pb"

@@ -102,19 +102,26 @@ def refs(name: str, pb: Path) -> None:
     np.savez(HERE / "refs" / f"{name}.npz", **out)
 
 
-def main(version: str, names: list[str]) -> None:
+def train_freeze(version: str, inp: dict, target: Path) -> None:
+    """``dp [--tf] train`` on ``inp`` and ``dp [--tf] freeze`` to ``target`` (version "22": DeePMD-kit 2.2)."""
     dp = shutil.which("dp", path=os.path.dirname(sys.executable)) or "dp"
     flag = [] if version == "22" else ["--tf"]
-    for name, inp in MODELS[version].items():
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "input.json").write_text(json.dumps(inp, indent=1))
+        _run([dp, *flag, "train", "input.json"], work)
+        _run([dp, *flag, "freeze", "-o", str(target)], work)
+
+
+def main(version: str, names: list[str], models: dict | None = None, make_refs=None) -> None:
+    """Train, freeze and reference the models of ``version`` (``names``: only those); another script's
+    ``models`` and ``make_refs(name, pb)`` may stand in for this one's."""
+    for name, inp in (models or MODELS)[version].items():
         if names and name not in names:
             continue
         target = HERE / "models" / "tf_graphs" / f"{name}.pb"
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            (work / "input.json").write_text(json.dumps(inp, indent=1))
-            _run([dp, *flag, "train", "input.json"], work)
-            _run([dp, *flag, "freeze", "-o", str(target)], work)
-        refs(name, target)
+        train_freeze(version, inp, target)
+        (make_refs or refs)(name, target)
         print(name, "done", flush=True)
 
 

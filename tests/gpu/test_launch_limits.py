@@ -69,6 +69,7 @@ def test_se_a_backward_tile_falls_back_instead_of_raising():
     assert shared_memory_problem(1024, 16, 1024, 8) == ""
     assert se_a_tile(100, 16, 100, 8) == 100  # the usual nets: one pass
     assert se_a_tile(512, 16, 512, 8) == 512
+    assert se_a_tile(16, 16, 16, 8) == 16 and shared_memory_problem(16, 16, 16, 8) == ""  # narrow nets: one pass
     # beyond any tile: said once, before a launch (the backend then hands the model to the reference)
     problem = shared_memory_problem(2048, 16, 2048, 8)
     assert "2048" in problem and "shared memory" in problem
