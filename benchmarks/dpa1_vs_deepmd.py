@@ -26,8 +26,8 @@ random 50/50 fcc cells of 500 and 4000 atoms; deepcomp through its ASE calculato
 
 DeePMD-kit runs with ``--deepmd-python`` (a Python with deepmd-kit 3.2, torch and tensorflow; default: the
 venv of benchmarks/cpu_vs_deepmd.py under the cache dir, which has no torch -- pass one that has).
-``--deepmd-pythonpath`` is prepended to the PYTHONPATH of its PyTorch runs: on a machine whose DeePMD-kit PyTorch custom-op
-library was built for another torch version, a ``sitecustomize.py`` there that points ``deepmd.env``'s
+``--deepmd-pythonpath`` is prepended to the PYTHONPATH of its PyTorch runs: on a machine whose DeePMD-kit
+PyTorch custom-op library was built for another torch version, a ``sitecustomize.py`` there that points ``deepmd.env``'s
 SHARED_LIB_DIR at an empty directory makes DeePMD-kit run its pure-Python PyTorch path (the output
 says when such a path was given). Threads: 1 (OMP/OPENBLAS/NUMBA/TF/DP intra-op = 1, inter-op = 1).
 
@@ -214,8 +214,8 @@ def table(results: list[dict]) -> str:
         rtf = f"{tf['median_s'] / r['median_s']:.2f}x" if tf else "-"
         cpu = (f"{pt['cpu_s'] / r['cpu_s']:.2f}x" if pt else "-") + " / " + \
             (f"{tf['cpu_s'] / r['cpu_s']:.2f}x" if tf else "-")
-        lines.append(f"| {n} | {variant} | {r['median_s'] * 1e3:.1f} | {r['min_s'] * 1e3:.1f} | {r['cpu_s'] * 1e3:.1f} | "
-                     f"{r['first_call_s']:.2f} | {r['peak_rss_mb']:.0f} | {rpt} | {rtf} | {cpu} |")
+        lines.append(f"| {n} | {variant} | {r['median_s'] * 1e3:.1f} | {r['min_s'] * 1e3:.1f} | "
+                     f"{r['cpu_s'] * 1e3:.1f} | {r['first_call_s']:.2f} | {r['peak_rss_mb']:.0f} | {rpt} | {rtf} | {cpu} |")
     for r in results:
         if "error" in r:
             lines.append(f"| {r['natoms']} | {r['variant']} | failed: {r['error'].strip().splitlines()[-1][:80]} "

@@ -66,6 +66,12 @@ class PackedDpa1:
         self.smooth, self.normalize, self.dotr = bool(d.smooth), bool(d.normalize), bool(d.attn_dotr)
         self.scaling = float(d.scaling)
         self.strip = d.tebd_input_mode == "strip"
+        # models read from TensorFlow graphs: TF's smooth weight and norm floor (model/params_dpa1.py)
+        self.tf_switch = bool(getattr(d, "tf_switch", False))
+        rs = getattr(d, "switch_rcut_smth", None)
+        self.switch_rs = float(d.rcut_smth if rs is None else rs)
+        self.floor = float(getattr(d, "unit_floor", 1e-12))
+        self.floor_branch = self.floor != 1e-12  # descriptors/dpa1._floor
         nt = self.nt
         ti, tj = np.divmod(np.arange(nt * nt), nt)
         if self.strip:  # the strip net's row of every (centre, neighbour) type pair, code ti * nt + tj
@@ -185,7 +191,8 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
         tj = atype_all[inp.neighbors[p0:p1]]
         rhat, sw = W.get("rhat", (m, 4)), W.get("sw", m)
         runit, rnorm = W.get("runit", (m, 3)), W.get("rnorm", m)
-        K.pair_geometry(vec, ti, pk.davg, pk.dstd, *pk.env, rhat, sw, runit, rnorm)
+        K.pair_geometry(vec, ti, pk.davg, pk.dstd, *pk.env, pk.tf_switch, pk.switch_rs, pk.floor, rhat, sw, runit,
+                        rnorm)
         keys = key_all[p0:p1]
         xs = inp.xs[p0:p1]
         proj = dproj = None
@@ -225,8 +232,8 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
             nrm = W.get(f"nrm{n_layer}", (m, 3)) if pk.normalize else empty2
             a_st, l_st = W.get(f"a{n_layer}", int(o2[-1])), W.get(f"l{n_layer}", int(o2[-1]))
             o = W.get("o", (m, la.h))
-            K.attention_forward(offs, o2, dead, qkv, la.b_in, nrm, pk.normalize, pk.scaling, pk.smooth, pk.dotr, sw, runit,
-                                a_st, l_st, o)
+            K.attention_forward(offs, o2, dead, qkv, la.b_in, nrm, pk.normalize, pk.floor, pk.scaling, pk.smooth,
+                                pk.dotr, sw, runit, a_st, l_st, o)
             y = np.matmul(o, la.w_out, out=W.get(f"y{n_layer}", (m, ng)))
             x_new, sig = W.get(f"x{n_layer}", (m, ng)), W.get(f"sig{n_layer}", m)
             K.layer_norm(y, x, la.b_out, la.ln_w, la.ln_b, la.eps, x_new, sig)  # + b_out + x; y becomes y^
@@ -262,15 +269,15 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
             K.layer_norm_backward(g_x, yh, sig, la.ln_w)  # g_x becomes dE/dY
             g_o = np.matmul(g_x, la.w_out_t, out=W.get("g_o", (m, la.h)))
             g_qkv = W.get("g_qkv0" if n_layer == 0 else "g_qkv", (m, 3 * la.h))
-            K.attention_backward(offs, o2, qkv, nrm, pk.normalize, pk.scaling, pk.smooth, pk.dotr, sw, runit, a_st,
-                                 l_st, g_o, g_qkv, g_sw, g_ru)
+            K.attention_backward(offs, o2, qkv, nrm, pk.normalize, pk.floor, pk.floor_branch, pk.scaling, pk.smooth,
+                                 pk.dotr, sw, runit, a_st, l_st, g_o, g_qkv, g_sw, g_ru)
             if n_layer == 0 and proj is not None:
                 g_proj = g_qkv  # dE/ds gets g_qkv . d(X0 W_in)/ds in input_backward
             else:
                 g_x += np.matmul(g_qkv, la.w_in_t, out=W.get("g_x_in", (m, ng)))
         gvec = W.get("gvec", (m, 3))
-        K.input_backward(vec, ti, pk.dstd, *pk.env, g_x, dx0, dx0w, g_proj, empty2 if dproj is None else dproj,
-                         g_rhat, g_sw, g_ru, runit, rnorm, gvec)
+        K.input_backward(vec, ti, pk.dstd, *pk.env, pk.tf_switch, pk.switch_rs, pk.floor, pk.floor_branch, g_x, dx0,
+                         dx0w, g_proj, empty2 if dproj is None else dproj, g_rhat, g_sw, g_ru, runit, rnorm, gvec)
         pbase, _ = KB.pair_bases(atoms, offsets)
         virial += KB.assemble_forces_virial(atoms, offsets, pbase, inp.neighbors, inp.vectors, gvec, forces,
                                             atom_virial, atomic_virial)

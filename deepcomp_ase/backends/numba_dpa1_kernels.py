@@ -45,14 +45,36 @@ _FM = {"reassoc", "contract"}
 _PAR = dict(parallel=True, cache=True, fastmath=_FM)
 #: DeePMD-kit's logit shift of the smooth attention (model/params_dpa1.ATTNW_SHIFT)
 SHIFT = 20.0
-#: torch's normalize: x / max(|x|, eps)
-UNIT_EPS = 1e-12
 
 
 # ---------------------------------------------------------------------------------- pair inputs
+@njit(inline="always")
+def _smooth_weight(rho, w, dw, tf_switch, rs):
+    """The smooth weight of the type term and attention and d/dr: the switch w(r), or for models read from
+    TensorFlow graphs 1 - (1 - rs w/rho)^3 clipped to [0, 1] (descriptors/se_atten_v2.type_term_switch)."""
+    if not tf_switch:
+        return w, dw
+    uu = 1.0 - rs * (w / rho)
+    v = 1.0 - uu * uu * uu
+    if v > 0.0 and v < 1.0:
+        return v, 3.0 * uu * uu * rs * (dw / rho - w / (rho * rho))
+    return (0.0 if v <= 0.0 else 1.0), 0.0
+
+
+@njit(inline="always")
+def _unit_grad(g, y, yg, nn, floor, floor_branch):
+    """dE/dx of y = x / max(|x|, floor) from dE/dy (descriptors/dpa1._unit_backward): below the floor
+    (TensorFlow's 1e-6, ``floor_branch``) a plain scaling."""
+    if floor_branch and nn <= floor:
+        return g / floor
+    return (g - y * yg) / nn
+
+
 @njit(**_PAR)
-def pair_geometry(vectors, ti, davg, dstd, rcut_smth, rcut, protection, rhat, sw, runit, rnorm):
-    """Per pair: normalised env row R^ (4), switch w, unit direction r^ of R^[1:4] and its norm."""
+def pair_geometry(vectors, ti, davg, dstd, rcut_smth, rcut, protection, tf_switch, rs, floor, rhat, sw, runit,
+                  rnorm):
+    """Per pair: normalised env row R^ (4), smooth weight (:func:`_smooth_weight`), unit direction r^ of
+    R^[1:4] (norm floored at ``floor``) and that norm."""
     for p in prange(vectors.shape[0]):
         r, rho, w, dw, a, b, c, d = _env_pair(vectors[p, 0], vectors[p, 1], vectors[p, 2], rcut_smth, rcut,
                                               protection)
@@ -64,8 +86,8 @@ def pair_geometry(vectors, ti, davg, dstd, rcut_smth, rcut, protection, rhat, sw
         rhat[p, 1] = h1
         rhat[p, 2] = h2
         rhat[p, 3] = h3
-        sw[p] = w
-        nn = max(math.sqrt(h1 * h1 + h2 * h2 + h3 * h3), UNIT_EPS)
+        sw[p] = _smooth_weight(rho, w, dw, tf_switch, rs)[0]
+        nn = max(math.sqrt(h1 * h1 + h2 * h2 + h3 * h3), floor)
         rnorm[p] = nn
         runit[p, 0] = h1 / nn
         runit[p, 1] = h2 / nn
@@ -179,8 +201,8 @@ def _dotr(runit, b, n, dr):
 
 
 @njit(**_PAR)
-def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, scaling, smooth, dotr, sw, runit, a_st, l_st,
-                      out):
+def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling, smooth, dotr, sw, runit, a_st,
+                      l_st, out):
     """Per centre: q, k, v = rows of ``qkv`` (X W_in) + b_in, normalised in place when ``normalize`` (norms
     into ``nrm``); logits L = scaling q k^T (kept in ``l_st``), softmax a (kept in ``a_st``), weights a S
     (r^.r^) and O = weights v into ``out`` (m, h). (The logits as dot products over the width vectorise
@@ -199,7 +221,7 @@ def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, scaling, smooth
                     ss = 0.0
                     for c in range(part * h, part * h + h):
                         ss += qkv[j, c] * qkv[j, c]
-                    nn = max(math.sqrt(ss), UNIT_EPS)
+                    nn = max(math.sqrt(ss), floor)
                     nrm[j, part] = nn
                     for c in range(part * h, part * h + h):
                         qkv[j, c] = qkv[j, c] / nn
@@ -254,8 +276,8 @@ def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, scaling, smooth
 
 
 @njit(**_PAR)
-def attention_backward(offs, o2, qkv, nrm, normalize, scaling, smooth, dotr, sw, runit, a_st, l_st, g_out, g_qkv,
-                       g_sw, g_ru):
+def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scaling, smooth, dotr, sw, runit, a_st,
+                       l_st, g_out, g_qkv, g_sw, g_ru):
     """dE/d(q,k,v before normalisation) into ``g_qkv`` (m, 3h) from dE/dO (m, h); adds dE/dw into ``g_sw``
     and dE/dr^ into ``g_ru`` (rows of the centre only)."""
     h = g_out.shape[1]
@@ -341,7 +363,8 @@ def attention_backward(offs, o2, qkv, nrm, normalize, scaling, smooth, dotr, sw,
                         yg += row[part * h + c] * src[c]
                     nn = nrm[b + j, part]
                     for c in range(h):
-                        g_qkv[b + j, part * h + c] = (src[c] - row[part * h + c] * yg) / nn
+                        g_qkv[b + j, part * h + c] = _unit_grad(src[c], row[part * h + c], yg, nn, floor,
+                                                                floor_branch)
                 else:
                     for c in range(h):
                         g_qkv[b + j, part * h + c] = src[c]
@@ -482,8 +505,8 @@ def descriptor_backward(offs, x, rhat, t_in, g_desc, inv_n, m2, g_x, g_rhat):
 
 
 @njit(**_PAR)
-def input_backward(vectors, ti, dstd, rcut_smth, rcut, protection, g_x, dx0, dx0w, dp, dp_s, g_rhat, g_sw, g_ru,
-                   runit, rnorm, gvec):
+def input_backward(vectors, ti, dstd, rcut_smth, rcut, protection, tf_switch, rs, floor, floor_branch, g_x, dx0,
+                   dx0w, dp, dp_s, g_rhat, g_sw, g_ru, runit, rnorm, gvec):
     """dE/dx_ij (m, 3) of every pair: dE/ds = dE/dR^_0 + g_x . dX0/ds (+ dE/dP . dP/ds where the first
     projection came from the tables: ``dp``/``dp_s`` non-empty), dE/dw (+ g_x . dX0/dw), dE/dr^ through
     the unit vector, then the env-matrix chain (as envmat.rows_to_vector_gradient) and the switch."""
@@ -511,15 +534,15 @@ def input_backward(vectors, ti, dstd, rcut_smth, rcut, protection, g_x, dx0, dx0
         nn = rnorm[p]
         t = ti[p]
         g0 = (g_rhat[p, 0] + s) / dstd[t, 0]
-        g1 = (g_rhat[p, 1] + (gr0 - u0 * ug) / nn) / dstd[t, 1]
-        g2 = (g_rhat[p, 2] + (gr1 - u1 * ug) / nn) / dstd[t, 2]
-        g3 = (g_rhat[p, 3] + (gr2 - u2 * ug) / nn) / dstd[t, 3]
+        g1 = (g_rhat[p, 1] + _unit_grad(gr0, u0, ug, nn, floor, floor_branch)) / dstd[t, 1]
+        g2 = (g_rhat[p, 2] + _unit_grad(gr1, u1, ug, nn, floor, floor_branch)) / dstd[t, 2]
+        g3 = (g_rhat[p, 3] + _unit_grad(gr2, u2, ug, nn, floor, floor_branch)) / dstd[t, 3]
         v0 = vectors[p, 0]
         v1 = vectors[p, 1]
         v2 = vectors[p, 2]
         r, rho, w, dw, a, b, c, d = _env_pair(v0, v1, v2, rcut_smth, rcut, protection)
         x, y, z = _env_chain(g0, g1, g2, g3, v0, v1, v2, r, rho, w, dw)
-        f = gs * dw / r
+        f = gs * _smooth_weight(rho, w, dw, tf_switch, rs)[1] / r
         gvec[p, 0] = x + f * v0
         gvec[p, 1] = y + f * v1
         gvec[p, 2] = z + f * v2
