@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import Reference, assert_ghost_atoms_agree
+from test_dpa1 import _angular_davg, _edited, _smooth_concat
 
 from deepcomp_ase.compress.api import compress_model
 from deepcomp_ase.io.load import read_model_tree
@@ -97,31 +98,14 @@ def test_equals_numpy_on_random_displacements(files, name):
         _compare(*_pair(files(MODELS / f"{name}.pth", compressed)), structures)
 
 
-def _edited(tmp_path, name, edit):
-    tree = copy.deepcopy(read_model_tree(MODELS / f"{name}.dp"))
-    edit(tree["model"]["descriptor"])
-    path = tmp_path / f"{name}-edited.dp"
-    with h5py.File(path, "w") as f:
-        write_h5_tree(f, tree)
-    return path
-
-
 def _exclude_and_davg(d):
     """Descriptor exclusions (the slot stays, the pair adds nothing) and non-zero angular statistics
     (padding rows and the r^.r^ gate move)."""
     d["exclude_types"] = [[0, 1]]
-    d["set_davg_zero"] = False
-    d["@variables"]["davg"][..., 1:] = np.array([0.03, -0.02, 0.05])
-    d["@variables"]["dstd"][..., 1:] *= np.array([1.0, 1.3, 0.8])
+    _angular_davg(d)
 
 
-def _smooth(d):
-    d["smooth_type_embedding"] = True
-    for layer in d["attention_layers"]["attention_layers"]:
-        layer["attention_layer"]["smooth"] = True
-
-
-@pytest.mark.parametrize("name,extra_edit", [("pt_cuau_dpa1_concat", _smooth), ("pt_cuau_dpa1_strip", None),
+@pytest.mark.parametrize("name,extra_edit", [("pt_cuau_dpa1_concat", _smooth_concat), ("pt_cuau_dpa1_strip", None),
                                              ("pt_cuau_dpa1_strip_sharp", None)])
 def test_exclusions_and_angular_statistics(files, tmp_path, name, extra_edit):
     def edit(d):
