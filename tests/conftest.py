@@ -167,6 +167,19 @@ def with_ghost_atoms(coord, atype, cell, rcut):
     return np.concatenate([atype, atype[owner]]), i.astype(np.int64), neighbors.astype(np.int64), vec, owner
 
 
+def assert_ghost_atoms_agree(pot, coord, atype, box):
+    """LAMMPS's local + ghost atoms (:func:`with_ghost_atoms`) give the periodic result of ``pot``."""
+    cell = np.asarray(box, dtype=np.float64).reshape(3, 3)
+    want = pot.compute_atoms(coord, atype, cell, [True] * 3)
+    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, pot.rcut)
+    got = pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors)
+    forces = got.forces[:len(coord)].copy()
+    np.add.at(forces, owner, got.forces[len(coord):])
+    assert abs(got.energy - want.energy) <= 1e-10 * len(coord)
+    assert np.abs(forces - want.forces).max() <= 1e-9
+    assert np.abs(got.virial - want.virial).max() <= 1e-9 * len(coord)
+
+
 def write_dp(tree, path):
     """Write a serialization tree as a DeePMD-kit .dp file (tests that edit real models)."""
     import h5py

@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import (Reference, assert_within_table_error, central_difference_force, central_difference_virial,
-                      deviations, evaluate, with_ghost_atoms)
+from conftest import (Reference, assert_ghost_atoms_agree, assert_within_table_error, central_difference_force,
+                      central_difference_virial, deviations, evaluate)
 from test_pth_reader import assert_bitwise_same
 
 from deepcomp_ase.compress.api import compress_model
@@ -90,25 +90,16 @@ def test_yaml_model_matches_deepmd(potential):
 def test_ghost_atoms_like_lammps(potential, name):
     """LAMMPS's local + ghost atoms give the periodic result: padding takes local atom 0's type."""
     pot = potential(MODELS / f"{name}.pth")
-    coord, atype, box = Reference(name).structure("p32_2")
-    cell = np.asarray(box, dtype=np.float64).reshape(3, 3)
-    want = pot.compute_atoms(coord, atype, cell, [True] * 3)
-    atype_all, centers, neighbors, vectors, owner = with_ghost_atoms(coord, atype, cell, pot.rcut)
-    got = pot.compute_pairs(atype_all, len(coord), centers, neighbors, vectors)
-    forces = got.forces[:len(coord)].copy()
-    np.add.at(forces, owner, got.forces[len(coord):])
-    assert abs(got.energy - want.energy) <= 1e-10 * len(coord)
-    assert np.abs(forces - want.forces).max() <= 1e-9
-    assert np.abs(got.virial - want.virial).max() <= 1e-9 * len(coord)
+    assert_ghost_atoms_agree(pot, *Reference(name).structure("p32_2"))
 
 
-def test_numba_backend_selects_and_delegates(tmp_path):
-    """The numba backend selects neighbours (excluded pairs keep their slot) and hands the evaluation
-    of a DPA-1 part to the numpy reference."""
+def test_numba_backend_evaluates_dpa1(tmp_path):
+    """The numba backend selects neighbours (excluded pairs keep their slot) and evaluates a DPA-1 model
+    with its own kernels (backends/numba_dpa1.py; tests/test_numba_dpa1.py compares them with numpy)."""
     pytest.importorskip("numba")
     name = "pt_cuau_dpa1_strip_sharp"
     pot = DeepPotential.from_file(MODELS / f"{name}.pth", backend="numba")
-    assert not pot.backend.handles(pot)
+    assert pot.backend.handles(pot)
     _check(pot, name)
 
 

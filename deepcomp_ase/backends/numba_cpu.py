@@ -7,7 +7,8 @@ with its type-pair term; its neighbour selection, "mixed" over types, is the num
 a hybrid runs each part's kernels into its columns of the descriptor); compressed se_e3 models
 run their own fused kernels (:mod:`.numba_kernels_se_e3`, packing and driver at the end of this
 module); uncompressed se_e3 models and hybrids with an se_e3 part are delegated to the numpy
-reference backend.
+reference backend. DPA-1 models with attention layers run :mod:`.numba_dpa1` (GEMMs over the pairs
+of a chunk of atoms and per-centre attention kernels); hybrids with a DPA-1 part are delegated.
 
 Evaluation, per chunk of centre atoms (atoms ordered by type so that each type's fitting-net
 rows are contiguous):
@@ -578,10 +579,10 @@ class Backend:
     # -------------------------------------------------------------- evaluation
     @staticmethod
     def handles(model) -> bool:
-        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r, hybrids of them, and
-        compressed se_e3 models."""
+        """True for what the compiled path evaluates: se_e2_a, se_atten_v2, se_e2_r, hybrids of them,
+        compressed se_e3 models and DPA-1 models (not in hybrids: see _dpa1_compiled)."""
         parts = model.plan.parts
-        return all(p.kernel in COMPILED_KERNELS for p in parts) or _se_e3_compiled(parts)
+        return all(p.kernel in COMPILED_KERNELS for p in parts) or _se_e3_compiled(parts) or _dpa1_compiled(parts)
 
     def _packs(self, model) -> list:
         """One :class:`_Packed` per descriptor part (built once per plan)."""
@@ -617,6 +618,15 @@ class Backend:
                     pk = _PackedSeE3(plan, self.precision)
                     self._packed = {("se_e3", id(plan)): pk}
                 return evaluate_se_e3(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64),
+                                      model.tally, atomic_virial, self.chunk_atoms, extra)
+            if _dpa1_compiled(plan.parts):  # DPA-1: backends/numba_dpa1.py
+                pk = self._packed.get(("dpa1", id(plan)))
+                if pk is None or pk.plan is not plan:
+                    from .numba_dpa1 import PackedDpa1
+
+                    pk = PackedDpa1(plan, _Packed(plan, 0, _Fitting(plan.params, self.precision)))
+                    self._packed = {("dpa1", id(plan)): pk}
+                return _evaluate_dpa1(pk, pair_lists[0], np.ascontiguousarray(atype_all, dtype=np.int64),
                                       model.tally, atomic_virial, self.chunk_atoms, extra)
             return evaluate_parts(self._packs(model), pair_lists, np.ascontiguousarray(atype_all, dtype=np.int64),
                                   model.tally, atomic_virial, self.chunk_atoms, extra)
@@ -796,6 +806,22 @@ def thread_count() -> int:
 
 __all__ = ["Backend", "is_available", "why_unavailable", "neighbor_pairs", "cell_list_setup", "thread_count",
            "pair_vectors"]
+
+
+# ============================================================================== DPA-1 (issue 24)
+def _dpa1_compiled(parts) -> bool:
+    """A model whose only part is DPA-1 runs backends/numba_dpa1.py. In a hybrid a DPA-1 part stays on the
+    numpy reference: evaluate_parts runs every part through the se_e2_a-style fused kernels per chunk of
+    type-ordered atoms, which the attention layers (chunks of consecutive atoms, GEMMs over their pairs)
+    do not fit without a second driver."""
+    return len(parts) == 1 and parts[0].kernel == "dpa1"
+
+
+def _evaluate_dpa1(pk, pairs: PairList, atype_all, tally, atomic_virial: bool, chunk_atoms, extra):
+    from .numba_dpa1 import evaluate_dpa1
+
+    return evaluate_dpa1(pk, _PartInputs(pk.base, pairs, atype_all, tally), atype_all, tally, atomic_virial,
+                         chunk_atoms, extra)
 
 
 # ============================================================================== se_e3 (issue 15)
