@@ -257,16 +257,11 @@ def test_mask_the_script_denies_refused(tmp_path):
         read_pb(path)
 
 
-def test_attn_mask_tree_of_a_graph_checked():
-    """A layer's do_mask that contradicts the descriptor's attn_mask; the mask outside a TF graph's tree."""
+def test_layer_mask_contradicting_attn_mask_refused():
     tree = read_pb(GRAPHS / "tf32_cuau_se_atten_mask.pb")
     tree["model"]["descriptor"]["attention_layers"]["attention_layers"][1]["attention_layer"]["do_mask"] = False
     with pytest.raises(ModelFormatError, match="do_mask' is False, which contradicts the descriptor's attn_mask"):
         parse_model(tree, "edited.pb")
-    tree = read_pb(GRAPHS / "tf32_cuau_se_atten_mask.pb")
-    del tree["model"]["descriptor"]["evaluation"]
-    with pytest.raises(UnsupportedModelError, match="converted from a TensorFlow graph"):
-        parse_model(tree, "converted.dp")
 
 
 def test_smooth_exclusion_with_davg_refused(tmp_path):
@@ -291,7 +286,8 @@ def test_tensorflow_evaluation_only_in_tensorflow_trees():
     tree["model"]["descriptor"]["evaluation"]["switch_rcut_smth"] = 0.6
     with pytest.raises(ModelFormatError, match="switch_rcut_smth"):
         parse_model(tree, "edited.pb")
-    tree = read_pb(GRAPHS / "tf32_cuau_se_atten.pb")
-    del tree["model"]["descriptor"]["evaluation"]
-    with pytest.raises(UnsupportedModelError, match="converted from a TensorFlow graph"):
-        parse_model(tree, "converted.dp")
+    for name in ("tf32_cuau_se_atten", "tf32_cuau_se_atten_mask"):  # the latter: attn_mask true
+        tree = read_pb(GRAPHS / f"{name}.pb")
+        del tree["model"]["descriptor"]["evaluation"]
+        with pytest.raises(UnsupportedModelError, match="converted from a TensorFlow graph"):
+            parse_model(tree, "converted.dp")

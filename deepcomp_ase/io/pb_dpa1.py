@@ -307,8 +307,8 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
             graph, lambda k, l: f"filter_type_all/{k}_{l}_two_side_ebd", in_dim=2 * tebd_dim, **net)})
     tree.update({
         "attention_layers": _attention(graph, nlayer=nlayer, nnei=nnei, ng=neuron[-1], hidden=hidden, dotr=dotr,
-                                       smooth=smooth, mask=mask, trainable_ln=trainable_ln, ln_eps=ln_eps, raw_prec=raw_prec,
-                                       prec=prec),
+                                       smooth=smooth, mask=mask, trainable_ln=trainable_ln, ln_eps=ln_eps,
+                                       raw_prec=raw_prec, prec=prec),
         "env_mat": pb._env_mat(d),
         "type_embedding": te_tree,
         "exclude_types": excl,
