@@ -202,7 +202,7 @@ def _dotr(runit, b, n, dr):
 
 @njit(**_PAR)
 def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling, smooth, dotr, sw, runit, a_st,
-                      l_st, out):
+                      l_st, out, self_mask=False):
     """Per centre: q, k, v = rows of ``qkv`` (X W_in) + b_in, normalised in place when ``normalize`` (norms
     into ``nrm``); logits L = scaling q k^T (kept in ``l_st``), softmax a (kept in ``a_st``), weights a S
     (r^.r^) and O = weights v into ``out`` (m, h). (The logits as dot products over the width vectorise
@@ -268,6 +268,8 @@ def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling,
                     wt *= swj * sw[b + l]
                 if dotr:
                     wt *= dr[j, l]
+                if self_mask and l == j:  # attn_mask: a slot's weight on itself is zero
+                    wt = 0.0
                 vl = qkv[b + l]
                 for c in range(h):
                     acc[c] += wt * vl[2 * h + c]
@@ -277,7 +279,7 @@ def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling,
 
 @njit(**_PAR)
 def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scaling, smooth, dotr, sw, runit, a_st,
-                       l_st, g_out, g_qkv, g_sw, g_ru):
+                       l_st, g_out, g_qkv, g_sw, g_ru, self_mask=False):
     """dE/d(q,k,v before normalisation) into ``g_qkv`` (m, 3h) from dE/dO (m, h); adds dE/dw into ``g_sw``
     and dE/dr^ into ``g_ru`` (rows of the centre only)."""
     h = g_out.shape[1]
@@ -305,6 +307,9 @@ def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scali
                 gw = 0.0
                 for c in range(h):
                     gw += go[c] * qkv[b + l, 2 * h + c]
+                masked = self_mask and l == j  # attn_mask: the diagonal weight is 0, its gradient too
+                if masked:
+                    gw = 0.0
                 a = a_st[base + j * n + l]
                 s = swj * sw[b + l] if smooth else 1.0
                 amp = a * s
@@ -315,6 +320,8 @@ def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scali
                 else:
                     wt = amp
                     gamp = gw
+                if masked:
+                    wt = 0.0
                 gvl = gv[l]
                 for c in range(h):
                     gvl[c] += wt * go[c]
