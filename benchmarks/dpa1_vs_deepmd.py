@@ -10,9 +10,9 @@ with resnet_dt), trained two steps on the test Cu/Au data (speed does not depend
 ``dp --pt train`` + ``dp --pt freeze`` (dpa1.pth) and, for DeePMD-kit's TensorFlow backend, the same
 architecture as ``se_atten`` (attn_mask false, type_embedding [8]) with ``dp --tf train`` + ``dp --tf
 freeze`` (dpa1_tf.pb: other weights, the same work per call). DeePMD-kit 3.2 converts neither way
-(``dp convert-backend`` of this .pth needs PyTorch and TensorFlow ops together), so the TF line is a
-twin of the model, not the same weights; deepcomp reads the .pth. deepcomp compresses it with the
-default step (0.01, extrapolate 5).
+(``dp convert-backend`` of this .pth needs PyTorch and TensorFlow ops together), so the TF graph is a
+twin of the .pth (other weights, the same work); deepcomp reads both, so each DeePMD-kit line has a deepcomp
+line on the very same file. deepcomp compresses with the default step (0.01, extrapolate 5).
 
 Variants (each in its own subprocess, on the Cu/Au cells of benchmarks/cpu_vs_deepmd.py: the refsuite's
 random 50/50 fcc cells of 500 and 4000 atoms; deepcomp through its ASE calculator, DeePMD-kit through
@@ -23,6 +23,9 @@ random 50/50 fcc cells of 500 and 4000 atoms; deepcomp through its ASE calculato
 - ``deepmd-pt``: ``deepmd.infer.DeepPot("dpa1.pth")`` (DeePMD-kit's PyTorch backend)
 - ``deepmd-tf``: ``deepmd.infer.DeepPot("dpa1_tf.pb")`` (its TensorFlow backend, uncompressed: it refuses
   to compress models with attention layers)
+- ``deepcomp-numba-compressed-tf``, ``deepcomp-numba-uncompressed-tf``: deepcomp on that same TF graph
+  (read directly, compressed with the same defaults): the same weights as ``deepmd-tf``; the energy
+  difference to it is printed after the table
 
 DeePMD-kit runs with ``--deepmd-python`` (a Python with deepmd-kit 3.2, torch and tensorflow; default: the
 venv of benchmarks/cpu_vs_deepmd.py under the cache dir, which has no torch -- pass one that has).
@@ -55,7 +58,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(REPO))
 
 VARIANTS = ("deepcomp-numba-compressed", "deepcomp-numba-uncompressed", "deepcomp-numpy-compressed", "deepmd-pt",
-            "deepmd-tf")
+            "deepcomp-numba-compressed-tf", "deepcomp-numba-uncompressed-tf", "deepmd-tf")
 DESCRIPTOR_PT = {"type": "dpa1", "sel": 50, "rcut_smth": 0.5, "rcut": 5.0, "neuron": [25, 50, 100],
                  "axis_neuron": 16, "tebd_dim": 8, "attn": 32, "attn_layer": 2, "attn_dotr": True,
                  "attn_mask": False, "tebd_input_mode": "concat", "seed": 1}
@@ -175,15 +178,19 @@ def models(cache: Path, deepmd_py: Path, env_pt: dict, env_tf: dict, variants) -
     if not pth.exists():
         print("# dp --pt train + freeze (2 steps): dpa1.pth", flush=True)
         _train(dp, "pt", DESCRIPTOR_PT, mdir / "train_pt", pth, env_pt)
-    if "deepmd-tf" in variants and not pb.exists():
+    dcz_tf = mdir / "dpa1_tf.dcz"
+    if any(v.endswith("-tf") for v in variants) and not pb.exists():
         print("# dp --tf train + freeze (2 steps): dpa1_tf.pb", flush=True)
         _train(dp, "tf", DESCRIPTOR_TF, mdir / "train_tf", pb, env_tf)
-    if not dcz.exists():
-        from deepcomp_ase import compress_model
+    from deepcomp_ase import compress_model
 
+    if not dcz.exists():
         compress_model(pth, dcz, step=0.01, extrapolate=5)
+    if "deepcomp-numba-compressed-tf" in variants and not dcz_tf.exists():
+        compress_model(pb, dcz_tf, step=0.01, extrapolate=5)
     return {"deepcomp-numba-compressed": dcz, "deepcomp-numba-uncompressed": pth, "deepcomp-numpy-compressed": dcz,
-            "deepmd-pt": pth, "deepmd-tf": pb}
+            "deepmd-pt": pth, "deepcomp-numba-compressed-tf": dcz_tf, "deepcomp-numba-uncompressed-tf": pb,
+            "deepmd-tf": pb}
 
 
 def run_variant(py, variant, model, natoms, cell_file, repeats, warmup, timeout, env) -> dict:
@@ -280,6 +287,11 @@ def main(argv=None):
             print(f"# {n} atoms, {v}: {msg}", flush=True)
     print(f"# load average after: {load_average()}")
     print(table(results))
+    for r in results:  # deepcomp on DeePMD-kit's own TF graph: the same numbers, not only the same work
+        ref = next((q for q in results if q["variant"] == "deepmd-tf" and q["natoms"] == r["natoms"]), None)
+        if r["variant"].endswith("-tf") and r["variant"] != "deepmd-tf" and ref and "error" not in r and "error" not in ref:
+            print(f"# {r['natoms']} atoms, {r['variant']} vs deepmd-tf: energy differs by "
+                  f"{abs(r['energy'] - ref['energy']) / r['natoms']:.2e} eV/atom")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "machine": machine(), "revision": git_revision(),
                                                "load_average_end": load_average()}, indent=1))

@@ -61,8 +61,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DECK = HERE / "lammps_bench" / "in.bench"
 HOOK = HERE / "lammps_bench" / "timing_hook"
-DATA = HERE / "data" / "cuau_4000.lmp"
-NATOMS = 4000
 MODEL = "cuau_se_e2_a"
 DEEPMD_LAMMPS_PIN = "lammps[mpi]==2025.7.22.2.0"
 VARIANTS = ("deepcomp", "deepmd")
@@ -161,21 +159,24 @@ def site_packages(venv: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ set-up
-def setup_ours(venv: Path, work: Path) -> dict:
+def setup_ours(venv: Path, work: Path, source: Path | None = None) -> dict:
     lmp = venv / "bin" / "lmp"
     cli = venv / "bin" / "deepcomp"
     for p in (lmp, cli):
         if not p.exists():
             raise SystemExit(f"{p} missing: pip install '{REPO}[test]' into {venv} first")
-    model = work / f"{MODEL}.dcz"
-    print(f"# {cli} compress -i tests/data/models/{MODEL}.dp -o {model}", flush=True)
-    subprocess.run([str(cli), "compress", "-i", str(REPO / "tests" / "data" / "models" / f"{MODEL}.dp"), "-o",
-                    str(model)], check=True, capture_output=True, text=True)
+    source = source or REPO / "tests" / "data" / "models" / f"{MODEL}.dp"
+    model = work / f"{source.stem}.dcz"
+    print(f"# {cli} compress -i {source} -o {model}", flush=True)
+    subprocess.run([str(cli), "compress", "-i", str(source), "-o", str(model)], check=True, capture_output=True,
+                   text=True)
     return {"lmp": lmp, "mpiexec": venv / "bin" / "mpiexec", "model": model, "env": thread_env(),
             "python": venv / "bin" / "python"}
 
 
-def setup_deepmd(cache: Path) -> dict:
+def setup_deepmd(cache: Path, pb: Path | None = None) -> dict:
+    """DeePMD-kit's LAMMPS plugin and its model: ``dp --tf compress`` of the bundled se_e2_a graph, or ``pb``
+    as it is (a DPA-1 graph: DeePMD-kit's TF backend refuses to compress attention layers)."""
     sys.path.insert(0, str(HERE))
     from cpu_vs_deepmd import deepmd_python  # installs deepmd-kit 3.2.0 + tensorflow-cpu 2.21.0 on first use
 
@@ -183,7 +184,7 @@ def setup_deepmd(cache: Path) -> dict:
     dvenv = py.parent.parent
     mdir = cache / "models"
     mdir.mkdir(parents=True, exist_ok=True)
-    model = mdir / f"{MODEL}-compress.pb"
+    model = pb or mdir / f"{MODEL}-compress.pb"
     if not model.exists():  # as benchmarks/cpu_vs_deepmd.py makes it
         (mdir / f"{MODEL}.pb").write_bytes((REPO / "tests" / "data" / "models" / f"{MODEL}.pb").read_bytes())
         print(f"# dp --tf compress -i {MODEL}.pb -o {model.name}", flush=True)
@@ -229,7 +230,7 @@ def run_lammps(side: dict, pstyle: str, ranks: int, nsteps: int, work: Path, tag
                timeout=1800) -> dict:
     log = work / f"{tag}.log"
     cmd = [str(side["lmp"]), "-in", str(DECK), "-var", "pstyle", pstyle, "-var", "model", str(side["model"]),
-           "-var", "data", str(DATA), "-var", "nsteps", str(nsteps), "-log", str(log), "-screen", "none"]
+           "-var", "data", str(side["data"]), "-var", "nsteps", str(nsteps), "-log", str(log), "-screen", "none"]
     if ranks > 1:
         cmd = [str(side["mpiexec"]), "-n", str(ranks), *cmd]
     if Path("/usr/bin/time").exists():
@@ -285,7 +286,7 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
-def table(summary: dict) -> str:
+def table(summary: dict, natoms: int = 4000, natoms_pb: bool = False) -> str:
     lines = ["| variant | ranks | ms/step | us/step/atom | peak RSS MB | deepmd / deepcomp | CPU ms/step | "
              "deepmd / deepcomp (CPU) |", "|---|---|---|---|---|---|---|---|"]
     for (variant, ranks), s in sorted(summary.items(), key=lambda kv: (kv[0][1], VARIANTS.index(kv[0][0]))):
@@ -293,8 +294,9 @@ def table(summary: dict) -> str:
         ratio = f"{dp['ms'] / s['ms']:.2f}x" if dp else "-"
         cpu_ratio = f"{dp['cpu_ms'] / s['cpu_ms']:.2f}x" if dp else "-"
         spread = f" ({s['min']:.1f}-{s['max']:.1f})" if s["n"] > 1 else ""
-        name = "pair_style deepcomp (.dcz, numba)" if variant == "deepcomp" else "pair_style deepmd (-compress.pb, TF)"
-        lines.append(f"| {name} | {ranks} | {s['ms']:.1f}{spread} | {s['ms'] * 1e3 / NATOMS:.1f} | {s['rss']:.0f} | "
+        name = "pair_style deepcomp (.dcz, numba)" if variant == "deepcomp" else \
+            f"pair_style deepmd ({'.pb' if natoms_pb else '-compress.pb'}, TF)"
+        lines.append(f"| {name} | {ranks} | {s['ms']:.1f}{spread} | {s['ms'] * 1e3 / natoms:.1f} | {s['rss']:.0f} | "
                      f"{ratio} | {s['cpu_ms']:.1f} | {cpu_ratio} |")
     return "\n".join(lines)
 
@@ -334,8 +336,14 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     p.add_argument("--standalone", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--pb", default=None, help="a DeePMD-kit TF graph to compare on instead of the bundled se_e2_a "
+                   "model: pair_style deepmd runs it as it is, pair_style deepcomp its deepcomp compression (e.g. "
+                   "a DPA-1 graph, which DeePMD-kit cannot compress)")
+    p.add_argument("--atoms", type=int, default=4000, choices=(500, 4000), help="the Cu/Au cell of benchmarks/data")
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    natoms, data = args.atoms, HERE / "data" / f"cuau_{args.atoms}.lmp"
+    pb = Path(args.pb).expanduser().resolve() if args.pb else None
     if args.standalone:
         print(json.dumps(standalone(args.standalone, args.model, args.standalone_repeats)))
         return
@@ -344,16 +352,17 @@ def main(argv=None):
     cache = Path(args.cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lammps_vs_deepmd_"))
-    ours = setup_ours(Path(args.our_venv).expanduser(), work)
+    ours = setup_ours(Path(args.our_venv).expanduser(), work, pb)
     if args.source:
         ours["env"]["PYTHONPATH"] = str(REPO)
     if args.blas_auto:
         ours["env"].pop("OPENBLAS_CORETYPE", None)
-    theirs = setup_deepmd(cache)
+    theirs = setup_deepmd(cache, pb)
+    ours["data"] = theirs["data"] = data
     sides = {"deepcomp": ours, "deepmd": theirs}
 
     header = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {machine()} | "
-              f"git {git_revision()} | {NATOMS} atoms, {args.nsteps} timed steps, repeats {args.repeats} | "
+              f"git {git_revision()} | {natoms} atoms{', model ' + pb.name if pb else ''}, {args.nsteps} timed steps, repeats {args.repeats} | "
               f"deepcomp side OPENBLAS_CORETYPE={ours['env'].get('OPENBLAS_CORETYPE', '(unset)')}")
     print("#", header)
     print("# command:", command, flush=True)
@@ -410,10 +419,10 @@ def main(argv=None):
     finals = {f"{v} {n}": s["final"]["etotal"] for (v, n), s in summary.items()}
     print(f"# TotEng at the last step: {finals}")
     print()
-    print(table(summary))
+    print(table(summary, natoms, pb is not None))
     print()
     if ov:
-        print(f"Hand-off overhead of pair_style deepcomp (1 rank, {NATOMS} atoms, instrumented run, steps "
+        print(f"Hand-off overhead of pair_style deepcomp (1 rank, {natoms} atoms, instrumented run, steps "
               f"{ov['first_step']}-{ov['last_step']}): loop {ov['loop_ms']:.1f} ms/step, LAMMPS Pair "
               f"{ov['pair_ms']:.1f} ms, inside compute_pairs {ov['model_ms']:.1f} ms -> hand-off "
               f"{ov['handoff_ms']:.2f} ms/step = {100 * ov['fraction_of_step']:.1f} % of the step "

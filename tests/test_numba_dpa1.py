@@ -180,7 +180,8 @@ def test_exact_net_slope_is_the_reference_one():
 
 
 TF_GRAPHS = ("tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau3_se_atten_smooth",
-             "tf32_cuau_se_atten_a0_excl", "tf22_cuau_se_atten", "tf32_cuau_se_atten_strip_sharp")
+             "tf32_cuau_se_atten_a0_excl", "tf22_cuau_se_atten", "tf32_cuau_se_atten_strip_sharp",
+             "tf32_cuau_se_atten_mask", "tf22_cuau_se_atten_mask")  # the last two: attn_mask
 
 
 @pytest.mark.parametrize("name", TF_GRAPHS)

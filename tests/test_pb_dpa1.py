@@ -8,6 +8,7 @@ close to rcut that TensorFlow's l2_normalize floor decides its angular gate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,6 +31,8 @@ GRAPHS = Path(__file__).parent / "data" / "models" / "tf_graphs"
 MODELS = Path(__file__).parent / "data" / "models"
 NAMES = ("tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau3_se_atten_smooth", "tf32_cuau_se_atten_a0_excl",
          "tf22_cuau_se_atten", "tf22_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp")
+#: attn_mask true (each slot's weight on itself zeroed), two layers: 3.2 smooth concat, 2.2 sharp concat
+MASKED = ("tf32_cuau_se_atten_mask", "tf22_cuau_se_atten_mask")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def potential(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + MASKED)
 def test_uncompressed_matches_deepmd(potential, name):
     pot = potential(name)
     d = pot.plan.parts[0].descriptor
@@ -110,17 +113,35 @@ def test_settings_from_the_graph(potential):
     assert got["tf32_cuau_se_atten_v2_a2"].layers[0].ln_eps == 1e-4
     assert got["tf22_cuau_se_atten"].layers[1].ln_eps == 1e-3  # 2.2: Keras' default
     assert all(got[n].scaling == 1.0 and got[n].normalize for n in NAMES)
+    assert not any(got[n].attn_mask for n in NAMES)
+
+
+@pytest.mark.parametrize("name", MASKED)
+def test_attn_mask_from_the_graph(potential, name):
+    """The graph's mask is read and matters: without it the results leave DeePMD-kit's by >= 100 times the
+    tolerance of test_uncompressed_matches_deepmd (measured: 1.2e-7 eV/atom, 1.9e-5 eV/A for tf32)."""
+    pot = potential(name)
+    d = pot.plan.parts[0].descriptor
+    assert d.attn_mask and len(d.layers) == 2 and d.smooth == ("tf32" in name)
+    assert "attn_mask" in d.summary()
+    params = dataclasses.replace(pot.params, descriptor=dataclasses.replace(d, attn_mask=False))
+    unmasked = DeepPotential(params, backend="numpy")
+    ref = Reference(name)
+    res = evaluate(unmasked, ref, "p32_0")
+    dev = deviations(res, ref.output("p32_0", "pb"), len(ref.structure("p32_0")[1]))
+    assert dev["e_per_atom"] > 1e-8 and dev["force"] > 1e-7, dev
 
 
 @pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp",
-                                  "tf32_cuau3_se_atten_smooth", "tf22_cuau_se_atten"])
+                                  "tf32_cuau3_se_atten_smooth", "tf22_cuau_se_atten", *MASKED])
 def test_compressed_within_table_error(potential, name):
     exact, tab = potential(name), potential(name, compressed=True)
     assert tab.plan.parts[0].compressed and tab.plan.parts[0].descriptor.tf_switch
     assert_within_table_error(exact, tab, Reference(name), ("p32_0", "p108_1", "cluster55", "near_cut"))
 
 
-@pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp"])
+@pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp",
+                                  *MASKED])
 def test_forces_are_energy_gradients(potential, name):
     """TF's branches (norm floor, rebuilt switch, padding rows) in the hand-written backward pass: central
     differences on near_cut, whose last atom sits where the floor acts. There the gate is w(r) / 1e-6 with
@@ -215,7 +236,7 @@ def test_renamed_weight_named(tmp_path):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda m: m["descriptor"].update(attn_mask=True), "attn_mask' is true"),
+    (lambda m: m["descriptor"].update(attn_mask=True), "attn_mask' is True but the graph's attention layers lack"),
     (lambda m: m["descriptor"].update(attn=16), "attn' is 16 but 'attention_layer_0/c_query/matrix' has 8"),
     (lambda m: m["descriptor"].update(tebd_input_mode="strip"), "tebd_input_mode' is 'strip'"),
     (lambda m: m["descriptor"].update(type_one_side=True), "type_one_side' is True"),
@@ -227,6 +248,20 @@ def test_script_contradicting_the_graph_refused(tmp_path, edit, match):
     path = _with_script(GRAPHS / "tf32_cuau_se_atten.pb", tmp_path / "edited.pb", edit)
     with pytest.raises((ModelFormatError, UnsupportedModelError), match=match):
         read_pb(path)
+
+
+def test_mask_the_script_denies_refused(tmp_path):
+    path = _with_script(GRAPHS / "tf32_cuau_se_atten_mask.pb", tmp_path / "edited.pb",
+                        lambda m: m["descriptor"].update(attn_mask=False))
+    with pytest.raises(ModelFormatError, match="attn_mask' is False but the graph's attention layers have"):
+        read_pb(path)
+
+
+def test_layer_mask_contradicting_attn_mask_refused():
+    tree = read_pb(GRAPHS / "tf32_cuau_se_atten_mask.pb")
+    tree["model"]["descriptor"]["attention_layers"]["attention_layers"][1]["attention_layer"]["do_mask"] = False
+    with pytest.raises(ModelFormatError, match="do_mask' is False, which contradicts the descriptor's attn_mask"):
+        parse_model(tree, "edited.pb")
 
 
 def test_smooth_exclusion_with_davg_refused(tmp_path):
@@ -251,7 +286,8 @@ def test_tensorflow_evaluation_only_in_tensorflow_trees():
     tree["model"]["descriptor"]["evaluation"]["switch_rcut_smth"] = 0.6
     with pytest.raises(ModelFormatError, match="switch_rcut_smth"):
         parse_model(tree, "edited.pb")
-    tree = read_pb(GRAPHS / "tf32_cuau_se_atten.pb")
-    del tree["model"]["descriptor"]["evaluation"]
-    with pytest.raises(UnsupportedModelError, match="converted from a TensorFlow graph"):
-        parse_model(tree, "converted.dp")
+    for name in ("tf32_cuau_se_atten", "tf32_cuau_se_atten_mask"):  # the latter: attn_mask true
+        tree = read_pb(GRAPHS / f"{name}.pb")
+        del tree["model"]["descriptor"]["evaluation"]
+        with pytest.raises(UnsupportedModelError, match="converted from a TensorFlow graph"):
+            parse_model(tree, "converted.dp")

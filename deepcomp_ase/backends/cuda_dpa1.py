@@ -17,7 +17,7 @@ from ..errors import BackendUnavailableError
 from ..kernels.launch import DPA1_MAX_BLOCKS
 
 #: kernels/dpa1.cu DC_DPA1_* flags
-SMOOTH, STRIP, DOTR, NORMALIZE, TF_SWITCH, FLOOR = 1, 2, 4, 8, 16, 32
+SMOOTH, STRIP, DOTR, NORMALIZE, TF_SWITCH, FLOOR, SELF_MASK = 1, 2, 4, 8, 16, 32, 64
 #: the norm floor of DeePMD-kit 3 (torch's normalize); descriptors/dpa1.py takes another floor's backward branch
 TORCH_FLOOR = 1e-12
 #: most scratch a DPA-1 part may ask for per block (float64 bytes), beyond which the device path is refused
@@ -55,7 +55,8 @@ class Dpa1Device:
         self.hidden = max([1] + [layer.hidden for layer in d.layers])
         self.flags = ((SMOOTH if d.smooth else 0) | (STRIP if d.tebd_input_mode == "strip" else 0)
                       | (DOTR if d.attn_dotr else 0) | (NORMALIZE if d.normalize else 0)
-                      | (TF_SWITCH if d.tf_switch else 0) | (FLOOR if d.unit_floor != TORCH_FLOOR else 0))
+                      | (TF_SWITCH if d.tf_switch else 0) | (FLOOR if d.unit_floor != TORCH_FLOOR else 0)
+                      | (SELF_MASK if d.attn_mask else 0))
         # TensorFlow graphs (io/pb_dpa1.py): their smooth weight and norm floor (their padding rows: pad_rows)
         self.unit_floor = float(d.unit_floor)
         self.switch_rcut_smth = float(d.switch_rcut_smth if d.switch_rcut_smth is not None else d.rcut_smth)

@@ -64,6 +64,7 @@ class PackedDpa1:
         self.davg, self.dstd = part.davg, part.dstd
         self.layers = [_Layer(la) for la in d.layers]
         self.smooth, self.normalize, self.dotr = bool(d.smooth), bool(d.normalize), bool(d.attn_dotr)
+        self.self_mask = bool(d.attn_mask)
         self.scaling = float(d.scaling)
         self.strip = d.tebd_input_mode == "strip"
         # models read from TensorFlow graphs: TF's smooth weight and norm floor (model/params_dpa1.py)
@@ -233,7 +234,7 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
             a_st, l_st = W.get(f"a{n_layer}", int(o2[-1])), W.get(f"l{n_layer}", int(o2[-1]))
             o = W.get("o", (m, la.h))
             K.attention_forward(offs, o2, dead, qkv, la.b_in, nrm, pk.normalize, pk.floor, pk.scaling, pk.smooth,
-                                pk.dotr, sw, runit, a_st, l_st, o)
+                                pk.dotr, sw, runit, a_st, l_st, o, pk.self_mask)
             y = np.matmul(o, la.w_out, out=W.get(f"y{n_layer}", (m, ng)))
             x_new, sig = W.get(f"x{n_layer}", (m, ng)), W.get(f"sig{n_layer}", m)
             K.layer_norm(y, x, la.b_out, la.ln_w, la.ln_b, la.eps, x_new, sig)  # + b_out + x; y becomes y^
@@ -270,7 +271,7 @@ def evaluate_dpa1(pk: PackedDpa1, inp, atype_all, tally, atomic_virial: bool, ch
             g_o = np.matmul(g_x, la.w_out_t, out=W.get("g_o", (m, la.h)))
             g_qkv = W.get("g_qkv0" if n_layer == 0 else "g_qkv", (m, 3 * la.h))
             K.attention_backward(offs, o2, qkv, nrm, pk.normalize, pk.floor, pk.floor_branch, pk.scaling, pk.smooth,
-                                 pk.dotr, sw, runit, a_st, l_st, g_o, g_qkv, g_sw, g_ru)
+                                 pk.dotr, sw, runit, a_st, l_st, g_o, g_qkv, g_sw, g_ru, pk.self_mask)
             if n_layer == 0 and proj is not None:
                 g_proj = g_qkv  # dE/ds gets g_qkv . d(X0 W_in)/ds in input_backward
             else:

@@ -224,7 +224,7 @@ def _centre_qkv(qkv, b, n, h, q, k, v):
 
 @njit(**_PAR)
 def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling, smooth, dotr, sw, runit, a_st,
-                      l_st, out):
+                      l_st, out, self_mask=False):
     """Per centre: q, k, v = rows of ``qkv`` (X W_in) + b_in, normalised in place when ``normalize`` (norms
     into ``nrm``); logits L = scaling q k^T (kept in ``l_st``), softmax a (kept in ``a_st``), weights a S
     (r^.r^) and O = weights v into ``out`` (m, h). The two n x h x n products are BLAS GEMMs (np.dot) on
@@ -289,6 +289,8 @@ def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling,
                     wt *= swj * sw[b + l]
                 if dotr:
                     wt *= dr[j, l]
+                if self_mask and l == j:  # attn_mask: a slot's weight on itself is zero
+                    wt = 0.0
                 wm[j, l] = wt
         o = np.dot(wm, v)
         for j in range(n):
@@ -298,7 +300,7 @@ def attention_forward(offs, o2, dead, qkv, b_in, nrm, normalize, floor, scaling,
 
 @njit(**_PAR)
 def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scaling, smooth, dotr, sw, runit, a_st,
-                       l_st, g_out, g_qkv, g_sw, g_ru):
+                       l_st, g_out, g_qkv, g_sw, g_ru, self_mask=False):
     """dE/d(q,k,v before normalisation) into ``g_qkv`` (m, 3h) from dE/dO (m, h); adds dE/dw into ``g_sw``
     and dE/dr^ into ``g_ru`` (rows of the centre only). The four n x h x n products (g_o v^T, weights^T g_o,
     dL k, dL^T q) are BLAS GEMMs on contiguous per-centre copies, as in :func:`attention_forward`."""
@@ -331,6 +333,9 @@ def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scali
             dot_sum = 0.0
             for l in range(n):
                 gw = gwm[j, l]
+                masked = self_mask and l == j  # attn_mask: the diagonal weight is 0, its gradient too
+                if masked:
+                    gw = 0.0
                 a = a_st[base + j * n + l]
                 s = swj * sw[b + l] if smooth else 1.0
                 amp = a * s
@@ -341,6 +346,8 @@ def attention_backward(offs, o2, qkv, nrm, normalize, floor, floor_branch, scali
                 else:
                     wt = amp
                     gamp = gw
+                if masked:
+                    wt = 0.0
                 wm[j, l] = wt
                 gamp_row[l] = gamp
                 ga = gamp * s

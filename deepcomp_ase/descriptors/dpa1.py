@@ -9,6 +9,7 @@ concat ``G_{ti,tj}(s_j)`` (type embedding folded into the net, model/params_dpa1
     smooth:  a = softmax_j((L + c) S - c) over all sel slots, S_ij = w_i w_j, c = 20;  A = a S
     else:    a = softmax_j(L) over the real neighbours;                               A = a
     A *= r^_i . r^_j (attn_dotr)
+    A_jj = 0 (TensorFlow's attn_mask; no renormalisation)
     X <- LayerNorm(X + (A v) W_out + b_out)
 
 then T = (1/sel) sum_j X_j (x) R^_j and D = T T<^T as in se_e2_a. Slots without a neighbour
@@ -59,6 +60,11 @@ def _floor(d):
     return d.unit_floor if d.unit_floor != 1e-12 else None
 
 
+def _off_diagonal(n: int) -> np.ndarray:
+    """attn_mask's factor 1 - I on the (n, n) weights of each centre."""
+    return 1.0 - np.eye(n)
+
+
 def layer_forward(d, layer, x, mask, sw, dead, runit):
     """One attention layer on a dense block: x (nb, n, ng) -> x' and the context of the backward.
 
@@ -99,6 +105,8 @@ def layer_forward(d, layer, x, mask, sw, dead, runit):
     else:
         dotr = None
         weights = amp
+    if d.attn_mask:
+        weights = weights * _off_diagonal(weights.shape[1])
     o = np.matmul(weights, v)
     y = x + o @ layer.w_out + layer.b_out
     mu = y.mean(axis=2, keepdims=True)
@@ -119,6 +127,8 @@ def layer_backward(d, layer, ctx, g_out, mask, sw, runit):
     g_x = g_y.copy()
     g_o = g_y @ layer.w_out.T
     g_w = np.matmul(g_o, v.transpose(0, 2, 1))
+    if d.attn_mask:  # the zeroed diagonal passes nothing back
+        g_w *= _off_diagonal(g_w.shape[1])
     g_v = np.matmul(weights.transpose(0, 2, 1), g_o)
     g_sw = np.zeros(sw.shape)
     g_r = None

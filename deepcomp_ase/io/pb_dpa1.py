@@ -151,9 +151,20 @@ def _layer_norm_names(graph, nlayer: int) -> list[str]:
     return out
 
 
-def _attention(graph, *, nlayer: int, nnei: int, ng: int, hidden: int, dotr: bool, smooth: bool,
+def _self_mask(graph, d: dict, where: str, nlayer: int) -> bool:
+    """attn_mask: TF multiplies each layer's weights by 1 - I, built by tf.eye (node 'attention_layer_i/eye/diag')."""
+    found = [f"attention_layer_{i}/eye/diag" in graph.nodes for i in range(nlayer)]
+    said = bool(d.get("attn_mask", False))
+    if nlayer and found != [said] * nlayer:
+        raise _disagree(graph, f"{where}.attn_mask", d.get("attn_mask", False), "the graph's attention layers "
+                        f"{'lack' if said else 'have'} the diagonal mask ('attention_layer_i/eye/diag': "
+                        f"{found})")
+    return said and nlayer > 0
+
+
+def _attention(graph, *, nlayer: int, nnei: int, ng: int, hidden: int, dotr: bool, smooth: bool, mask: bool,
                trainable_ln: bool, ln_eps: float, raw_prec: str, prec: str) -> dict:
-    base = {"nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr, "do_mask": False,
+    base = {"nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr, "do_mask": mask,
             "scaling_factor": 1.0, "normalize": True, "temperature": 1.0}
     layers = []
     for i, ln in enumerate(_layer_norm_names(graph, nlayer)):
@@ -190,10 +201,6 @@ def _fixed_settings(graph, d: dict, where: str) -> None:
         if key in d and d[key] != tf_value:
             raise _disagree(graph, f"{where}.{key}", d[key], f"DeePMD-kit's TensorFlow backend computes with "
                             f"{tf_value!r} only")
-    if d.get("attn_mask"):
-        raise UnsupportedModelError(f"{graph.path}: field '{where}.attn_mask' is true: attention with a masked "
-                                    "diagonal is not supported (DeePMD-kit 3's other backends refuse it too); "
-                                    "retrain with attn_mask false")
     if d.get("use_econf_tebd"):
         raise _pb()._unsupported(graph, where + ".use_econf_tebd", True,
                                  "electronic-configuration type embeddings are not supported")
@@ -276,6 +283,7 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
         raise _disagree(graph, f"{where}.attn", hidden, "'attention_layer_0/c_query/matrix' has "
                         f"{graph.shape('attention_layer_0/c_query/matrix')[1]} columns")
     dotr = bool(d.get("attn_dotr", True))
+    mask = _self_mask(graph, d, where, nlayer)
     trainable_ln = bool(d.get("trainable_ln", True))
     ln_eps = d.get("ln_eps")
     ln_eps = TF_LN_EPS if ln_eps is None else float(ln_eps)
@@ -288,7 +296,7 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
         "@class": "Descriptor", "type": "dpa1", "@version": 2, "rcut": d["rcut"], "rcut_smth": d["rcut_smth"],
         "sel": sel, "ntypes": ntypes, "neuron": neuron, "axis_neuron": d.get("axis_neuron", 4),
         "tebd_dim": tebd_dim, "tebd_input_mode": mode, "set_davg_zero": d.get("set_davg_zero", not np.any(stats["davg"])),
-        "attn": hidden, "attn_layer": nlayer, "attn_dotr": dotr, "attn_mask": False, "activation_function": act,
+        "attn": hidden, "attn_layer": nlayer, "attn_dotr": dotr, "attn_mask": mask, "activation_function": act,
         "resnet_dt": resnet_dt, "scaling_factor": 1.0, "normalize": True, "temperature": 1.0,
         "trainable_ln": trainable_ln, "ln_eps": ln_eps, "smooth_type_embedding": smooth, "type_one_side": one_side,
         "concat_output_tebd": True, "use_econf_tebd": False, "use_tebd_bias": te_tree["use_tebd_bias"],
@@ -299,8 +307,8 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
             graph, lambda k, l: f"filter_type_all/{k}_{l}_two_side_ebd", in_dim=2 * tebd_dim, **net)})
     tree.update({
         "attention_layers": _attention(graph, nlayer=nlayer, nnei=nnei, ng=neuron[-1], hidden=hidden, dotr=dotr,
-                                       smooth=smooth, trainable_ln=trainable_ln, ln_eps=ln_eps, raw_prec=raw_prec,
-                                       prec=prec),
+                                       smooth=smooth, mask=mask, trainable_ln=trainable_ln, ln_eps=ln_eps,
+                                       raw_prec=raw_prec, prec=prec),
         "env_mat": pb._env_mat(d),
         "type_embedding": te_tree,
         "exclude_types": excl,

@@ -33,6 +33,7 @@
 #define DC_DPA1_NORMALIZE 8
 #define DC_DPA1_TF_SWITCH 16  // TensorFlow's smooth weight 1 - (1 - rcut_smth s)^3 (graphs read from .pb)
 #define DC_DPA1_FLOOR 32      // norms floored at unit_floor above 1e-12 (TF's l2_normalize): its backward branch
+#define DC_DPA1_SELF_MASK 64  // TensorFlow's attn_mask: a slot's weight on itself is zero
 // attn_layout columns (one row per attention layer, offsets into attn_params)
 #define DC_AL_WIN 0
 #define DC_AL_BIN 1
@@ -254,6 +255,7 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
     }
     const int dead = n - nr;
     const bool smooth = K.flags & DC_DPA1_SMOOTH, dotr = K.flags & DC_DPA1_DOTR;
+    const bool self_mask = K.flags & DC_DPA1_SELF_MASK;
     const FPTYPE shift = (FPTYPE)DC_ATTNW_SHIFT;
     for (int l = 0; l < K.nlayer; ++l) {
         const int* AL = K.attn_layout + 8 * l;
@@ -326,6 +328,7 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
             const FPTYPE* ar = a + (long long)r * n;
             FPTYPE acc = (FPTYPE)0;
             for (int t = 0; t < nr; ++t) {
+                if (self_mask && t == r) continue;
                 FPTYPE wgt = ar[t];
                 if (smooth) wgt *= sw[r] * sw[t];
                 if (dotr) wgt *= ru[3 * r] * ru[3 * t] + ru[3 * r + 1] * ru[3 * t + 1] + ru[3 * r + 2] * ru[3 * t + 2];
@@ -401,6 +404,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
     const int tid = threadIdx.x, nth = blockDim.x, ng = K.ng, n = K.nnei, m2 = K.m2, nr = R.nr[0];
     const int ti = K.atype[i];
     const bool smooth = K.flags & DC_DPA1_SMOOTH, dotr = K.flags & DC_DPA1_DOTR;
+    const bool self_mask = K.flags & DC_DPA1_SELF_MASK;
     const FPTYPE shift = (FPTYPE)DC_ATTNW_SHIFT;
     const FPTYPE *rh = S + L.rh, *sw = S + L.sw, *ru = S + L.ru, *X = S + L.xout;
     FPTYPE *gx = S + L.gx, *gy = S + L.gy, *go = S + L.go, *gw = S + L.gw, *gd = S + L.gd, *gs = S + L.gs;
@@ -490,7 +494,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             FPTYPE acc = (FPTYPE)0;
             #pragma unroll 1
             for (int c = 0; c < h; ++c) acc += gr_[c] * vt[c];
-            gw[(long long)r * n + t] = acc;
+            gw[(long long)r * n + t] = self_mask && t == r ? (FPTYPE)0 : acc;  // the masked diagonal
         }
         __syncthreads();
         // through the gate, the switch products and the softmax (thread per row); gw becomes
@@ -547,6 +551,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
                 #pragma unroll 1
                 for (int t = 0; t < nr; ++t) {
                     // weights[t][r] of the forward pass
+                    if (self_mask && t == r) continue;
                     FPTYPE wgt = a[(long long)t * n + r];
                     if (smooth) wgt *= sw[t] * sw[r];
                     if (dotr)

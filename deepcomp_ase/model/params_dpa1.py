@@ -91,6 +91,9 @@ class Dpa1Params:
     switch_rcut_smth: float | None = None
     unit_floor: float = 1e-12
     pad_input: np.ndarray | None = None  # (ntypes, ng)
+    #: TensorFlow's attn_mask: every attention layer zeroes each slot's final weight on itself (no
+    #: renormalisation); read from TF graphs only (DeePMD-kit 3's other backends refuse or ignore it)
+    attn_mask: bool = False
     kind: str = field(default="dpa1")
 
     mixed_types = True  # descriptor properties: see params.SeE2AParams
@@ -119,6 +122,8 @@ class Dpa1Params:
         if self.layers:
             parts.append(f"attn {self.layers[0].hidden}" + (", attn_dotr" if self.attn_dotr else "")
                          + (", normalize" if self.normalize else "") + f", logit scale {self.scaling:.6g}")
+        if self.attn_mask:
+            parts.append("attn_mask")
         if self.smooth:
             parts.append("smooth type embedding")
         if self.tf_switch:
@@ -159,12 +164,20 @@ def _linear(ctx, tree: dict, where: str, n_in: int, n_out: int, bias: bool):
     return layer.w, layer.b
 
 
-def _no_self_mask(ctx, tree: dict, where: str, key: str = "do_mask") -> None:
+def _self_mask(ctx, tree: dict, where: str, key: str = "do_mask", tf_eval: bool = False) -> bool:
     """attn_mask (TensorFlow's zeroed attention diagonal): DeePMD-kit 3's PyTorch backend refuses it and its
-    backend-neutral code ignores it, so no model evaluated by DeePMD-kit 3 can be reproduced with it."""
-    if ctx.get(tree, key, where):
-        raise ctx.fail(f"{where}.{key}", tree.get(key), "attention with attn_mask (a masked diagonal) is not "
+    backend-neutral code ignores it, so only a TensorFlow graph's tree (``tf_eval``) may have it set."""
+    value = ctx.get(tree, key, where)
+    if value and not tf_eval:
+        raise ctx.fail(f"{where}.{key}", value, "attention with attn_mask (a masked diagonal) is not "
                        "supported; retrain with attn_mask false")
+    return bool(value)
+
+
+def _mask_agrees(ctx, tree: dict, where: str, mask: bool, tf_eval: bool) -> None:
+    """An attention section's do_mask: allowed as for the descriptor, and equal to its attn_mask."""
+    if _self_mask(ctx, tree, where, "do_mask", tf_eval) != mask:
+        ctx.expect(tree, "do_mask", where, mask, "the descriptor's attn_mask")
 
 
 def _agree(ctx, tree: dict, where: str, expect: dict) -> None:
@@ -174,7 +187,8 @@ def _agree(ctx, tree: dict, where: str, expect: dict) -> None:
 
 
 def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: int, hidden: int, dotr: bool,
-               normalize: bool, scaling_factor: float, temperature, smooth: bool, trainable_ln, ln_eps):
+               normalize: bool, scaling_factor: float, temperature, smooth: bool, trainable_ln, ln_eps,
+               mask: bool, tf_eval: bool):
     """The NeighborGatedAttention section: its layers, cross-checked against the descriptor's settings."""
     ctx.cls(tree, where, "NeighborGatedAttention")
     ctx.version(tree, where)
@@ -183,7 +197,7 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
               "scaling_factor": scaling_factor, "temperature": temperature}
     norm = {"trainable_ln": trainable_ln, "ln_eps": ln_eps}
     _agree(ctx, tree, where, dict(expect, layer_num=attn_layer, **norm))
-    _no_self_mask(ctx, tree, where)
+    _mask_agrees(ctx, tree, where, mask, tf_eval)
     _params._precision(ctx, tree, where)
     if not isinstance(layers_tree, list) or len(layers_tree) != attn_layer:
         raise ModelFormatError(f"{ctx.source}: {where}.attention_layers has "
@@ -193,7 +207,7 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
     for n, lt in enumerate(layers_tree):
         lw = f"{where}.attention_layers[{n}]"
         _agree(ctx, lt, lw, dict(expect, **norm))
-        _no_self_mask(ctx, lt, lw)
+        _mask_agrees(ctx, lt, lw, mask, tf_eval)
         _params._precision(ctx, lt, lw)
         at = ctx.get(lt, "attention_layer", lw)
         aw = lw + ".attention_layer"
@@ -203,7 +217,7 @@ def _attention(ctx, tree: dict, where: str, *, attn_layer: int, nnei: int, ng: i
                            "multi-head attention layers are not supported")
         ctx.expect(at, "smooth", aw, smooth, "the descriptor's smooth type embedding")
         _agree(ctx, at, aw, expect)
-        _no_self_mask(ctx, at, aw)
+        _mask_agrees(ctx, at, aw, mask, tf_eval)
         _params._precision(ctx, at, aw)
         bias = bool(ctx.get(at, "bias", aw))
         w_in, b_in = _linear(ctx, ctx.get(at, "in_proj", aw), aw + ".in_proj", ng, 3 * hidden, bias)
@@ -313,7 +327,7 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
     geo = h._geometry(ctx, tree, where, 4)
     ng = geo["neuron"][-1]
     one_side = bool(ctx.get(tree, "type_one_side", where))
-    _no_self_mask(ctx, tree, where, "attn_mask")
+    mask = _self_mask(ctx, tree, where, "attn_mask", tf_eval)
     ctx.expect(tree, "ntypes", where, ntypes, "the number of types in type_map")
 
     te = h._type_embedding(ctx, tree, where, ntypes, type_map)
@@ -369,7 +383,7 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
     layers = _attention(ctx, ctx.get(tree, "attention_layers", where), where + ".attention_layers",
                         attn_layer=attn_layer, nnei=nsel, ng=ng, hidden=hidden, dotr=dotr, normalize=normalize,
                         scaling_factor=scaling_factor, temperature=temperature, smooth=smooth,
-                        trainable_ln=trainable_ln, ln_eps=ln_eps)
+                        trainable_ln=trainable_ln, ln_eps=ln_eps, mask=mask, tf_eval=tf_eval)
     scaling = float(temperature) if temperature is not None else float((hidden * scaling_factor) ** -0.5)
     tf = {}
     if tf_eval:
@@ -385,5 +399,5 @@ def parse_dpa1(ctx, tree: dict, where: str, type_map: tuple, backend: str = "") 
         exclude_types=h._pairs(ctx.get(tree, "exclude_types", where)), env_protection=geo["env_protection"],
         davg=geo["davg"], dstd=geo["dstd"], embeddings=nets, type_embedding=te, tebd_input_mode=mode,
         type_pair_table=table, smooth=smooth, layers=layers, attn_dotr=dotr, normalize=normalize, scaling=scaling,
-        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1", **tf,
+        neuron=geo["neuron"], activation=geo["activation"], kind="dpa1", attn_mask=mask, **tf,
     )

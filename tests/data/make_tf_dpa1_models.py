@@ -16,7 +16,7 @@ refs/NAME.npz (keys ``CONF/{coord,box,atype}`` and ``CONF/pb/{energy,force,viria
 
 Between them the models set every DPA-1 option TensorFlow has to a non-default value: concat and
 strip type embedding (``se_atten`` / ``se_atten_v2``), attention layers 0, 1 and 2, type_one_side,
-exclude_types, smooth_type_embedding, set_davg_zero, attn_dotr, trainable_ln and ln_eps, and type
+exclude_types, smooth_type_embedding, set_davg_zero, attn_dotr, attn_mask, trainable_ln and ln_eps, and type
 embeddings of one and two layers with and without bias. Models named ``*cuau3*`` have a third type
 (Ag) without training data: their references relabel every third atom as type 2.
 """
@@ -69,6 +69,10 @@ MODELS = {
         # concat without attention, an excluded pair without the smooth type embedding, non-zero davg
         "tf32_cuau_se_atten_a0_excl": _input(dict(_BASE, type="se_atten", attn_layer=0, type_one_side=False,
                                                   exclude_types=[[1, 1]], set_davg_zero=False), TEBD),
+        # attn_mask: each slot's attention weight on itself zeroed; with the smooth type embedding
+        "tf32_cuau_se_atten_mask": _input(dict(_BASE, type="se_atten", attn_layer=2, type_one_side=False,
+                                               smooth_type_embedding=True, attn_mask=True, set_davg_zero=False),
+                                          TEBD),
     },
     "22": {
         # DeePMD-kit 2.2's se_atten (Keras layer norm) with its defaults: concat, two layers
@@ -77,6 +81,9 @@ MODELS = {
         # 2.2's se_atten_v2 with attention
         "tf22_cuau_se_atten_v2_a2": _input(dict(_BASE, type="se_atten_v2", attn_layer=2, set_davg_zero=False),
                                            TEBD),
+        # 2.2's se_atten with attn_mask (the sharp softmax over the real neighbours)
+        "tf22_cuau_se_atten_mask": _input(dict(_BASE, type="se_atten", attn_layer=2, type_one_side=False,
+                                               attn_mask=True, set_davg_zero=False), TEBD),
     },
 }
 

@@ -191,19 +191,22 @@ def test_exact_net_path_and_counters(backend64, dpa1_model):
 #: DPA-1 graphs from TensorFlow (tests/test_pb_dpa1.py): TF's smooth weight 1 - (1 - rcut_smth s)^3, norms
 #: floored at 1e-6 (with its own backward branch) and padding rows of the padding type
 TF_GRAPHS = ("tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten", "tf32_cuau3_se_atten_smooth", "tf32_cuau_se_atten_a0_excl",
-             "tf22_cuau_se_atten", "tf22_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp")
+             "tf22_cuau_se_atten", "tf22_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp",
+             "tf32_cuau_se_atten_mask", "tf22_cuau_se_atten_mask")
+#: in the fast run: the default graph and attn_mask (the zeroed diagonal, smooth attention)
+FAST_TF = (TF_GRAPHS[0], "tf32_cuau_se_atten_mask")
 
 
 @needs_emulation
-@pytest.mark.parametrize("name", [TF_GRAPHS[0], *[pytest.param(n, marks=pytest.mark.slow) for n in TF_GRAPHS[1:]]])
+@pytest.mark.parametrize("name", [n if n in FAST_TF else pytest.param(n, marks=pytest.mark.slow) for n in TF_GRAPHS])
 def test_tensorflow_graphs(backend64, tmp_path, name):
     """DPA-1 read from .pb graphs, evaluated as TensorFlow does, on the device. The close pair (0.25 A,
     far beyond the table) costs digits: 1e-9 there (measured <= 1.2e-10, atom virials of one graph)."""
     path = tmp_path / f"{name}.dcz"
     compress_model(MODELS / "tf_graphs" / f"{name}.pb", path)
     d = pot_of(path).plan.parts[0].descriptor
-    assert d.tf_switch and d.unit_floor > 1e-12
-    kinds = ("periodic",) if name == TF_GRAPHS[0] else ("periodic", "cluster", "close")
+    assert d.tf_switch and d.unit_floor > 1e-12 and d.attn_mask == name.endswith("_mask")
+    kinds = ("periodic",) if name in FAST_TF else ("periodic", "cluster", "close")
     for kind in kinds:
         structure = random_structure(kind, pot_of(path).plan.ntypes, seed=1)
         errs = check_whole_model(backend64, pot_of(path), pot_of(path), *structure,
