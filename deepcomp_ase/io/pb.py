@@ -556,9 +556,11 @@ def _descrpt_hybrid(graph, d, ntypes, suffix, type_map, where):
     out = []
     for k, child in enumerate(children):
         ctype = child.get("type", "se_e2_a")
+        # a hybrid with a DPA-1 part never comes here (_model: pb_dpa1.hybrid_with_dpa1)
         if ctype in _ATTENTION_TYPES or ctype == "hybrid":
             raise _unsupported(graph, f"{where}.list[{k}].type", ctype,
-                               "only se_e2_a, se_e2_r and se_e3 are supported inside a hybrid descriptor")
+                               "only se_e2_a, se_e2_r and se_e3, or one DPA-1 part beside se_e2_a parts, are "
+                               "supported inside a hybrid descriptor")
         # TF builds the sub-descriptors without a type map
         out.append(_descriptor(graph, child, ntypes, f"_{k}", None, f"{where}.list[{k}]"))
     return {"@class": "Descriptor", "type": "hybrid", "@version": 1, "list": out}
@@ -899,7 +901,14 @@ def _model(graph: _Graph, m: dict) -> dict:
     if not isinstance(d, dict):
         raise ModelFormatError(f"{graph.path}: field 'model.descriptor' is missing from the training script")
     tebd = None
-    if d.get("type") not in _ATTENTION_TYPES and (m.get("type_embedding") or graph.has("type_embed_net/matrix_1")):
+    fit_rows = None  # a hybrid with a DPA-1 part: the fitting input's rows in the tree's order
+    if d.get("type") == "hybrid" and any(isinstance(c, dict) and c.get("type") in _ATTENTION_TYPES
+                                         for c in d.get("list") or []):
+        from .pb_dpa1 import hybrid_with_dpa1
+
+        descriptor, fit_rows = hybrid_with_dpa1(graph, d, ntypes, type_map, m)
+        mixed_types = True
+    elif d.get("type") not in _ATTENTION_TYPES and (m.get("type_embedding") or graph.has("type_embed_net/matrix_1")):
         from .pb_tebd import se_a_tebd_descriptor  # se_e2_a with a type embedding: folded into se_e2_a
 
         descriptor, tebd = se_a_tebd_descriptor(graph, m, ntypes, type_map)
@@ -924,6 +933,9 @@ def _model(graph: _Graph, m: dict) -> dict:
         raise ModelFormatError(f"{graph.path}: field 'model.fitting_net' is missing from the training script")
     fitting = _fitting(graph, f, ntypes, _descriptor_dim(descriptor) + (0 if tebd is None else tebd.shape[1]),
                        mixed_types, type_map)
+    if fit_rows is not None:
+        first = fitting["nets"]["networks"][0]["layers"][0]["@variables"]
+        first["w"] = np.concatenate([first["w"][fit_rows], first["w"][len(fit_rows):]])
     if tebd is not None:
         from .pb_tebd import fold_fitting
 

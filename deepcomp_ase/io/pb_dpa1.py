@@ -13,6 +13,9 @@ graph node                                             tree field
 ``attention_layer_{i}/layer_normalization*/gamma|beta`` ``attention_layers[i].attn_layer_norm``
 =====================================================  =============================================
 
+In a hybrid, part k's nodes carry the suffix ``_k`` (``filter_type_all_k``, ``attention_layer_i_k``,
+``descrpt_attr_k``) and share ``type_embed_net`` (:func:`hybrid_with_dpa1`).
+
 TensorFlow evaluates DPA-1 differently from DeePMD-kit's other backends, and the tree records it
 in ``evaluation: {backend: tensorflow, ...}`` (a deepcomp field; model/params_dpa1.py reads it): the logits are not
 scaled (temperature 1) and q, k, v are always normalised with a norm floor of 1e-6 (``l2_normalize``),
@@ -34,7 +37,7 @@ from .tree import layer_record as _layer
 
 #: DeePMD-kit's TF layer-norm eps when the script gives none (3.x: ln_eps null; 2.2: Keras' default)
 TF_LN_EPS = 1e-3
-_LN_NODE = re.compile(r"^attention_layer_(\d+)/(layer_normalization(?:_\d+)?)/gamma$")
+_LN_NODE = r"^attention_layer_(\d+){}/(layer_normalization(?:_\d+)?)/gamma$"
 
 
 def _pb():
@@ -129,20 +132,21 @@ def _linear(graph, names: list[str], n_in: int, prec: str) -> dict:
                   precision=prec)
 
 
-def _layer_norm_names(graph, nlayer: int) -> list[str]:
+def _layer_norm_names(graph, nlayer: int, suffix: str) -> list[str]:
     """The scope of each layer's norm: ``layer_normalization`` (3.x), Keras' numbered names (2.2)."""
     found: dict[int, list[str]] = {}
+    pattern = re.compile(_LN_NODE.format(re.escape(suffix)))
     for name in graph.nodes:
-        m = _LN_NODE.match(name)
+        m = pattern.match(name)
         if m and graph.has(name):
-            found.setdefault(int(m.group(1)), []).append(f"attention_layer_{m.group(1)}/{m.group(2)}")
+            found.setdefault(int(m.group(1)), []).append(f"attention_layer_{m.group(1)}{suffix}/{m.group(2)}")
     out = []
     for i in range(nlayer):
         scopes = found.get(i, [])
         if len(scopes) != 1:
             raise ModelFormatError(f"{graph.path}: attention layer {i} has {len(scopes)} layer norms "
                                    f"({', '.join(scopes) or 'none'}); expected one "
-                                   f"'attention_layer_{i}/layer_normalization*/gamma'")
+                                   f"'attention_layer_{i}{suffix}/layer_normalization*/gamma'")
         out.append(scopes[0])
     extra = sorted(set(found) - set(range(nlayer)))
     if extra:
@@ -151,24 +155,24 @@ def _layer_norm_names(graph, nlayer: int) -> list[str]:
     return out
 
 
-def _self_mask(graph, d: dict, where: str, nlayer: int) -> bool:
+def _self_mask(graph, d: dict, where: str, nlayer: int, suffix: str) -> bool:
     """attn_mask: TF multiplies each layer's weights by 1 - I, built by tf.eye (node 'attention_layer_i/eye/diag')."""
-    found = [f"attention_layer_{i}/eye/diag" in graph.nodes for i in range(nlayer)]
+    found = [f"attention_layer_{i}{suffix}/eye/diag" in graph.nodes for i in range(nlayer)]
     said = bool(d.get("attn_mask", False))
     if nlayer and found != [said] * nlayer:
         raise _disagree(graph, f"{where}.attn_mask", d.get("attn_mask", False), "the graph's attention layers "
-                        f"{'lack' if said else 'have'} the diagonal mask ('attention_layer_i/eye/diag': "
+                        f"{'lack' if said else 'have'} the diagonal mask ('attention_layer_i{suffix}/eye/diag': "
                         f"{found})")
     return said and nlayer > 0
 
 
 def _attention(graph, *, nlayer: int, nnei: int, ng: int, hidden: int, dotr: bool, smooth: bool, mask: bool,
-               trainable_ln: bool, ln_eps: float, raw_prec: str, prec: str) -> dict:
+               trainable_ln: bool, ln_eps: float, raw_prec: str, prec: str, suffix: str) -> dict:
     base = {"nnei": nnei, "embed_dim": ng, "hidden_dim": hidden, "dotr": dotr, "do_mask": mask,
             "scaling_factor": 1.0, "normalize": True, "temperature": 1.0}
     layers = []
-    for i, ln in enumerate(_layer_norm_names(graph, nlayer)):
-        scope = f"attention_layer_{i}"
+    for i, ln in enumerate(_layer_norm_names(graph, nlayer, suffix)):
+        scope = f"attention_layer_{i}{suffix}"
         in_proj = _linear(graph, [f"{scope}/c_query", f"{scope}/c_key", f"{scope}/c_value"], ng, prec)
         if in_proj["@variables"]["w"].shape != (ng, 3 * hidden):
             raise ModelFormatError(f"{graph.path}: the query/key/value matrices of '{scope}' are not all "
@@ -206,13 +210,13 @@ def _fixed_settings(graph, d: dict, where: str) -> None:
                                  "electronic-configuration type embeddings are not supported")
 
 
-def _mode(graph, d: dict, where: str) -> tuple[str, bool]:
+def _mode(graph, d: dict, where: str, scope: str) -> tuple[str, bool]:
     """tebd_input_mode (the graph decides: its strip net exists or not) and smooth_type_embedding."""
     v2 = d.get("type") == "se_atten_v2"
-    if graph.has("filter_type_all/matrix_1_one_side_ebd"):
-        raise UnsupportedModelError(f"{graph.path}: graph node 'filter_type_all/matrix_1_one_side_ebd' (a one-side "
+    if graph.has(f"{scope}/matrix_1_one_side_ebd"):
+        raise UnsupportedModelError(f"{graph.path}: graph node '{scope}/matrix_1_one_side_ebd' (a one-side "
                                     "strip net) is not part of any DPA-1 graph DeePMD-kit's TensorFlow backend makes")
-    strip = graph.has("filter_type_all/matrix_1_two_side_ebd")
+    strip = graph.has(f"{scope}/matrix_1_two_side_ebd")
     if v2:
         said, smooth = "strip", True
     else:
@@ -221,7 +225,7 @@ def _mode(graph, d: dict, where: str) -> tuple[str, bool]:
         smooth = bool(d.get("smooth_type_embedding", False))
     if (said == "strip") != strip:
         raise _disagree(graph, f"{where}.tebd_input_mode", said, f"the graph {'holds' if strip else 'has no'} the "
-                        "strip net 'filter_type_all/matrix_1_two_side_ebd'")
+                        f"strip net '{scope}/matrix_1_two_side_ebd'")
     return said, smooth
 
 
@@ -238,17 +242,19 @@ def _check_smooth_exclusion(graph, where: str, excl, davg: np.ndarray) -> None:
             "set_davg_zero true")
 
 
-def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: dict) -> dict:
-    """The ``dpa1`` tree of a TF ``se_atten``/``dpa1``/``se_atten_v2`` descriptor (any attn_layer)."""
+def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: dict, suffix: str = "") -> dict:
+    """The ``dpa1`` tree of a TF ``se_atten``/``dpa1``/``se_atten_v2`` descriptor (any attn_layer);
+    ``suffix``: its node names' suffix in a hybrid (``_k`` for part k, :func:`hybrid_with_dpa1`)."""
     pb = _pb()
+    scope = "filter_type_all" + suffix
     _fixed_settings(graph, d, where)
-    mode, smooth = _mode(graph, d, where)
+    mode, smooth = _mode(graph, d, where, scope)
     raw_prec = d.get("precision", "default")
     prec = pb._precision_name(graph, raw_prec)
     sel = pb._sel_list(graph, d, where)
-    pb._check_descrpt_attrs(graph, "", sel, where, d)
+    pb._check_descrpt_attrs(graph, suffix, sel, where, d)
     switch_rcut_smth = float(d["rcut_smth"])  # TF's smooth switch takes the double, the op float32
-    d = pb._op_cutoffs(graph, "", d)
+    d = pb._op_cutoffs(graph, suffix, d)
     nnei = sum(sel)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
@@ -263,32 +269,32 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
         one_side = False  # TF builds the two-side strip net whatever type_one_side says
         emb_in = 1
     else:
-        first = graph.shape("filter_type_all/matrix_1") if graph.has("filter_type_all/matrix_1") else None
+        first = graph.shape(f"{scope}/matrix_1") if graph.has(f"{scope}/matrix_1") else None
         one_side = bool(d.get("type_one_side", False))
         if first is not None and first[0] != (1 + tebd_dim if one_side else 1 + 2 * tebd_dim):
-            raise _disagree(graph, f"{where}.type_one_side", one_side, f"'filter_type_all/matrix_1' takes {first[0]} "
+            raise _disagree(graph, f"{where}.type_one_side", one_side, f"'{scope}/matrix_1' takes {first[0]} "
                             f"inputs (type embedding width {tebd_dim})")
         emb_in = 1 + tebd_dim if one_side else 1 + 2 * tebd_dim
     net = dict(neuron=neuron, activation=act, resnet_dt=resnet_dt, precision=prec)
     embeddings = pb._collection(0, ntypes, "embedding_network", {(): pb._embedding_net(
-        graph, lambda k, l: f"filter_type_all/{k}_{l}", in_dim=emb_in, **net)})
+        graph, lambda k, l: f"{scope}/{k}_{l}", in_dim=emb_in, **net)})
 
-    nlayer = _count(graph, "attention_layer_{}/c_query/matrix")
+    nlayer = _count(graph, "attention_layer_{}" + suffix + "/c_query/matrix")
     said = d.get("attn_layer", 2)
     if said != nlayer:
         raise _disagree(graph, f"{where}.attn_layer", said, f"the graph holds {nlayer} attention layers "
-                        "('attention_layer_*/c_query/matrix')")
+                        f"('attention_layer_*{suffix}/c_query/matrix')")
     hidden = int(d.get("attn", 128))
-    if nlayer and graph.shape("attention_layer_0/c_query/matrix")[1] != hidden:
-        raise _disagree(graph, f"{where}.attn", hidden, "'attention_layer_0/c_query/matrix' has "
-                        f"{graph.shape('attention_layer_0/c_query/matrix')[1]} columns")
+    q0 = f"attention_layer_0{suffix}/c_query/matrix"
+    if nlayer and graph.shape(q0)[1] != hidden:
+        raise _disagree(graph, f"{where}.attn", hidden, f"'{q0}' has {graph.shape(q0)[1]} columns")
     dotr = bool(d.get("attn_dotr", True))
-    mask = _self_mask(graph, d, where, nlayer)
+    mask = _self_mask(graph, d, where, nlayer, suffix)
     trainable_ln = bool(d.get("trainable_ln", True))
     ln_eps = d.get("ln_eps")
     ln_eps = TF_LN_EPS if ln_eps is None else float(ln_eps)
     excl = d.get("exclude_types", [])
-    stats = pb._stat(graph, "", ntypes, nnei, 4)
+    stats = pb._stat(graph, suffix, ntypes, nnei, 4)
     if smooth and excl:
         _check_smooth_exclusion(graph, where, excl, stats["davg"])
 
@@ -304,11 +310,11 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
     }
     if mode == "strip":
         tree["embeddings_strip"] = pb._collection(0, ntypes, "embedding_network", {(): pb._embedding_net(
-            graph, lambda k, l: f"filter_type_all/{k}_{l}_two_side_ebd", in_dim=2 * tebd_dim, **net)})
+            graph, lambda k, l: f"{scope}/{k}_{l}_two_side_ebd", in_dim=2 * tebd_dim, **net)})
     tree.update({
         "attention_layers": _attention(graph, nlayer=nlayer, nnei=nnei, ng=neuron[-1], hidden=hidden, dotr=dotr,
                                        smooth=smooth, mask=mask, trainable_ln=trainable_ln, ln_eps=ln_eps,
-                                       raw_prec=raw_prec, prec=prec),
+                                       raw_prec=raw_prec, prec=prec, suffix=suffix),
         "env_mat": pb._env_mat(d),
         "type_embedding": te_tree,
         "exclude_types": excl,
@@ -319,3 +325,55 @@ def descrpt_dpa1(graph, d: dict, ntypes: int, type_map, where: str, model_def: d
         "evaluation": {"backend": TF_EVALUATION, "switch_rcut_smth": switch_rcut_smth},
     })
     return tree
+
+
+def hybrid_with_dpa1(graph, d: dict, ntypes: int, type_map, model_def: dict) -> tuple[dict, np.ndarray]:
+    """A TF hybrid with one DPA-1 part and se_e2_a parts: the ``hybrid`` tree and the row order that
+    takes the fitting net's input from TF's layout to the tree's.
+
+    TF builds part k with node suffix ``_k`` and its own cutoff, sel and neighbour list (the DPA-1
+    part's sel nearest within its own rcut, padding beyond), all parts sharing the model's
+    ``type_embed_net``; an se_e2_a part reads it too (its embedding net takes ``[s, T_j(, T_i)]``,
+    folded into per-type nets by :mod:`.pb_tebd`). The one fitting net reads ``[D_0, D_1, ..., T(type)]``;
+    the tree's DPA-1 part outputs ``[D_k, T(type)]`` itself (concat_output_tebd), so the type-embedding
+    rows move behind part k.
+    """
+    from .pb_tebd import se_a_tebd_part, type_embedding_table
+
+    pb = _pb()
+    where = "model.descriptor"
+    children = d.get("list")
+    if not isinstance(children, list) or not children:
+        raise ModelFormatError(f"{graph.path}: field '{where}.list' is {children!r}; expected a list of descriptors")
+    kinds = [c.get("type", "se_e2_a") if isinstance(c, dict) else c for c in children]
+    attn = [k for k, t in enumerate(kinds) if t in pb._ATTENTION_TYPES]
+    for k, t in enumerate(kinds):
+        if k not in attn[:1] and t not in ("se_e2_a", "se_a"):
+            raise pb._unsupported(graph, f"{where}.list[{k}].type", t, "a TF hybrid with a DPA-1 part is read with "
+                                  "one DPA-1 (se_atten, se_atten_v2, dpa1) part and se_e2_a parts only")
+    te = model_def.get("type_embedding") or {}
+    tebd = None
+    out, tf_dims = [], []
+    for k, child in enumerate(children):
+        cwhere = f"{where}.list[{k}]"
+        if k == attn[0]:
+            # every DPA-1 graph is read by descrpt_dpa1 here (se_atten_v2 too): one tree kind per hybrid part
+            tree = descrpt_dpa1(graph, child, ntypes, type_map, cwhere, model_def, suffix=f"_{k}")
+            tf_dims.append(tree["neuron"][-1] * tree["axis_neuron"])
+        else:
+            if child.get("tebd_input_mode", "concat") != "concat" or child.get("stripped_type_embedding"):
+                raise pb._unsupported(graph, cwhere + ".tebd_input_mode", child.get("tebd_input_mode", "strip"),
+                                      "only se_e2_a's concat type embedding is supported")
+            if tebd is None:
+                tebd = type_embedding_table(graph, te, ntypes)
+            tree = se_a_tebd_part(graph, child, tebd, ntypes, type_map, f"_{k}", cwhere)
+            tf_dims.append(tree["neuron"][-1] * tree["axis_neuron"])
+        out.append(tree)
+    tebd_dim = out[attn[0]]["tebd_dim"]
+    starts = np.cumsum([0, *tf_dims])
+    rows = []
+    for k in range(len(out)):
+        rows.extend(range(starts[k], starts[k + 1]))
+        if k == attn[0]:
+            rows.extend(range(starts[-1], starts[-1] + tebd_dim))
+    return {"@class": "Descriptor", "type": "hybrid", "@version": 1, "list": out}, np.asarray(rows)

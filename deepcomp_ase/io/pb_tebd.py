@@ -75,12 +75,12 @@ def type_embedding_table(graph, te: dict, ntypes: int) -> np.ndarray:
     return np.asarray(Network(tuple(layers))(onehot), dtype=np.float64)
 
 
-def _check_neighbour_types(graph, sel: list[int]) -> None:
+def _check_neighbour_types(graph, sel: list[int], scope: str) -> None:
     """The graph's per-slot neighbour types (the embedding-lookup index) are se_e2_a's type-sorted slots."""
     want = np.repeat(np.arange(len(sel)), sel)
-    found = [n for n in graph.nodes if n.startswith(EMBED_SCOPE + "/Const") and n.count("/") == 1 and graph.has(n)]
+    found = [n for n in graph.nodes if n.startswith(scope + "/Const") and n.count("/") == 1 and graph.has(n)]
     if len(found) != 1:
-        raise ModelFormatError(f"{graph.path}: expected one neighbour-type constant '{EMBED_SCOPE}/Const' in the "
+        raise ModelFormatError(f"{graph.path}: expected one neighbour-type constant '{scope}/Const' in the "
                                f"se_e2_a type-embedding graph, found {found or 'none'}")
     got = graph.array(found[0]).ravel()
     if got.shape != want.shape or not np.array_equal(got, want):
@@ -132,26 +132,32 @@ def se_a_tebd_descriptor(graph, m: dict, ntypes: int, type_map) -> tuple[dict, n
             f"'{TEBD_SCOPE}/matrix_1' is {'present' if graph.has(TEBD_SCOPE + '/matrix_1') else 'missing'}; a "
             "type-embedding model has both (a graph without its training script cannot be read this way)")
     tebd = type_embedding_table(graph, te, ntypes)
-    dim = tebd.shape[1]
+    return se_a_tebd_part(graph, d, tebd, ntypes, type_map, "", where), tebd
 
+
+def se_a_tebd_part(graph, d: dict, tebd: np.ndarray, ntypes: int, type_map, suffix: str, where: str) -> dict:
+    """The se_e2_a tree of the descriptor whose nodes carry ``suffix`` (``_k``: part k of a hybrid,
+    which TF builds with the model's type embedding ``tebd`` like a lone se_e2_a)."""
+    dim = tebd.shape[1]
+    scope = EMBED_SCOPE + suffix
     precision = _pb._precision_name(graph, d.get("precision"))
     sel = _pb._sel_list(graph, d, where)
-    _pb._check_descrpt_attrs(graph, "", sel, where, d)
-    _check_neighbour_types(graph, sel)
-    d = _pb._op_cutoffs(graph, "", d)
+    _pb._check_descrpt_attrs(graph, suffix, sel, where, d)
+    _check_neighbour_types(graph, sel, scope)
+    d = _pb._op_cutoffs(graph, suffix, d)
     neuron = list(d["neuron"])
     act = d.get("activation_function", "tanh")
     resnet_dt = bool(d.get("resnet_dt", False))
-    shape = graph.shape(f"{EMBED_SCOPE}/matrix_1")
+    shape = graph.shape(f"{scope}/matrix_1")
     if shape is None or len(shape) != 2 or shape[0] not in (1 + dim, 1 + 2 * dim):
-        raise ModelFormatError(f"{graph.path}: constant '{EMBED_SCOPE}/matrix_1' has shape {shape}; with a "
+        raise ModelFormatError(f"{graph.path}: constant '{scope}/matrix_1' has shape {shape}; with a "
                                f"type embedding of width {dim} the embedding net reads {1 + dim} (type_one_side) "
                                f"or {1 + 2 * dim} inputs")
     one_side = shape[0] == 1 + dim
     if bool(d.get("type_one_side", False)) != one_side:
         raise ModelFormatError(f"{graph.path}: field '{where}.type_one_side' is {d.get('type_one_side', False)} but "
-                               f"'{EMBED_SCOPE}/matrix_1' reads {shape[0]} inputs (type embedding width {dim})")
-    net = _pb._embedding_net(graph, lambda k, l: f"{EMBED_SCOPE}/{k}_{l}", in_dim=shape[0], neuron=neuron,
+                               f"'{scope}/matrix_1' reads {shape[0]} inputs (type embedding width {dim})")
+    net = _pb._embedding_net(graph, lambda k, l: f"{scope}/{k}_{l}", in_dim=shape[0], neuron=neuron,
                              activation=act, resnet_dt=resnet_dt, precision=precision)
     return {
         "@class": "Descriptor",
@@ -172,10 +178,10 @@ def se_a_tebd_descriptor(graph, m: dict, ntypes: int, type_map) -> tuple[dict, n
         "precision": precision,
         "embeddings": _fold_embedding(graph, net, tebd, ntypes, one_side, where),
         "env_mat": _pb._env_mat(d),
-        "@variables": _pb._stat(graph, "", ntypes, sum(sel), 4),
+        "@variables": _pb._stat(graph, suffix, ntypes, sum(sel), 4),
         "type_map": type_map,
         "spin": None,
-    }, tebd
+    }
 
 
 def fold_fitting(graph, fitting: dict, tebd: np.ndarray, dim_descrpt: int) -> dict:

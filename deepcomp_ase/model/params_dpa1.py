@@ -114,7 +114,8 @@ class Dpa1Params:
     type_pair_row = SeAttenV2Params.type_pair_row
 
     def in_hybrid(self, hybrid_rcut: float) -> "Dpa1Params":
-        return replace(self, select_rcut=hybrid_rcut) if hybrid_rcut > self.rcut else self
+        # TensorFlow builds a hybrid's DPA-1 part its own neighbour list within its own rcut
+        return replace(self, select_rcut=hybrid_rcut) if hybrid_rcut > self.rcut and not self.tf_switch else self
 
     def summary(self) -> str:
         """The settings `deepcomp info` shows."""

@@ -104,12 +104,17 @@ def _near_cut(rcut: float) -> dict:
 
 def refs(name: str, pb: Path) -> None:
     """DeePMD-kit's own energies/forces/virials of ``pb`` on the held-out configurations."""
+    write_refs(name, pb, 4.0, 4.0)
+
+
+def write_refs(name: str, pb: Path, rcut: float, near_rcut: float) -> None:
+    """refs/NAME.npz of the graph ``pb`` (cutoff ``rcut``), its ``near_cut`` neighbour just inside ``near_rcut``."""
     from deepmd.infer import DeepPot
 
     held = dict(np.load(HERE / "refs" / "cuau_se_e2_a.npz"))
-    held.update(_near_cut(4.0))
+    held.update(_near_cut(near_rcut))
     dp = DeepPot(str(pb))
-    assert dp.get_rcut() == 4.0
+    assert dp.get_rcut() == rcut
     out = {"names": np.array([*CONFS, "near_cut"]), "type_map": np.array(dp.get_type_map())}
     for c in [*CONFS, "near_cut"]:
         coord, atype = held[f"{c}/coord"], held[f"{c}/atype"]
