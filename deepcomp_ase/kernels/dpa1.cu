@@ -255,7 +255,6 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
     }
     const int dead = n - nr;
     const bool smooth = K.flags & DC_DPA1_SMOOTH, dotr = K.flags & DC_DPA1_DOTR;
-    const bool self_mask = K.flags & DC_DPA1_SELF_MASK;
     const FPTYPE shift = (FPTYPE)DC_ATTNW_SHIFT;
     for (int l = 0; l < K.nlayer; ++l) {
         const int* AL = K.attn_layout + 8 * l;
@@ -328,8 +327,9 @@ __device__ void dpa1_atom_forward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, i
             const FPTYPE* ar = a + (long long)r * n;
             FPTYPE acc = (FPTYPE)0;
             for (int t = 0; t < nr; ++t) {
-                if (self_mask && t == r) continue;
-                FPTYPE wgt = ar[t];
+                // attn_mask: the diagonal weight is zero (the flag tested in place: a bool kept live across
+                // the kernel costs registers, and the kernels are at 128)
+                FPTYPE wgt = (K.flags & DC_DPA1_SELF_MASK) && t == r ? (FPTYPE)0 : ar[t];
                 if (smooth) wgt *= sw[r] * sw[t];
                 if (dotr) wgt *= ru[3 * r] * ru[3 * t] + ru[3 * r + 1] * ru[3 * t + 1] + ru[3 * r + 2] * ru[3 * t + 2];
                 acc += wgt * v[(long long)t * K.hidden + c];
@@ -404,7 +404,6 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
     const int tid = threadIdx.x, nth = blockDim.x, ng = K.ng, n = K.nnei, m2 = K.m2, nr = R.nr[0];
     const int ti = K.atype[i];
     const bool smooth = K.flags & DC_DPA1_SMOOTH, dotr = K.flags & DC_DPA1_DOTR;
-    const bool self_mask = K.flags & DC_DPA1_SELF_MASK;
     const FPTYPE shift = (FPTYPE)DC_ATTNW_SHIFT;
     const FPTYPE *rh = S + L.rh, *sw = S + L.sw, *ru = S + L.ru, *X = S + L.xout;
     FPTYPE *gx = S + L.gx, *gy = S + L.gy, *go = S + L.go, *gw = S + L.gw, *gd = S + L.gd, *gs = S + L.gs;
@@ -494,7 +493,7 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             FPTYPE acc = (FPTYPE)0;
             #pragma unroll 1
             for (int c = 0; c < h; ++c) acc += gr_[c] * vt[c];
-            gw[(long long)r * n + t] = self_mask && t == r ? (FPTYPE)0 : acc;  // the masked diagonal
+            gw[(long long)r * n + t] = (K.flags & DC_DPA1_SELF_MASK) && t == r ? (FPTYPE)0 : acc;  // masked diagonal
         }
         __syncthreads();
         // through the gate, the switch products and the softmax (thread per row); gw becomes
@@ -550,9 +549,8 @@ __device__ void dpa1_atom_backward(const Dpa1K<FPTYPE>& K, const Dpa1Layout& L, 
             } else {
                 #pragma unroll 1
                 for (int t = 0; t < nr; ++t) {
-                    // weights[t][r] of the forward pass
-                    if (self_mask && t == r) continue;
-                    FPTYPE wgt = a[(long long)t * n + r];
+                    // weights[t][r] of the forward pass (attn_mask: the diagonal's is zero)
+                    FPTYPE wgt = (K.flags & DC_DPA1_SELF_MASK) && t == r ? (FPTYPE)0 : a[(long long)t * n + r];
                     if (smooth) wgt *= sw[t] * sw[r];
                     if (dotr)
                         wgt *= ru[3 * t] * ru[3 * r] + ru[3 * t + 1] * ru[3 * r + 1] + ru[3 * t + 2] * ru[3 * r + 2];
