@@ -140,8 +140,8 @@ def test_compressed_within_table_error(potential, name):
     assert_within_table_error(exact, tab, Reference(name), ("p32_0", "p108_1", "cluster55", "near_cut"))
 
 
-@pytest.mark.parametrize("name", ["tf32_cuau_se_atten", "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp",
-                                  *MASKED])
+@pytest.mark.parametrize("name", ["tf32_cuau_se_atten", *[pytest.param(n, marks=pytest.mark.slow) for n in (
+    "tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp", *MASKED)]])
 def test_forces_are_energy_gradients(potential, name):
     """TF's branches (norm floor, rebuilt switch, padding rows) in the hand-written backward pass: central
     differences on near_cut, whose last atom sits where the floor acts. There the gate is w(r) / 1e-6 with

@@ -71,6 +71,7 @@ def _device_step_parts(backend, pot, coord, atype, cell, pbc):
     return st["model"].parts[0], ws.parts[0], ws
 
 
+@pytest.mark.slow  # seconds of emulation: with the slow tests (fast loop under 4 min)
 @needs_emulation
 def test_blocks_loop_over_several_atoms(backend64, dpa1_model):
     """Fewer scratch rows than atoms: each block works through several atoms in turn (the grid is
@@ -132,10 +133,9 @@ def test_scratch_stride_covers_the_layout():
 # ---------------------------------------------------------------------------- whole steps
 @needs_emulation
 @pytest.mark.parametrize("name, kind", [
-    ("pt_cuau_dpa1_concat", "periodic"),
-    ("pt_cuau_dpa1_strip", "cluster"),
+    ("pt_cuau_dpa1_concat", "periodic"),  # the fast loop: one whole step; the rest with the slow tests
     *[pytest.param(n, k, marks=pytest.mark.slow) for n in DPA1_MODELS for k in ("periodic", "dense", "cluster")
-      if (n, k) not in (("pt_cuau_dpa1_concat", "periodic"), ("pt_cuau_dpa1_strip", "cluster"))],
+      if (n, k) != ("pt_cuau_dpa1_concat", "periodic")],
 ])
 def test_whole_step_matches_the_reference(backend64, dpa1_model, name, kind):
     path = dpa1_model(name)
@@ -168,6 +168,7 @@ def test_ghost_atoms(backend64, dpa1_model):
     check_ghost_atoms(backend64, pot_of(path), pot_of(path), coord, atype, cell)
 
 
+@pytest.mark.slow  # seconds of emulation: with the slow tests (fast loop under 4 min)
 @needs_emulation
 def test_exact_net_path_and_counters(backend64, dpa1_model):
     """A pair 0.25 A apart puts its input beyond the table: the kernels evaluate the exact net, and
@@ -194,7 +195,7 @@ TF_GRAPHS = ("tf32_cuau_se_atten_v2_a2", "tf32_cuau_se_atten", "tf32_cuau3_se_at
              "tf22_cuau_se_atten", "tf22_cuau_se_atten_v2_a2", "tf32_cuau_se_atten_strip_sharp",
              "tf32_cuau_se_atten_mask", "tf22_cuau_se_atten_mask")
 #: in the fast run: the default graph and attn_mask (the zeroed diagonal, smooth attention)
-FAST_TF = (TF_GRAPHS[0], "tf32_cuau_se_atten_mask")
+FAST_TF = ("tf32_cuau_se_atten_mask",)  # the fast loop: one TF graph (TF semantics and the mask); all with slow
 
 
 @needs_emulation
@@ -257,6 +258,7 @@ def test_uncompressed_dpa1_stays_on_the_reference(host_emulation):
     assert "uncompressed" in backend.unsupported_reason(pot)
 
 
+@pytest.mark.slow  # seconds of emulation: with the slow tests (fast loop under 4 min)
 @needs_emulation
 def test_lammps_device_path(dpa1_model):
     """The LAMMPS device path (positions of local + ghost atoms, the list built on the device over
