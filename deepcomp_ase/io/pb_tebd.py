@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedModelError
 from ..model.activations import check_activation
-from ..model.nets import Layer, Network
+from ..model.nets import Layer, Network, fold_type_columns
 from . import pb as _pb
 from .tree import embedding_net_record, layer_record
 
@@ -94,23 +94,18 @@ def _fold_embedding(graph, net: dict, tebd: np.ndarray, ntypes: int, one_side: b
     columns of the first layer moved into its bias."""
     first = net["layers"][0]
     w, b = first["@variables"]["w"], first["@variables"]["b"]
-    dim = tebd.shape[1]
     n_out = w.shape[1]
     if n_out in (w.shape[0], 2 * w.shape[0], 1, 2):
         raise _fail(graph, where + ".neuron", net["neuron"],
                     f"a first embedding layer of width {n_out} has a shortcut in DeePMD-kit (input width "
                     f"{w.shape[0]}) or would gain one once the type embedding is folded in (input width 1); "
                     "such a net cannot be reduced to one scalar input -- retrain with another first width")
-    w_s, w_j, w_i = w[:1], w[1:1 + dim], w[1 + dim:]
     b = np.zeros(n_out, w.dtype) if b is None else b
     nets = {}
-    for ti in range(1 if one_side else ntypes):
-        for tj in range(ntypes):
-            bias = b + tebd[tj] @ w_j + (0.0 if one_side else tebd[ti] @ w_i)
-            layer = dict(first, bias=True, **{"@variables": {"w": w_s.copy(), "b": bias.astype(w.dtype), "idt": None}})
-            folded = embedding_net_record(1, net["neuron"], net["activation_function"], net["resnet_dt"], True,
-                                          net["precision"], [layer, *net["layers"][1:]])
-            nets[(tj,) if one_side else (ti, tj)] = folded
+    for key, w_s, bias in fold_type_columns(w, b, tebd, ntypes, one_side):
+        layer = dict(first, bias=True, **{"@variables": {"w": w_s, "b": bias.astype(w.dtype), "idt": None}})
+        nets[key] = embedding_net_record(1, net["neuron"], net["activation_function"], net["resnet_dt"], True,
+                                         net["precision"], [layer, *net["layers"][1:]])
     return _pb._collection(1 if one_side else 2, ntypes, "embedding_network", nets)
 
 

@@ -153,3 +153,18 @@ class Network:
                 g_in = g_in + grad[:, :half] + grad[:, half:]
             grad = g_in
         return out, grad
+
+
+def fold_type_columns(w: np.ndarray, b: np.ndarray, te: np.ndarray, ntypes: int, one_side: bool):
+    """A first layer reading ``[s, tebd[tj](, tebd[ti])]`` as one scalar-input layer per type key.
+
+    For a fixed (centre, neighbour) type the type-embedding columns only add a constant to the
+    pre-activation, so they move into the bias. Yields ``(key, w_s, bias)`` with key ``(tj,)``
+    (``one_side``) or ``(ti, tj)``; used for DPA-1's concat mode and TF's se_e2_a + type embedding.
+    """
+    dim = te.shape[1]
+    w_s, w_j, w_i = w[:1], w[1:1 + dim], w[1 + dim:]
+    for ti in range(1 if one_side else ntypes):
+        for tj in range(ntypes):
+            bias = b + te[tj] @ w_j + (0.0 if one_side else te[ti] @ w_i)
+            yield ((tj,) if one_side else (ti, tj)), w_s.copy(), bias

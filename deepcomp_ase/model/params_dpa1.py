@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ModelFormatError
 from . import params as _params
 from .activations import check_activation
-from .nets import Layer, Network
+from .nets import Layer, Network, fold_type_columns
 from .params import SeAttenV2Params
 from .tree_check import ignore
 
@@ -240,14 +240,11 @@ def _fold_concat(ctx, net: Network, where: str, te: np.ndarray, ntypes: int, one
         raise ctx.fail(where + ".networks[0].layers[0]", "a residual first layer (neuron[0] equals its input width)",
                        "the type-embedding inputs would pass through the shortcut; such a net cannot be reduced "
                        "to one input and is not supported -- retrain with a different first neuron width")
-    w_s, w_j, w_i = first.w[:1], first.w[1:1 + tebd], first.w[1 + tebd:]
     out = {}
-    for ti in range(1 if one_side else ntypes):
-        for tj in range(ntypes):
-            b = first.b + te[tj] @ w_j + (0.0 if one_side else te[ti] @ w_i)
-            # no shortcut (refused above): with one input, a width of 1 or 2 would otherwise gain one
-            layer = Layer(w=w_s.copy(), b=b, idt=first.idt, activation=first.activation, resnet=False)
-            out[(tj,) if one_side else (ti, tj)] = Network((layer, *net.layers[1:]))
+    for key, w_s, b in fold_type_columns(first.w, first.b, te, ntypes, one_side):
+        # no shortcut (refused above): with one input, a width of 1 or 2 would otherwise gain one
+        layer = Layer(w=w_s, b=b, idt=first.idt, activation=first.activation, resnet=False)
+        out[key] = Network((layer, *net.layers[1:]))
     return out
 
 
